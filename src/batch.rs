@@ -1,0 +1,436 @@
+//! batch: lines → batches of Firehose records.
+//!
+//! Input: `Vec<Line>` chunks from the tail. Output: [`Batch`]es on a bounded channel to
+//! the ship stage, each within Firehose's limits (DESIGN §4): ≤ 500 records, ≤ 4 MiB of
+//! data, every record ≤ 1,024,000 bytes. Every record's data is the line with its
+//! trailing `\n` (Firehose adds no delimiter).
+//!
+//! Every line read ends up in exactly one place: a record, the dead-letter file
+//! (oversize; invalid JSON with `--invalid-json dead-letter`), or skipped by design (the
+//! Logger header, empty lines). All of them — skipped ones too — are covered by the
+//! batch's [`Span`]s, so the checkpoint moves past them only when the batch is done.
+//!
+//! A batch is cut when full, when its oldest line has waited `--flush-interval`, or at
+//! once when the input ends (the drain). [`Batcher`] is pure and property-tested.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::checkpoint::{Progress, Span};
+use crate::config::InvalidJson;
+use crate::deadletter::DeadLetter;
+use crate::metrics::Metrics;
+use crate::tail::{FileKey, Line, MAX_RECORD_BYTES};
+
+/// PutRecordBatch takes at most 500 records (Firehose quotas page).
+pub const MAX_BATCH_RECORDS: usize = 500;
+
+/// PutRecordBatch takes at most 4 MiB of data. Counted on the raw data, before base64;
+/// if Firehose ever counts otherwise, its `InvalidArgumentException` makes the ship
+/// stage split the call in halves.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// What becomes of one line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Shipped; `json` tells whether it may share a record with others (`--aggregate`).
+    Record { json: bool },
+    /// Not shipped by design, with the reason (a metric label).
+    Skip(&'static str),
+    /// Written to the dead-letter file, with the reason.
+    DeadLetter(&'static str),
+}
+
+/// Ruby's `Logger` writes this first line unless `skip_header` is set.
+const LOGGER_HEADER: &[u8] = b"# Logfile created on ";
+
+/// Decides a line's fate (DESIGN §5).
+pub fn classify(line: &Line, invalid_json: InvalidJson) -> Disposition {
+    if line.is_oversize() {
+        return Disposition::DeadLetter("oversize");
+    }
+    let body = line.data.strip_suffix(b"\n").unwrap_or(&line.data);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Disposition::Skip("empty");
+    }
+    if body.starts_with(LOGGER_HEADER) {
+        return Disposition::Skip("header");
+    }
+    let json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+    if !json && invalid_json == InvalidJson::DeadLetter {
+        return Disposition::DeadLetter("invalid_json");
+    }
+    Disposition::Record { json }
+}
+
+/// Where a record's (first) line came from, and how many lines it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordMeta {
+    pub file: FileKey,
+    pub offset: u64,
+    pub lines: u32,
+}
+
+/// One PutRecordBatch worth of records, plus the file ranges it settles.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<Bytes>,
+    pub meta: Vec<RecordMeta>,
+    /// Sum of the records' lengths.
+    pub bytes: usize,
+    /// Every line the batch accounts for (records, skipped, dead-lettered), per file.
+    pub spans: Vec<Span>,
+}
+
+/// Packs lines into batches. Pure: the caller supplies the clock.
+pub struct Batcher {
+    aggregate: bool,
+    batch: Batch,
+    /// With `--aggregate`: the record being filled with consecutive JSON lines.
+    open: Option<(BytesMut, RecordMeta)>,
+    oldest: Option<Instant>,
+}
+
+impl Batcher {
+    pub fn new(aggregate: bool) -> Batcher {
+        Batcher {
+            aggregate,
+            batch: Batch::default(),
+            open: None,
+            oldest: None,
+        }
+    }
+
+    /// When the oldest line in the batch arrived (the flush timer's base).
+    pub fn oldest(&self) -> Option<Instant> {
+        self.oldest
+    }
+
+    fn record_count(&self) -> usize {
+        self.batch.records.len() + usize::from(self.open.is_some())
+    }
+
+    fn fits(&self, len: usize) -> bool {
+        self.record_count() < MAX_BATCH_RECORDS && self.batch.bytes + len <= MAX_BATCH_BYTES
+    }
+
+    /// Adds one line. Returns a batch when one was cut (the previous one, because this
+    /// line did not fit; or this one, because it is full).
+    pub fn add(&mut self, line: &Line, d: Disposition, now: Instant) -> Option<Batch> {
+        let mut cut = None;
+        if let Disposition::Record { json } = d {
+            let len = line.data.len();
+            debug_assert!(len <= MAX_RECORD_BYTES);
+            let joined = self.aggregate && json && self.try_join(line);
+            if !joined {
+                self.close_open();
+                if !self.fits(len) {
+                    cut = self.take();
+                }
+                let meta = RecordMeta {
+                    file: line.file,
+                    offset: line.start,
+                    lines: 1,
+                };
+                if self.aggregate && json {
+                    self.open = Some((BytesMut::from(&line.data[..]), meta));
+                } else {
+                    self.batch.records.push(line.data.clone());
+                    self.batch.meta.push(meta);
+                }
+                self.batch.bytes += len;
+            }
+        }
+        self.cover(line);
+        self.oldest.get_or_insert(now);
+        if cut.is_none() && self.record_count() == MAX_BATCH_RECORDS && self.open.is_none() {
+            cut = self.take();
+        }
+        cut
+    }
+
+    /// Appends a JSON line to the open aggregate record if the record and the batch both
+    /// stay within their limits.
+    fn try_join(&mut self, line: &Line) -> bool {
+        let len = line.data.len();
+        let batch_ok = self.batch.bytes + len <= MAX_BATCH_BYTES;
+        match self.open.as_mut() {
+            Some((buf, meta)) if batch_ok && buf.len() + len <= MAX_RECORD_BYTES => {
+                buf.extend_from_slice(&line.data);
+                meta.lines += 1;
+                self.batch.bytes += len;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn close_open(&mut self) {
+        if let Some((buf, meta)) = self.open.take() {
+            self.batch.records.push(buf.freeze());
+            self.batch.meta.push(meta);
+        }
+    }
+
+    /// Extends the batch's span over the line (records, skipped and dead-lettered alike).
+    fn cover(&mut self, line: &Line) {
+        match self.batch.spans.last_mut() {
+            Some(s) if s.file == line.file && s.end == line.start => s.end = line.end,
+            _ => self.batch.spans.push(Span {
+                file: line.file,
+                start: line.start,
+                end: line.end,
+            }),
+        }
+    }
+
+    /// Cuts the batch as it is (flush timer, or end of input). `None` when empty.
+    pub fn take(&mut self) -> Option<Batch> {
+        self.close_open();
+        self.oldest = None;
+        if self.batch.spans.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.batch))
+    }
+}
+
+/// Settings of the batch stage.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub aggregate: bool,
+    pub invalid_json: InvalidJson,
+    pub flush_interval: Duration,
+}
+
+/// The async shell: classifies lines, writes dead letters, cuts batches when full or
+/// due, and flushes at once when the tail drops its sender — then drops its own.
+pub async fn run(
+    mut rx: mpsc::Receiver<Vec<Line>>,
+    tx: mpsc::Sender<Batch>,
+    settings: Settings,
+    progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
+    dead_letter: Arc<DeadLetter>,
+) {
+    let mut batcher = Batcher::new(settings.aggregate);
+    loop {
+        let due = batcher.oldest().map(|t| t + settings.flush_interval);
+        let chunk = tokio::select! {
+            chunk = rx.recv() => chunk,
+            _ = sleep_until_opt(due) => {
+                if let Some(b) = batcher.take() {
+                    send(&tx, b, &progress).await;
+                }
+                continue;
+            }
+        };
+        let Some(lines) = chunk else {
+            if let Some(b) = batcher.take() {
+                send(&tx, b, &progress).await;
+            }
+            return;
+        };
+        let now = Instant::now();
+        for line in &lines {
+            let d = classify(line, settings.invalid_json);
+            match d {
+                Disposition::Record { json: false } => {
+                    metrics.invalid_json.inc();
+                }
+                Disposition::Skip(reason) => metrics.skip(reason),
+                Disposition::DeadLetter(reason) => {
+                    if reason == "invalid_json" {
+                        metrics.invalid_json.inc();
+                    }
+                    let file = progress.path_of(line.file);
+                    dead_letter
+                        .write_retrying(&file, line.start, reason, &line.data, line.size)
+                        .await;
+                    metrics.dead_letter(reason);
+                }
+                Disposition::Record { json: true } => {}
+            }
+            if let Some(b) = batcher.add(line, d, now) {
+                send(&tx, b, &progress).await;
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Registers the batch's spans (so the checkpoint cannot pass them) and hands it on.
+async fn send(tx: &mpsc::Sender<Batch>, batch: Batch, progress: &Progress) {
+    progress.register(&batch.spans);
+    // The ship stage only goes away when the whole pipeline is being torn down.
+    let _ = tx.send(batch).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line(file: FileKey, start: u64, body_len: usize) -> Line {
+        let mut data = vec![b'x'; body_len];
+        data.push(b'\n');
+        Line {
+            file,
+            start,
+            end: start + data.len() as u64,
+            size: data.len() as u64,
+            data: Bytes::from(data),
+        }
+    }
+
+    fn record() -> Disposition {
+        Disposition::Record { json: true }
+    }
+
+    #[test]
+    fn classify_follows_design() {
+        let mk = |s: &[u8]| Line {
+            file: 0,
+            start: 0,
+            end: s.len() as u64,
+            size: s.len() as u64,
+            data: Bytes::copy_from_slice(s),
+        };
+        let ship = InvalidJson::Ship;
+        assert_eq!(classify(&mk(b"{\"a\":1}\n"), ship), Disposition::Record { json: true });
+        assert_eq!(classify(&mk(b"\n"), ship), Disposition::Skip("empty"));
+        assert_eq!(classify(&mk(b"  \r\n"), ship), Disposition::Skip("empty"));
+        assert_eq!(
+            classify(&mk(b"# Logfile created on 2026-11-26 by logger.rb/v1.6.0\n"), ship),
+            Disposition::Skip("header")
+        );
+        assert_eq!(classify(&mk(b"{\"a\":\n"), ship), Disposition::Record { json: false });
+        assert_eq!(classify(&mk(b"\xff\xfe\x00\n"), ship), Disposition::Record { json: false });
+        assert_eq!(
+            classify(&mk(b"not json\n"), InvalidJson::DeadLetter),
+            Disposition::DeadLetter("invalid_json")
+        );
+        let big = line(0, 0, MAX_RECORD_BYTES);
+        assert_eq!(classify(&big, ship), Disposition::DeadLetter("oversize"));
+        let just_fits = line(0, 0, MAX_RECORD_BYTES - 1);
+        assert!(!just_fits.is_oversize());
+    }
+
+    #[test]
+    fn full_batch_is_cut_at_500_records() {
+        let mut b = Batcher::new(false);
+        let now = Instant::now();
+        let mut cut = Vec::new();
+        for i in 0..1000u64 {
+            if let Some(batch) = b.add(&line(0, i * 11, 10), record(), now) {
+                cut.push(batch);
+            }
+        }
+        assert_eq!(cut.len(), 2);
+        assert!(cut.iter().all(|c| c.records.len() == 500));
+        assert!(b.take().is_none());
+    }
+
+    #[test]
+    fn skipped_lines_are_covered_by_spans() {
+        let mut b = Batcher::new(false);
+        let now = Instant::now();
+        assert!(b.add(&line(0, 0, 10), record(), now).is_none());
+        assert!(b.add(&line(0, 11, 0), Disposition::Skip("empty"), now).is_none());
+        let batch = b.take().unwrap();
+        assert_eq!(batch.records.len(), 1);
+        assert_eq!(batch.spans, vec![Span { file: 0, start: 0, end: 12 }]);
+    }
+
+    #[test]
+    fn aggregation_packs_json_and_isolates_invalid_lines() {
+        let mut b = Batcher::new(true);
+        let now = Instant::now();
+        b.add(&line(0, 0, 10), record(), now);
+        b.add(&line(0, 11, 10), record(), now);
+        b.add(&line(0, 22, 10), Disposition::Record { json: false }, now);
+        b.add(&line(0, 33, 10), record(), now);
+        let batch = b.take().unwrap();
+        let lines: Vec<u32> = batch.meta.iter().map(|m| m.lines).collect();
+        assert_eq!(lines, vec![2, 1, 1]);
+        assert_eq!(batch.records[0].len(), 22);
+    }
+
+    /// A line as the property tests draw it: its body length and fate.
+    fn arb_line() -> impl Strategy<Value = (usize, u8)> {
+        let len = prop_oneof![
+            40 => 0usize..400,
+            3 => 400usize..200_000,
+            1 => (MAX_RECORD_BYTES - 3)..(MAX_RECORD_BYTES + 2),
+        ];
+        (len, 0u8..10)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// For any sequence of line sizes: no batch breaks a limit, every shippable line
+        /// appears exactly once and in order, oversize lines never appear in a batch, and
+        /// the spans cover every line exactly once.
+        #[test]
+        fn batches_respect_limits_and_keep_every_line(
+            lines in prop::collection::vec(arb_line(), 1..1200),
+            aggregate in any::<bool>(),
+        ) {
+            let mut b = Batcher::new(aggregate);
+            let now = Instant::now();
+            let mut batches = Vec::new();
+            let mut expected = Vec::new();
+            let mut offset = 0u64;
+            for (i, (len, kind)) in lines.iter().enumerate() {
+                // Tag each line with its index so order can be checked.
+                let mut data = format!("{i}:").into_bytes();
+                data.resize(data.len().max(*len), b'x');
+                data.push(b'\n');
+                let l = Line { file: 0, start: offset, end: offset + data.len() as u64,
+                               size: data.len() as u64, data: Bytes::from(data) };
+                offset = l.end;
+                let d = if l.is_oversize() {
+                    Disposition::DeadLetter("oversize")
+                } else if *kind == 0 {
+                    Disposition::Skip("empty")
+                } else {
+                    Disposition::Record { json: *kind != 1 }
+                };
+                if matches!(d, Disposition::Record { .. }) {
+                    expected.push(l.data.clone());
+                }
+                batches.extend(b.add(&l, d, now));
+            }
+            batches.extend(b.take());
+            let mut got = Vec::new();
+            let mut covered = 0u64;
+            for batch in &batches {
+                prop_assert!(batch.records.len() <= MAX_BATCH_RECORDS);
+                prop_assert!(batch.records.iter().map(Bytes::len).sum::<usize>() <= MAX_BATCH_BYTES);
+                prop_assert_eq!(batch.records.len(), batch.meta.len());
+                for (r, m) in batch.records.iter().zip(&batch.meta) {
+                    prop_assert!(r.len() <= MAX_RECORD_BYTES);
+                    prop_assert_eq!(r.iter().filter(|c| **c == b'\n').count(), m.lines as usize);
+                    got.extend(r.split_inclusive(|c| *c == b'\n').map(Bytes::copy_from_slice));
+                }
+                for s in &batch.spans {
+                    prop_assert_eq!(s.start, covered);
+                    covered = s.end;
+                }
+            }
+            prop_assert_eq!(covered, offset);
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

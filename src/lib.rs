@@ -1,0 +1,293 @@
+//! firetail follows one JSON-lines log file written by an application container, ships
+//! every line to Amazon Data Firehose with `PutRecordBatch`, and, when Kubernetes tells
+//! it to stop, ships everything still unshipped before it exits.
+//!
+//! # Layout
+//!
+//! ```text
+//!            Vec<Line>                  Batch (≤500 rec, ≤4 MiB)          spans acked
+//!  tail ─────────────────▶ batch ─────────────────────────▶ ship ─────────────▶ checkpoint
+//!  inotify + slow poll      classify, dead-letter,           PutRecordBatch,       highest offset below
+//!  complete lines only      cut when full or due             resend failed only    which all is acked
+//! ```
+//!
+//! - [`config`]: flags and `FIRETAIL_*` variables → a validated `Config` (exit 2 on error).
+//! - [`tail`]: the file → lines; rotation, truncation, restart from the checkpoint.
+//! - [`batch`]: lines → batches within Firehose's limits; bad lines sorted out.
+//! - [`ship`]: batches → Firehose; classification, retries, bisection, in-flight bound.
+//! - [`checkpoint`]: acknowledgements → the checkpoint file (atomic, batched writes).
+//! - [`deadletter`]: the file for lines Firehose can never take.
+//! - [`metrics`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` listener.
+//! - [`shutdown`]: SIGTERM/SIGINT.
+//! - [`run`] (here): wires the stages and owns the one shutdown path.
+//!
+//! # Shutdown
+//!
+//! The first signal starts the drain: the tail reads to the end of the file, waits for
+//! `--drain-quiet` without new bytes, finishes and drops its sender; the batch stage
+//! flushes at once and drops its own; the ship stage ends when its last call ends. The
+//! whole drain runs under `--drain-timeout`; then the final checkpoint is written and
+//! one drain report is logged. Channels are bounded and small: the file is the buffer.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod deadletter;
+pub mod metrics;
+pub mod shutdown;
+pub mod ship;
+pub mod tail;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::checkpoint::{Checkpointer, Progress, Unacknowledged};
+use crate::config::Config;
+use crate::deadletter::DeadLetter;
+use crate::metrics::{Health, Metrics, Reason};
+use crate::ship::Shipper;
+use crate::tail::Follower;
+
+/// Line chunks between tail and batch: each is up to one poll's read (≤ 512 KiB), so
+/// this bounds the lines in transit to a couple of MiB.
+const LINE_CHANNEL: usize = 2;
+/// Batches between batch and ship: ship pulls one when it has a free call slot, so
+/// one waiting batch keeps the slots busy without buffering more.
+const BATCH_CHANNEL: usize = 1;
+/// The drain logs its progress at most this often.
+const DRAIN_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// What happened to every line, logged once at exit (the drain report).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub lines_read: u64,
+    pub lines_shipped: u64,
+    pub records_shipped: u64,
+    pub dead_lettered_oversize: u64,
+    pub dead_lettered_invalid_json: u64,
+    pub dead_lettered_rejected: u64,
+    pub skipped_header: u64,
+    pub skipped_empty: u64,
+    pub undelivered: u64,
+    pub duplicates_possible: u64,
+    pub checkpoint_offset: Option<u64>,
+    pub drain_seconds: f64,
+    /// How the drain ended: `drained`, `deadline`, `second_signal`, `error`.
+    pub drain_end: &'static str,
+    #[serde(skip)]
+    pub unacknowledged: Vec<Unacknowledged>,
+}
+
+impl Report {
+    /// 0 when every line read was shipped, dead-lettered or skipped, else 1.
+    pub fn exit_code(&self) -> u8 {
+        if self.undelivered == 0 && self.drain_end == "drained" {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// Why the running phase ended.
+enum Stop {
+    Signal(&'static str),
+    TailFailed(anyhow::Error),
+}
+
+/// Runs the agent until a signal arrives on `signals` and the drain ends.
+pub async fn run(
+    config: Config,
+    client: aws_sdk_firehose::Client,
+    listener: tokio::net::TcpListener,
+    mut signals: mpsc::Receiver<&'static str>,
+) -> anyhow::Result<Report> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let progress = Arc::new(Progress::default());
+    let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter));
+    let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
+    let resume_from = checkpointer.load();
+    let follower = Follower::new(
+        &config.path,
+        config.read_from,
+        &resume_from,
+        progress.clone(),
+        metrics.clone(),
+    )
+    .with_context(|| format!("cannot follow {}", config.path.display()))?;
+    tracing::info!(
+        config = %serde_json::to_string(&config).unwrap_or_default(),
+        metrics_addr = %listener.local_addr()?,
+        checkpointed_files = resume_from.len(),
+        "firetail started."
+    );
+    let server = tokio::spawn(metrics::serve(listener, metrics.clone(), health.clone()));
+
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
+    let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
+    let mut tail = tokio::spawn(tail::run(
+        follower,
+        line_tx,
+        drain_rx,
+        config.drain_quiet,
+        health.following.clone(),
+    ));
+    let settings = batch::Settings {
+        aggregate: config.aggregate,
+        invalid_json: config.invalid_json,
+        flush_interval: config.flush_interval,
+    };
+    let batcher = tokio::spawn(batch::run(
+        line_rx,
+        batch_tx,
+        settings,
+        progress.clone(),
+        metrics.clone(),
+        dead_letter.clone(),
+    ));
+    let shipper = Arc::new(Shipper::new(
+        client,
+        config.stream.clone(),
+        progress.clone(),
+        metrics.clone(),
+        health.clone(),
+        dead_letter,
+    ));
+    let mut ship = tokio::spawn(ship::run(batch_rx, shipper, config.max_in_flight));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let writer = tokio::spawn(checkpoint::run(checkpointer, progress.clone(), stop_rx));
+
+    let stop = tokio::select! {
+        name = signals.recv() => Stop::Signal(name.unwrap_or("signal channel closed")),
+        res = &mut tail => Stop::TailFailed(match res {
+            Ok(Ok(())) => anyhow::anyhow!("the tail stage ended without a signal"),
+            Ok(Err(e)) => anyhow::Error::new(e),
+            Err(e) => anyhow::Error::new(e),
+        }),
+    };
+
+    // The one shutdown path: drain under the deadline.
+    health.draining.store(true, Ordering::Relaxed);
+    let _ = drain_tx.send(true);
+    let started = Instant::now();
+    let deadline = started + config.drain_timeout;
+    let mut fatal = None;
+    match &stop {
+        Stop::Signal(name) => tracing::info!(
+            signal = name,
+            drain_timeout = %humantime::format_duration(config.drain_timeout),
+            drain_quiet = %humantime::format_duration(config.drain_quiet),
+            "Drain started: reading to the end of the file, then shipping the rest."
+        ),
+        Stop::TailFailed(e) => {
+            tracing::error!(error = format!("{e:#}"), "Reading the log file failed; shipping what was read, then exiting 1.");
+        }
+    }
+    if let Stop::TailFailed(e) = stop {
+        fatal = Some(e);
+    }
+    let mut tick = tokio::time::interval_at(started + DRAIN_PROGRESS_EVERY, DRAIN_PROGRESS_EVERY);
+    let drain_end = loop {
+        tokio::select! {
+            _ = &mut ship => break "drained",
+            _ = tokio::time::sleep_until(deadline) => break "deadline",
+            Some(name) = signals.recv() => {
+                tracing::warn!(signal = name, "Second signal: ending the drain now.");
+                break "second_signal";
+            }
+            _ = tick.tick() => {
+                let left = metrics.lines_read.get().saturating_sub(settled(&metrics));
+                tracing::info!(
+                    lines_left = left,
+                    seconds_left = deadline.saturating_duration_since(Instant::now()).as_secs_f64(),
+                    "Drain in progress."
+                );
+            }
+        }
+    };
+    let drain_end = if fatal.is_some() && drain_end == "drained" { "error" } else { drain_end };
+    tail.abort();
+    batcher.abort();
+    ship.abort();
+
+    // Final checkpoint: acknowledged offsets only.
+    let _ = stop_tx.send(true);
+    let mut checkpointer = writer.await.context("checkpoint writer task")?;
+    if let Err(e) = checkpointer.write(&progress) {
+        tracing::error!(file = %config.checkpoint.display(), error = %e, "Cannot write the final checkpoint; a restart will ship acknowledged lines again.");
+    }
+    server.abort();
+
+    let report = report(&metrics, &progress, started.elapsed(), drain_end);
+    metrics.drain_seconds.set(report.drain_seconds);
+    metrics.undelivered_lines.set(report.undelivered as i64);
+    if report.undelivered > 0 {
+        tracing::error!(
+            undelivered = report.undelivered,
+            unacknowledged = %serde_json::to_string(&report.unacknowledged).unwrap_or_default(),
+            drain_end,
+            "Lines left undelivered; they stay unacknowledged in the checkpoint and a restart on it ships them."
+        );
+    }
+    tracing::info!(
+        lines_read = report.lines_read,
+        lines_shipped = report.lines_shipped,
+        records_shipped = report.records_shipped,
+        dead_lettered_oversize = report.dead_lettered_oversize,
+        dead_lettered_invalid_json = report.dead_lettered_invalid_json,
+        dead_lettered_rejected = report.dead_lettered_rejected,
+        skipped_header = report.skipped_header,
+        skipped_empty = report.skipped_empty,
+        undelivered = report.undelivered,
+        duplicates_possible = report.duplicates_possible,
+        checkpoint_offset = report.checkpoint_offset,
+        drain_seconds = report.drain_seconds,
+        drain_end = report.drain_end,
+        "Drain report."
+    );
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    Ok(report)
+}
+
+fn reason(f: &prometheus_client::metrics::family::Family<Reason, prometheus_client::metrics::counter::Counter>, reason: &'static str) -> u64 {
+    f.get_or_create(&Reason { reason }).get()
+}
+
+/// Lines that reached their end: shipped, dead-lettered or skipped.
+fn settled(m: &Metrics) -> u64 {
+    m.lines_shipped.get()
+        + ["oversize", "invalid_json", "rejected"]
+            .iter()
+            .map(|r| reason(&m.dead_lettered, r))
+            .sum::<u64>()
+        + ["header", "empty"].iter().map(|r| reason(&m.skipped, r)).sum::<u64>()
+}
+
+fn report(m: &Metrics, progress: &Progress, drain: Duration, drain_end: &'static str) -> Report {
+    Report {
+        lines_read: m.lines_read.get(),
+        lines_shipped: m.lines_shipped.get(),
+        records_shipped: m.records_shipped.get(),
+        dead_lettered_oversize: reason(&m.dead_lettered, "oversize"),
+        dead_lettered_invalid_json: reason(&m.dead_lettered, "invalid_json"),
+        dead_lettered_rejected: reason(&m.dead_lettered, "rejected"),
+        skipped_header: reason(&m.skipped, "header"),
+        skipped_empty: reason(&m.skipped, "empty"),
+        undelivered: m.lines_read.get().saturating_sub(settled(m)),
+        duplicates_possible: m.duplicates_possible.get(),
+        checkpoint_offset: progress.current_offset(),
+        drain_seconds: drain.as_secs_f64(),
+        drain_end,
+        unacknowledged: progress.unacknowledged(),
+    }
+}

@@ -1,0 +1,265 @@
+//! metrics: what operators see — Prometheus series, `/healthz`, `/readyz`.
+//!
+//! Every stage holds an `Arc<Metrics>` and bumps its own series; [`serve`] answers
+//! `/metrics` (Prometheus text, through `prometheus-client`'s encoder), `/healthz`
+//! (the process is alive) and `/readyz` (following the file, not draining, no
+//! configuration error blocking delivery — DESIGN §6, §9) on `--metrics-addr`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// Firehose bills ingestion per record rounded up to the next 5 KB (Firehose
+/// pricing page); 5 KB there is 5,120 bytes.
+pub const BILLING_INCREMENT: u64 = 5120;
+
+/// The billable size of one record.
+pub fn billable(record_len: u64) -> u64 {
+    record_len.div_ceil(BILLING_INCREMENT).max(1) * BILLING_INCREMENT
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+/// Every series firetail exports. Names get the `firetail_` prefix at registration;
+/// counters get `_total` from the encoder.
+pub struct Metrics {
+    registry: Registry,
+    pub lines_read: Counter,
+    pub lines_shipped: Counter,
+    pub records_shipped: Counter,
+    pub bytes_shipped: Counter,
+    pub billable_bytes: Counter,
+    pub calls: Family<Outcome, Counter>,
+    pub records_retried: Counter,
+    pub throttled: Counter,
+    pub duplicates_possible: Counter,
+    pub dead_lettered: Family<Reason, Counter>,
+    pub skipped: Family<Reason, Counter>,
+    pub invalid_json: Counter,
+    pub in_flight: Gauge,
+    pub lag_bytes: Gauge,
+    pub checkpoint_writes: Counter,
+    pub checkpoint_corrupt: Counter,
+    pub checkpointed_files_missing: Counter,
+    pub files_opened: Counter,
+    pub rotations: Counter,
+    pub truncations: Counter,
+    pub call_seconds: Histogram,
+    pub drain_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub undelivered_lines: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("firetail");
+        let m = Metrics {
+            lines_read: Counter::default(),
+            lines_shipped: Counter::default(),
+            records_shipped: Counter::default(),
+            bytes_shipped: Counter::default(),
+            billable_bytes: Counter::default(),
+            calls: Family::default(),
+            records_retried: Counter::default(),
+            throttled: Counter::default(),
+            duplicates_possible: Counter::default(),
+            dead_lettered: Family::default(),
+            skipped: Family::default(),
+            invalid_json: Counter::default(),
+            in_flight: Gauge::default(),
+            lag_bytes: Gauge::default(),
+            checkpoint_writes: Counter::default(),
+            checkpoint_corrupt: Counter::default(),
+            checkpointed_files_missing: Counter::default(),
+            files_opened: Counter::default(),
+            rotations: Counter::default(),
+            truncations: Counter::default(),
+            // 5 ms … ~40 s: a healthy call is tens of milliseconds, a hung one hits the
+            // call timeout.
+            call_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            drain_seconds: Gauge::default(),
+            undelivered_lines: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("lines_read", "Lines read from the log files (complete lines, including skipped ones).", m.lines_read.clone());
+        r.register("lines_shipped", "Lines accepted by Firehose.", m.lines_shipped.clone());
+        r.register("records_shipped", "Firehose records accepted (a record holds one line, or several with --aggregate).", m.records_shipped.clone());
+        r.register("bytes_shipped", "Record data bytes accepted by Firehose.", m.bytes_shipped.clone());
+        r.register("billable_bytes", "Bytes Firehose bills for ingestion: every accepted record rounded up to 5 KB (5,120 bytes).", m.billable_bytes.clone());
+        r.register("put_record_batch_calls", "PutRecordBatch calls by outcome.", m.calls.clone());
+        r.register("records_retried", "Records sent again after a failure (per-record or whole-call).", m.records_retried.clone());
+        r.register("throttled", "Throttled answers: whole calls (ThrottlingException, LimitExceededException) plus records answered \"Slow down.\".", m.throttled.clone());
+        r.register("duplicates_possible", "Records sent again after an answer that never came (timeout, reset): Firehose may hold them twice.", m.duplicates_possible.clone());
+        r.register("dead_lettered", "Lines written to the dead-letter file, by reason.", m.dead_lettered.clone());
+        r.register("lines_skipped", "Lines not shipped by design, by reason (Logger header, empty).", m.skipped.clone());
+        r.register("invalid_json_lines", "Lines that are not valid JSON (shipped as they are, or dead-lettered with --invalid-json dead-letter).", m.invalid_json.clone());
+        r.register("in_flight_calls", "PutRecordBatch calls under way.", m.in_flight.clone());
+        r.register("lag_bytes", "Bytes read from the files but not yet acknowledged by Firehose.", m.lag_bytes.clone());
+        r.register("checkpoint_writes", "Checkpoint files written.", m.checkpoint_writes.clone());
+        r.register("checkpoint_corrupt", "Checkpoint files found unreadable at start (moved aside).", m.checkpoint_corrupt.clone());
+        r.register("checkpointed_files_missing", "Checkpointed files not found at restart (their unshipped lines, if any, are lost).", m.checkpointed_files_missing.clone());
+        r.register("files_opened", "Log files opened.", m.files_opened.clone());
+        r.register("rotations", "Rename rotations followed.", m.rotations.clone());
+        r.register("truncations", "Truncations (copytruncate) detected.", m.truncations.clone());
+        r.register("put_record_batch_duration_seconds", "Latency of one PutRecordBatch attempt.", m.call_seconds.clone());
+        r.register("drain_duration_seconds", "How long the drain after SIGTERM took (set at its end).", m.drain_seconds.clone());
+        r.register("undelivered_lines", "Lines read but neither shipped nor dead-lettered when the drain ended (set at its end).", m.undelivered_lines.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn call(&self, outcome: &'static str) {
+        self.calls.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    pub fn dead_letter(&self, reason: &'static str) {
+        self.dead_lettered.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn skip(&self, reason: &'static str) {
+        self.skipped.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Prometheus text exposition of every series.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The probes' view of the agent.
+#[derive(Default)]
+pub struct Health {
+    /// The file at the path is open.
+    pub following: Arc<AtomicBool>,
+    /// SIGTERM arrived.
+    pub draining: AtomicBool,
+    /// Firehose answered with a configuration error (stream missing, access denied,
+    /// no credentials) and delivery is blocked until it is fixed.
+    pub config_error: AtomicBool,
+}
+
+impl Health {
+    pub fn is_ready(&self) -> bool {
+        self.following.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+            && !self.config_error.load(Ordering::Relaxed)
+    }
+}
+
+/// Binds `--metrics-addr` now, so a bad address is a start-up error (exit 2).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (metrics, health) = (metrics.clone(), health.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let reply = answer(req.uri().path(), &metrics, &health);
+                async move { Ok::<_, Infallible>(reply) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+fn answer(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        "/readyz" => {
+            let why = if health.draining.load(Ordering::Relaxed) {
+                "draining\n"
+            } else if health.config_error.load(Ordering::Relaxed) {
+                "delivery blocked by a configuration error (see the ERROR log)\n"
+            } else {
+                "not following the file yet\n"
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, "text/plain", why.to_string())
+        }
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn billable_rounds_up_to_5kb() {
+        assert_eq!(billable(1), 5120);
+        assert_eq!(billable(300), 5120);
+        assert_eq!(billable(5120), 5120);
+        assert_eq!(billable(5121), 10240);
+        assert_eq!(billable(1_024_000), 1_024_000);
+    }
+
+    #[test]
+    fn series_carry_the_prefix() {
+        let m = Metrics::new();
+        m.lines_read.inc_by(3);
+        m.call("ok");
+        let text = m.encode();
+        assert!(text.contains("firetail_lines_read_total 3"), "{text}");
+        assert!(text.contains("firetail_put_record_batch_calls_total{outcome=\"ok\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn readiness_needs_following_and_no_drain_or_config_error() {
+        let h = Health::default();
+        assert!(!h.is_ready());
+        h.following.store(true, Ordering::Relaxed);
+        assert!(h.is_ready());
+        h.config_error.store(true, Ordering::Relaxed);
+        assert!(!h.is_ready());
+        h.config_error.store(false, Ordering::Relaxed);
+        h.draining.store(true, Ordering::Relaxed);
+        assert!(!h.is_ready());
+    }
+}

@@ -1,0 +1,773 @@
+//! tail: the log file on disk → [`Line`]s, complete lines only, in file order.
+//!
+//! Input: the path of one JSON-lines file (and, on restart, the checkpoint's entries).
+//! Output: `Vec<Line>` chunks on a bounded channel to the batch stage. A slow Firehose
+//! fills that channel and stops the reader: the file on disk is the buffer.
+//!
+//! Guarantees (DESIGN §5):
+//! - Only complete lines leave; a partial last line waits for its `\n`, except at the
+//!   very end (drain, or a rotated file being retired), where it leaves with a `\n`
+//!   appended rather than being lost.
+//! - Rename rotation (Ruby `Logger`, logrotate `create`): the old file is read to its
+//!   end with no timer, and retired only once the writer has provably moved on (the new
+//!   file has bytes, or the old one was deleted), then the new file is read from 0.
+//! - copytruncate: a size below the read offset starts the file again at 0.
+//! - Restart: the checkpointed file is found by identity among its rotated siblings,
+//!   its rest is read, then every newer sibling, then the current file.
+//!
+//! [`Follower`] is plain synchronous code (property-tested against a model in
+//! `tests`); [`run`] is the thin async shell that wakes it on inotify events (through
+//! `notify`, watching the parent directory) and on a slow poll.
+
+use std::collections::VecDeque;
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+
+use crate::checkpoint::{FileEntry, Progress};
+use crate::config::{parent_dir, ReadFrom};
+use crate::metrics::Metrics;
+
+/// Firehose's per-record limit: 1,000 KiB of data (Firehose quotas page). A line
+/// (with its `\n`) above this can never be a record.
+pub const MAX_RECORD_BYTES: usize = 1_024_000;
+
+/// How much of an oversize line is kept for the dead-letter file. Bounds memory
+/// whatever the writer does (a 1 GiB line without a newline must not be 1 GiB of RSS).
+pub const KEEP_OVERSIZE_BYTES: usize = 4 * 1024 * 1024;
+
+/// One `read(2)` per this many bytes: large enough that a backlog costs few
+/// syscalls, small enough that the pages stay in cache while lines are framed.
+const READ_CHUNK: usize = 128 * 1024;
+
+/// Bytes read per `poll` before control returns to the async shell, so a huge
+/// backlog is handed downstream (and back-pressured) in steps.
+const POLL_BUDGET: usize = 512 * 1024;
+
+/// A file's identity: the first bytes' hash tells a re-created file (or a reused
+/// inode) from the one in the checkpoint.
+pub const FINGERPRINT_LEN: u64 = 256;
+
+/// The slow poll behind inotify: catches what events miss (some filesystems send
+/// none) and is the clock of the drain's quiet period. One stat and one read per
+/// second is a few microseconds of CPU.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// A file followed by this process (a new key for every file and every truncation).
+pub type FileKey = u32;
+
+/// One line of the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub file: FileKey,
+    /// File offset of the line's first byte.
+    pub start: u64,
+    /// File offset just after the line (after its `\n`, if the file has one).
+    pub end: u64,
+    /// The line with its trailing `\n` (appended when the file ended without one);
+    /// for an oversize line, only its first [`KEEP_OVERSIZE_BYTES`].
+    pub data: Bytes,
+    /// Size of the whole line with its `\n`; differs from `data.len()` only when oversize
+    /// and cut.
+    pub size: u64,
+}
+
+impl Line {
+    /// True when the line can never be a Firehose record.
+    pub fn is_oversize(&self) -> bool {
+        self.size > MAX_RECORD_BYTES as u64
+    }
+}
+
+/// (device, inode) plus a fingerprint of the first bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    /// How many leading bytes the fingerprint covers (less than [`FINGERPRINT_LEN`]
+    /// while the file is shorter).
+    pub fp_len: u64,
+    pub fp_hash: u64,
+}
+
+impl Identity {
+    /// Reads the identity of an open file.
+    pub fn of(file: &File) -> io::Result<Identity> {
+        let meta = file.metadata()?;
+        let fp_len = meta.len().min(FINGERPRINT_LEN);
+        let fp_hash = fingerprint(file, fp_len)?;
+        Ok(Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            fp_len,
+            fp_hash,
+        })
+    }
+
+    /// True when `file` (with `meta`) is the file this identity was taken from.
+    pub fn matches(&self, file: &File, meta: &Metadata) -> io::Result<bool> {
+        if meta.dev() != self.dev || meta.ino() != self.ino || meta.len() < self.fp_len {
+            return Ok(false);
+        }
+        Ok(fingerprint(file, self.fp_len)? == self.fp_hash)
+    }
+}
+
+/// FNV-1a over the first `len` bytes: stable across versions and platforms (the
+/// checkpoint outlives the binary), and a few lines instead of a dependency.
+fn fingerprint(file: &File, len: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    }))
+}
+
+/// Splits a byte stream into lines without copying them: each [`Line::data`] is a
+/// slice of the read buffer it arrived in.
+#[derive(Debug)]
+pub struct Framer {
+    /// Bytes read but not yet part of a complete line.
+    buf: BytesMut,
+    /// File offset of `buf[0]`.
+    offset: u64,
+    /// How much of `buf` is known to hold no `\n` (so a long partial line is not
+    /// scanned again on every read).
+    scanned: usize,
+    /// An oversize line in progress past [`KEEP_OVERSIZE_BYTES`]: its start, what was
+    /// kept of it, and how many bytes were dropped after that.
+    oversize: Option<(u64, Bytes, u64)>,
+}
+
+impl Framer {
+    pub fn new(offset: u64) -> Framer {
+        Framer {
+            buf: BytesMut::new(),
+            offset,
+            scanned: 0,
+            oversize: None,
+        }
+    }
+
+    /// Offset just after the bytes read so far (the file position).
+    pub fn read_offset(&self) -> u64 {
+        self.offset + self.buf.len() as u64
+    }
+
+    /// Offset of the first byte not yet part of an emitted line.
+    pub fn line_offset(&self) -> u64 {
+        self.oversize.as_ref().map_or(self.offset, |o| o.0)
+    }
+
+    /// One `read` from `r`; appends the complete lines found. Returns the bytes read
+    /// (0 at end of file).
+    pub fn read_from(
+        &mut self,
+        r: &mut impl Read,
+        key: FileKey,
+        out: &mut Vec<Line>,
+    ) -> io::Result<usize> {
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        let n = loop {
+            match r.read(&mut self.buf[len..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(e);
+                }
+            }
+        };
+        self.buf.truncate(len + n);
+        self.frame(key, out);
+        Ok(n)
+    }
+
+    /// Appends `data` as if read from the file (used by tests).
+    pub fn push(&mut self, data: &[u8], key: FileKey, out: &mut Vec<Line>) {
+        self.buf.extend_from_slice(data);
+        self.frame(key, out);
+    }
+
+    fn frame(&mut self, key: FileKey, out: &mut Vec<Line>) {
+        while let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
+            let take = self.scanned + i + 1;
+            let data = self.buf.split_to(take).freeze();
+            let end = self.offset + take as u64;
+            self.offset = end;
+            self.scanned = 0;
+            out.push(match self.oversize.take() {
+                None => Line {
+                    file: key,
+                    start: end - take as u64,
+                    end,
+                    size: take as u64,
+                    data,
+                },
+                Some((start, kept, _dropped)) => Line {
+                    file: key,
+                    start,
+                    end,
+                    size: end - start,
+                    data: kept,
+                },
+            });
+        }
+        self.scanned = self.buf.len();
+        self.bound_partial();
+    }
+
+    /// Keeps the first [`KEEP_OVERSIZE_BYTES`] of a line that has no end in sight and
+    /// drops the rest, remembering its true size.
+    fn bound_partial(&mut self) {
+        if self.oversize.is_some() {
+            let n = self.buf.len() as u64;
+            self.buf.clear();
+            self.offset += n;
+            self.scanned = 0;
+            if let Some(o) = self.oversize.as_mut() {
+                o.2 += n;
+            }
+        } else if self.buf.len() > KEEP_OVERSIZE_BYTES {
+            let start = self.offset;
+            let kept = self.buf.split_to(KEEP_OVERSIZE_BYTES).freeze();
+            let dropped = self.buf.len() as u64;
+            self.buf.clear();
+            self.offset = start + KEEP_OVERSIZE_BYTES as u64 + dropped;
+            self.scanned = 0;
+            self.oversize = Some((start, kept, dropped));
+        }
+    }
+
+    /// Emits the partial last line, if any, with a `\n` appended: the file will get no
+    /// more bytes that we will read.
+    pub fn finish(&mut self, key: FileKey, out: &mut Vec<Line>) {
+        let partial = self.buf.split();
+        let end = self.offset + partial.len() as u64;
+        self.scanned = 0;
+        match self.oversize.take() {
+            Some((start, kept, _)) => out.push(Line {
+                file: key,
+                start,
+                end,
+                size: end - start + 1,
+                data: kept,
+            }),
+            None if !partial.is_empty() => {
+                let mut data = partial;
+                data.extend_from_slice(b"\n");
+                out.push(Line {
+                    file: key,
+                    start: self.offset,
+                    end,
+                    size: data.len() as u64,
+                    data: data.freeze(),
+                });
+            }
+            None => {}
+        }
+        self.offset = end;
+    }
+}
+
+/// A file being read.
+struct Tracked {
+    key: FileKey,
+    file: File,
+    identity: Identity,
+    path: PathBuf,
+    framer: Framer,
+}
+
+impl Tracked {
+    fn open(path: &Path, key: FileKey, offset: Option<u64>) -> io::Result<Tracked> {
+        let mut file = File::open(path)?;
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is a directory, not a log file",
+                path.display()
+            )));
+        }
+        let identity = Identity::of(&file)?;
+        // `None` means "from the end" (--read-from end).
+        let offset = offset.unwrap_or(meta.len());
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Tracked {
+            key,
+            file,
+            identity,
+            path: path.to_path_buf(),
+            framer: Framer::new(offset),
+        })
+    }
+
+    /// Reads up to [`POLL_BUDGET`] bytes; returns how many.
+    fn read(&mut self, progress: &Progress, out: &mut Vec<Line>) -> io::Result<usize> {
+        let mut total = 0;
+        while total < POLL_BUDGET {
+            let n = self.framer.read_from(&mut self.file, self.key, out)?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        if total > 0 {
+            if self.identity.fp_len < FINGERPRINT_LEN {
+                self.identity = Identity::of(&self.file)?;
+                progress.set_identity(self.key, &self.identity);
+            }
+            progress.read_to(self.key, self.framer.read_offset());
+        }
+        Ok(total)
+    }
+
+    fn is_deleted(&self) -> bool {
+        self.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true)
+    }
+
+    fn has_bytes(&self) -> bool {
+        self.file.metadata().map(|m| m.len() > 0).unwrap_or(false)
+    }
+}
+
+/// Follows one path through rotations, truncations and restarts.
+pub struct Follower {
+    path: PathBuf,
+    progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
+    next_key: FileKey,
+    /// The file at `path`, once it exists.
+    current: Option<Tracked>,
+    /// Older files still being finished, oldest first.
+    rotated: VecDeque<Tracked>,
+    /// Where to start the first file when there is no checkpoint: `None` = the end.
+    first_offset: Option<Option<u64>>,
+}
+
+impl Follower {
+    /// Starts following `path`: from the checkpoint's entries when there are any, else
+    /// per `read_from` for a file that exists now (a file that appears later is new and
+    /// read from 0).
+    pub fn new(
+        path: &Path,
+        read_from: ReadFrom,
+        checkpoint: &[FileEntry],
+        progress: Arc<Progress>,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Follower> {
+        let mut f = Follower {
+            path: path.to_path_buf(),
+            progress,
+            metrics,
+            next_key: 0,
+            current: None,
+            rotated: VecDeque::new(),
+            first_offset: Some(match read_from {
+                ReadFrom::Beginning => Some(0),
+                ReadFrom::End => None,
+            }),
+        };
+        if !checkpoint.is_empty() {
+            f.resume(checkpoint)?;
+        }
+        Ok(f)
+    }
+
+    /// True once the file at the path is open (the readiness probe's "following").
+    pub fn is_following(&self) -> bool {
+        self.current.is_some()
+    }
+
+    fn track(&mut self, path: &Path, offset: Option<u64>) -> io::Result<Tracked> {
+        let t = Tracked::open(path, self.next_key, offset)?;
+        self.next_key += 1;
+        self.progress
+            .open(t.key, &t.identity, &t.path, t.framer.line_offset());
+        self.metrics.files_opened.inc();
+        Ok(t)
+    }
+
+    /// Reads what is available, up to a budget. Returns true when it stopped because of
+    /// the budget (call again at once), false when every file is at its end.
+    pub fn poll(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        if self.poll_rotated(out)? {
+            return Ok(true);
+        }
+        if self.current.is_none() && !self.open_current()? {
+            return Ok(false);
+        }
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(false);
+        };
+        if cur.read(&self.progress, out)? > 0 {
+            return Ok(true);
+        }
+        self.check_path(out)
+    }
+
+    /// Finishes rotated files, oldest first. True when it read bytes.
+    fn poll_rotated(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        while let Some(old) = self.rotated.front_mut() {
+            if old.read(&self.progress, out)? > 0 {
+                return Ok(true);
+            }
+            // The writer has moved on once the new file has bytes (Logger and logrotate
+            // write the old file to its end before that) or the old file is gone.
+            let moved_on = self.current.as_ref().is_some_and(Tracked::has_bytes)
+                || (self.current.is_none()
+                    && std::fs::metadata(&self.path).is_ok_and(|m| m.len() > 0))
+                || old.is_deleted();
+            if !moved_on {
+                return Ok(false);
+            }
+            // Read once more: bytes may have landed between the read above and the check.
+            if old.read(&self.progress, out)? > 0 {
+                return Ok(true);
+            }
+            let mut old = self.rotated.pop_front().expect("front exists");
+            self.retire(&mut old, out);
+        }
+        Ok(false)
+    }
+
+    fn retire(&mut self, old: &mut Tracked, out: &mut Vec<Line>) {
+        old.framer.finish(old.key, out);
+        self.progress.finish(old.key, old.framer.read_offset());
+        tracing::info!(
+            file = %old.path.display(),
+            end_offset = old.framer.read_offset(),
+            "Finished reading rotated file."
+        );
+    }
+
+    /// Opens the file at the path if it exists. True when it is open.
+    fn open_current(&mut self) -> io::Result<bool> {
+        let offset = self.first_offset.take().unwrap_or(Some(0));
+        match self.track(&self.path.clone(), offset) {
+            Ok(t) => {
+                tracing::info!(file = %self.path.display(), offset = t.framer.read_offset(), "Following file.");
+                self.current = Some(t);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A file that did not exist when we started is read from its beginning
+                // when it appears, whatever --read-from says: all of it is new.
+                self.first_offset = Some(Some(0));
+                Ok(false)
+            }
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("cannot open {}: {e}", self.path.display()),
+            )),
+        }
+    }
+
+    /// At the end of the current file: has the path been rotated, deleted or truncated?
+    /// True when there may be more to read at once.
+    fn check_path(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        let cur = self.current.as_mut().expect("current is open");
+        match std::fs::metadata(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Renamed away (logrotate before `create`) or deleted: finish it from the
+                // open handle, then wait for a new file at the path.
+                let old = self.current.take().expect("current is open");
+                tracing::info!(file = %self.path.display(), "File moved or deleted; finishing it and waiting for a new one.");
+                self.rotated.push_back(old);
+                Ok(true)
+            }
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("cannot stat {}: {e}", self.path.display()),
+            )),
+            Ok(meta) if meta.dev() != cur.identity.dev || meta.ino() != cur.identity.ino => {
+                let old = self.current.take().expect("current is open");
+                self.metrics.rotations.inc();
+                tracing::info!(file = %self.path.display(), old_end_offset = old.framer.read_offset(), "Rotation followed; finishing the old file, then reading the new one from offset 0.");
+                self.rotated.push_back(old);
+                self.first_offset = Some(Some(0));
+                Ok(true)
+            }
+            Ok(meta) if meta.len() < cur.framer.read_offset() => {
+                self.truncated(out)?;
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+        }
+    }
+
+    /// copytruncate: the file shrank below what we read. Whatever was written between
+    /// logrotate's copy and its truncate is gone for everyone; read again from 0 under a
+    /// new key (its offsets start over).
+    fn truncated(&mut self, out: &mut Vec<Line>) -> io::Result<()> {
+        let mut old = self.current.take().expect("current is open");
+        // A partial line read before the truncate still ships, under the old key.
+        old.framer.finish(old.key, out);
+        self.metrics.truncations.inc();
+        tracing::warn!(
+            file = %self.path.display(),
+            read_offset = old.framer.read_offset(),
+            "File truncated (copytruncate); reading it again from offset 0. Lines written between the copy and the truncate cannot be recovered."
+        );
+        self.progress.finish(old.key, old.framer.read_offset());
+        let path = self.path.clone();
+        self.current = Some(self.track(&path, Some(0))?);
+        Ok(())
+    }
+}
+
+/// A file that may be the checkpointed one: the path itself or a rotated sibling.
+struct Candidate {
+    path: PathBuf,
+    file: File,
+    meta: Metadata,
+}
+
+impl Follower {
+    /// Restart: place every checkpointed file that still exists (found by identity at
+    /// the path or among its rotated siblings), every sibling rotated after the oldest of
+    /// them, and the file at the path, in the order the writer wrote them.
+    fn resume(&mut self, entries: &[FileEntry]) -> io::Result<()> {
+        let candidates = self.candidates()?;
+        // Later entries win: after a copytruncate the same inode appears twice and only
+        // the newer generation's fingerprint can match.
+        let mut found: Vec<(usize, u64)> = Vec::new();
+        for entry in entries {
+            let hit = candidates.iter().position(|c| {
+                entry
+                    .identity()
+                    .matches(&c.file, &c.meta)
+                    .unwrap_or(false)
+            });
+            match hit {
+                Some(i) => {
+                    found.retain(|(j, _)| *j != i);
+                    found.push((i, entry.offset));
+                }
+                None => {
+                    self.metrics.checkpointed_files_missing.inc();
+                    tracing::error!(
+                        file = %entry.path.display(),
+                        offset = entry.offset,
+                        "Checkpointed file not found at the path or among its rotated siblings; its lines after this offset, if any, cannot be shipped."
+                    );
+                }
+            }
+        }
+        let at_path = candidates.iter().position(|c| c.path == self.path);
+        let oldest_rotated = found
+            .iter()
+            .filter(|(i, _)| Some(*i) != at_path)
+            .map(|(i, _)| rotation_order(&candidates[*i]))
+            .min();
+        let mut rotated: Vec<(usize, u64)> = found
+            .iter()
+            .copied()
+            .filter(|(i, _)| Some(*i) != at_path)
+            .collect();
+        if let Some(oldest) = oldest_rotated {
+            for (i, c) in candidates.iter().enumerate() {
+                let newer = rotation_order(c) > oldest;
+                if newer && Some(i) != at_path && !found.iter().any(|(j, _)| *j == i) {
+                    rotated.push((i, 0));
+                }
+            }
+        }
+        rotated.sort_by_key(|(i, _)| rotation_order(&candidates[*i]));
+        for (i, offset) in rotated {
+            let c = &candidates[i];
+            let offset = checked_offset(c, offset);
+            let t = self.track(&c.path, Some(offset))?;
+            tracing::info!(file = %c.path.display(), offset, "Resuming a file rotated while firetail was down.");
+            self.rotated.push_back(t);
+        }
+        // The file at the path: its checkpointed offset, or 0 when it is newer than the
+        // checkpoint (it appeared while firetail was down).
+        let current_offset = match at_path {
+            Some(i) => found
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map_or(0, |(_, o)| checked_offset(&candidates[i], *o)),
+            None => 0,
+        };
+        self.first_offset = Some(Some(current_offset));
+        Ok(())
+    }
+
+    /// The path and its rotated siblings (`access.log.0`, `access.log.1`,
+    /// `access.log-20261126`), not compressed ones: we cannot read those.
+    fn candidates(&self) -> io::Result<Vec<Candidate>> {
+        let dir = parent_dir(&self.path);
+        let name = self
+            .path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let is_path = file_name == name;
+            let is_sibling = (file_name.starts_with(&format!("{name}."))
+                || file_name.starts_with(&format!("{name}-")))
+                && !is_compressed(&file_name);
+            if !is_path && !is_sibling {
+                continue;
+            }
+            let path = if is_path {
+                self.path.clone()
+            } else {
+                dir.join(&file_name)
+            };
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            if meta.is_file() {
+                out.push(Candidate { path, file, meta });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drain end: every file will get no more bytes that we will read. Emits partial last
+    /// lines (with `\n` appended) and retires rotated files.
+    pub fn finish(&mut self, out: &mut Vec<Line>) -> io::Result<()> {
+        while let Some(mut old) = self.rotated.pop_front() {
+            while old.read(&self.progress, out)? > 0 {}
+            self.retire(&mut old, out);
+        }
+        if let Some(cur) = self.current.as_mut() {
+            while cur.read(&self.progress, out)? > 0 {}
+            cur.framer.finish(cur.key, out);
+            self.progress.read_to(cur.key, cur.framer.read_offset());
+        }
+        Ok(())
+    }
+}
+
+/// Older first: by modification time (the last write), then by the rotation suffix
+/// (`access.log.1` is older than `access.log.0`; `-20261125` older than `-20261126`).
+fn rotation_order(c: &Candidate) -> (i64, i64, i64, String) {
+    let name = c.path.file_name().unwrap_or_default().to_string_lossy();
+    let numeric = name
+        .rsplit('.')
+        .next()
+        .and_then(|s| s.parse::<i64>().ok())
+        .map_or(0, |n| -n);
+    (
+        c.meta.mtime(),
+        c.meta.mtime_nsec(),
+        numeric,
+        name.into_owned(),
+    )
+}
+
+fn is_compressed(name: &str) -> bool {
+    [".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".z", ".Z"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+/// A checkpointed offset beyond the file's size means it was truncated while we were
+/// down: start again at 0 and say so.
+fn checked_offset(c: &Candidate, offset: u64) -> u64 {
+    if offset > c.meta.len() {
+        tracing::warn!(file = %c.path.display(), offset, size = c.meta.len(), "Checkpointed offset is past the end of the file (truncated while firetail was down); reading it from offset 0.");
+        0
+    } else {
+        offset
+    }
+}
+
+/// The async shell: polls the follower whenever inotify says the directory changed
+/// (or the slow poll fires), sends lines downstream, and on drain reads to the end,
+/// waits for `quiet` without new bytes, finishes partial lines and returns — dropping
+/// the sender, which is how the batch stage learns the input has ended.
+pub async fn run(
+    mut follower: Follower,
+    tx: mpsc::Sender<Vec<Line>>,
+    mut drain: watch::Receiver<bool>,
+    quiet: Duration,
+    following: Arc<std::sync::atomic::AtomicBool>,
+) -> io::Result<()> {
+    let wake = Arc::new(Notify::new());
+    let _watcher = watch_dir(parent_dir(&follower.path), wake.clone());
+    let metrics = follower.metrics.clone();
+    let mut last_bytes: Option<Instant> = None;
+    loop {
+        let mut lines = Vec::new();
+        let more = follower.poll(&mut lines)?;
+        following.store(follower.is_following(), std::sync::atomic::Ordering::Relaxed);
+        if !lines.is_empty() {
+            last_bytes = Some(Instant::now());
+            metrics.lines_read.inc_by(lines.len() as u64);
+            if tx.send(lines).await.is_err() {
+                return Ok(());
+            }
+        }
+        if more {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let draining = *drain.borrow();
+        if draining {
+            let since = last_bytes.unwrap_or_else(Instant::now);
+            let quiet_until = since + quiet;
+            last_bytes = Some(since);
+            if Instant::now() >= quiet_until {
+                let mut lines = Vec::new();
+                follower.finish(&mut lines)?;
+                metrics.lines_read.inc_by(lines.len() as u64);
+                if !lines.is_empty() {
+                    let _ = tx.send(lines).await;
+                }
+                tracing::info!("Drain: the file was quiet for the quiet period; reading stopped.");
+                return Ok(());
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep_until(quiet_until.min(Instant::now() + POLL_INTERVAL)) => {}
+            }
+        } else {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = drain.changed() => {
+                    // The quiet period starts at the drain signal or at the last byte read,
+                    // whichever is later.
+                    last_bytes = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// inotify on the parent directory (the file itself may not exist yet, and rotation
+/// replaces it). Failure is not fatal: the slow poll still finds everything.
+fn watch_dir(dir: &Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let handler = move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            wake.notify_one();
+        }
+    };
+    let result = notify::recommended_watcher(handler)
+        .and_then(|mut w| w.watch(dir, notify::RecursiveMode::NonRecursive).map(|_| w));
+    match result {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch the directory with inotify; falling back to polling every second.");
+            None
+        }
+    }
+}
