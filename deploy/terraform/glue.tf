@@ -1,0 +1,94 @@
+# One Glue table serves both ends, so they cannot disagree: Firehose reads its
+# columns to convert each JSON line to a Parquet row, and Athena queries it.
+#
+# The columns are the keys of the access log the app writes, one JSON object
+# per line (scripts/demo_helper.py writes the same keys):
+#   {"time": "2026-11-26T17:33:00.123Z", "request_id": "<uuid>", "method": "GET",
+#    "path": "/orders/42", "status": 200, "duration_ms": 12.5,
+#    "remote_ip": "203.0.113.7", "user_agent": "...", "bytes": 5120,
+#    "level": "info"}
+# Keys not listed are dropped by the conversion; a listed key missing from a
+# line becomes NULL; a value of the wrong type (say "status": "ok") makes the
+# whole line fail conversion and land under errors/format-conversion-failed/.
+
+locals {
+  # name => [Hive type, comment]. Order is the table's column order.
+  access_log_columns = [
+    # A string, not a timestamp: Firehose's OpenX JSON deserializer parses
+    # timestamps only as yyyy-MM-dd'T'HH:mm:ss[.S]'Z' (or epoch numbers), so an
+    # ISO-8601 time with an offset such as +01:00 would fail conversion and
+    # send the line to errors/. Query it with from_iso8601_timestamp("time").
+    { name = "time", type = "string", comment = "ISO-8601 time the request was logged, as written by the app" },
+    { name = "request_id", type = "string", comment = "Request UUID" },
+    { name = "method", type = "string", comment = "HTTP method" },
+    { name = "path", type = "string", comment = "Request path" },
+    { name = "status", type = "int", comment = "HTTP status code" },
+    { name = "duration_ms", type = "double", comment = "Time to serve the request, in milliseconds" },
+    { name = "remote_ip", type = "string", comment = "Client IP address (personal data)" },
+    { name = "user_agent", type = "string", comment = "Client User-Agent" },
+    { name = "bytes", type = "bigint", comment = "Response size in bytes" },
+    { name = "level", type = "string", comment = "Log level" },
+  ]
+}
+
+resource "aws_glue_catalog_database" "logs" {
+  name        = var.glue_database_name
+  description = "Access logs shipped by firetail through Firehose."
+}
+
+resource "aws_glue_catalog_table" "access_log" {
+  name          = var.glue_table_name
+  database_name = aws_glue_catalog_database.logs.name
+  description   = "Access log of the app, one row per line, converted to Parquet by Firehose."
+  table_type    = "EXTERNAL_TABLE"
+
+  parameters = {
+    EXTERNAL             = "TRUE"
+    classification       = "parquet"
+    "has_encrypted_data" = "false"
+
+    # Partition projection: Athena computes the partitions from these rules
+    # instead of looking them up, so no crawler, no MSCK REPAIR, no
+    # ALTER TABLE ADD PARTITION, and a new day is queryable as soon as
+    # Firehose writes its first file. The template must match Firehose's
+    # prefix in firehose.tf ($${dt} is Terraform's escape for a literal ${dt}).
+    "projection.enabled"          = "true"
+    "projection.dt.type"          = "date"
+    "projection.dt.format"        = local.dt_format
+    "projection.dt.range"         = "${var.projection_start_date},NOW"
+    "projection.dt.interval"      = "1"
+    "projection.dt.interval.unit" = "DAYS"
+    "storage.location.template"   = "s3://${aws_s3_bucket.logs.id}/${local.data_prefix}dt=$${dt}/"
+  }
+
+  partition_keys {
+    name    = "dt"
+    type    = "string"
+    comment = "UTC day Firehose received the line (yyyy-MM-dd)"
+  }
+
+  storage_descriptor {
+    location      = "s3://${aws_s3_bucket.logs.id}/${local.data_prefix}"
+    input_format  = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+    output_format = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+
+    ser_de_info {
+      name                  = "parquet"
+      serialization_library = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+
+      parameters = {
+        "serialization.format" = "1"
+      }
+    }
+
+    dynamic "columns" {
+      for_each = local.access_log_columns
+
+      content {
+        name    = columns.value.name
+        type    = columns.value.type
+        comment = columns.value.comment
+      }
+    }
+  }
+}

@@ -1,0 +1,249 @@
+"""Checks of the Dockerfile and .dockerignore, without a Docker engine: the
+image is built with the command CI proves, runs firetail as PID 1 (exec-form
+ENTRYPOINT, so SIGTERM reaches it) as a numeric non-root user, on a minimal
+base whose glibc matches the builder's."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+
+import pytest
+from packaging.version import Version
+
+from deploycheck import DOCKERFILE, DOCKERIGNORE, REPO
+
+BUILD_COMMAND = ["cargo", "build", "--release", "--locked"]
+# Debian release of each base image family, by tag: the builder's glibc must
+# not be newer than the runtime's.
+DEBIAN_RELEASE = {"bookworm": 12, "trixie": 13, "forky": 14}
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) of each instruction, continuation lines joined and
+    comments dropped (parser directives included: none matter here)."""
+    result, pending = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        keyword, _, rest = (pending + stripped).partition(" ")
+        result.append((keyword.upper(), rest.strip()))
+        pending = ""
+    assert not pending, "the Dockerfile ends inside a continued line"
+    return result
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each stage, FROM first (ARGs before the first FROM
+    are dropped)."""
+    result: list[list[tuple[str, str]]] = []
+    for keyword, rest in instructions():
+        if keyword == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((keyword, rest))
+    return result
+
+
+def arg_defaults() -> dict[str, str]:
+    defaults = {}
+    for keyword, rest in instructions():
+        if keyword == "ARG" and "=" in rest:
+            name, value = rest.split("=", 1)
+            defaults[name.strip()] = value.strip().strip('"')
+    return defaults
+
+
+def base_image(stage: list[tuple[str, str]]) -> str:
+    words = [w for w in stage[0][1].split() if not w.startswith("--")]
+    image = words[0]
+    for name, value in arg_defaults().items():
+        image = image.replace("${" + name + "}", value).replace("$" + name, value)
+    return image
+
+
+def final_stage() -> list[tuple[str, str]]:
+    return stages()[-1]
+
+
+def final_stage_user() -> tuple[int, int]:
+    users = [rest for keyword, rest in final_stage() if keyword == "USER"]
+    assert users, "the runtime stage sets no USER: it would run as root"
+    user = users[-1]
+    m = re.fullmatch(r"(\d+)(?::(\d+))?", user)
+    assert m, f"USER {user!r} is not numeric: the kubelet cannot check runAsNonRoot against a name"
+    uid = int(m.group(1))
+    gid = int(m.group(2)) if m.group(2) is not None else uid
+    return uid, gid
+
+
+def run_commands(stage: list[tuple[str, str]]) -> list[list[str]]:
+    """Each `&&`/`;`-separated command of the stage's RUN instructions, as tokens,
+    with RUN's own flags (--mount=...) removed."""
+    commands = []
+    for keyword, rest in stage:
+        if keyword != "RUN":
+            continue
+        tokens = shlex.split(rest)
+        while tokens and tokens[0].startswith("--"):
+            tokens.pop(0)
+        command: list[str] = []
+        for token in tokens + ["&&"]:
+            if token in ("&&", ";", "||"):
+                if command:
+                    commands.append(command)
+                command = []
+            else:
+                command.append(token)
+    return commands
+
+
+def test_is_multi_stage():
+    assert len(stages()) >= 2, "build in one stage, run in another"
+    copies = [rest for keyword, rest in final_stage() if keyword == "COPY"]
+    assert any(rest.startswith("--from=") for rest in copies), "the runtime stage copies nothing from the build"
+
+
+def test_builds_with_the_command_ci_proves():
+    builds = [
+        command
+        for stage in stages()[:-1]
+        for command in run_commands(stage)
+        if command[:2] == ["cargo", "build"]
+    ]
+    assert builds == [BUILD_COMMAND], f"expected exactly {' '.join(BUILD_COMMAND)}, found {builds}"
+
+
+def test_ci_runs_the_same_build_command():
+    ci_files = [p for p in (REPO / ".ci").glob("*") if p.is_file()] if (REPO / ".ci").is_dir() else []
+    if not ci_files:
+        pytest.skip(".ci/ has no scripts yet")
+    # .ci/run, or a script of scripts/ it calls, must build the release binary
+    # with the lock file, flags in either order.
+    candidates = ci_files + list((REPO / "scripts").glob("*.sh"))
+    builds = [
+        line
+        for p in candidates
+        for line in p.read_text(errors="replace").splitlines()
+        if re.search(r"\bcargo\s+build\b", line) and not line.lstrip().startswith("#")
+    ]
+    assert any(
+        {"--release", "--locked"} <= set(line.split()) for line in builds
+    ), f"CI does not run `cargo build --release --locked`, so it does not prove the image's build: {builds}"
+
+
+def test_builder_toolchain_is_new_enough():
+    rust_version = arg_defaults().get("RUST_VERSION")
+    assert rust_version, "pin the toolchain with ARG RUST_VERSION"
+    cargo = tomllib.loads((REPO / "Cargo.toml").read_text())
+    msrv = cargo["package"].get("rust-version")
+    if msrv:
+        assert Version(rust_version) >= Version(msrv), f"rust {rust_version} < rust-version {msrv}"
+
+
+def test_builds_the_binary_the_manifest_names():
+    cargo = tomllib.loads((REPO / "Cargo.toml").read_text())
+    names = {b["name"] for b in cargo.get("bin", [])} or {cargo["package"]["name"]}
+    assert "firetail" in names
+    build_stage_text = " ".join(rest for stage in stages()[:-1] for _, rest in stage)
+    assert "target/release/firetail" in build_stage_text
+
+
+def test_runtime_is_minimal_and_matches_the_builders_glibc():
+    runtime = base_image(final_stage())
+    assert re.match(r"(gcr\.io/distroless/|scratch$|cgr\.dev/chainguard/static)", runtime), (
+        f"runtime image {runtime} is not distroless or scratch"
+    )
+    if runtime.startswith("gcr.io/distroless/"):
+        assert re.match(r"gcr\.io/distroless/(cc|static)-debian\d+", runtime), runtime
+        runtime_release = int(re.search(r"debian(\d+)", runtime).group(1))
+        builder = base_image(stages()[0])
+        builder_release = next((v for k, v in DEBIAN_RELEASE.items() if k in builder), None)
+        assert builder_release is not None, f"name the builder's Debian release in its tag: {builder}"
+        assert builder_release <= runtime_release, (
+            f"built on Debian {builder_release}, run on Debian {runtime_release}: glibc mismatch"
+        )
+
+
+def test_entrypoint_is_exec_form():
+    entrypoints = [rest for keyword, rest in final_stage() if keyword == "ENTRYPOINT"]
+    assert entrypoints, "no ENTRYPOINT in the runtime stage"
+    try:
+        entrypoint = json.loads(entrypoints[-1])
+    except json.JSONDecodeError:
+        pytest.fail(f"ENTRYPOINT {entrypoints[-1]} is shell form: /bin/sh would be PID 1 and swallow SIGTERM")
+    assert isinstance(entrypoint, list) and all(isinstance(a, str) for a in entrypoint)
+    assert entrypoint[0] == "/firetail"
+    copied = [rest.split()[-1] for keyword, rest in final_stage() if keyword == "COPY"]
+    assert "/firetail" in copied, "the entrypoint is not the binary copied in"
+    for keyword, rest in final_stage():
+        if keyword == "CMD":
+            assert rest.startswith("["), "a shell-form CMD would run through /bin/sh"
+
+
+def test_runs_as_a_numeric_non_root_user():
+    uid, gid = final_stage_user()
+    assert uid != 0 and gid != 0
+
+
+def dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+    """(negated, regex) per .dockerignore line. Docker matches each pattern
+    against the whole path from the context root (Go's filepath.Match, plus
+    `**` for any number of directories): `*.log` matches only at the root."""
+    rules = []
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = line.lstrip("!").strip().strip("/")
+        regex = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex += "(?:.*/)?"
+                i += 3
+            elif pattern.startswith("**", i):
+                regex += ".*"
+                i += 2
+            elif pattern[i] == "*":
+                regex += "[^/]*"
+                i += 1
+            elif pattern[i] == "?":
+                regex += "[^/]"
+                i += 1
+            else:
+                regex += re.escape(pattern[i])
+                i += 1
+        rules.append((negated, re.compile(regex + r"\Z")))
+    return rules
+
+
+def is_ignored(path: str) -> bool:
+    """The last matching rule wins; a rule matching a directory excludes what
+    is under it."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for negated, regex in dockerignore_rules():
+        if any(regex.match(prefix) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
+@pytest.mark.parametrize(
+    "path", ["Cargo.toml", "Cargo.lock", "src/main.rs", "src/lib.rs", "tests/it/main.rs", "benches/throughput.rs"]
+)
+def test_dockerignore_keeps_what_cargo_reads(path):
+    assert not is_ignored(path), f".dockerignore excludes {path}, which `cargo build --locked` needs"
+
+
+@pytest.mark.parametrize("path", ["target/release/firetail", ".git/HEAD", ".venv/bin/python", "deploy/terraform/main.tf"])
+def test_dockerignore_drops_what_the_build_does_not_need(path):
+    assert is_ignored(path), f".dockerignore should exclude {path}"

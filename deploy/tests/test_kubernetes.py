@@ -1,0 +1,382 @@
+"""Checks of deploy/kubernetes: every object is valid for Kubernetes >= 1.29,
+firetail really is a native sidecar, its probes reach what it serves, the grace
+period covers the shutdown it claims to, and the sidecar component adds the
+same container as the example.
+
+Offline: kubernetes-validate ships the schemas; kubectl (for the kustomize
+render) is used when present and the check is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import all_versions, latest_version
+from packaging.version import Version
+
+from deploycheck import (
+    DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_METRICS_ADDR,
+    EXAMPLE_DEPLOYMENT,
+    KUBERNETES,
+    SIDECAR_COMPONENT,
+    SIDECAR_NAME,
+    containers_of,
+    find_container,
+    flag_value,
+    kubernetes_objects,
+    load_yaml_documents,
+    merge_strategic,
+    parse_cpu_millicores,
+    parse_duration_seconds,
+    parse_quantity_bytes,
+    pod_spec,
+)
+
+# Native sidecars need 1.29 (SidecarContainers on by default); check against
+# that and the newest schemas the installed kubernetes-validate ships.
+MIN_KUBERNETES = "1.29"
+SCHEMA_VERSIONS = sorted({MIN_KUBERNETES, latest_version()}, key=Version)
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+
+# firetail's targets: peak RSS under a backlog. The memory request must cover it.
+PEAK_RSS_TARGET_BYTES = 16 * 2**20
+MIN_GRACE_MARGIN_S = 5
+
+
+def example_deployment() -> dict:
+    docs = [d for d in load_yaml_documents(EXAMPLE_DEPLOYMENT) if d["kind"] == "Deployment"]
+    assert len(docs) == 1
+    return docs[0]
+
+
+def workloads() -> list[tuple[Path, dict]]:
+    return [(p, o) for p, o in kubernetes_objects() if o["kind"] in WORKLOAD_KINDS]
+
+
+def sidecars() -> list[tuple[Path, dict, dict]]:
+    """(file, pod spec, firetail container) for every workload running firetail."""
+    found = []
+    for path, obj in workloads():
+        spec = pod_spec(obj)
+        for c in containers_of(spec):
+            if c["name"] == SIDECAR_NAME:
+                found.append((path, spec, c))
+    return found
+
+
+def sidecar_from_component() -> tuple[dict, dict]:
+    """The sidecar component merged into the example Deployment stripped of
+    firetail: what a user of the component gets."""
+    patch_docs = load_yaml_documents(SIDECAR_COMPONENT / "firetail-sidecar.yaml")
+    assert len(patch_docs) == 1
+    base = copy.deepcopy(example_deployment())
+    spec = pod_spec(base)
+    spec["initContainers"] = [c for c in spec.get("initContainers", []) if c["name"] != SIDECAR_NAME]
+    if not spec["initContainers"]:
+        del spec["initContainers"]
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "app-log"]
+    merged = merge_strategic(base, {"spec": patch_docs[0]["spec"]})
+    return merged, find_container(pod_spec(merged)["initContainers"], SIDECAR_NAME)
+
+
+# --- schema validation -------------------------------------------------------
+
+
+def test_kubernetes_validate_ships_the_versions_checked():
+    assert Version(MIN_KUBERNETES) in {Version(v) for v in all_versions()}, (
+        f"kubernetes-validate {kubernetes_validate.__version__} has no {MIN_KUBERNETES} schemas"
+    )
+
+
+def test_there_is_something_to_validate():
+    kinds = {o["kind"] for _, o in kubernetes_objects()}
+    assert {"Deployment", "ServiceAccount"} <= kinds, kinds
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_every_manifest_validates(version):
+    failures = []
+    for path, obj in kubernetes_objects():
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            failures.append(f"{path.relative_to(KUBERNETES)} {obj['kind']}: {e.message} at {list(e.path)}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_the_component_applied_to_a_deployment_validates(version):
+    merged, _ = sidecar_from_component()
+    kubernetes_validate.validate(merged, version, strict=True)
+
+
+def test_kustomize_files_list_files_that_exist():
+    for path in KUBERNETES.rglob("kustomization.yaml"):
+        (doc,) = load_yaml_documents(path)
+        listed = doc.get("resources", []) + [p["path"] for p in doc.get("patches", [])]
+        for rel in listed:
+            assert (path.parent / rel).exists(), f"{path}: {rel} does not exist"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_kustomize_renders_valid_objects(tmp_path, version):
+    # The example as `kubectl apply -k` would send it, and the component
+    # applied to a minimal Deployment of another app.
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "deployment.yaml").write_text(
+        """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: other}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: web
+          image: registry.example.com/web:1
+          volumeMounts: [{name: app-log, mountPath: /var/log/app}]
+"""
+    )
+    component = os.path.relpath(SIDECAR_COMPONENT, base)
+    (base / "kustomization.yaml").write_text(
+        f"resources: [deployment.yaml]\ncomponents: [{component}]\n"
+    )
+    rendered = []
+    for target in (KUBERNETES / "example", base):
+        out = subprocess.run(
+            ["kubectl", "kustomize", str(target)], capture_output=True, text=True, check=False
+        )
+        assert out.returncode == 0, out.stderr
+        rendered += [d for d in yaml.safe_load_all(out.stdout) if d]
+    for obj in rendered:
+        kubernetes_validate.validate(obj, version, strict=True)
+    web = next(o for o in rendered if o["metadata"]["name"] == "web")
+    sidecar = find_container(pod_spec(web)["initContainers"], SIDECAR_NAME)
+    assert sidecar["restartPolicy"] == "Always"
+
+
+# --- the sidecar -------------------------------------------------------------
+
+
+def test_firetail_runs_somewhere():
+    assert sidecars(), "no workload under deploy/kubernetes runs firetail"
+
+
+def test_firetail_is_a_native_sidecar():
+    for path, spec, _ in sidecars():
+        names_in_init = {c["name"] for c in spec.get("initContainers", [])}
+        names_in_main = {c["name"] for c in spec.get("containers", [])}
+        assert SIDECAR_NAME in names_in_init and SIDECAR_NAME not in names_in_main, (
+            f"{path}: firetail must be an init container, not an ordinary one"
+        )
+        sidecar = find_container(spec["initContainers"], SIDECAR_NAME)
+        assert sidecar.get("restartPolicy") == "Always", (
+            f"{path}: an init container without restartPolicy: Always runs to completion "
+            "before the app starts; it is not a sidecar"
+        )
+
+
+def test_component_adds_the_same_sidecar_as_the_example():
+    merged, from_component = sidecar_from_component()
+    in_example = find_container(pod_spec(example_deployment())["initContainers"], SIDECAR_NAME)
+    assert from_component == in_example, "sidecar/firetail-sidecar.yaml drifted from example/deployment.yaml"
+    volumes = {v["name"]: v for v in pod_spec(merged)["volumes"]}
+    example_volumes = {v["name"]: v for v in pod_spec(example_deployment())["volumes"]}
+    assert volumes["app-log"] == example_volumes["app-log"]
+
+
+def metrics_port(container: dict) -> int:
+    addr = flag_value(container.get("args", []), "--metrics-addr") or DEFAULT_METRICS_ADDR
+    host, _, port = addr.rpartition(":")
+    # The kubelet probes the pod IP: a loopback listener would fail every probe.
+    assert host in ("0.0.0.0", "[::]", "::"), f"--metrics-addr {addr} is not reachable from the kubelet"
+    return int(port)
+
+
+def probe_port(container: dict, probe: dict) -> int:
+    port = probe["httpGet"]["port"]
+    if isinstance(port, int):
+        return port
+    named = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == port]
+    assert named, f"probe port {port!r} names no port of the container"
+    return named[0]
+
+
+def test_probes_point_at_the_paths_firetail_serves():
+    for path, _, sidecar in sidecars():
+        port = metrics_port(sidecar)
+        startup = sidecar.get("startupProbe")
+        liveness = sidecar.get("livenessProbe")
+        assert startup, f"{path}: no startupProbe: the app would start before firetail follows the file"
+        assert liveness, f"{path}: no livenessProbe"
+        assert startup["httpGet"]["path"] == "/readyz"
+        assert liveness["httpGet"]["path"] == "/healthz"
+        assert probe_port(sidecar, startup) == port
+        assert probe_port(sidecar, liveness) == port
+        # /readyz answers 503 during the drain and while Firehose rejects the
+        # configuration; as a readiness probe it would take the app out of its
+        # Service for a logging problem.
+        assert "readinessProbe" not in sidecar, f"{path}: see the comment in the example"
+
+
+def test_startup_probe_gives_firetail_time_to_start():
+    for path, _, sidecar in sidecars():
+        probe = sidecar["startupProbe"]
+        window = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+        assert window >= 10, f"{path}: firetail gets only {window}s to become ready"
+
+
+def test_firetail_follows_the_file_the_app_writes():
+    for path, spec, sidecar in sidecars():
+        log_path = flag_value(sidecar["args"], "--path")
+        assert log_path, f"{path}: firetail has no --path"
+        assert flag_value(sidecar["args"], "--stream"), f"{path}: firetail has no --stream"
+        log_dir = str(Path(log_path).parent)
+        mounts = {m["mountPath"]: m["name"] for m in sidecar.get("volumeMounts", [])}
+        assert log_dir in mounts, f"{path}: {log_dir} is not mounted in firetail"
+        volume = mounts[log_dir]
+        assert any(v["name"] == volume and "emptyDir" in v for v in spec["volumes"]), (
+            f"{path}: {volume} should be an emptyDir shared with the app"
+        )
+        # The checkpoint (default: beside the file) must be on the same volume,
+        # so that a restarted firetail finds it.
+        checkpoint = flag_value(sidecar["args"], "--checkpoint")
+        if checkpoint:
+            assert str(Path(checkpoint).parent) == log_dir
+        for app in spec.get("containers", []):
+            app_mounts = {m["mountPath"]: m["name"] for m in app.get("volumeMounts", [])}
+            if path == EXAMPLE_DEPLOYMENT:
+                assert app_mounts.get(log_dir) == volume, f"{app['name']} does not write to {log_dir}"
+
+
+def test_security_context_is_locked_down():
+    for path, obj in workloads():
+        spec = pod_spec(obj)
+        pod_sc = spec.get("securityContext", {})
+        for c in containers_of(spec):
+            sc = c.get("securityContext", {})
+            where = f"{path.name}: container {c['name']}"
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            assert sc.get("runAsUser", pod_sc.get("runAsUser", 1)) != 0, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), where
+            assert not sc.get("capabilities", {}).get("add"), where
+            assert not sc.get("privileged"), where
+            seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
+            assert seccomp.get("type") in ("RuntimeDefault", "Localhost"), where
+
+
+def test_firetail_runs_as_the_image_user():
+    from test_dockerfile import final_stage_user
+
+    uid, gid = final_stage_user()
+    for path, _, sidecar in sidecars():
+        assert sidecar["securityContext"]["runAsUser"] == uid, path
+        assert sidecar["securityContext"]["runAsGroup"] == gid, path
+
+
+def test_firetail_resources_fit_its_targets():
+    for path, _, sidecar in sidecars():
+        resources = sidecar.get("resources", {})
+        requests, limits = resources.get("requests", {}), resources.get("limits", {})
+        assert "cpu" in requests and "memory" in requests, f"{path}: requests unset"
+        assert "memory" in limits, f"{path}: no memory limit"
+        assert parse_quantity_bytes(requests["memory"]) >= PEAK_RSS_TARGET_BYTES, path
+        assert parse_quantity_bytes(limits["memory"]) >= 2 * parse_quantity_bytes(requests["memory"]), (
+            f"{path}: leave headroom above the request before the OOM killer"
+        )
+        # 1% of a core at 5,000 lines/s: 10m. The request leaves room above it.
+        assert parse_cpu_millicores(requests["cpu"]) >= 10, path
+        if "cpu" in limits:
+            assert parse_cpu_millicores(limits["cpu"]) >= 500, f"{path}: a tight CPU limit slows the drain"
+
+
+# --- shutdown ----------------------------------------------------------------
+
+
+GRACE_COMMENT = re.compile(
+    r"#\s*grace-period:\s*(?P<total>\d+)\s*=\s*"
+    r"(?P<sleep>\d+)\s*\(preStop sleep\)\s*\+\s*"
+    r"(?P<sidekiq>\d+)\s*\(sidekiq -t\)\s*\+\s*"
+    r"(?P<drain>\d+)\s*\(firetail --drain-timeout\)\s*\+\s*"
+    r"(?P<margin>\d+)\s*\(margin\)"
+)
+
+
+def app_container(spec: dict) -> dict:
+    apps = [c for c in spec["containers"] if c["name"] != SIDECAR_NAME]
+    assert len(apps) == 1
+    return apps[0]
+
+
+def app_script(app: dict) -> str:
+    return "\n".join(app.get("command", []) + app.get("args", []))
+
+
+def prestop_sleep_seconds(app: dict) -> int:
+    command = " ".join(app["lifecycle"]["preStop"]["exec"]["command"])
+    m = re.search(r"\bsleep\s+(\d+)\b", command)
+    assert m, f"no sleep in the preStop hook: {command!r}"
+    return int(m.group(1))
+
+
+def sidekiq_timeout_seconds(app: dict) -> int:
+    script = app_script(app)
+    m = re.search(r"\bsidekiq\b[^\n]*?(?:-t|--timeout)[ =](\d+)\b", script)
+    # Sidekiq's default shutdown timeout is 25 s.
+    return int(m.group(1)) if m else 25
+
+
+def test_grace_period_covers_the_sum_it_claims():
+    deployment = example_deployment()
+    spec = pod_spec(deployment)
+    app = app_container(spec)
+    sidecar = find_container(spec["initContainers"], SIDECAR_NAME)
+
+    claimed = GRACE_COMMENT.search(EXAMPLE_DEPLOYMENT.read_text())
+    assert claimed, "the grace-period arithmetic comment is missing from the example"
+    claimed = {k: int(v) for k, v in claimed.groupdict().items()}
+
+    drain = flag_value(sidecar["args"], "--drain-timeout")
+    actual = {
+        "sleep": prestop_sleep_seconds(app),
+        "sidekiq": sidekiq_timeout_seconds(app),
+        "drain": parse_duration_seconds(drain) if drain else DEFAULT_DRAIN_TIMEOUT_S,
+    }
+    for term, value in actual.items():
+        assert claimed[term] == value, f"the comment says {term} = {claimed[term]}, the manifest {value}"
+    assert claimed["total"] == claimed["sleep"] + claimed["sidekiq"] + claimed["drain"] + claimed["margin"]
+    assert claimed["margin"] >= MIN_GRACE_MARGIN_S, "leave a margin for exits and the kubelet"
+    grace = spec["terminationGracePeriodSeconds"]
+    assert grace == claimed["total"], f"terminationGracePeriodSeconds is {grace}, the comment says {claimed['total']}"
+    assert grace >= sum(actual.values()) + MIN_GRACE_MARGIN_S
+
+
+def test_app_stops_sidekiq_fetching_before_sigterm():
+    app = app_container(pod_spec(example_deployment()))
+    command = " ".join(app["lifecycle"]["preStop"]["exec"]["command"])
+    assert re.search(r"\bkill\s+-(TSTP|SIGTSTP|20)\s+1\b", command), command
+
+
+def test_app_entrypoint_execs_so_sigterm_reaches_the_app():
+    app = app_container(pod_spec(example_deployment()))
+    if app.get("command", [None])[0] in ("/bin/sh", "sh", "/bin/bash", "bash"):
+        lines = [l.strip() for l in app_script(app).splitlines() if l.strip() and not l.strip().startswith("#")]
+        assert lines[-1].startswith("exec "), (
+            "the shell must exec the app, or it stays PID 1 and SIGTERM never reaches Sidekiq"
+        )

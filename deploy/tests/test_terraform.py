@@ -1,0 +1,319 @@
+"""Checks of deploy/terraform, without Terraform or AWS: the files parse, the
+pod role can do nothing but PutRecordBatch on this stream (and firetail's source
+calls nothing else), IRSA trusts exactly the service account the manifests use,
+and the Firehose prefix, the Glue columns and Athena's projection agree with
+each other and with the access log."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from deploycheck import (
+    ACCESS_LOG_COLUMNS,
+    EXAMPLE_DEPLOYMENT,
+    EXAMPLE_SERVICE_ACCOUNT,
+    REPO,
+    SIDECAR_NAME,
+    TERRAFORM,
+    find_container,
+    flag_value,
+    load_terraform,
+    load_yaml_documents,
+    one,
+    pod_spec,
+    tf_blocks,
+    tf_interpolate_locals,
+    tf_locals,
+    tf_variable_defaults,
+)
+
+# The operations of aws-sdk-firehose's client (one module per operation under
+# aws_sdk_firehose::operation), and the IAM action each one needs.
+FIREHOSE_OPERATIONS = {
+    "create_delivery_stream": "firehose:CreateDeliveryStream",
+    "delete_delivery_stream": "firehose:DeleteDeliveryStream",
+    "describe_delivery_stream": "firehose:DescribeDeliveryStream",
+    "list_delivery_streams": "firehose:ListDeliveryStreams",
+    "list_tags_for_delivery_stream": "firehose:ListTagsForDeliveryStream",
+    "put_record": "firehose:PutRecord",
+    "put_record_batch": "firehose:PutRecordBatch",
+    "start_delivery_stream_encryption": "firehose:StartDeliveryStreamEncryption",
+    "stop_delivery_stream_encryption": "firehose:StopDeliveryStreamEncryption",
+    "tag_delivery_stream": "firehose:TagDeliveryStream",
+    "untag_delivery_stream": "firehose:UntagDeliveryStream",
+    "update_destination": "firehose:UpdateDestination",
+}
+
+
+@pytest.fixture(scope="module")
+def tf():
+    return load_terraform()
+
+
+def stream(tf) -> tuple[str, dict]:
+    streams = tf_blocks(tf, "resource", "aws_kinesis_firehose_delivery_stream")
+    assert len(streams) == 1, streams.keys()
+    return next(iter(streams.items()))
+
+
+def pod_role(tf) -> tuple[str, dict]:
+    """The role whose trust policy accepts a web identity (IRSA)."""
+    roles = tf_blocks(tf, "resource", "aws_iam_role")
+    found = []
+    for name, role in roles.items():
+        doc = policy_document(tf, role["assume_role_policy"])
+        actions = {a for s in statements(doc) for a in s.get("actions", [])}
+        if "sts:AssumeRoleWithWebIdentity" in actions:
+            found.append((name, role))
+    assert len(found) == 1, f"expected one IRSA role, found {[n for n, _ in found]}"
+    return found[0]
+
+
+def policy_document(tf, reference: str) -> dict:
+    m = re.fullmatch(r"\$\{data\.aws_iam_policy_document\.(\w+)\.json\}", reference)
+    assert m, f"policy {reference!r} is not an aws_iam_policy_document (so it cannot be checked)"
+    return tf_blocks(tf, "data", "aws_iam_policy_document")[m.group(1)]
+
+
+def statements(doc: dict) -> list[dict]:
+    """Static and dynamic statements alike."""
+    result = list(doc.get("statement", []))
+    for dynamic in doc.get("dynamic", []):
+        for label, body in dynamic.items():
+            if label == "statement":
+                result += body.get("content", [])
+    return result
+
+
+def test_every_file_parses(tf):
+    assert list(TERRAFORM.glob("*.tf")), "no Terraform files"
+    for kind in ("resource", "variable", "output"):
+        assert tf.get(kind), f"no {kind} blocks parsed"
+
+
+def test_pod_role_may_only_put_record_batch_on_this_stream(tf):
+    stream_name, _ = stream(tf)
+    role_name, role = pod_role(tf)
+    role_ref = f"aws_iam_role.{role_name}."
+    assert not role.get("inline_policy") and not role.get("managed_policy_arns"), (
+        "the pod role has policies defined on the role itself"
+    )
+    for kind in ("aws_iam_role_policy_attachment", "aws_iam_role_policies_exclusive", "aws_iam_policy_attachment"):
+        for name, body in tf_blocks(tf, "resource", kind).items():
+            assert role_ref not in repr(body), f"{kind}.{name} attaches more to the pod role"
+
+    inline = [p for p in tf_blocks(tf, "resource", "aws_iam_role_policy").values() if p["role"].startswith("${" + role_ref)]
+    assert len(inline) == 1, "expected exactly one policy on the pod role"
+    doc = policy_document(tf, inline[0]["policy"])
+    assert not doc.get("dynamic"), "no dynamic statements: the permissions must be readable as they are"
+    for merged in ("source_policy_documents", "override_policy_documents", "source_json", "override_json"):
+        assert merged not in doc, f"{merged} would add statements this check cannot see"
+
+    allowed_actions, allowed_resources = set(), set()
+    for statement in doc["statement"]:
+        assert statement.get("effect", "Allow") == "Allow"
+        assert "not_actions" not in statement and "not_resources" not in statement
+        assert "condition" not in statement or statement["condition"], statement
+        allowed_actions |= set(statement["actions"])
+        allowed_resources |= set(statement["resources"])
+    assert allowed_actions == {"firehose:PutRecordBatch"}, allowed_actions
+    assert allowed_resources == {f"${{aws_kinesis_firehose_delivery_stream.{stream_name}.arn}}"}, allowed_resources
+
+
+def firehose_operations_called_in_src() -> set[str]:
+    calls = set()
+    for path in (REPO / "src").rglob("*.rs"):
+        text = path.read_text()
+        for op in FIREHOSE_OPERATIONS:
+            # A client call is `.op()` followed by the fluent builder; the `(`
+            # right after the name keeps put_record from matching
+            # put_record_batch.
+            if re.search(rf"\.{op}\s*\(", text):
+                calls.add(op)
+    return calls
+
+
+def test_firetail_calls_only_what_the_pod_role_allows():
+    actions = {FIREHOSE_OPERATIONS[op] for op in firehose_operations_called_in_src()}
+    assert actions <= {"firehose:PutRecordBatch"}, (
+        f"src/ calls {sorted(actions)}: grant these in deploy/terraform/pod_role.tf "
+        "(and update this check), or the call fails with AccessDenied in production"
+    )
+
+
+def test_irsa_trusts_exactly_the_service_account(tf):
+    _, role = pod_role(tf)
+    doc = policy_document(tf, role["assume_role_policy"])
+    (irsa,) = [s for s in statements(doc) if "sts:AssumeRoleWithWebIdentity" in s.get("actions", [])]
+    assert one(irsa["principals"])["type"] == "Federated"
+    conditions = {c["variable"]: c for c in irsa["condition"]}
+    locals_ = tf_locals(tf)
+    sub = conditions.get("${local.oidc_host}:sub")
+    aud = conditions.get("${local.oidc_host}:aud")
+    assert sub and aud, f"IRSA trust needs both :sub and :aud conditions, got {list(conditions)}"
+    # StringEquals, not StringLike: no wildcard over namespaces or accounts.
+    assert sub["test"] == "StringEquals" and aud["test"] == "StringEquals"
+    assert aud["values"] == ["sts.amazonaws.com"]
+    sub_values = [tf_interpolate_locals(v, locals_) for v in sub["values"]]
+    sub_values = [locals_.get(v[len("${local."):-1], v) if v.startswith("${local.") else v for v in sub_values]
+    assert sub_values == ["system:serviceaccount:${var.k8s_namespace}:${var.k8s_service_account}"], sub_values
+
+
+def test_direct_put_stream_converts_to_parquet_snappy(tf):
+    _, body = stream(tf)
+    assert body["destination"] == "extended_s3"
+    assert "kinesis_source_configuration" not in body and "msk_source_configuration" not in body, (
+        "a source configuration would make it not Direct PUT: PutRecordBatch would be refused"
+    )
+    s3 = one(body["extended_s3_configuration"])
+    conversion = one(s3["data_format_conversion_configuration"])
+    assert conversion.get("enabled", True) in (True, "true")
+    deserializer = one(one(conversion["input_format_configuration"])["deserializer"])
+    assert "open_x_json_ser_de" in deserializer or "hive_json_ser_de" in deserializer
+    parquet = one(one(one(conversion["output_format_configuration"])["serializer"])["parquet_ser_de"])
+    assert parquet["compression"] == "SNAPPY"
+    assert s3.get("compression_format", "UNCOMPRESSED") == "UNCOMPRESSED", (
+        "S3-level compression must be off with format conversion (Snappy is inside the Parquet files)"
+    )
+    schema = one(conversion["schema_configuration"])
+    table_name = next(iter(tf_blocks(tf, "resource", "aws_glue_catalog_table")))
+    assert schema["table_name"] == f"${{aws_glue_catalog_table.{table_name}.name}}"
+
+
+def test_buffer_meets_the_format_conversion_minimum(tf):
+    _, body = stream(tf)
+    size = one(body["extended_s3_configuration"])["buffering_size"]
+    if isinstance(size, str):
+        m = re.fullmatch(r"\$\{var\.(\w+)\}", size)
+        assert m, size
+        size = tf_variable_defaults(tf)[m.group(1)]
+    assert 64 <= int(size) <= 128, f"format conversion needs a 64-128 MiB buffer, got {size}"
+
+
+def test_prefixes_are_day_partitioned_with_an_error_prefix(tf):
+    _, body = stream(tf)
+    s3 = one(body["extended_s3_configuration"])
+    locals_ = tf_locals(tf)
+    prefix = tf_interpolate_locals(s3["prefix"], locals_)
+    errors = tf_interpolate_locals(s3["error_output_prefix"], locals_)
+    assert re.fullmatch(r"[\w\-/]+/dt=!\{timestamp:yyyy-MM-dd\}/", prefix), prefix
+    assert "!{firehose:error-output-type}" in errors, errors
+    assert not errors.startswith(prefix.split("dt=")[0]), "errors must not land inside the table's location"
+
+
+def test_athena_projection_reads_the_prefix_firehose_writes(tf):
+    _, body = stream(tf)
+    locals_ = tf_locals(tf)
+    prefix = tf_interpolate_locals(one(body["extended_s3_configuration"])["prefix"], locals_)
+    data_prefix, _, day = prefix.partition("dt=")
+    firehose_day_format = re.fullmatch(r"!\{timestamp:(.+)\}/", day).group(1)
+
+    table = next(iter(tf_blocks(tf, "resource", "aws_glue_catalog_table").values()))
+    params = {k: tf_interpolate_locals(str(v), locals_) for k, v in table["parameters"].items()}
+    assert params["projection.enabled"] == "true"
+    assert params["projection.dt.type"] == "date"
+    assert params["projection.dt.format"] == firehose_day_format
+    assert params["projection.dt.interval"] == "1" and params["projection.dt.interval.unit"] == "DAYS"
+    bucket = "${aws_s3_bucket.logs.id}"
+    # `$${dt}` is Terraform's escape for the literal `${dt}` Athena substitutes.
+    assert params["storage.location.template"] == f"s3://{bucket}/{data_prefix}dt=$${{dt}}/"
+    storage = one(table["storage_descriptor"])
+    assert tf_interpolate_locals(storage["location"], locals_) == f"s3://{bucket}/{data_prefix}"
+    (partition,) = table["partition_keys"]
+    assert (partition["name"], partition["type"]) == ("dt", "string")
+    destination = one(body["extended_s3_configuration"])["bucket_arn"]
+    assert destination == "${aws_s3_bucket.logs.arn}", "Firehose writes to another bucket than Athena reads"
+
+
+def glue_columns(tf) -> list[tuple[str, str]]:
+    table = next(iter(tf_blocks(tf, "resource", "aws_glue_catalog_table").values()))
+    storage = one(table["storage_descriptor"])
+    static = [(c["name"], c["type"]) for c in storage.get("columns", [])]
+    dynamic = [d["columns"] for d in storage.get("dynamic", []) if "columns" in d]
+    if dynamic:
+        assert one(dynamic)["for_each"] == "${local.access_log_columns}"
+        static += [(c["name"], c["type"]) for c in tf_locals(tf)["access_log_columns"]]
+    return static
+
+
+def test_glue_columns_match_the_access_log(tf):
+    assert glue_columns(tf) == ACCESS_LOG_COLUMNS
+
+
+def demo_writer_keys() -> set[str] | None:
+    """The keys of the JSON object scripts/demo_helper.py writes per line: the
+    dict literal (or dict(...) call) holding the access-log keys."""
+    helper = REPO / "scripts" / "demo_helper.py"
+    if not helper.exists():
+        return None
+    expected = {name for name, _ in ACCESS_LOG_COLUMNS}
+    best: set[str] = set()
+    for node in ast.walk(ast.parse(helper.read_text())):
+        keys: set[str] = set()
+        if isinstance(node, ast.Dict):
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict":
+            keys = {k.arg for k in node.keywords if k.arg}
+        if len(keys & expected) > len(best & expected):
+            best = keys
+    return best
+
+
+def test_demo_writer_writes_the_columns_of_the_table(tf):
+    keys = demo_writer_keys()
+    if keys is None:
+        pytest.skip("scripts/demo_helper.py not written yet")
+    columns = {name for name, _ in glue_columns(tf)}
+    # A column the log never has is always NULL; a key the table lacks is
+    # dropped silently by Firehose's conversion.
+    assert keys == columns, (
+        "scripts/demo_helper.py writes different keys than the Glue table's columns: "
+        f"missing {sorted(columns - keys)}, not in the table (dropped by the conversion) {sorted(keys - columns)}"
+    )
+
+
+def test_outputs_give_the_stream_and_the_role(tf):
+    outputs = {}
+    for block in tf["output"]:
+        outputs.update(block)
+    values = {o["value"] for o in outputs.values()}
+    stream_name, _ = stream(tf)
+    role_name, _ = pod_role(tf)
+    assert f"${{aws_kinesis_firehose_delivery_stream.{stream_name}.name}}" in values
+    assert f"${{aws_iam_role.{role_name}.arn}}" in values
+
+
+def test_variables_describe_names_region_and_oidc(tf):
+    variables = {name for block in tf["variable"] for name in block}
+    assert {"region", "stream_name", "bucket_name", "cluster_oidc_issuer_url", "k8s_namespace", "k8s_service_account"} <= variables
+
+
+def test_defaults_match_the_example_manifests(tf):
+    defaults = tf_variable_defaults(tf)
+    (sa,) = [d for d in load_yaml_documents(EXAMPLE_SERVICE_ACCOUNT) if d["kind"] == "ServiceAccount"]
+    (deployment,) = [d for d in load_yaml_documents(EXAMPLE_DEPLOYMENT) if d["kind"] == "Deployment"]
+    spec = pod_spec(deployment)
+    sidecar = find_container(spec["initContainers"], SIDECAR_NAME)
+    env = {e["name"]: e.get("value") for e in sidecar.get("env", [])}
+
+    assert spec["serviceAccountName"] == sa["metadata"]["name"] == defaults["k8s_service_account"]
+    assert deployment["metadata"]["namespace"] == sa["metadata"]["namespace"] == defaults["k8s_namespace"]
+    assert flag_value(sidecar["args"], "--stream") == defaults["stream_name"]
+    assert env.get("AWS_REGION") == defaults["region"]
+    role_arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/(.+)", role_arn).group(1) == defaults["pod_role_name"]
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform not installed")
+def test_terraform_fmt_is_clean():
+    # `terraform fmt` needs no providers and no network; `validate` would.
+    out = subprocess.run(
+        ["terraform", "fmt", "-check", "-diff", "-recursive", str(TERRAFORM)],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

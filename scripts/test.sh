@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# firetail's test command (README), also run by CI's .ci/run:
+#   1. the Python venv with moto's server (scripts/python-env.sh; a no-op when current),
+#   2. every Rust test target (unit, property, integration against moto and the fake
+#      Firehose), with FIRETAIL_MOTO_SERVER pointing at the venv's moto_server,
+#   3. the deploy checks (pytest on deploy/tests), if there are any.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+scripts/python-env.sh
+
+export FIRETAIL_MOTO_SERVER="$repo/.venv/bin/moto_server"
+cargo test --locked --all-targets
+
+if [[ -d deploy/tests ]]; then
+    rc=0
+    "$repo/.venv/bin/python" -m pytest -p no:cacheprovider deploy/tests || rc=$?
+    if [[ $rc -eq 5 ]]; then
+        echo "test.sh: pytest collected no tests in deploy/tests" >&2
+    elif [[ $rc -ne 0 ]]; then
+        exit "$rc"
+    fi
+fi

@@ -1,0 +1,12 @@
+//! The one integration-test binary (one link of the AWS SDK instead of one per file).
+//!
+//! Every test here runs the built `firetail` binary as a child process against a real
+//! peer on loopback: moto's server (wire compatibility, S3 end to end) or the
+//! fault-injecting fake Firehose in `support/fake_firehose.rs`.
+
+mod support;
+
+mod fake_firehose_selftest;
+mod moto_selftest;
+
+mod core;

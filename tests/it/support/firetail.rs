@@ -1,0 +1,216 @@
+//! A running `firetail` child process: start it with flags and environment, watch its
+//! JSON log lines, send it real signals, wait for its exit.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Log lines seen so far, and a condition variable to wait for new ones.
+type LogLines = Arc<(Mutex<Vec<serde_json::Value>>, Condvar)>;
+
+pub struct Firetail {
+    child: Child,
+    logs: LogLines,
+    reader: Option<std::thread::JoinHandle<()>>,
+    status: Option<ExitStatus>,
+}
+
+/// The flags every test passes: a log file, a stream, a free metrics port, and
+/// flush/drain settings short enough for tests.
+pub fn base_args(log: &Path, stream: &str) -> Vec<String> {
+    vec![
+        format!("--path={}", log.display()),
+        format!("--stream={stream}"),
+        "--metrics-addr=127.0.0.1:0".into(),
+        "--flush-interval=200ms".into(),
+        "--drain-quiet=300ms".into(),
+        "--drain-timeout=20s".into(),
+        "--call-timeout=2s".into(),
+    ]
+}
+
+/// Environment for a fake or emulated Firehose at `endpoint`.
+pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL".into(), endpoint.into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ("NO_PROXY".into(), "127.0.0.1,localhost".into()),
+    ]
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_firetail"))
+}
+
+impl Firetail {
+    pub fn start(args: &[String], env: &[(String, String)]) -> Firetail {
+        let mut cmd = Command::new(binary());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn firetail");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs: LogLines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = logs.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "raw": line }));
+                let (lock, cvar) = &*sink;
+                lock.lock().unwrap().push(value);
+                cvar.notify_all();
+            }
+        });
+        Firetail {
+            child,
+            logs,
+            reader: Some(reader),
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
+    }
+
+    pub fn term(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Waits for the exit, at most `timeout`; None if still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(s);
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the exit code; panics with the logs if it takes longer than `timeout`.
+    pub fn exit_code(&mut self, timeout: Duration) -> i32 {
+        match self.wait_timeout(timeout) {
+            Some(s) => s.code().unwrap_or(-1),
+            None => panic!("firetail did not exit within {timeout:?}; logs:\n{}", self.dump()),
+        }
+    }
+
+    /// SIGKILL, as the kubelet does when the grace period runs out.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_timeout(Duration::from_secs(10));
+    }
+
+    pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.logs.0.lock().unwrap().clone()
+    }
+
+    pub fn dump(&self) -> String {
+        self.logs()
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until a log line satisfies `pred`; returns it.
+    pub fn wait_log(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.logs;
+        let mut logs = lock.lock().unwrap();
+        loop {
+            if let Some(v) = logs.iter().find(|v| pred(v)) {
+                return Some(v.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            logs = cvar.wait_timeout(logs, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits for the log line whose message is `message`.
+    pub fn wait_message(&self, message: &str, timeout: Duration) -> serde_json::Value {
+        self.wait_log(timeout, |v| v["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} log line within {timeout:?}; logs:\n{}", self.dump()))
+    }
+
+    /// The address the metrics listener bound (from the start-up line).
+    pub fn metrics_addr(&self) -> String {
+        let started = self.wait_message("firetail started.", Duration::from_secs(20));
+        started["metrics_addr"].as_str().unwrap().to_string()
+    }
+
+    /// The drain report's fields (after exit).
+    pub fn report(&self) -> serde_json::Value {
+        self.wait_message("Drain report.", Duration::from_secs(1))
+    }
+}
+
+impl Drop for Firetail {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Appends `lines` to `path` (each gets its `\n`), as one write.
+pub fn append(path: &Path, lines: &[String]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut buf = String::new();
+    for l in lines {
+        buf.push_str(l);
+        buf.push('\n');
+    }
+    f.write_all(buf.as_bytes()).unwrap();
+}
+
+/// Unique, realistic access-log lines: `{"seq":N,"request_id":"<tag>-N",...}`.
+pub fn access_lines(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range
+        .map(|i| {
+            format!(
+                r#"{{"seq":{i},"request_id":"{tag}-{i:08}","method":"GET","path":"/orders/{i}","status":200,"duration_ms":12.5,"remote_ip":"10.0.0.{}","user_agent":"Mozilla/5.0 (X11; Linux x86_64)","bytes":{},"level":"INFO"}}"#,
+                i % 250,
+                1000 + i
+            )
+        })
+        .collect()
+}
