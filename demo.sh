@@ -179,7 +179,7 @@ drain_s="$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')"
 # --- 8. what reached S3? -------------------------------------------------------------------
 echo
 echo "firetail's last log lines:"
-tail -n 5 "$work/firetail.log" | sed 's/^/  | /'
+tail -n 5 "$work/firetail.log" | sed -e $'s/\x1b\\[[0-9;]*m//g' -e 's/^/  | /'
 echo
 echo "==== firetail demo summary ===="
 count_rc=0

@@ -307,15 +307,27 @@ mod tests {
             data: Bytes::copy_from_slice(s),
         };
         let ship = InvalidJson::Ship;
-        assert_eq!(classify(&mk(b"{\"a\":1}\n"), ship), Disposition::Record { json: true });
+        assert_eq!(
+            classify(&mk(b"{\"a\":1}\n"), ship),
+            Disposition::Record { json: true }
+        );
         assert_eq!(classify(&mk(b"\n"), ship), Disposition::Skip("empty"));
         assert_eq!(classify(&mk(b"  \r\n"), ship), Disposition::Skip("empty"));
         assert_eq!(
-            classify(&mk(b"# Logfile created on 2026-11-26 by logger.rb/v1.6.0\n"), ship),
+            classify(
+                &mk(b"# Logfile created on 2026-11-26 by logger.rb/v1.6.0\n"),
+                ship
+            ),
             Disposition::Skip("header")
         );
-        assert_eq!(classify(&mk(b"{\"a\":\n"), ship), Disposition::Record { json: false });
-        assert_eq!(classify(&mk(b"\xff\xfe\x00\n"), ship), Disposition::Record { json: false });
+        assert_eq!(
+            classify(&mk(b"{\"a\":\n"), ship),
+            Disposition::Record { json: false }
+        );
+        assert_eq!(
+            classify(&mk(b"\xff\xfe\x00\n"), ship),
+            Disposition::Record { json: false }
+        );
         assert_eq!(
             classify(&mk(b"not json\n"), InvalidJson::DeadLetter),
             Disposition::DeadLetter("invalid_json")
@@ -346,10 +358,19 @@ mod tests {
         let mut b = Batcher::new(false);
         let now = Instant::now();
         assert!(b.add(&line(0, 0, 10), record(), now).is_none());
-        assert!(b.add(&line(0, 11, 0), Disposition::Skip("empty"), now).is_none());
+        assert!(b
+            .add(&line(0, 11, 0), Disposition::Skip("empty"), now)
+            .is_none());
         let batch = b.take().unwrap();
         assert_eq!(batch.records.len(), 1);
-        assert_eq!(batch.spans, vec![Span { file: 0, start: 0, end: 12 }]);
+        assert_eq!(
+            batch.spans,
+            vec![Span {
+                file: 0,
+                start: 0,
+                end: 12
+            }]
+        );
     }
 
     #[test]

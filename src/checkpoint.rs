@@ -174,10 +174,17 @@ impl Progress {
     }
 
     /// The checkpoint's content now. Drops files that are finished and fully
-    /// acknowledged: nothing of them is left to resume.
+    /// acknowledged, oldest first and only while every older one is dropped too: a done
+    /// file newer than a pending one stays, so a restart knows it need not read it again.
     pub fn entries(&self) -> Vec<FileEntry> {
         let mut files = self.files.lock().unwrap();
-        files.retain(|_, f| !(f.finished && f.pending.is_empty() && f.committed() >= f.read_offset));
+        while let Some(entry) = files.first_entry() {
+            let f = entry.get();
+            if !(f.finished && f.pending.is_empty() && f.committed() >= f.read_offset) {
+                break;
+            }
+            entry.remove();
+        }
         files
             .values()
             .map(|f| FileEntry {
@@ -359,7 +366,9 @@ pub async fn run(
         if *stop.borrow() {
             return cp;
         }
-        cp.metrics.lag_bytes.set(progress.unacknowledged_bytes() as i64);
+        cp.metrics
+            .lag_bytes
+            .set(progress.unacknowledged_bytes() as i64);
         match cp.write(&progress) {
             Ok(_) if failing => {
                 failing = false;
@@ -402,7 +411,11 @@ mod tests {
         p.open(0, &id(), Path::new("/x"), 0);
         p.register(&[span(0, 10), span(10, 20), span(20, 30)]);
         p.ack(&[span(10, 20)]);
-        assert_eq!(p.entries()[0].offset, 0, "an ack after a gap must not move the offset");
+        assert_eq!(
+            p.entries()[0].offset,
+            0,
+            "an ack after a gap must not move the offset"
+        );
         p.ack(&[span(0, 10)]);
         assert_eq!(p.entries()[0].offset, 20);
         p.ack(&[span(20, 30)]);
@@ -429,7 +442,10 @@ mod tests {
         p.open(0, &id(), Path::new("/x"), 5);
         let mut cp = Checkpointer::new(&path, metrics.clone());
         assert!(cp.write(&p).unwrap());
-        assert!(!cp.write(&p).unwrap(), "unchanged state must not be rewritten");
+        assert!(
+            !cp.write(&p).unwrap(),
+            "unchanged state must not be rewritten"
+        );
         assert!(!dir.path().join("cp.json.tmp").exists());
         let mut again = Checkpointer::new(&path, metrics);
         let entries = again.load();

@@ -65,11 +65,21 @@ pub struct Args {
     pub invalid_json: InvalidJson,
 
     /// Concurrent PutRecordBatch calls.
-    #[arg(long, env = "FIRETAIL_MAX_IN_FLIGHT", default_value_t = 4, value_name = "N")]
+    #[arg(
+        long,
+        env = "FIRETAIL_MAX_IN_FLIGHT",
+        default_value_t = 4,
+        value_name = "N"
+    )]
     pub max_in_flight: usize,
 
     /// Address for /metrics, /healthz and /readyz.
-    #[arg(long, env = "FIRETAIL_METRICS_ADDR", default_value = "0.0.0.0:9797", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "FIRETAIL_METRICS_ADDR",
+        default_value = "0.0.0.0:9797",
+        value_name = "ADDR"
+    )]
     pub metrics_addr: SocketAddr,
 
     /// Log format.
@@ -206,7 +216,9 @@ fn check_stream_name(name: &str) -> Result<(), ConfigError> {
     {
         return Err(bad(
             "--stream",
-            format!("{name:?} contains {c:?}; a stream name has only letters, digits, '_', '.' and '-'"),
+            format!(
+                "{name:?} contains {c:?}; a stream name has only letters, digits, '_', '.' and '-'"
+            ),
         ));
     }
     Ok(())
@@ -227,7 +239,10 @@ fn check_log_path(path: &Path) -> Result<PathBuf, ConfigError> {
     if path.is_dir() {
         return Err(bad(
             "--path",
-            format!("{} is a directory; give the log file inside it", path.display()),
+            format!(
+                "{} is a directory; give the log file inside it",
+                path.display()
+            ),
         ));
     }
     let dir = parent_dir(path);
@@ -277,10 +292,7 @@ fn check_writable_location(flag: &'static str, file: &Path) -> Result<(), Config
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
-        Err(e) => Err(bad(
-            flag,
-            format!("cannot write in {}: {e}", dir.display()),
-        )),
+        Err(e) => Err(bad(flag, format!("cannot write in {}: {e}", dir.display()))),
     }
 }
 
@@ -333,7 +345,11 @@ mod tests {
     #[test]
     fn durations_are_humantime() {
         let dir = tempfile::tempdir().unwrap();
-        let c = parse(dir.path(), &["--flush-interval", "250ms", "--drain-timeout", "2m"]).unwrap();
+        let c = parse(
+            dir.path(),
+            &["--flush-interval", "250ms", "--drain-timeout", "2m"],
+        )
+        .unwrap();
         assert_eq!(c.flush_interval, Duration::from_millis(250));
         assert_eq!(c.drain_timeout, Duration::from_secs(120));
     }

@@ -15,7 +15,6 @@ use std::sync::Mutex;
 use base64::Engine;
 use serde::Serialize;
 
-
 #[derive(Serialize)]
 struct Entry<'a> {
     time: String,
@@ -54,7 +53,14 @@ impl DeadLetter {
     /// Writes one line (or a record holding several) and syncs it, retrying every
     /// second while the disk refuses: the line's span is acknowledged only after this
     /// returns, so a full disk delays the checkpoint instead of losing the line.
-    pub async fn write_retrying(&self, file: &Path, offset: u64, reason: &str, data: &[u8], size: u64) {
+    pub async fn write_retrying(
+        &self,
+        file: &Path,
+        offset: u64,
+        reason: &str,
+        data: &[u8],
+        size: u64,
+    ) {
         let mut failing = false;
         while let Err(e) = self.write_data(file, offset, reason, data, size) {
             if !failing {
@@ -99,7 +105,10 @@ impl DeadLetter {
                 .map_err(|e| {
                     io::Error::new(
                         e.kind(),
-                        format!("cannot open the dead-letter file {}: {e}", self.path.display()),
+                        format!(
+                            "cannot open the dead-letter file {}: {e}",
+                            self.path.display()
+                        ),
                     )
                 })?;
             *guard = Some(f);

@@ -18,7 +18,7 @@
 //! - [`checkpoint`]: acknowledgements → the checkpoint file (atomic, batched writes).
 //! - [`deadletter`]: the file for lines Firehose can never take.
 //! - [`metrics`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` listener.
-//! - [`shutdown`]: SIGTERM/SIGINT.
+//! - [`shutdown`]: the SIGTERM/SIGINT handlers.
 //! - [`run`] (here): wires the stages and owns the one shutdown path.
 //!
 //! # Shutdown
@@ -34,8 +34,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod deadletter;
 pub mod metrics;
-pub mod shutdown;
 pub mod ship;
+pub mod shutdown;
 pub mod tail;
 
 use std::sync::atomic::Ordering;
@@ -188,7 +188,10 @@ pub async fn run(
             "Drain started: reading to the end of the file, then shipping the rest."
         ),
         Stop::TailFailed(e) => {
-            tracing::error!(error = format!("{e:#}"), "Reading the log file failed; shipping what was read, then exiting 1.");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "Reading the log file failed; shipping what was read, then exiting 1."
+            );
         }
     }
     if let Stop::TailFailed(e) = stop {
@@ -213,7 +216,11 @@ pub async fn run(
             }
         }
     };
-    let drain_end = if fatal.is_some() && drain_end == "drained" { "error" } else { drain_end };
+    let drain_end = if fatal.is_some() && drain_end == "drained" {
+        "error"
+    } else {
+        drain_end
+    };
     tail.abort();
     batcher.abort();
     ship.abort();
@@ -259,7 +266,13 @@ pub async fn run(
     Ok(report)
 }
 
-fn reason(f: &prometheus_client::metrics::family::Family<Reason, prometheus_client::metrics::counter::Counter>, reason: &'static str) -> u64 {
+fn reason(
+    f: &prometheus_client::metrics::family::Family<
+        Reason,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    reason: &'static str,
+) -> u64 {
     f.get_or_create(&Reason { reason }).get()
 }
 
@@ -270,7 +283,10 @@ fn settled(m: &Metrics) -> u64 {
             .iter()
             .map(|r| reason(&m.dead_lettered, r))
             .sum::<u64>()
-        + ["header", "empty"].iter().map(|r| reason(&m.skipped, r)).sum::<u64>()
+        + ["header", "empty"]
+            .iter()
+            .map(|r| reason(&m.skipped, r))
+            .sum::<u64>()
 }
 
 fn report(m: &Metrics, progress: &Progress, drain: Duration, drain_end: &'static str) -> Report {

@@ -62,7 +62,10 @@ async fn run(config: Config) -> u8 {
     match firetail::run(config, client, listener, signals).await {
         Ok(report) => report.exit_code(),
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "firetail stopped on a fatal error.");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "firetail stopped on a fatal error."
+            );
             1
         }
     }

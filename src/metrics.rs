@@ -107,28 +107,96 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("lines_read", "Lines read from the log files (complete lines, including skipped ones).", m.lines_read.clone());
-        r.register("lines_shipped", "Lines accepted by Firehose.", m.lines_shipped.clone());
-        r.register("records_shipped", "Firehose records accepted (a record holds one line, or several with --aggregate).", m.records_shipped.clone());
-        r.register("bytes_shipped", "Record data bytes accepted by Firehose.", m.bytes_shipped.clone());
+        r.register(
+            "lines_read",
+            "Lines read from the log files (complete lines, including skipped ones).",
+            m.lines_read.clone(),
+        );
+        r.register(
+            "lines_shipped",
+            "Lines accepted by Firehose.",
+            m.lines_shipped.clone(),
+        );
+        r.register(
+            "records_shipped",
+            "Firehose records accepted (a record holds one line, or several with --aggregate).",
+            m.records_shipped.clone(),
+        );
+        r.register(
+            "bytes_shipped",
+            "Record data bytes accepted by Firehose.",
+            m.bytes_shipped.clone(),
+        );
         r.register("billable_bytes", "Bytes Firehose bills for ingestion: every accepted record rounded up to 5 KB (5,120 bytes).", m.billable_bytes.clone());
-        r.register("put_record_batch_calls", "PutRecordBatch calls by outcome.", m.calls.clone());
-        r.register("records_retried", "Records sent again after a failure (per-record or whole-call).", m.records_retried.clone());
+        r.register(
+            "put_record_batch_calls",
+            "PutRecordBatch calls by outcome.",
+            m.calls.clone(),
+        );
+        r.register(
+            "records_retried",
+            "Records sent again after a failure (per-record or whole-call).",
+            m.records_retried.clone(),
+        );
         r.register("throttled", "Throttled answers: whole calls (ThrottlingException, LimitExceededException) plus records answered \"Slow down.\".", m.throttled.clone());
         r.register("duplicates_possible", "Records sent again after an answer that never came (timeout, reset): Firehose may hold them twice.", m.duplicates_possible.clone());
-        r.register("dead_lettered", "Lines written to the dead-letter file, by reason.", m.dead_lettered.clone());
-        r.register("lines_skipped", "Lines not shipped by design, by reason (Logger header, empty).", m.skipped.clone());
+        r.register(
+            "dead_lettered",
+            "Lines written to the dead-letter file, by reason.",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "lines_skipped",
+            "Lines not shipped by design, by reason (Logger header, empty).",
+            m.skipped.clone(),
+        );
         r.register("invalid_json_lines", "Lines that are not valid JSON (shipped as they are, or dead-lettered with --invalid-json dead-letter).", m.invalid_json.clone());
-        r.register("in_flight_calls", "PutRecordBatch calls under way.", m.in_flight.clone());
-        r.register("lag_bytes", "Bytes read from the files but not yet acknowledged by Firehose.", m.lag_bytes.clone());
-        r.register("checkpoint_writes", "Checkpoint files written.", m.checkpoint_writes.clone());
-        r.register("checkpoint_corrupt", "Checkpoint files found unreadable at start (moved aside).", m.checkpoint_corrupt.clone());
-        r.register("checkpointed_files_missing", "Checkpointed files not found at restart (their unshipped lines, if any, are lost).", m.checkpointed_files_missing.clone());
+        r.register(
+            "in_flight_calls",
+            "PutRecordBatch calls under way.",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "lag_bytes",
+            "Bytes read from the files but not yet acknowledged by Firehose.",
+            m.lag_bytes.clone(),
+        );
+        r.register(
+            "checkpoint_writes",
+            "Checkpoint files written.",
+            m.checkpoint_writes.clone(),
+        );
+        r.register(
+            "checkpoint_corrupt",
+            "Checkpoint files found unreadable at start (moved aside).",
+            m.checkpoint_corrupt.clone(),
+        );
+        r.register(
+            "checkpointed_files_missing",
+            "Checkpointed files not found at restart (their unshipped lines, if any, are lost).",
+            m.checkpointed_files_missing.clone(),
+        );
         r.register("files_opened", "Log files opened.", m.files_opened.clone());
-        r.register("rotations", "Rename rotations followed.", m.rotations.clone());
-        r.register("truncations", "Truncations (copytruncate) detected.", m.truncations.clone());
-        r.register("put_record_batch_duration_seconds", "Latency of one PutRecordBatch attempt.", m.call_seconds.clone());
-        r.register("drain_duration_seconds", "How long the drain after SIGTERM took (set at its end).", m.drain_seconds.clone());
+        r.register(
+            "rotations",
+            "Rename rotations followed.",
+            m.rotations.clone(),
+        );
+        r.register(
+            "truncations",
+            "Truncations (copytruncate) detected.",
+            m.truncations.clone(),
+        );
+        r.register(
+            "put_record_batch_duration_seconds",
+            "Latency of one PutRecordBatch attempt.",
+            m.call_seconds.clone(),
+        );
+        r.register(
+            "drain_duration_seconds",
+            "How long the drain after SIGTERM took (set at its end).",
+            m.drain_seconds.clone(),
+        );
         r.register("undelivered_lines", "Lines read but neither shipped nor dead-lettered when the drain ended (set at its end).", m.undelivered_lines.clone());
         Metrics { registry, ..m }
     }
@@ -216,9 +284,17 @@ fn answer(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes
             } else {
                 "not following the file yet\n"
             };
-            (StatusCode::SERVICE_UNAVAILABLE, "text/plain", why.to_string())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                why.to_string(),
+            )
         }
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     };
     Response::builder()
         .status(status)
@@ -247,7 +323,10 @@ mod tests {
         m.call("ok");
         let text = m.encode();
         assert!(text.contains("firetail_lines_read_total 3"), "{text}");
-        assert!(text.contains("firetail_put_record_batch_calls_total{outcome=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("firetail_put_record_batch_calls_total{outcome=\"ok\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -283,14 +283,21 @@ impl Shipper {
                     }
                     backoff.next(BACKOFF_CAP)
                 }
-                Answer::Retry { outcome, throttled, maybe_delivered, detail } => {
+                Answer::Retry {
+                    outcome,
+                    throttled,
+                    maybe_delivered,
+                    detail,
+                } => {
                     self.metrics.call(outcome);
                     self.metrics.records_retried.inc_by(pending.len() as u64);
                     if throttled {
                         self.metrics.throttled.inc();
                     }
                     if maybe_delivered {
-                        self.metrics.duplicates_possible.inc_by(pending.len() as u64);
+                        self.metrics
+                            .duplicates_possible
+                            .inc_by(pending.len() as u64);
                     }
                     if let Some(n) = self.retry_log.note(pending.len() as u64) {
                         tracing::warn!(outcome, records = n, error = %detail, "PutRecordBatch failed; retrying with backoff.");
@@ -322,11 +329,7 @@ impl Shipper {
     }
 
     /// One PutRecordBatch attempt with the records at `pending`.
-    async fn call(
-        &self,
-        batch: &Batch,
-        pending: &[usize],
-    ) -> Answer {
+    async fn call(&self, batch: &Batch, pending: &[usize]) -> Answer {
         let records = pending
             .iter()
             .map(|&i| {
@@ -358,7 +361,9 @@ impl Shipper {
             // Cannot line the answer up with the request: resend all (duplicates possible).
             tracing::warn!(sent = pending.len(), answered = codes.len(), "PutRecordBatch answer does not line up with the request; resending the whole call.");
             self.metrics.call("bad_response");
-            self.metrics.duplicates_possible.inc_by(pending.len() as u64);
+            self.metrics
+                .duplicates_possible
+                .inc_by(pending.len() as u64);
             return pending.to_vec();
         }
         let mut failed = Vec::new();
@@ -368,7 +373,9 @@ impl Shipper {
                 None => {
                     let len = batch.records[i].len() as u64;
                     self.metrics.records_shipped.inc();
-                    self.metrics.lines_shipped.inc_by(u64::from(batch.meta[i].lines));
+                    self.metrics
+                        .lines_shipped
+                        .inc_by(u64::from(batch.meta[i].lines));
                     self.metrics.bytes_shipped.inc_by(len);
                     self.metrics.billable_bytes.inc_by(billable(len));
                 }
@@ -380,12 +387,17 @@ impl Shipper {
                 }
             }
         }
-        self.metrics.call(if failed.is_empty() { "ok" } else { "partial" });
+        self.metrics
+            .call(if failed.is_empty() { "ok" } else { "partial" });
         if !failed.is_empty() {
             self.metrics.records_retried.inc_by(failed.len() as u64);
             self.metrics.throttled.inc_by(throttled);
             if let Some(n) = self.retry_log.note(failed.len() as u64) {
-                tracing::warn!(records = n, throttled, "Firehose failed some records of a call; resending exactly those with backoff.");
+                tracing::warn!(
+                    records = n,
+                    throttled,
+                    "Firehose failed some records of a call; resending exactly those with backoff."
+                );
             }
         }
         failed
@@ -439,14 +451,47 @@ mod tests {
 
     #[test]
     fn error_codes_are_classified_as_design_says() {
-        assert!(matches!(class(400, "InvalidArgumentException"), Answer::Invalid(_)));
-        assert!(matches!(class(400, "ThrottlingException"), Answer::Retry { throttled: true, .. }));
-        assert!(matches!(class(503, "ServiceUnavailableException"), Answer::Retry { throttled: false, .. }));
-        assert!(matches!(class(500, "ServiceUnavailableException"), Answer::Retry { .. }));
-        assert!(matches!(class(502, "Whatever"), Answer::Retry { outcome: "server_error", .. }));
-        assert!(matches!(class(400, "ResourceNotFoundException"), Answer::Config { .. }));
-        assert!(matches!(class(400, "AccessDeniedException"), Answer::Config { .. }));
-        assert!(matches!(class(403, "ExpiredTokenException"), Answer::Config { .. }));
+        assert!(matches!(
+            class(400, "InvalidArgumentException"),
+            Answer::Invalid(_)
+        ));
+        assert!(matches!(
+            class(400, "ThrottlingException"),
+            Answer::Retry {
+                throttled: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            class(503, "ServiceUnavailableException"),
+            Answer::Retry {
+                throttled: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            class(500, "ServiceUnavailableException"),
+            Answer::Retry { .. }
+        ));
+        assert!(matches!(
+            class(502, "Whatever"),
+            Answer::Retry {
+                outcome: "server_error",
+                ..
+            }
+        ));
+        assert!(matches!(
+            class(400, "ResourceNotFoundException"),
+            Answer::Config { .. }
+        ));
+        assert!(matches!(
+            class(400, "AccessDeniedException"),
+            Answer::Config { .. }
+        ));
+        assert!(matches!(
+            class(403, "ExpiredTokenException"),
+            Answer::Config { .. }
+        ));
     }
 
     #[test]
@@ -463,12 +508,20 @@ mod tests {
     #[test]
     fn throttle_reports_counts_once_per_interval() {
         let t = Throttle::new(Duration::from_secs(3600));
-        assert_eq!(t.note(5), Some(5), "the first occurrence is reported at once");
+        assert_eq!(
+            t.note(5),
+            Some(5),
+            "the first occurrence is reported at once"
+        );
         assert_eq!(t.note(7), None);
         assert_eq!(t.note(1), None);
         let mut s = t.state.lock().unwrap();
         s.0 = Some(Instant::now() - Duration::from_secs(7200));
         drop(s);
-        assert_eq!(t.note(2), Some(10), "the next line carries the count since the last");
+        assert_eq!(
+            t.note(2),
+            Some(10),
+            "the next line carries the count since the last"
+        );
     }
 }

@@ -288,8 +288,8 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn open(path: &Path, key: FileKey, offset: Option<u64>) -> io::Result<Tracked> {
-        let mut file = File::open(path)?;
+    /// Starts reading an open file at `offset` (`None`: at its end, for --read-from end).
+    fn new(mut file: File, path: &Path, key: FileKey, offset: Option<u64>) -> io::Result<Tracked> {
         let meta = file.metadata()?;
         if meta.is_dir() {
             return Err(io::Error::other(format!(
@@ -298,7 +298,6 @@ impl Tracked {
             )));
         }
         let identity = Identity::of(&file)?;
-        // `None` means "from the end" (--read-from end).
         let offset = offset.unwrap_or(meta.len());
         file.seek(SeekFrom::Start(offset))?;
         Ok(Tracked {
@@ -330,6 +329,16 @@ impl Tracked {
         Ok(total)
     }
 
+    /// False when the file's first bytes changed under us: truncated and written past
+    /// our offset again before we looked (a size check alone would miss it).
+    fn still_same_start(&self, len: u64) -> io::Result<bool> {
+        match self.identity.fp_len {
+            0 => Ok(true),
+            n if len < n => Ok(false),
+            n => Ok(fingerprint(&self.file, n)? == self.identity.fp_hash),
+        }
+    }
+
     fn is_deleted(&self) -> bool {
         self.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true)
     }
@@ -351,7 +360,17 @@ pub struct Follower {
     rotated: VecDeque<Tracked>,
     /// Where to start the first file when there is no checkpoint: `None` = the end.
     first_offset: Option<Option<u64>>,
+    /// The last file that was at the path, with its modification time, until the next
+    /// file at the path is opened.
+    last_current: Option<(Identity, (i64, i64))>,
+    /// Files recently finished: never taken for a missed rotation (modification times
+    /// tie within the clock's granularity, so order alone cannot rule them out).
+    retired: VecDeque<Identity>,
 }
+
+/// How many finished files [`Follower`] remembers; more than any rotation scheme keeps
+/// uncompressed beside the file.
+const RETIRED_MEMORY: usize = 32;
 
 impl Follower {
     /// Starts following `path`: from the checkpoint's entries when there are any, else
@@ -375,6 +394,8 @@ impl Follower {
                 ReadFrom::Beginning => Some(0),
                 ReadFrom::End => None,
             }),
+            last_current: None,
+            retired: VecDeque::new(),
         };
         if !checkpoint.is_empty() {
             f.resume(checkpoint)?;
@@ -388,7 +409,13 @@ impl Follower {
     }
 
     fn track(&mut self, path: &Path, offset: Option<u64>) -> io::Result<Tracked> {
-        let t = Tracked::open(path, self.next_key, offset)?;
+        self.track_file(File::open(path)?, path, offset)
+    }
+
+    /// Tracks a file already open (so a rename between looking and opening cannot
+    /// swap it for another).
+    fn track_file(&mut self, file: File, path: &Path, offset: Option<u64>) -> io::Result<Tracked> {
+        let t = Tracked::new(file, path, self.next_key, offset)?;
         self.next_key += 1;
         self.progress
             .open(t.key, &t.identity, &t.path, t.framer.line_offset());
@@ -442,6 +469,13 @@ impl Follower {
     fn retire(&mut self, old: &mut Tracked, out: &mut Vec<Line>) {
         old.framer.finish(old.key, out);
         self.progress.finish(old.key, old.framer.read_offset());
+        // An empty fingerprint would match any file that reuses the inode.
+        if old.identity.fp_len > 0 {
+            if self.retired.len() == RETIRED_MEMORY {
+                self.retired.pop_front();
+            }
+            self.retired.push_back(old.identity.clone());
+        }
         tracing::info!(
             file = %old.path.display(),
             end_offset = old.framer.read_offset(),
@@ -451,24 +485,35 @@ impl Follower {
 
     /// Opens the file at the path if it exists. True when it is open.
     fn open_current(&mut self) -> io::Result<bool> {
-        let offset = self.first_offset.take().unwrap_or(Some(0));
-        match self.track(&self.path.clone(), offset) {
-            Ok(t) => {
-                tracing::info!(file = %self.path.display(), offset = t.framer.read_offset(), "Following file.");
-                self.current = Some(t);
-                Ok(true)
-            }
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // A file that did not exist when we started is read from its beginning
                 // when it appears, whatever --read-from says: all of it is new.
                 self.first_offset = Some(Some(0));
-                Ok(false)
+                return Ok(false);
             }
-            Err(e) => Err(io::Error::new(
-                e.kind(),
-                format!("cannot open {}: {e}", self.path.display()),
-            )),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot open {}: {e}", self.path.display()),
+                ))
+            }
+        };
+        // Opened first, then look: a rotation racing with the open shows up as a missed
+        // sibling rather than being skipped. Missed files are tracked before the new
+        // current one, so keys (and the checkpoint's order) follow the rotation order.
+        if let Some(last) = self.last_current.take() {
+            let meta = file.metadata()?;
+            let missed = self.missed_rotations(&last, (meta.dev(), meta.ino()))?;
+            self.rotated.extend(missed);
         }
+        let offset = self.first_offset.take().unwrap_or(Some(0));
+        let path = self.path.clone();
+        let t = self.track_file(file, &path, offset)?;
+        tracing::info!(file = %self.path.display(), offset = t.framer.read_offset(), "Following file.");
+        self.current = Some(t);
+        Ok(true)
     }
 
     /// At the end of the current file: has the path been rotated, deleted or truncated?
@@ -479,9 +524,8 @@ impl Follower {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Renamed away (logrotate before `create`) or deleted: finish it from the
                 // open handle, then wait for a new file at the path.
-                let old = self.current.take().expect("current is open");
                 tracing::info!(file = %self.path.display(), "File moved or deleted; finishing it and waiting for a new one.");
-                self.rotated.push_back(old);
+                self.move_current_to_rotated()?;
                 Ok(true)
             }
             Err(e) => Err(io::Error::new(
@@ -489,14 +533,16 @@ impl Follower {
                 format!("cannot stat {}: {e}", self.path.display()),
             )),
             Ok(meta) if meta.dev() != cur.identity.dev || meta.ino() != cur.identity.ino => {
-                let old = self.current.take().expect("current is open");
                 self.metrics.rotations.inc();
-                tracing::info!(file = %self.path.display(), old_end_offset = old.framer.read_offset(), "Rotation followed; finishing the old file, then reading the new one from offset 0.");
-                self.rotated.push_back(old);
+                tracing::info!(file = %self.path.display(), old_end_offset = cur.framer.read_offset(), "Rotation followed; finishing the old file, then reading the new one from offset 0.");
+                self.move_current_to_rotated()?;
                 self.first_offset = Some(Some(0));
                 Ok(true)
             }
-            Ok(meta) if meta.len() < cur.framer.read_offset() => {
+            Ok(meta)
+                if meta.len() < cur.framer.read_offset()
+                    || !cur.still_same_start(meta.len())? =>
+            {
                 self.truncated(out)?;
                 Ok(true)
             }
@@ -504,23 +550,102 @@ impl Follower {
         }
     }
 
-    /// copytruncate: the file shrank below what we read. Whatever was written between
-    /// logrotate's copy and its truncate is gone for everyone; read again from 0 under a
-    /// new key (its offsets start over).
+    /// Several rotations while we were behind (Firehose down, a slow pipeline): files
+    /// rotated after the last file we had at the path, that we never opened, are now
+    /// among the siblings. Returns them opened at 0, oldest first, to be read after it.
+    fn missed_rotations(
+        &mut self,
+        last: &(Identity, (i64, i64)),
+        opening: (u64, u64),
+    ) -> io::Result<Vec<Tracked>> {
+        let candidates = self.candidates()?;
+        let same = |c: &Candidate, id: &Identity| c.meta.dev() == id.dev && c.meta.ino() == id.ino;
+        let last_order = match candidates.iter().find(|c| same(c, &last.0)) {
+            Some(c) => rotation_order(c),
+            // Deleted: only its last write time is known.
+            None => (last.1 .0, last.1 .1, 0, String::new()),
+        };
+        let mut missed: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| c.path != self.path && rotation_order(c) > last_order)
+            .filter(|c| (c.meta.dev(), c.meta.ino()) != opening)
+            .filter(|c| {
+                !self
+                    .rotated
+                    .iter()
+                    .chain(self.current.iter())
+                    .any(|t| same(c, &t.identity))
+            })
+            .filter(|c| {
+                !self
+                    .retired
+                    .iter()
+                    .any(|id| id.matches(&c.file, &c.meta).unwrap_or(false))
+            })
+            .collect();
+        missed.sort_by_key(|c| rotation_order(c));
+        let mut opened = Vec::new();
+        for c in missed {
+            tracing::info!(file = %c.path.display(), "Found a file rotated while firetail was behind; reading it from offset 0.");
+            opened.push(self.track(&c.path, Some(0))?);
+        }
+        Ok(opened)
+    }
+
+    /// The current file leaves the path (rotated, moved, deleted): finish it as a
+    /// rotated file and remember it, to find files rotated after it that we missed.
+    fn move_current_to_rotated(&mut self) -> io::Result<()> {
+        let old = self.current.take().expect("current is open");
+        let m = old.file.metadata()?;
+        self.last_current = Some((old.identity.clone(), (m.mtime(), m.mtime_nsec())));
+        self.rotated.push_back(old);
+        Ok(())
+    }
+
+    /// copytruncate: the file shrank below what we read, or its first bytes changed.
+    /// If logrotate's copy is among the siblings, the lines we had not read yet are
+    /// read from the copy; only what was written between the copy and the truncate is
+    /// gone for everyone. Then the file is read again from 0 under a new key.
     fn truncated(&mut self, out: &mut Vec<Line>) -> io::Result<()> {
         let mut old = self.current.take().expect("current is open");
-        // A partial line read before the truncate still ships, under the old key.
-        old.framer.finish(old.key, out);
         self.metrics.truncations.inc();
-        tracing::warn!(
-            file = %self.path.display(),
-            read_offset = old.framer.read_offset(),
-            "File truncated (copytruncate); reading it again from offset 0. Lines written between the copy and the truncate cannot be recovered."
-        );
-        self.progress.finish(old.key, old.framer.read_offset());
+        let resume_at = old.framer.line_offset();
+        match self.find_copy(&old, resume_at)? {
+            Some(copy) => {
+                // The partial line, if any, is whole in the copy: read it from there.
+                self.progress.finish(old.key, resume_at);
+                let t = self.track(&copy, Some(resume_at))?;
+                tracing::warn!(file = %self.path.display(), copy = %copy.display(), offset = resume_at, "File truncated (copytruncate); reading the rest from its copy, then the file again from offset 0. Lines written between the copy and the truncate cannot be recovered.");
+                self.rotated.push_back(t);
+            }
+            None => {
+                old.framer.finish(old.key, out);
+                self.progress.finish(old.key, old.framer.read_offset());
+                tracing::warn!(
+                    file = %self.path.display(),
+                    read_offset = old.framer.read_offset(),
+                    "File truncated (copytruncate) and no copy found; reading it again from offset 0. Lines written between the copy and the truncate cannot be recovered."
+                );
+            }
+        }
         let path = self.path.clone();
         self.current = Some(self.track(&path, Some(0))?);
         Ok(())
+    }
+
+    /// A sibling that starts like `old` did and holds at least `offset` bytes: the copy
+    /// copytruncate made.
+    fn find_copy(&self, old: &Tracked, offset: u64) -> io::Result<Option<PathBuf>> {
+        let id = &old.identity;
+        if id.fp_len == 0 {
+            return Ok(None);
+        }
+        Ok(self
+            .candidates()?
+            .into_iter()
+            .filter(|c| c.path != self.path && c.meta.len() >= offset.max(id.fp_len))
+            .find(|c| fingerprint(&c.file, id.fp_len).ok() == Some(id.fp_hash))
+            .map(|c| c.path))
     }
 }
 
@@ -537,21 +662,29 @@ impl Follower {
     /// them, and the file at the path, in the order the writer wrote them.
     fn resume(&mut self, entries: &[FileEntry]) -> io::Result<()> {
         let candidates = self.candidates()?;
-        // Later entries win: after a copytruncate the same inode appears twice and only
-        // the newer generation's fingerprint can match.
+        // Where several entries land on one file, the lowest offset wins: duplicates
+        // rather than loss.
         let mut found: Vec<(usize, u64)> = Vec::new();
         for entry in entries {
-            let hit = candidates.iter().position(|c| {
-                entry
-                    .identity()
-                    .matches(&c.file, &c.meta)
-                    .unwrap_or(false)
-            });
-            match hit {
-                Some(i) => {
-                    found.retain(|(j, _)| *j != i);
-                    found.push((i, entry.offset));
-                }
+            let id = entry.identity();
+            let by_identity = candidates
+                .iter()
+                .position(|c| id.matches(&c.file, &c.meta).unwrap_or(false));
+            // copytruncate while firetail was down: the file's content now lives in a
+            // copy with another inode but the same first bytes.
+            let by_copy = || {
+                (id.fp_len > 0).then(|| {
+                    candidates.iter().position(|c| {
+                        c.meta.len() >= entry.offset.max(id.fp_len)
+                            && fingerprint(&c.file, id.fp_len).ok() == Some(id.fp_hash)
+                    })
+                })?
+            };
+            match by_identity.or_else(by_copy) {
+                Some(i) => match found.iter_mut().find(|(j, _)| *j == i) {
+                    Some(f) => f.1 = f.1.min(entry.offset),
+                    None => found.push((i, entry.offset)),
+                },
                 None => {
                     self.metrics.checkpointed_files_missing.inc();
                     tracing::error!(
@@ -585,20 +718,25 @@ impl Follower {
         for (i, offset) in rotated {
             let c = &candidates[i];
             let offset = checked_offset(c, offset);
-            let t = self.track(&c.path, Some(offset))?;
+            let t = self.track_file(c.file.try_clone()?, &c.path, Some(offset))?;
             tracing::info!(file = %c.path.display(), offset, "Resuming a file rotated while firetail was down.");
             self.rotated.push_back(t);
         }
         // The file at the path: its checkpointed offset, or 0 when it is newer than the
-        // checkpoint (it appeared while firetail was down).
-        let current_offset = match at_path {
-            Some(i) => found
+        // checkpoint (it appeared while firetail was down). Opened now, from the handle
+        // looked at, so a rotation before the first read cannot put another file there.
+        self.first_offset = Some(Some(0));
+        if let Some(i) = at_path {
+            let c = &candidates[i];
+            let offset = found
                 .iter()
                 .find(|(j, _)| *j == i)
-                .map_or(0, |(_, o)| checked_offset(&candidates[i], *o)),
-            None => 0,
-        };
-        self.first_offset = Some(Some(current_offset));
+                .map_or(0, |(_, o)| checked_offset(c, *o));
+            let t = self.track_file(c.file.try_clone()?, &c.path, Some(offset))?;
+            tracing::info!(file = %c.path.display(), offset, "Following file.");
+            self.first_offset = None;
+            self.current = Some(t);
+        }
         Ok(())
     }
 
@@ -707,7 +845,10 @@ pub async fn run(
     loop {
         let mut lines = Vec::new();
         let more = follower.poll(&mut lines)?;
-        following.store(follower.is_following(), std::sync::atomic::Ordering::Relaxed);
+        following.store(
+            follower.is_following(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if !lines.is_empty() {
             last_bytes = Some(Instant::now());
             metrics.lines_read.inc_by(lines.len() as u64);

@@ -380,3 +380,13 @@ def test_app_entrypoint_execs_so_sigterm_reaches_the_app():
         assert lines[-1].startswith("exec "), (
             "the shell must exec the app, or it stays PID 1 and SIGTERM never reaches Sidekiq"
         )
+
+
+def test_deploying_guide_quotes_the_same_sum():
+    guide = (KUBERNETES.parent / "DEPLOYING.md").read_text()
+    m = re.search(r"^\s*(\d+) = (\d+)\s+\+ (\d+)\s+\+ (\d+)\s+\+ (\d+)\s*$", guide, re.MULTILINE)
+    assert m, "deploy/DEPLOYING.md lost its grace-period example"
+    claimed = GRACE_COMMENT.search(EXAMPLE_DEPLOYMENT.read_text())
+    assert [int(g) for g in m.groups()] == [
+        int(claimed[k]) for k in ("total", "sleep", "sidekiq", "drain", "margin")
+    ], "the guide's grace-period example differs from the example manifest"

@@ -49,7 +49,10 @@ fn a_trickle_of_three_lines_arrives_without_any_signal() {
     }
     // The flush interval is 200 ms: the lines must leave on the timer, not on a signal.
     assert!(
-        eventually(Duration::from_secs(30), || moto.s3_lines("trickle-bucket").len() == 3),
+        eventually(Duration::from_secs(30), || moto
+            .s3_lines("trickle-bucket")
+            .len()
+            == 3),
         "the trickle never arrived; logs:\n{}",
         ft.dump()
     );
@@ -117,8 +120,15 @@ fn partial_failures_resend_only_the_failed_entries() {
     assert!(fake.wait_for_lines(5000, LONG), "{}", ft.dump());
     ft.term();
     assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
-    assert!(fake.counters().records_failed > 0, "the fault was not injected");
-    assert_eq!(fake.duplicate_lines(), Vec::<String>::new(), "an accepted entry was sent again");
+    assert!(
+        fake.counters().records_failed > 0,
+        "the fault was not injected"
+    );
+    assert_eq!(
+        fake.duplicate_lines(),
+        Vec::<String>::new(),
+        "an accepted entry was sent again"
+    );
     assert_eq!(sorted(fake.accepted_lines()), sorted(lines));
 }
 
@@ -148,6 +158,10 @@ fn restart_on_the_checkpoint_resends_nothing_before_it() {
 
     let mut all = first;
     all.extend(second);
-    assert_eq!(fake.duplicate_lines(), Vec::<String>::new(), "lines before the checkpoint were sent again");
+    assert_eq!(
+        fake.duplicate_lines(),
+        Vec::<String>::new(),
+        "lines before the checkpoint were sent again"
+    );
     assert_eq!(sorted(fake.accepted_lines()), sorted(all));
 }

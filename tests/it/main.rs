@@ -10,3 +10,4 @@ mod fake_firehose_selftest;
 mod moto_selftest;
 
 mod core;
+mod follower_model;

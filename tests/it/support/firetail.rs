@@ -116,7 +116,10 @@ impl Firetail {
     pub fn exit_code(&mut self, timeout: Duration) -> i32 {
         match self.wait_timeout(timeout) {
             Some(s) => s.code().unwrap_or(-1),
-            None => panic!("firetail did not exit within {timeout:?}; logs:\n{}", self.dump()),
+            None => panic!(
+                "firetail did not exit within {timeout:?}; logs:\n{}",
+                self.dump()
+            ),
         }
     }
 
@@ -162,7 +165,12 @@ impl Firetail {
     /// Waits for the log line whose message is `message`.
     pub fn wait_message(&self, message: &str, timeout: Duration) -> serde_json::Value {
         self.wait_log(timeout, |v| v["message"] == message)
-            .unwrap_or_else(|| panic!("no {message:?} log line within {timeout:?}; logs:\n{}", self.dump()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {message:?} log line within {timeout:?}; logs:\n{}",
+                    self.dump()
+                )
+            })
     }
 
     /// The address the metrics listener bound (from the start-up line).

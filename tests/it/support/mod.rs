@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 pub mod fake_firehose;
-pub mod moto;
 pub mod firetail;
+pub mod moto;
 
 use std::time::{Duration, Instant};
 
