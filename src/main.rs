@@ -85,6 +85,8 @@ fn init_tracing(format: LogFormat) {
             .with_current_span(false)
             .with_span_list(false)
             .init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
 }

@@ -225,7 +225,7 @@ impl Metrics {
 /// The probes' view of the agent.
 #[derive(Default)]
 pub struct Health {
-    /// The file at the path is open.
+    /// The tail stage watches the path (the file is open, or waited for).
     pub following: Arc<AtomicBool>,
     /// SIGTERM arrived.
     pub draining: AtomicBool,
@@ -282,7 +282,7 @@ fn answer(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes
             } else if health.config_error.load(Ordering::Relaxed) {
                 "delivery blocked by a configuration error (see the ERROR log)\n"
             } else {
-                "not following the file yet\n"
+                "starting: not watching the file yet\n"
             };
             (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -403,11 +403,6 @@ impl Follower {
         Ok(f)
     }
 
-    /// True once the file at the path is open (the readiness probe's "following").
-    pub fn is_following(&self) -> bool {
-        self.current.is_some()
-    }
-
     fn track(&mut self, path: &Path, offset: Option<u64>) -> io::Result<Tracked> {
         self.track_file(File::open(path)?, path, offset)
     }
@@ -845,10 +840,9 @@ pub async fn run(
     loop {
         let mut lines = Vec::new();
         let more = follower.poll(&mut lines)?;
-        following.store(
-            follower.is_following(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        // Ready once the path is watched and the first look is done — the file itself
+        // may not exist yet: in a pod the app creates it only after this probe passes.
+        following.store(true, std::sync::atomic::Ordering::Relaxed);
         if !lines.is_empty() {
             last_bytes = Some(Instant::now());
             metrics.lines_read.inc_by(lines.len() as u64);
