@@ -60,7 +60,10 @@ pub fn classify(line: &Line, invalid_json: InvalidJson) -> Disposition {
     if body.starts_with(LOGGER_HEADER) {
         return Disposition::Skip("header");
     }
-    let json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+    // JSON text is UTF-8 (RFC 8259 §8.1); `from_slice` into `IgnoredAny` skips strings
+    // without validating them, so check the encoding first.
+    let json = std::str::from_utf8(body)
+        .is_ok_and(|s| serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok());
     if !json && invalid_json == InvalidJson::DeadLetter {
         return Disposition::DeadLetter("invalid_json");
     }
@@ -326,6 +329,11 @@ mod tests {
         );
         assert_eq!(
             classify(&mk(b"\xff\xfe\x00\n"), ship),
+            Disposition::Record { json: false }
+        );
+        // Well-formed JSON around a string that is not UTF-8 is not JSON.
+        assert_eq!(
+            classify(&mk(b"{\"a\":\"caf\xe9\"}\n"), ship),
             Disposition::Record { json: false }
         );
         assert_eq!(

@@ -15,6 +15,8 @@ use std::sync::Mutex;
 use base64::Engine;
 use serde::Serialize;
 
+use crate::metrics::LogThrottle;
+
 #[derive(Serialize)]
 struct Entry<'a> {
     time: String,
@@ -36,6 +38,7 @@ struct Entry<'a> {
 pub struct DeadLetter {
     path: PathBuf,
     file: Mutex<Option<File>>,
+    log: LogThrottle,
 }
 
 impl DeadLetter {
@@ -43,6 +46,7 @@ impl DeadLetter {
         DeadLetter {
             path: path.to_path_buf(),
             file: Mutex::new(None),
+            log: LogThrottle::new(std::time::Duration::from_secs(1)),
         }
     }
 
@@ -116,14 +120,17 @@ impl DeadLetter {
         let f = guard.as_mut().expect("opened above");
         f.write_all(&json)?;
         f.sync_data()?;
-        tracing::warn!(
-            file = %file.display(),
-            offset,
-            size,
-            reason,
-            dead_letter = %self.path.display(),
-            "Line written to the dead-letter file."
-        );
+        if let Some(lines) = self.log.note(1) {
+            tracing::warn!(
+                file = %file.display(),
+                offset,
+                size,
+                reason,
+                lines,
+                dead_letter = %self.path.display(),
+                "Lines written to the dead-letter file (this one's file, offset, size and reason; `lines` counts all since the last such log line)."
+            );
+        }
         Ok(())
     }
 }

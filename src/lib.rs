@@ -101,15 +101,27 @@ enum Stop {
     TailFailed(anyhow::Error),
 }
 
+/// What the operator sees, made before the agent starts so the probes answer (503)
+/// while it starts.
+pub struct Observed {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub addr: std::net::SocketAddr,
+}
+
 /// Runs the agent until a signal arrives on `signals` and the drain ends.
 pub async fn run(
     config: Config,
     client: aws_sdk_firehose::Client,
-    listener: tokio::net::TcpListener,
+    observed: Observed,
     mut signals: mpsc::Receiver<&'static str>,
 ) -> anyhow::Result<Report> {
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
+    let Observed {
+        metrics,
+        health,
+        addr,
+    } = observed;
     let progress = Arc::new(Progress::default());
     let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter));
     let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
@@ -124,11 +136,10 @@ pub async fn run(
     .with_context(|| format!("cannot follow {}", config.path.display()))?;
     tracing::info!(
         config = %serde_json::to_string(&config).unwrap_or_default(),
-        metrics_addr = %listener.local_addr()?,
+        metrics_addr = %addr,
         checkpointed_files = resume_from.len(),
         "firetail started."
     );
-    let server = tokio::spawn(metrics::serve(listener, metrics.clone(), health.clone()));
 
     let (drain_tx, drain_rx) = watch::channel(false);
     let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
@@ -231,7 +242,6 @@ pub async fn run(
     if let Err(e) = checkpointer.write(&progress) {
         tracing::error!(file = %config.checkpoint.display(), error = %e, "Cannot write the final checkpoint; a restart will ship acknowledged lines again.");
     }
-    server.abort();
 
     let report = report(&metrics, &progress, started.elapsed(), drain_end);
     metrics.drain_seconds.set(report.drain_seconds);

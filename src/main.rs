@@ -3,9 +3,12 @@
 //! undelivered or a fatal error, 2 bad configuration.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
+
 use firetail::config::{Args, Config, LogFormat};
+use firetail::metrics::{Health, Metrics};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -58,8 +61,22 @@ async fn run(config: Config) -> u8 {
             return 1;
         }
     };
+    // The probes answer from now on: /healthz 200, /readyz 503 until the path is watched.
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let addr = listener.local_addr().unwrap_or(config.metrics_addr);
+    tokio::spawn(firetail::metrics::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+    ));
     let client = firetail::ship::client(config.call_timeout).await;
-    match firetail::run(config, client, listener, signals).await {
+    let observed = firetail::Observed {
+        metrics,
+        health,
+        addr,
+    };
+    match firetail::run(config, client, observed, signals).await {
         Ok(report) => report.exit_code(),
         Err(e) => {
             tracing::error!(

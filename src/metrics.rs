@@ -8,7 +8,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -20,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// Firehose bills ingestion per record rounded up to the next 5 KB (Firehose
 /// pricing page); 5 KB there is 5,120 bytes.
@@ -67,6 +69,7 @@ pub struct Metrics {
     pub call_seconds: Histogram,
     pub drain_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub undelivered_lines: Gauge,
+    pub billable_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -104,100 +107,102 @@ impl Metrics {
             call_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             drain_seconds: Gauge::default(),
             undelivered_lines: Gauge::default(),
+            billable_ratio: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
         r.register(
             "lines_read",
-            "Lines read from the log files (complete lines, including skipped ones).",
+            "Lines read from the log files (complete lines, including skipped ones)",
             m.lines_read.clone(),
         );
         r.register(
             "lines_shipped",
-            "Lines accepted by Firehose.",
+            "Lines accepted by Firehose",
             m.lines_shipped.clone(),
         );
         r.register(
             "records_shipped",
-            "Firehose records accepted (a record holds one line, or several with --aggregate).",
+            "Firehose records accepted (a record holds one line, or several with --aggregate)",
             m.records_shipped.clone(),
         );
         r.register(
             "bytes_shipped",
-            "Record data bytes accepted by Firehose.",
+            "Record data bytes accepted by Firehose",
             m.bytes_shipped.clone(),
         );
-        r.register("billable_bytes", "Bytes Firehose bills for ingestion: every accepted record rounded up to 5 KB (5,120 bytes).", m.billable_bytes.clone());
+        r.register("billable_bytes", "Bytes Firehose bills for ingestion: every accepted record rounded up to 5 KB (5,120 bytes)", m.billable_bytes.clone());
         r.register(
             "put_record_batch_calls",
-            "PutRecordBatch calls by outcome.",
+            "PutRecordBatch calls by outcome",
             m.calls.clone(),
         );
         r.register(
             "records_retried",
-            "Records sent again after a failure (per-record or whole-call).",
+            "Records sent again after a failure (per-record or whole-call)",
             m.records_retried.clone(),
         );
-        r.register("throttled", "Throttled answers: whole calls (ThrottlingException, LimitExceededException) plus records answered \"Slow down.\".", m.throttled.clone());
-        r.register("duplicates_possible", "Records sent again after an answer that never came (timeout, reset): Firehose may hold them twice.", m.duplicates_possible.clone());
+        r.register("throttled", "Throttled answers: whole calls (ThrottlingException, LimitExceededException) plus records answered \"Slow down.\"", m.throttled.clone());
+        r.register("duplicates_possible", "Records sent again after an answer that never came (timeout, reset): Firehose may hold them twice", m.duplicates_possible.clone());
         r.register(
             "dead_lettered",
-            "Lines written to the dead-letter file, by reason.",
+            "Lines written to the dead-letter file, by reason",
             m.dead_lettered.clone(),
         );
         r.register(
             "lines_skipped",
-            "Lines not shipped by design, by reason (Logger header, empty).",
+            "Lines not shipped by design, by reason (Logger header, empty)",
             m.skipped.clone(),
         );
-        r.register("invalid_json_lines", "Lines that are not valid JSON (shipped as they are, or dead-lettered with --invalid-json dead-letter).", m.invalid_json.clone());
+        r.register("invalid_json_lines", "Lines that are not valid JSON (shipped as they are, or dead-lettered with --invalid-json dead-letter)", m.invalid_json.clone());
         r.register(
             "in_flight_calls",
-            "PutRecordBatch calls under way.",
+            "PutRecordBatch calls under way",
             m.in_flight.clone(),
         );
         r.register(
             "lag_bytes",
-            "Bytes read from the files but not yet acknowledged by Firehose.",
+            "Bytes read from the files but not yet acknowledged by Firehose",
             m.lag_bytes.clone(),
         );
         r.register(
             "checkpoint_writes",
-            "Checkpoint files written.",
+            "Checkpoint files written",
             m.checkpoint_writes.clone(),
         );
         r.register(
             "checkpoint_corrupt",
-            "Checkpoint files found unreadable at start (moved aside).",
+            "Checkpoint files found unreadable at start (moved aside)",
             m.checkpoint_corrupt.clone(),
         );
         r.register(
             "checkpointed_files_missing",
-            "Checkpointed files not found at restart (their unshipped lines, if any, are lost).",
+            "Checkpointed files not found at restart (their unshipped lines, if any, are lost)",
             m.checkpointed_files_missing.clone(),
         );
-        r.register("files_opened", "Log files opened.", m.files_opened.clone());
+        r.register("files_opened", "Log files opened", m.files_opened.clone());
         r.register(
             "rotations",
-            "Rename rotations followed.",
+            "Rename rotations followed",
             m.rotations.clone(),
         );
         r.register(
             "truncations",
-            "Truncations (copytruncate) detected.",
+            "Truncations (copytruncate) detected",
             m.truncations.clone(),
         );
         r.register(
             "put_record_batch_duration_seconds",
-            "Latency of one PutRecordBatch attempt.",
+            "Latency of one PutRecordBatch attempt",
             m.call_seconds.clone(),
         );
         r.register(
             "drain_duration_seconds",
-            "How long the drain after SIGTERM took (set at its end).",
+            "How long the drain after SIGTERM took (set at its end)",
             m.drain_seconds.clone(),
         );
-        r.register("undelivered_lines", "Lines read but neither shipped nor dead-lettered when the drain ended (set at its end).", m.undelivered_lines.clone());
+        r.register("billable_ratio", "Billable bytes over bytes shipped: what the 5 KB rounding costs (~17 for 300-byte lines one per record; near 1 with --aggregate)", m.billable_ratio.clone());
+        r.register("undelivered_lines", "Lines read but neither shipped nor dead-lettered when the drain ended (set at its end)", m.undelivered_lines.clone());
         Metrics { registry, ..m }
     }
 
@@ -215,10 +220,45 @@ impl Metrics {
 
     /// Prometheus text exposition of every series.
     pub fn encode(&self) -> String {
+        let shipped = self.bytes_shipped.get();
+        if shipped > 0 {
+            self.billable_ratio
+                .set(self.billable_bytes.get() as f64 / shipped as f64);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// One log line per interval for a repeating event, with the count since the last: a
+/// burst of 10,000 throttled records is one WARN a second, not 10,000.
+pub struct LogThrottle {
+    every: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogThrottle {
+    pub fn new(every: Duration) -> LogThrottle {
+        LogThrottle {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Adds `n` occurrences; returns the total to report when a line is due.
+    pub fn note(&self, n: u64) -> Option<u64> {
+        let mut s = self.state.lock().unwrap();
+        s.1 += n;
+        let now = Instant::now();
+        match s.0 {
+            Some(last) if now < last + self.every => None,
+            _ => {
+                s.0 = Some(now);
+                Some(std::mem::take(&mut s.1))
+            }
+        }
     }
 }
 
@@ -306,6 +346,26 @@ fn answer(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttle_reports_counts_once_per_interval() {
+        let t = LogThrottle::new(Duration::from_secs(3600));
+        assert_eq!(
+            t.note(5),
+            Some(5),
+            "the first occurrence is reported at once"
+        );
+        assert_eq!(t.note(7), None);
+        assert_eq!(t.note(1), None);
+        let mut s = t.state.lock().unwrap();
+        s.0 = Some(Instant::now() - Duration::from_secs(7200));
+        drop(s);
+        assert_eq!(
+            t.note(2),
+            Some(10),
+            "the next line carries the count since the last"
+        );
+    }
 
     #[test]
     fn billable_rounds_up_to_5kb() {

@@ -19,7 +19,7 @@
 //! `lib.rs` is what bounds it at shutdown.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_firehose::error::{ProvideErrorMetadata, SdkError};
@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use crate::batch::Batch;
 use crate::checkpoint::Progress;
 use crate::deadletter::DeadLetter;
-use crate::metrics::{billable, Health, Metrics};
+use crate::metrics::{billable, Health, LogThrottle, Metrics};
 
 /// First backoff step; doubles per failed attempt up to the cap.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -103,7 +103,14 @@ fn classify(result: Result<PutRecordBatchOutput, SdkError<PutRecordBatchError>>)
     match &err {
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
-            classify_service_error(status, se.err().code().unwrap_or(""), detail)
+            let code = se.err().code().unwrap_or("");
+            // Code, message and status say it all; the SDK's debug dump of the raw
+            // response would be a kilobyte per log line.
+            let detail = format!(
+                "{code}: {} (HTTP {status})",
+                se.err().message().unwrap_or("no message")
+            );
+            classify_service_error(status, code, detail)
         }
         SdkError::TimeoutError(_) => Answer::Retry {
             outcome: "timeout",
@@ -180,41 +187,19 @@ struct Backoff {
 }
 
 impl Backoff {
+    /// The next wait, one step longer than the last (up to `cap`).
     fn next(&mut self, cap: Duration) -> Duration {
+        let wait = self.hold(cap);
+        self.attempt += 1;
+        wait
+    }
+
+    /// A wait at the current step, without escalating.
+    fn hold(&self, cap: Duration) -> Duration {
         let ceiling = BACKOFF_BASE
             .saturating_mul(1 << self.attempt.min(16))
             .min(cap);
-        self.attempt += 1;
         ceiling.mul_f64(fastrand::f64())
-    }
-}
-
-/// One log line per interval for a repeating fault, with the count since the last.
-struct Throttle {
-    every: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl Throttle {
-    fn new(every: Duration) -> Throttle {
-        Throttle {
-            every,
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// Adds `n` occurrences; returns the total to report when a line is due.
-    fn note(&self, n: u64) -> Option<u64> {
-        let mut s = self.state.lock().unwrap();
-        s.1 += n;
-        let now = Instant::now();
-        match s.0 {
-            Some(last) if now < last + self.every => None,
-            _ => {
-                s.0 = Some(now);
-                Some(std::mem::take(&mut s.1))
-            }
-        }
     }
 }
 
@@ -226,8 +211,8 @@ pub struct Shipper {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     dead_letter: Arc<DeadLetter>,
-    retry_log: Throttle,
-    config_log: Throttle,
+    retry_log: LogThrottle,
+    config_log: LogThrottle,
 }
 
 impl Shipper {
@@ -246,8 +231,8 @@ impl Shipper {
             metrics,
             health,
             dead_letter,
-            retry_log: Throttle::new(Duration::from_secs(1)),
-            config_log: Throttle::new(Duration::from_secs(10)),
+            retry_log: LogThrottle::new(Duration::from_secs(1)),
+            config_log: LogThrottle::new(Duration::from_secs(10)),
         }
     }
 
@@ -277,11 +262,18 @@ impl Shipper {
             let wait = match answer {
                 Answer::Accepted(codes) => {
                     self.health.config_error.store(false, Ordering::Relaxed);
+                    let sent = pending.len();
                     pending = self.settle(batch, &pending, &codes);
                     if pending.is_empty() {
                         return None;
                     }
-                    backoff.next(BACKOFF_CAP)
+                    // Firehose took part of the call: it is working, so wait without
+                    // escalating; only calls that make no progress back off further.
+                    if pending.len() < sent {
+                        backoff.hold(BACKOFF_CAP)
+                    } else {
+                        backoff.next(BACKOFF_CAP)
+                    }
                 }
                 Answer::Retry {
                     outcome,
@@ -503,25 +495,8 @@ mod tests {
         // Full jitter draws from [0, ceiling]; the ceiling reached the cap by now.
         let max = (0..200).map(|_| b.next(BACKOFF_CAP)).max().unwrap();
         assert!(max > BACKOFF_CAP / 2, "{max:?}");
-    }
-
-    #[test]
-    fn throttle_reports_counts_once_per_interval() {
-        let t = Throttle::new(Duration::from_secs(3600));
-        assert_eq!(
-            t.note(5),
-            Some(5),
-            "the first occurrence is reported at once"
-        );
-        assert_eq!(t.note(7), None);
-        assert_eq!(t.note(1), None);
-        let mut s = t.state.lock().unwrap();
-        s.0 = Some(Instant::now() - Duration::from_secs(7200));
-        drop(s);
-        assert_eq!(
-            t.note(2),
-            Some(10),
-            "the next line carries the count since the last"
-        );
+        // Holding does not escalate.
+        let fresh = Backoff::default();
+        assert!((0..50).all(|_| fresh.hold(BACKOFF_CAP) <= BACKOFF_BASE));
     }
 }

@@ -11,3 +11,6 @@ mod moto_selftest;
 
 mod core;
 mod follower_model;
+mod operate;
+mod faults;
+mod files;
