@@ -112,6 +112,26 @@ pub enum LogFormat {
     Text,
 }
 
+impl ReadFrom {
+    /// The value as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadFrom::Beginning => "beginning",
+            ReadFrom::End => "end",
+        }
+    }
+}
+
+impl InvalidJson {
+    /// The value as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            InvalidJson::Ship => "ship",
+            InvalidJson::DeadLetter => "dead-letter",
+        }
+    }
+}
+
 /// The validated configuration. Every field is known good.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Config {

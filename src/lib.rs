@@ -134,8 +134,21 @@ pub async fn run(
         metrics.clone(),
     )
     .with_context(|| format!("cannot follow {}", config.path.display()))?;
+    let hd = |d: Duration| humantime::format_duration(d).to_string();
     tracing::info!(
-        config = %serde_json::to_string(&config).unwrap_or_default(),
+        version = env!("CARGO_PKG_VERSION"),
+        path = %config.path.display(),
+        stream = %config.stream,
+        flush_interval = hd(config.flush_interval),
+        checkpoint = %config.checkpoint.display(),
+        dead_letter = %config.dead_letter.display(),
+        drain_timeout = hd(config.drain_timeout),
+        drain_quiet = hd(config.drain_quiet),
+        read_from = config.read_from.name(),
+        aggregate = config.aggregate,
+        invalid_json = config.invalid_json.name(),
+        max_in_flight = config.max_in_flight,
+        call_timeout = hd(config.call_timeout),
         metrics_addr = %addr,
         checkpointed_files = resume_from.len(),
         "firetail started."

@@ -10,7 +10,9 @@
 //!   appended rather than being lost.
 //! - Rename rotation (Ruby `Logger`, logrotate `create`): the old file is read to its
 //!   end with no timer, and retired only once the writer has provably moved on (the new
-//!   file has bytes, or the old one was deleted), then the new file is read from 0.
+//!   file has bytes), then the new file is read from 0. A deleted file is no proof: the
+//!   app may still write through its open handle, so it is read until a new file has
+//!   bytes or the drain ends.
 //! - copytruncate: a size below the read offset starts the file again at 0.
 //! - Restart: the checkpointed file is found by identity among its rotated siblings,
 //!   its rest is read, then every newer sibling, then the current file.
@@ -339,10 +341,6 @@ impl Tracked {
         }
     }
 
-    fn is_deleted(&self) -> bool {
-        self.file.metadata().map(|m| m.nlink() == 0).unwrap_or(true)
-    }
-
     fn has_bytes(&self) -> bool {
         self.file.metadata().map(|m| m.len() > 0).unwrap_or(false)
     }
@@ -443,11 +441,11 @@ impl Follower {
                 return Ok(true);
             }
             // The writer has moved on once the new file has bytes (Logger and logrotate
-            // write the old file to its end before that) or the old file is gone.
+            // write the old file to its end before that). Not when the old file was
+            // deleted: the app may still be writing through its open handle.
             let moved_on = self.current.as_ref().is_some_and(Tracked::has_bytes)
                 || (self.current.is_none()
-                    && std::fs::metadata(&self.path).is_ok_and(|m| m.len() > 0))
-                || old.is_deleted();
+                    && std::fs::metadata(&self.path).is_ok_and(|m| m.len() > 0));
             if !moved_on {
                 return Ok(false);
             }

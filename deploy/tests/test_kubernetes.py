@@ -383,9 +383,9 @@ def test_app_entrypoint_execs_so_sigterm_reaches_the_app():
 
 
 def test_deploying_guide_quotes_the_same_sum():
-    guide = (KUBERNETES.parent / "DEPLOYING.md").read_text()
+    guide = (KUBERNETES.parent.parent / "README.md").read_text()
     m = re.search(r"^\s*(\d+) = (\d+)\s+\+ (\d+)\s+\+ (\d+)\s+\+ (\d+)\s*$", guide, re.MULTILINE)
-    assert m, "deploy/DEPLOYING.md lost its grace-period example"
+    assert m, "README.md (Deploying) lost its grace-period example"
     claimed = GRACE_COMMENT.search(EXAMPLE_DEPLOYMENT.read_text())
     assert [int(g) for g in m.groups()] == [
         int(claimed[k]) for k in ("total", "sleep", "sidekiq", "drain", "margin")

@@ -13,4 +13,5 @@ mod core;
 mod follower_model;
 mod operate;
 mod faults;
+mod faults;
 mod files;
