@@ -13,5 +13,7 @@ mod core;
 mod follower_model;
 mod operate;
 mod faults;
+mod files;
 mod faults;
+mod files;
 mod files;
