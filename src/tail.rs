@@ -835,6 +835,7 @@ pub async fn run(
     let _watcher = watch_dir(parent_dir(&follower.path), wake.clone());
     let metrics = follower.metrics.clone();
     let mut last_bytes: Option<Instant> = None;
+    let mut drain_seen: Option<Instant> = None;
     loop {
         let mut lines = Vec::new();
         let more = follower.poll(&mut lines)?;
@@ -854,9 +855,12 @@ pub async fn run(
         }
         let draining = *drain.borrow();
         if draining {
-            let since = last_bytes.unwrap_or_else(Instant::now);
+            // The quiet period starts at the drain signal or at the last byte read,
+            // whichever is later — also when the signal came while a send was held up
+            // by back-pressure.
+            let seen = *drain_seen.get_or_insert_with(Instant::now);
+            let since = last_bytes.map_or(seen, |t| t.max(seen));
             let quiet_until = since + quiet;
-            last_bytes = Some(since);
             if Instant::now() >= quiet_until {
                 let mut lines = Vec::new();
                 follower.finish(&mut lines)?;
@@ -875,11 +879,7 @@ pub async fn run(
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                _ = drain.changed() => {
-                    // The quiet period starts at the drain signal or at the last byte read,
-                    // whichever is later.
-                    last_bytes = Some(Instant::now());
-                }
+                _ = drain.changed() => {}
             }
         }
     }

@@ -52,6 +52,9 @@ fn arb_op() -> impl Strategy<Value = Op> {
 struct World {
     _dir: tempfile::TempDir,
     path: PathBuf,
+    /// The app's handle, as Ruby's Logger keeps one: it follows a rotation by
+    /// reopening, and keeps writing into a deleted file until it reopens.
+    writer: std::fs::File,
     checkpoint: PathBuf,
     seq: usize,
     /// A line whose first part is written, and how much of it.
@@ -80,6 +83,14 @@ fn new_follower(
     (follower, progress)
 }
 
+fn open_append(path: &Path) -> std::fs::File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+}
+
 fn sibling(path: &Path, n: usize) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));
@@ -92,8 +103,10 @@ impl World {
         let path = dir.path().join("access.log");
         let checkpoint = dir.path().join(".firetail-access.log.json");
         let (follower, progress) = new_follower(&path, &[]);
+        let writer = open_append(&path);
         let mut w = World {
             _dir: dir,
+            writer,
             path,
             checkpoint,
             seq: 0,
@@ -111,13 +124,8 @@ impl World {
         w
     }
 
-    fn append(&self, bytes: &[u8]) {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .unwrap();
-        f.write_all(bytes).unwrap();
+    fn append(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
     }
 
     fn next_text(&mut self, len: usize) -> String {
@@ -170,7 +178,7 @@ impl World {
         }
         self.shift();
         std::fs::rename(&self.path, sibling(&self.path, 0)).unwrap();
-        std::fs::File::create(&self.path).unwrap();
+        self.writer = open_append(&self.path);
     }
 
     fn copy_truncate(&mut self) {
@@ -201,6 +209,11 @@ impl World {
         self.poll_all();
         let _ = std::fs::remove_file(&self.path);
         self.poll_all();
+        // The app has not noticed: it writes on into the deleted file, which only
+        // firetail's open handle can still read.
+        self.write_line(10);
+        self.poll_all();
+        self.writer = open_append(&self.path);
         self.write_line(10);
         self.poll_all();
     }

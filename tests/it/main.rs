@@ -9,11 +9,9 @@ mod support;
 mod fake_firehose_selftest;
 mod moto_selftest;
 
+mod chaos;
 mod core;
+mod faults;
+mod files;
 mod follower_model;
 mod operate;
-mod faults;
-mod files;
-mod faults;
-mod files;
-mod files;

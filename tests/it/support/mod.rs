@@ -5,6 +5,7 @@
 pub mod fake_firehose;
 pub mod firetail;
 pub mod moto;
+pub mod pod;
 
 use std::time::{Duration, Instant};
 
