@@ -45,6 +45,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::checkpoint::{Checkpointer, Progress, Unacknowledged};
@@ -110,30 +111,201 @@ pub struct Observed {
     pub addr: std::net::SocketAddr,
 }
 
-/// Runs the agent until a signal arrives on `signals` and the drain ends.
+/// Runs the agent until a signal arrives on `signals` and the drain ends. Reads like
+/// the script it is: start the stages, wait for the signal, drain under the deadline,
+/// write the final checkpoint, report.
 pub async fn run(
     config: Config,
     client: aws_sdk_firehose::Client,
     observed: Observed,
     mut signals: mpsc::Receiver<&'static str>,
 ) -> anyhow::Result<Report> {
-    let Observed {
-        metrics,
-        health,
-        addr,
-    } = observed;
-    let progress = Arc::new(Progress::default());
-    let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter));
-    let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
-    let resume_from = checkpointer.load();
-    let follower = Follower::new(
-        &config.path,
-        config.read_from,
-        &resume_from,
-        progress.clone(),
-        metrics.clone(),
-    )
-    .with_context(|| format!("cannot follow {}", config.path.display()))?;
+    let mut pipeline = Pipeline::start(&config, client, observed)?;
+    let stop = tokio::select! {
+        name = signals.recv() => Stop::Signal(name.unwrap_or("signal channel closed")),
+        res = &mut pipeline.tail => Stop::TailFailed(match res {
+            Ok(Ok(())) => anyhow::anyhow!("the tail stage ended without a signal"),
+            Ok(Err(e)) => anyhow::Error::new(e),
+            Err(e) => anyhow::Error::new(e),
+        }),
+    };
+    let started = Instant::now();
+    let (drain_end, fatal) = pipeline.drain(&config, stop, &mut signals).await;
+    pipeline.final_checkpoint(&config).await?;
+    let report = report(
+        &pipeline.metrics,
+        &pipeline.progress,
+        started.elapsed(),
+        drain_end,
+    );
+    log_report(&pipeline.metrics, &report);
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// The running stages and what they share.
+struct Pipeline {
+    tail: JoinHandle<std::io::Result<()>>,
+    batcher: JoinHandle<()>,
+    ship: JoinHandle<()>,
+    writer: JoinHandle<Checkpointer>,
+    /// Tells the tail the drain started.
+    drain_tx: watch::Sender<bool>,
+    /// Tells the checkpoint writer to hand itself back for the final write.
+    stop_tx: watch::Sender<bool>,
+    progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl Pipeline {
+    /// Resumes from the checkpoint and spawns tail → batch → ship, and the checkpoint
+    /// writer beside them.
+    fn start(
+        config: &Config,
+        client: aws_sdk_firehose::Client,
+        observed: Observed,
+    ) -> anyhow::Result<Pipeline> {
+        let Observed {
+            metrics,
+            health,
+            addr,
+        } = observed;
+        let progress = Arc::new(Progress::default());
+        let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter));
+        let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
+        let resume_from = checkpointer.load();
+        let follower = Follower::new(
+            &config.path,
+            config.read_from,
+            &resume_from,
+            progress.clone(),
+            metrics.clone(),
+        )
+        .with_context(|| format!("cannot follow {}", config.path.display()))?;
+        log_start(config, addr, resume_from.len());
+
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
+        let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
+        let tail = tokio::spawn(tail::run(
+            follower,
+            line_tx,
+            drain_rx,
+            config.drain_quiet,
+            health.following.clone(),
+        ));
+        let settings = batch::Settings {
+            aggregate: config.aggregate,
+            invalid_json: config.invalid_json,
+            flush_interval: config.flush_interval,
+        };
+        let batcher = tokio::spawn(batch::run(
+            line_rx,
+            batch_tx,
+            settings,
+            progress.clone(),
+            metrics.clone(),
+            dead_letter.clone(),
+        ));
+        let shipper = Shipper::new(
+            client,
+            config.stream.clone(),
+            progress.clone(),
+            metrics.clone(),
+            health.clone(),
+            dead_letter,
+        );
+        let ship = tokio::spawn(ship::run(batch_rx, Arc::new(shipper), config.max_in_flight));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let writer = tokio::spawn(checkpoint::run(checkpointer, progress.clone(), stop_rx));
+        Ok(Pipeline {
+            tail,
+            batcher,
+            ship,
+            writer,
+            drain_tx,
+            stop_tx,
+            progress,
+            metrics,
+            health,
+        })
+    }
+
+    /// The one shutdown path: tell the tail, then wait — under `--drain-timeout`, and
+    /// until a second signal at most — for the ship stage to end, which it does once
+    /// every stage before it has flushed and dropped its sender. Returns how the drain
+    /// ended and the fatal error that started it, if one did.
+    async fn drain(
+        &mut self,
+        config: &Config,
+        stop: Stop,
+        signals: &mut mpsc::Receiver<&'static str>,
+    ) -> (&'static str, Option<anyhow::Error>) {
+        self.health.draining.store(true, Ordering::Relaxed);
+        let _ = self.drain_tx.send(true);
+        let started = Instant::now();
+        let deadline = started + config.drain_timeout;
+        let fatal = match stop {
+            Stop::Signal(name) => {
+                tracing::info!(
+                    signal = name,
+                    drain_timeout = %humantime::format_duration(config.drain_timeout),
+                    drain_quiet = %humantime::format_duration(config.drain_quiet),
+                    "Drain started: reading to the end of the file, then shipping the rest."
+                );
+                None
+            }
+            Stop::TailFailed(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "Reading the log file failed; shipping what was read, then exiting 1."
+                );
+                Some(e)
+            }
+        };
+        let mut tick =
+            tokio::time::interval_at(started + DRAIN_PROGRESS_EVERY, DRAIN_PROGRESS_EVERY);
+        let end = loop {
+            tokio::select! {
+                _ = &mut self.ship => break "drained",
+                _ = tokio::time::sleep_until(deadline) => break "deadline",
+                Some(name) = signals.recv() => {
+                    tracing::warn!(signal = name, "Second signal: ending the drain now.");
+                    break "second_signal";
+                }
+                _ = tick.tick() => tracing::info!(
+                    lines_left = self.metrics.lines_read.get().saturating_sub(settled(&self.metrics)),
+                    seconds_left = deadline.saturating_duration_since(Instant::now()).as_secs_f64(),
+                    "Drain in progress."
+                ),
+            }
+        };
+        self.tail.abort();
+        self.batcher.abort();
+        self.ship.abort();
+        match (end, fatal) {
+            ("drained", Some(e)) => ("error", Some(e)),
+            (end, fatal) => (end, fatal),
+        }
+    }
+
+    /// Acknowledged offsets only: what was not delivered stays ahead of the
+    /// checkpoint, for a restart to ship.
+    async fn final_checkpoint(&mut self, config: &Config) -> anyhow::Result<()> {
+        let _ = self.stop_tx.send(true);
+        let mut checkpointer = (&mut self.writer).await.context("checkpoint writer task")?;
+        if let Err(e) = checkpointer.write(&self.progress) {
+            tracing::error!(file = %config.checkpoint.display(), error = %e, "Cannot write the final checkpoint; a restart will ship acknowledged lines again.");
+        }
+        Ok(())
+    }
+}
+
+/// The start-up line: the effective configuration.
+fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: usize) {
     let hd = |d: Duration| humantime::format_duration(d).to_string();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -150,120 +322,21 @@ pub async fn run(
         max_in_flight = config.max_in_flight,
         call_timeout = hd(config.call_timeout),
         metrics_addr = %addr,
-        checkpointed_files = resume_from.len(),
+        checkpointed_files,
         "firetail started."
     );
+}
 
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
-    let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
-    let mut tail = tokio::spawn(tail::run(
-        follower,
-        line_tx,
-        drain_rx,
-        config.drain_quiet,
-        health.following.clone(),
-    ));
-    let settings = batch::Settings {
-        aggregate: config.aggregate,
-        invalid_json: config.invalid_json,
-        flush_interval: config.flush_interval,
-    };
-    let batcher = tokio::spawn(batch::run(
-        line_rx,
-        batch_tx,
-        settings,
-        progress.clone(),
-        metrics.clone(),
-        dead_letter.clone(),
-    ));
-    let shipper = Arc::new(Shipper::new(
-        client,
-        config.stream.clone(),
-        progress.clone(),
-        metrics.clone(),
-        health.clone(),
-        dead_letter,
-    ));
-    let mut ship = tokio::spawn(ship::run(batch_rx, shipper, config.max_in_flight));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let writer = tokio::spawn(checkpoint::run(checkpointer, progress.clone(), stop_rx));
-
-    let stop = tokio::select! {
-        name = signals.recv() => Stop::Signal(name.unwrap_or("signal channel closed")),
-        res = &mut tail => Stop::TailFailed(match res {
-            Ok(Ok(())) => anyhow::anyhow!("the tail stage ended without a signal"),
-            Ok(Err(e)) => anyhow::Error::new(e),
-            Err(e) => anyhow::Error::new(e),
-        }),
-    };
-
-    // The one shutdown path: drain under the deadline.
-    health.draining.store(true, Ordering::Relaxed);
-    let _ = drain_tx.send(true);
-    let started = Instant::now();
-    let deadline = started + config.drain_timeout;
-    let mut fatal = None;
-    match &stop {
-        Stop::Signal(name) => tracing::info!(
-            signal = name,
-            drain_timeout = %humantime::format_duration(config.drain_timeout),
-            drain_quiet = %humantime::format_duration(config.drain_quiet),
-            "Drain started: reading to the end of the file, then shipping the rest."
-        ),
-        Stop::TailFailed(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "Reading the log file failed; shipping what was read, then exiting 1."
-            );
-        }
-    }
-    if let Stop::TailFailed(e) = stop {
-        fatal = Some(e);
-    }
-    let mut tick = tokio::time::interval_at(started + DRAIN_PROGRESS_EVERY, DRAIN_PROGRESS_EVERY);
-    let drain_end = loop {
-        tokio::select! {
-            _ = &mut ship => break "drained",
-            _ = tokio::time::sleep_until(deadline) => break "deadline",
-            Some(name) = signals.recv() => {
-                tracing::warn!(signal = name, "Second signal: ending the drain now.");
-                break "second_signal";
-            }
-            _ = tick.tick() => {
-                let left = metrics.lines_read.get().saturating_sub(settled(&metrics));
-                tracing::info!(
-                    lines_left = left,
-                    seconds_left = deadline.saturating_duration_since(Instant::now()).as_secs_f64(),
-                    "Drain in progress."
-                );
-            }
-        }
-    };
-    let drain_end = if fatal.is_some() && drain_end == "drained" {
-        "error"
-    } else {
-        drain_end
-    };
-    tail.abort();
-    batcher.abort();
-    ship.abort();
-
-    // Final checkpoint: acknowledged offsets only.
-    let _ = stop_tx.send(true);
-    let mut checkpointer = writer.await.context("checkpoint writer task")?;
-    if let Err(e) = checkpointer.write(&progress) {
-        tracing::error!(file = %config.checkpoint.display(), error = %e, "Cannot write the final checkpoint; a restart will ship acknowledged lines again.");
-    }
-
-    let report = report(&metrics, &progress, started.elapsed(), drain_end);
+/// The drain report (one INFO line a chaos test can assert on), and an ERROR first
+/// when lines were left undelivered.
+fn log_report(metrics: &Metrics, report: &Report) {
     metrics.drain_seconds.set(report.drain_seconds);
     metrics.undelivered_lines.set(report.undelivered as i64);
     if report.undelivered > 0 {
         tracing::error!(
             undelivered = report.undelivered,
             unacknowledged = %serde_json::to_string(&report.unacknowledged).unwrap_or_default(),
-            drain_end,
+            drain_end = report.drain_end,
             "Lines left undelivered; they stay unacknowledged in the checkpoint and a restart on it ships them."
         );
     }
@@ -283,10 +356,6 @@ pub async fn run(
         drain_end = report.drain_end,
         "Drain report."
     );
-    if let Some(e) = fatal {
-        return Err(e);
-    }
-    Ok(report)
 }
 
 fn reason(
