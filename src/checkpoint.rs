@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::metrics::Metrics;
 use crate::tail::{FileKey, Identity};
 
@@ -77,6 +79,11 @@ struct CheckpointFile {
 #[derive(Default)]
 pub struct Progress {
     files: Mutex<BTreeMap<FileKey, FileProgress>>,
+    /// Woken when acknowledgements advance: the checkpoint writer sleeps on it, so an
+    /// idle sidecar does not wake to find nothing changed.
+    advanced: tokio::sync::Notify,
+    /// `firetail_lag_bytes`, kept current as reads and acknowledgements happen.
+    lag: Gauge,
 }
 
 struct FileProgress {
@@ -109,6 +116,22 @@ pub struct Unacknowledged {
 }
 
 impl Progress {
+    /// Progress that keeps `lag` (the `firetail_lag_bytes` gauge) current.
+    pub fn with_lag_gauge(lag: Gauge) -> Progress {
+        Progress {
+            lag,
+            ..Progress::default()
+        }
+    }
+
+    fn update_lag(&self, files: &BTreeMap<FileKey, FileProgress>) {
+        let lag: u64 = files
+            .values()
+            .map(|f| f.read_offset.saturating_sub(f.committed()))
+            .sum();
+        self.lag.set(lag as i64);
+    }
+
     pub fn open(&self, key: FileKey, identity: &Identity, path: &Path, offset: u64) {
         self.files.lock().unwrap().insert(
             key,
@@ -130,9 +153,11 @@ impl Progress {
     }
 
     pub fn read_to(&self, key: FileKey, offset: u64) {
-        if let Some(f) = self.files.lock().unwrap().get_mut(&key) {
+        let mut files = self.files.lock().unwrap();
+        if let Some(f) = files.get_mut(&key) {
             f.read_offset = offset;
         }
+        self.update_lag(&files);
     }
 
     /// The tail will read no more of this file; once all of it is acknowledged it
@@ -162,6 +187,8 @@ impl Progress {
                 f.pending.remove(&s.start);
             }
         }
+        self.update_lag(&files);
+        self.advanced.notify_one();
     }
 
     pub fn path_of(&self, key: FileKey) -> PathBuf {
@@ -196,15 +223,6 @@ impl Progress {
                 offset: f.committed(),
             })
             .collect()
-    }
-
-    /// Bytes read but not yet acknowledged, summed over files (the lag metric).
-    pub fn unacknowledged_bytes(&self) -> u64 {
-        let files = self.files.lock().unwrap();
-        files
-            .values()
-            .map(|f| f.read_offset.saturating_sub(f.committed()))
-            .sum()
     }
 
     /// Per file, the offset range read but not acknowledged.
@@ -348,27 +366,20 @@ fn read_checkpoint(path: &Path) -> Read {
     }
 }
 
-/// Writes the checkpoint every [`WRITE_INTERVAL`] while something changed, until
-/// `stop` turns true; then hands the writer back for the final checkpoint.
+/// Writes the checkpoint when acknowledgements advance, at most every
+/// [`WRITE_INTERVAL`], until `stop` turns true; then hands the writer back for the
+/// final checkpoint. Sleeps while nothing is acknowledged.
 pub async fn run(
     mut cp: Checkpointer,
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) -> Checkpointer {
-    let mut tick = tokio::time::interval(WRITE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = progress.advanced.notified() => {}
             _ = stop.changed() => return cp,
         }
-        if *stop.borrow() {
-            return cp;
-        }
-        cp.metrics
-            .lag_bytes
-            .set(progress.unacknowledged_bytes() as i64);
         match cp.write(&progress) {
             Ok(_) if failing => {
                 failing = false;
@@ -380,6 +391,12 @@ pub async fn run(
                 tracing::error!(file = %cp.path.display(), error = %e, "Cannot write the checkpoint; shipping goes on, but a restart now would ship lines again.");
             }
             Err(_) => {}
+        }
+        // Acknowledgements that arrive meanwhile leave a permit: the next write covers
+        // them once the interval has passed.
+        tokio::select! {
+            _ = tokio::time::sleep(WRITE_INTERVAL) => {}
+            _ = stop.changed() => return cp,
         }
     }
 }

@@ -173,7 +173,7 @@ impl Pipeline {
             health,
             addr,
         } = observed;
-        let progress = Arc::new(Progress::default());
+        let progress = Arc::new(Progress::with_lag_gauge(metrics.lag_bytes.clone()));
         let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter));
         let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
         let resume_from = checkpointer.load();

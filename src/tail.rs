@@ -57,10 +57,11 @@ const POLL_BUDGET: usize = 512 * 1024;
 /// inode) from the one in the checkpoint.
 pub const FINGERPRINT_LEN: u64 = 256;
 
-/// The slow poll behind inotify: catches what events miss (some filesystems send
-/// none) and is the clock of the drain's quiet period. One stat and one read per
-/// second is a few microseconds of CPU.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(1000);
+/// The slow poll behind inotify: catches what events miss (an overflowed event queue,
+/// a filesystem that sends none). Every second without inotify; every five with it,
+/// where it is only a safety net — an idle sidecar in every pod should cost nothing.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(5);
 
 /// A file followed by this process (a new key for every file and every truncation).
 pub type FileKey = u32;
@@ -175,9 +176,10 @@ impl Framer {
         r: &mut impl Read,
         key: FileKey,
         out: &mut Vec<Line>,
+        want: usize,
     ) -> io::Result<usize> {
         let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
+        self.buf.resize(len + want.clamp(1, READ_CHUNK), 0);
         let n = loop {
             match r.read(&mut self.buf[len..]) {
                 Ok(n) => break n,
@@ -313,9 +315,16 @@ impl Tracked {
 
     /// Reads up to [`POLL_BUDGET`] bytes; returns how many.
     fn read(&mut self, progress: &Progress, out: &mut Vec<Line>) -> io::Result<usize> {
+        // Read what the file holds now, no more: a small append costs a small buffer
+        // (not a fresh 128 KiB one, which glibc would mmap and the kernel zero), and
+        // the end of the file costs no read(2) that returns 0.
+        let size = self.file.metadata()?.len();
+        let available = (size.saturating_sub(self.framer.read_offset()) as usize).min(POLL_BUDGET);
         let mut total = 0;
-        while total < POLL_BUDGET {
-            let n = self.framer.read_from(&mut self.file, self.key, out)?;
+        while total < available {
+            let n = self
+                .framer
+                .read_from(&mut self.file, self.key, out, available - total)?;
             if n == 0 {
                 break;
             }
@@ -832,7 +841,12 @@ pub async fn run(
     following: Arc<std::sync::atomic::AtomicBool>,
 ) -> io::Result<()> {
     let wake = Arc::new(Notify::new());
-    let _watcher = watch_dir(parent_dir(&follower.path), wake.clone());
+    let watcher = watch_dir(parent_dir(&follower.path), wake.clone());
+    let poll_every = if watcher.is_some() {
+        POLL_INTERVAL_WITH_INOTIFY
+    } else {
+        POLL_INTERVAL
+    };
     let metrics = follower.metrics.clone();
     let mut last_bytes: Option<Instant> = None;
     let mut drain_seen: Option<Instant> = None;
@@ -873,12 +887,12 @@ pub async fn run(
             }
             tokio::select! {
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep_until(quiet_until.min(Instant::now() + POLL_INTERVAL)) => {}
+                _ = tokio::time::sleep_until(quiet_until.min(Instant::now() + poll_every)) => {}
             }
         } else {
             tokio::select! {
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = tokio::time::sleep(poll_every) => {}
                 _ = drain.changed() => {}
             }
         }
