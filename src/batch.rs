@@ -2,7 +2,7 @@
 //!
 //! Input: `Vec<Line>` chunks from the tail. Output: [`Batch`]es on a bounded channel to
 //! the ship stage, each within Firehose's limits (DESIGN §4): ≤ 500 records, ≤ 4 MiB of
-//! data, every record ≤ 1,024,000 bytes. Every record's data is the line with its
+//! data (firetail cuts at 1 MiB, see [`BATCH_BYTES`]), every record ≤ 1,024,000 bytes. Every record's data is the line with its
 //! trailing `\n` (Firehose adds no delimiter).
 //!
 //! Every line read ends up in exactly one place: a record, the dead-letter file
@@ -33,6 +33,15 @@ pub const MAX_BATCH_RECORDS: usize = 500;
 /// if Firehose ever counts otherwise, its `InvalidArgumentException` makes the ship
 /// stage split the call in halves.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Where firetail cuts a batch by size: a quarter of Firehose's limit. Memory scales
+/// with in-flight bytes (each call holds its records, the SDK's base64 JSON body, and
+/// TLS buffers: ~3× its data), so 4 calls of 1 MiB stay near 12 MiB where 4 MiB calls
+/// would take ~50 MiB — and a 1 MiB call still amortises the per-call cost (~100 µs of
+/// signing and bookkeeping) over a megabyte. 300-byte lines fill 500 records at
+/// 150 KB, far below it.
+pub const BATCH_BYTES: usize = 1024 * 1024;
+const _: () = assert!(BATCH_BYTES <= MAX_BATCH_BYTES && BATCH_BYTES >= MAX_RECORD_BYTES);
 
 /// What becomes of one line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +127,7 @@ impl Batcher {
     }
 
     fn fits(&self, len: usize) -> bool {
-        self.record_count() < MAX_BATCH_RECORDS && self.batch.bytes + len <= MAX_BATCH_BYTES
+        self.record_count() < MAX_BATCH_RECORDS && self.batch.bytes + len <= BATCH_BYTES
     }
 
     /// Adds one line. Returns a batch when one was cut (the previous one, because this
@@ -160,7 +169,7 @@ impl Batcher {
     /// stay within their limits.
     fn try_join(&mut self, line: &Line) -> bool {
         let len = line.data.len();
-        let batch_ok = self.batch.bytes + len <= MAX_BATCH_BYTES;
+        let batch_ok = self.batch.bytes + len <= BATCH_BYTES;
         match self.open.as_mut() {
             Some((buf, meta)) if batch_ok && buf.len() + len <= MAX_RECORD_BYTES => {
                 buf.extend_from_slice(&line.data);
@@ -446,7 +455,7 @@ mod tests {
             let mut covered = 0u64;
             for batch in &batches {
                 prop_assert!(batch.records.len() <= MAX_BATCH_RECORDS);
-                prop_assert!(batch.records.iter().map(Bytes::len).sum::<usize>() <= MAX_BATCH_BYTES);
+                prop_assert!(batch.records.iter().map(Bytes::len).sum::<usize>() <= BATCH_BYTES);
                 prop_assert_eq!(batch.records.len(), batch.meta.len());
                 for (r, m) in batch.records.iter().zip(&batch.meta) {
                     prop_assert!(r.len() <= MAX_RECORD_BYTES);

@@ -63,6 +63,9 @@ pub const FINGERPRINT_LEN: u64 = 256;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(5);
 
+/// How long a wake-up waits for more writes before reading (see `run`).
+const SETTLE: Duration = Duration::from_millis(25);
+
 /// A file followed by this process (a new key for every file and every truncation).
 pub type FileKey = u32;
 
@@ -891,7 +894,15 @@ pub async fn run(
             }
         } else {
             tokio::select! {
-                _ = wake.notified() => {}
+                _ = wake.notified() => {
+                    // An app writes line by line: let a burst of writes (and their
+                    // inotify events) gather and read them in one go, rather than wake
+                    // the pipeline per write. Far below --flush-interval; not in a drain.
+                    tokio::select! {
+                        _ = tokio::time::sleep(SETTLE) => {}
+                        _ = drain.changed() => {}
+                    }
+                }
                 _ = tokio::time::sleep(poll_every) => {}
                 _ = drain.changed() => {}
             }
