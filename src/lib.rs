@@ -55,9 +55,10 @@ use crate::metrics::{Health, Metrics, Reason};
 use crate::ship::Shipper;
 use crate::tail::Follower;
 
-/// Line chunks between tail and batch: each is up to one poll's read (≤ 512 KiB), so
-/// this bounds the lines in transit to a couple of MiB.
-const LINE_CHANNEL: usize = 2;
+/// Line chunks between tail and batch: each is up to one poll's read (≤ 256 KiB); one
+/// waiting chunk keeps the batch stage busy while the tail reads the next, and bounds
+/// the lines in transit to well under a MiB.
+const LINE_CHANNEL: usize = 1;
 /// Batches between batch and ship: ship pulls one when it has a free call slot, so
 /// one waiting batch keeps the slots busy without buffering more.
 const BATCH_CHANNEL: usize = 1;
