@@ -846,7 +846,7 @@ pub async fn run(
     following: Arc<std::sync::atomic::AtomicBool>,
 ) -> io::Result<()> {
     let wake = Arc::new(Notify::new());
-    let watcher = watch_dir(parent_dir(&follower.path), wake.clone());
+    let watcher = watch_dir(&follower.path, wake.clone());
     let poll_every = if watcher.is_some() {
         POLL_INTERVAL_WITH_INOTIFY
     } else {
@@ -913,14 +913,26 @@ pub async fn run(
 }
 
 /// inotify on the parent directory (the file itself may not exist yet, and rotation
-/// replaces it). Failure is not fatal: the slow poll still finds everything.
-fn watch_dir(dir: &Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+/// replaces it). Only events about the log file and its rotated siblings wake the tail:
+/// the app's other files, and firetail's own checkpoint and dead-letter writes beside
+/// it, do not. Failure is not fatal: the slow poll still finds everything.
+fn watch_dir(path: &Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
+    let dir = parent_dir(path).to_path_buf();
+    let name = path.file_name().unwrap_or_default().to_os_string();
     let handler = move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        let Ok(event) = res else { return };
+        let ours = event.paths.is_empty()
+            || event.need_rescan()
+            || event.paths.iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
+            });
+        if ours {
             wake.notify_one();
         }
     };
+    let dir = dir.as_path();
     let result = notify::recommended_watcher(handler)
         .and_then(|mut w| w.watch(dir, notify::RecursiveMode::NonRecursive).map(|_| w));
     match result {
