@@ -236,14 +236,14 @@ pub async fn run(
             chunk = rx.recv() => chunk,
             _ = sleep_until_opt(due) => {
                 if let Some(b) = batcher.take() {
-                    send(&tx, b, &progress).await;
+                    send(&tx, b, &progress, &dead_letter).await;
                 }
                 continue;
             }
         };
         let Some(lines) = chunk else {
             if let Some(b) = batcher.take() {
-                send(&tx, b, &progress).await;
+                send(&tx, b, &progress, &dead_letter).await;
             }
             return;
         };
@@ -268,7 +268,7 @@ pub async fn run(
                 Disposition::Record { json: true } => {}
             }
             if let Some(b) = batcher.add(line, d, now) {
-                send(&tx, b, &progress).await;
+                send(&tx, b, &progress, &dead_letter).await;
             }
         }
     }
@@ -281,8 +281,15 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
-/// Registers the batch's spans (so the checkpoint cannot pass them) and hands it on.
-async fn send(tx: &mpsc::Sender<Batch>, batch: Batch, progress: &Progress) {
+/// Makes the batch's dead letters durable, registers its spans (so the checkpoint
+/// cannot pass them) and hands it on.
+async fn send(
+    tx: &mpsc::Sender<Batch>,
+    batch: Batch,
+    progress: &Progress,
+    dead_letter: &DeadLetter,
+) {
+    dead_letter.sync().await;
     progress.register(&batch.spans);
     // The ship stage only goes away when the whole pipeline is being torn down.
     let _ = tx.send(batch).await;

@@ -1,15 +1,16 @@
 //! The dead-letter file: lines Firehose can never take (DESIGN §5).
 //!
 //! JSON lines `{"time", "file", "offset", "reason", "size", "line"}`; the line is a
-//! string when it is UTF-8, else base64 with `"line_base64": true`. Each entry is
-//! synced before the line's span can be acknowledged, so a dead letter is as durable
-//! as a shipped record. Reasons: `oversize` (over 1,024,000 bytes), `invalid_json`
+//! string when it is UTF-8, else base64 with `"line_base64": true`. Entries are
+//! synced before their lines' spans can be acknowledged (once per batch), so a dead
+//! letter is as durable as a shipped record. Reasons: `oversize` (over 1,024,000 bytes), `invalid_json`
 //! (with `--invalid-json dead-letter`), `rejected` (Firehose refused the record alone
 //! with `InvalidArgumentException`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use base64::Engine;
@@ -38,6 +39,8 @@ struct Entry<'a> {
 pub struct DeadLetter {
     path: PathBuf,
     file: Mutex<Option<File>>,
+    /// Entries written since the last sync.
+    unsynced: AtomicBool,
     log: LogThrottle,
 }
 
@@ -46,6 +49,7 @@ impl DeadLetter {
         DeadLetter {
             path: path.to_path_buf(),
             file: Mutex::new(None),
+            unsynced: AtomicBool::new(false),
             log: LogThrottle::new(std::time::Duration::from_secs(1)),
         }
     }
@@ -54,9 +58,9 @@ impl DeadLetter {
         &self.path
     }
 
-    /// Writes one line (or a record holding several) and syncs it, retrying every
-    /// second while the disk refuses: the line's span is acknowledged only after this
-    /// returns, so a full disk delays the checkpoint instead of losing the line.
+    /// Writes one line (or a record holding several), retrying every second while the
+    /// disk refuses. Call [`DeadLetter::sync`] before the line's span can be
+    /// acknowledged: a full disk delays the checkpoint instead of losing the line.
     pub async fn write_retrying(
         &self,
         file: &Path,
@@ -70,6 +74,30 @@ impl DeadLetter {
             if !failing {
                 tracing::error!(dead_letter = %self.path.display(), error = %e, "Cannot write the dead-letter file; retrying every second. The checkpoint cannot advance past this line until it is written.");
                 failing = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Makes the entries written so far durable (one fsync for a whole batch of dead
+    /// letters, not one per line), retrying every second while the disk refuses.
+    pub async fn sync(&self) {
+        if !self.unsynced.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let mut failing = false;
+        loop {
+            let result = match self.file.lock().unwrap().as_ref() {
+                Some(f) => f.sync_data(),
+                None => Ok(()),
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) if !failing => {
+                    tracing::error!(dead_letter = %self.path.display(), error = %e, "Cannot sync the dead-letter file; retrying every second. The checkpoint cannot advance past its lines until it is synced.");
+                    failing = true;
+                }
+                Err(_) => {}
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
@@ -119,7 +147,7 @@ impl DeadLetter {
         }
         let f = guard.as_mut().expect("opened above");
         f.write_all(&json)?;
-        f.sync_data()?;
+        self.unsynced.store(true, Ordering::Relaxed);
         if let Some(lines) = self.log.note(1) {
             tracing::warn!(
                 file = %file.display(),

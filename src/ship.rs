@@ -408,6 +408,7 @@ impl Shipper {
         self.dead_letter
             .write_retrying(&file, meta.offset, "rejected", data, data.len() as u64)
             .await;
+        self.dead_letter.sync().await;
         self.metrics
             .dead_lettered
             .get_or_create(&crate::metrics::Reason { reason: "rejected" })
