@@ -65,6 +65,9 @@ pub struct Args {
     pub invalid_json: InvalidJson,
 
     /// Concurrent PutRecordBatch calls.
+    // 4 by measurement (1M-line backlog over TLS to a local sink): 1 → 436k lines/s,
+    // 2 → 629k, 4 → 648k, 8 → 649k with 2 MiB more RSS. Real Firehose answers in tens
+    // of milliseconds, which 4 calls of 500 records still cover at ~40k lines/s.
     #[arg(
         long,
         env = "FIRETAIL_MAX_IN_FLIGHT",
