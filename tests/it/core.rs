@@ -165,3 +165,54 @@ fn restart_on_the_checkpoint_resends_nothing_before_it() {
     );
     assert_eq!(sorted(fake.accepted_lines()), sorted(all));
 }
+
+#[test]
+fn read_from_end_ships_only_what_is_written_after_the_start() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, &access_lines("old", 0..100));
+    let mut args = base_args(&log, &fake.stream_name());
+    args.push("--read-from=end".into());
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    ft.wait_message("Following file.", LONG);
+    let new = access_lines("new", 0..50);
+    append(&log, &new);
+    assert!(fake.wait_for_lines(50, LONG), "{}", ft.dump());
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    assert_eq!(sorted(fake.accepted_lines()), sorted(new));
+}
+
+#[test]
+fn aggregate_packs_json_lines_and_sends_a_non_json_line_alone() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut lines = access_lines("agg", 0..3000);
+    lines.insert(1500, "not json at all".to_string());
+    append(&log, &lines);
+    let mut args = base_args(&log, &fake.stream_name());
+    args.push("--aggregate".into());
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    assert!(
+        fake.wait_for_lines(lines.len() as u64, LONG),
+        "{}",
+        ft.dump()
+    );
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    assert_eq!(sorted(fake.accepted_lines()), sorted(lines));
+    let records = fake.accepted();
+    // ~300-byte lines packed up to 1,024,000 bytes a record: a handful of records,
+    // each ending in a newline, and the invalid line in a record of its own.
+    assert!(
+        records.len() < 20,
+        "{} records for 3,001 lines",
+        records.len()
+    );
+    assert!(records.iter().all(|r| r.ends_with(b"\n")));
+    assert!(records.iter().any(|r| r.as_slice() == b"not json at all\n"));
+    assert_eq!(ft.report()["lines_shipped"], 3001);
+    assert_eq!(ft.report()["records_shipped"], records.len());
+}
