@@ -54,10 +54,6 @@ impl DeadLetter {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Writes one line (or a record holding several), retrying every second while the
     /// disk refuses. Call [`DeadLetter::sync`] before the line's span can be
     /// acknowledged: a full disk delays the checkpoint instead of losing the line.

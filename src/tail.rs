@@ -200,7 +200,7 @@ impl Framer {
         Ok(n)
     }
 
-    /// Appends `data` as if read from the file (used by tests).
+    /// Appends `data` as if read from the file (the framing tests feed it this way).
     pub fn push(&mut self, data: &[u8], key: FileKey, out: &mut Vec<Line>) {
         self.buf.extend_from_slice(data);
         self.frame(key, out);
@@ -940,6 +940,101 @@ fn watch_dir(path: &Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatche
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch the directory with inotify; falling back to polling every second.");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame_all(chunks: &[&[u8]]) -> (Vec<Line>, Framer) {
+        let mut f = Framer::new(0);
+        let mut out = Vec::new();
+        for c in chunks {
+            f.push(c, 7, &mut out);
+        }
+        (out, f)
+    }
+
+    #[test]
+    fn a_partial_line_waits_for_its_newline() {
+        let (out, mut f) = frame_all(&[b"{\"a\":1}\n{\"b\"", b":2"]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0].data[..], b"{\"a\":1}\n");
+        assert_eq!((out[0].start, out[0].end), (0, 8));
+        assert_eq!(f.line_offset(), 8);
+        let mut more = Vec::new();
+        f.push(b"}\n", 7, &mut more);
+        assert_eq!(&more[0].data[..], b"{\"b\":2}\n");
+        assert_eq!((more[0].start, more[0].end), (8, 16));
+    }
+
+    #[test]
+    fn finish_ships_the_partial_line_with_a_newline_appended() {
+        let (_, mut f) = frame_all(&[b"abc"]);
+        let mut out = Vec::new();
+        f.finish(0, &mut out);
+        assert_eq!(&out[0].data[..], b"abc\n");
+        assert_eq!((out[0].start, out[0].end, out[0].size), (0, 3, 4));
+        let mut none = Vec::new();
+        f.finish(0, &mut none);
+        assert!(none.is_empty(), "nothing left to finish");
+    }
+
+    #[test]
+    fn a_huge_line_keeps_its_first_bytes_and_its_true_size() {
+        let mut f = Framer::new(0);
+        let mut out = Vec::new();
+        let block = vec![b'x'; 1024 * 1024];
+        for _ in 0..6 {
+            f.push(&block, 0, &mut out);
+        }
+        f.push(b"\nnext\n", 0, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].is_oversize());
+        assert_eq!(out[0].data.len(), KEEP_OVERSIZE_BYTES);
+        assert_eq!(out[0].size, 6 * 1024 * 1024 + 1);
+        assert_eq!(
+            (out[1].start, &out[1].data[..]),
+            (6 * 1024 * 1024 + 1, &b"next\n"[..])
+        );
+    }
+
+    proptest! {
+        /// However the bytes arrive (any split into reads), the framer emits exactly
+        /// the complete lines, in order, with contiguous offsets, and keeps the rest.
+        #[test]
+        fn any_chunking_yields_the_same_lines(
+            lines in prop::collection::vec(prop::collection::vec(b'a'..=b'z', 0..300), 0..60),
+            tail in prop::collection::vec(b'a'..=b'z', 0..50),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+        ) {
+            let mut stream: Vec<u8> = Vec::new();
+            for l in &lines {
+                stream.extend_from_slice(l);
+                stream.push(b'\n');
+            }
+            let complete = stream.len();
+            stream.extend_from_slice(&tail);
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            points.push(0);
+            points.push(stream.len());
+            points.sort_unstable();
+            let chunks: Vec<&[u8]> = points.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
+            let (out, f) = frame_all(&chunks);
+            prop_assert_eq!(out.len(), lines.len());
+            let mut offset = 0u64;
+            for (line, want) in out.iter().zip(&lines) {
+                prop_assert_eq!(line.start, offset);
+                prop_assert_eq!(&line.data[..line.data.len() - 1], &want[..]);
+                prop_assert_eq!(line.end - line.start, line.data.len() as u64);
+                offset = line.end;
+            }
+            prop_assert_eq!(offset, complete as u64);
+            prop_assert_eq!(f.line_offset(), complete as u64);
+            prop_assert_eq!(f.read_offset(), stream.len() as u64);
         }
     }
 }
