@@ -20,11 +20,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::checkpoint::{Progress, Span};
 use crate::config::InvalidJson;
 use crate::deadletter::DeadLetter;
 use crate::metrics::Metrics;
-use crate::tail::{FileKey, Line, MAX_RECORD_BYTES};
+use crate::progress::{FileKey, Progress, Span};
+use crate::tail::{Line, MAX_RECORD_BYTES};
 
 /// PutRecordBatch takes at most 500 records (Firehose quotas page).
 pub const MAX_BATCH_RECORDS: usize = 500;

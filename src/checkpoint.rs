@@ -15,19 +15,16 @@
 //!   and at exit — never an fsync per batch.
 //! - A corrupt checkpoint is moved aside (kept for inspection) and reported; never a crash.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use prometheus_client::metrics::gauge::Gauge;
-
 use crate::metrics::Metrics;
-use crate::tail::{FileKey, Identity};
+use crate::progress::{FileEntry, Progress};
 
 /// "At most every few hundred milliseconds" (DESIGN §7): bounds duplicates after a
 /// crash to ~this much traffic plus what was in flight, at ≤ 4 fsyncs a second (off
@@ -37,215 +34,10 @@ pub const WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
 const VERSION: u32 = 1;
 
-/// A contiguous byte range of one file whose lines travel together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Span {
-    pub file: FileKey,
-    pub start: u64,
-    pub end: u64,
-}
-
-/// One file in the checkpoint file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileEntry {
-    /// Where the file was when last seen (it may have been rotated since).
-    pub path: PathBuf,
-    pub dev: u64,
-    pub inode: u64,
-    /// Bytes covered by `fingerprint` (FNV-1a of the first bytes, hex).
-    pub fingerprint_len: u64,
-    pub fingerprint: String,
-    /// Every line before this offset is acknowledged.
-    pub offset: u64,
-}
-
-impl FileEntry {
-    pub fn identity(&self) -> Identity {
-        Identity {
-            dev: self.dev,
-            ino: self.inode,
-            fp_len: self.fingerprint_len,
-            fp_hash: u64::from_str_radix(&self.fingerprint, 16).unwrap_or(0),
-        }
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct CheckpointFile {
     version: u32,
     files: Vec<FileEntry>,
-}
-
-/// What the pipeline has read, registered and acknowledged, per file. Shared by the
-/// tail (opens, reads), batch (registers), ship (acknowledges) and this stage (writes).
-#[derive(Default)]
-pub struct Progress {
-    files: Mutex<BTreeMap<FileKey, FileProgress>>,
-    /// Woken when acknowledgements advance: the checkpoint writer sleeps on it, so an
-    /// idle sidecar does not wake to find nothing changed.
-    advanced: tokio::sync::Notify,
-    /// `firetail_lag_bytes`, kept current as reads and acknowledgements happen.
-    lag: Gauge,
-}
-
-struct FileProgress {
-    path: PathBuf,
-    identity: Identity,
-    /// End of the last registered span (or the start offset).
-    registered_end: u64,
-    /// Registered, not yet acknowledged spans: start → end.
-    pending: BTreeMap<u64, u64>,
-    /// How far the tail has read.
-    read_offset: u64,
-    /// Set once the tail will read no more of this file (rotated away, truncated).
-    finished: bool,
-}
-
-impl FileProgress {
-    fn committed(&self) -> u64 {
-        self.pending
-            .first_key_value()
-            .map_or(self.registered_end, |(s, _)| *s)
-    }
-}
-
-/// One file with bytes read but not acknowledged, for the drain report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Unacknowledged {
-    pub path: PathBuf,
-    pub from_offset: u64,
-    pub to_offset: u64,
-}
-
-impl Progress {
-    /// Progress that keeps `lag` (the `firetail_lag_bytes` gauge) current.
-    pub fn with_lag_gauge(lag: Gauge) -> Progress {
-        Progress {
-            lag,
-            ..Progress::default()
-        }
-    }
-
-    fn update_lag(&self, files: &BTreeMap<FileKey, FileProgress>) {
-        let lag: u64 = files
-            .values()
-            .map(|f| f.read_offset.saturating_sub(f.committed()))
-            .sum();
-        self.lag.set(lag as i64);
-    }
-
-    pub fn open(&self, key: FileKey, identity: &Identity, path: &Path, offset: u64) {
-        self.files.lock().unwrap().insert(
-            key,
-            FileProgress {
-                path: path.to_path_buf(),
-                identity: identity.clone(),
-                registered_end: offset,
-                pending: BTreeMap::new(),
-                read_offset: offset,
-                finished: false,
-            },
-        );
-    }
-
-    pub fn set_identity(&self, key: FileKey, identity: &Identity) {
-        if let Some(f) = self.files.lock().unwrap().get_mut(&key) {
-            f.identity = identity.clone();
-        }
-    }
-
-    pub fn read_to(&self, key: FileKey, offset: u64) {
-        let mut files = self.files.lock().unwrap();
-        if let Some(f) = files.get_mut(&key) {
-            f.read_offset = offset;
-        }
-        self.update_lag(&files);
-    }
-
-    /// The tail will read no more of this file; once all of it is acknowledged it
-    /// leaves the checkpoint.
-    pub fn finish(&self, key: FileKey, end: u64) {
-        if let Some(f) = self.files.lock().unwrap().get_mut(&key) {
-            f.read_offset = end;
-            f.finished = true;
-        }
-    }
-
-    /// Called in file order when a batch is cut, before it can be acknowledged.
-    pub fn register(&self, spans: &[Span]) {
-        let mut files = self.files.lock().unwrap();
-        for s in spans {
-            if let Some(f) = files.get_mut(&s.file) {
-                f.pending.insert(s.start, s.end);
-                f.registered_end = f.registered_end.max(s.end);
-            }
-        }
-    }
-
-    pub fn ack(&self, spans: &[Span]) {
-        let mut files = self.files.lock().unwrap();
-        for s in spans {
-            if let Some(f) = files.get_mut(&s.file) {
-                f.pending.remove(&s.start);
-            }
-        }
-        self.update_lag(&files);
-        self.advanced.notify_one();
-    }
-
-    pub fn path_of(&self, key: FileKey) -> PathBuf {
-        self.files
-            .lock()
-            .unwrap()
-            .get(&key)
-            .map(|f| f.path.clone())
-            .unwrap_or_default()
-    }
-
-    /// The checkpoint's content now. Drops files that are finished and fully
-    /// acknowledged, oldest first and only while every older one is dropped too: a done
-    /// file newer than a pending one stays, so a restart knows it need not read it again.
-    pub fn entries(&self) -> Vec<FileEntry> {
-        let mut files = self.files.lock().unwrap();
-        while let Some(entry) = files.first_entry() {
-            let f = entry.get();
-            if !(f.finished && f.pending.is_empty() && f.committed() >= f.read_offset) {
-                break;
-            }
-            entry.remove();
-        }
-        files
-            .values()
-            .map(|f| FileEntry {
-                path: f.path.clone(),
-                dev: f.identity.dev,
-                inode: f.identity.ino,
-                fingerprint_len: f.identity.fp_len,
-                fingerprint: format!("{:016x}", f.identity.fp_hash),
-                offset: f.committed(),
-            })
-            .collect()
-    }
-
-    /// Per file, the offset range read but not acknowledged.
-    pub fn unacknowledged(&self) -> Vec<Unacknowledged> {
-        let files = self.files.lock().unwrap();
-        files
-            .values()
-            .filter(|f| f.read_offset > f.committed())
-            .map(|f| Unacknowledged {
-                path: f.path.clone(),
-                from_offset: f.committed(),
-                to_offset: f.read_offset,
-            })
-            .collect()
-    }
-
-    /// The committed offset of the newest file (the one at the path), for the report.
-    pub fn current_offset(&self) -> Option<u64> {
-        let files = self.files.lock().unwrap();
-        files.values().next_back().map(FileProgress::committed)
-    }
 }
 
 /// Reads and writes the checkpoint file.
@@ -320,12 +112,14 @@ impl Checkpointer {
 
     /// Writes the checkpoint if its content changed. True when it wrote.
     pub fn write(&mut self, progress: &Progress) -> io::Result<bool> {
+        let snap = progress.snapshot();
         let content = CheckpointFile {
             version: VERSION,
-            files: progress.entries(),
+            files: snap.entries.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&content).map_err(io::Error::other)?;
         if self.last_written.as_deref() == Some(&bytes) {
+            progress.persisted(&snap);
             return Ok(false);
         }
         {
@@ -338,6 +132,7 @@ impl Checkpointer {
         // The rename is durable only once the directory is synced.
         std::fs::File::open(crate::config::parent_dir(&self.path))?.sync_all()?;
         self.last_written = Some(bytes);
+        progress.persisted(&snap);
         self.metrics.checkpoint_writes.inc();
         Ok(true)
     }
@@ -379,7 +174,7 @@ pub async fn run(
     let mut failing = false;
     loop {
         tokio::select! {
-            _ = progress.advanced.notified() => {}
+            _ = progress.changed() => {}
             _ = stop.changed() => return cp,
         }
         // fsync waits on the disk: not on the runtime thread, which ships meanwhile.
@@ -415,6 +210,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Identity;
 
     fn id() -> Identity {
         Identity {
@@ -423,42 +219,6 @@ mod tests {
             fp_len: 3,
             fp_hash: 0xabc,
         }
-    }
-
-    fn span(start: u64, end: u64) -> Span {
-        Span {
-            file: 0,
-            start,
-            end,
-        }
-    }
-
-    #[test]
-    fn offset_advances_only_over_contiguous_acks() {
-        let p = Progress::default();
-        p.open(0, &id(), Path::new("/x"), 0);
-        p.register(&[span(0, 10), span(10, 20), span(20, 30)]);
-        p.ack(&[span(10, 20)]);
-        assert_eq!(
-            p.entries()[0].offset,
-            0,
-            "an ack after a gap must not move the offset"
-        );
-        p.ack(&[span(0, 10)]);
-        assert_eq!(p.entries()[0].offset, 20);
-        p.ack(&[span(20, 30)]);
-        assert_eq!(p.entries()[0].offset, 30);
-    }
-
-    #[test]
-    fn finished_files_leave_once_fully_acknowledged() {
-        let p = Progress::default();
-        p.open(0, &id(), Path::new("/old"), 0);
-        p.register(&[span(0, 10)]);
-        p.finish(0, 10);
-        assert_eq!(p.entries().len(), 1);
-        p.ack(&[span(0, 10)]);
-        assert!(p.entries().is_empty());
     }
 
     #[test]

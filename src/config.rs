@@ -92,6 +92,18 @@ pub struct Args {
     /// The longest one PutRecordBatch attempt may take before it is cut and retried.
     #[arg(long, env = "FIRETAIL_CALL_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub call_timeout: Duration,
+
+    /// How long a rotated file read to its end stays open for late writers (1s–1h).
+    #[arg(long, env = "FIRETAIL_ROTATE_WAIT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub rotate_wait: Duration,
+
+    /// How far reading may run ahead of the checkpoint: the duplicate window (4MiB–1GiB).
+    #[arg(long, env = "FIRETAIL_MAX_UNACKED_BYTES", default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_unacked_bytes: u64,
+
+    /// Size at which the dead-letter file rotates to one `.1` file.
+    #[arg(long, env = "FIRETAIL_DEAD_LETTER_MAX_BYTES", default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub dead_letter_max_bytes: u64,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -156,6 +168,10 @@ pub struct Config {
     pub log_format: LogFormat,
     #[serde(with = "humantime_serde_compat")]
     pub call_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub rotate_wait: Duration,
+    pub max_unacked_bytes: u64,
+    pub dead_letter_max_bytes: u64,
 }
 
 /// A configuration problem: which flag, and what is wrong with it.
@@ -182,6 +198,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".into());
     }
     Ok(d)
+}
+
+/// Parses a size: a number of bytes with an optional unit (`KiB`, `MiB`, `GiB`, or
+/// `KB`, `MB`, `GB` for powers of ten): `16MiB`, `4194304`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (expected e.g. 16MiB, 512KiB or 4194304)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 impl Args {
@@ -222,6 +265,9 @@ impl Args {
             metrics_addr: self.metrics_addr,
             log_format: self.log_format,
             call_timeout: self.call_timeout,
+            rotate_wait: self.rotate_wait,
+            max_unacked_bytes: self.max_unacked_bytes,
+            dead_letter_max_bytes: self.dead_letter_max_bytes,
         })
     }
 }

@@ -34,6 +34,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod deadletter;
 pub mod metrics;
+pub mod progress;
 pub mod ship;
 pub mod shutdown;
 pub mod tail;
@@ -48,10 +49,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::checkpoint::{Checkpointer, Progress, Unacknowledged};
+use crate::checkpoint::Checkpointer;
 use crate::config::Config;
 use crate::deadletter::DeadLetter;
 use crate::metrics::{Health, Metrics, Reason};
+use crate::progress::{Progress, Unacknowledged};
 use crate::ship::Shipper;
 use crate::tail::Follower;
 
@@ -174,7 +176,13 @@ impl Pipeline {
             health,
             addr,
         } = observed;
-        let progress = Arc::new(Progress::with_lag_gauge(metrics.lag_bytes.clone()));
+        let progress = Arc::new(Progress::new(
+            config.max_unacked_bytes,
+            crate::progress::Gauges {
+                unacked: metrics.unacked_bytes.clone(),
+                lag: metrics.lag_bytes.clone(),
+            },
+        ));
         let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter));
         let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
         let resume_from = checkpointer.load();

@@ -70,6 +70,15 @@ pub struct Metrics {
     pub drain_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub undelivered_lines: Gauge,
     pub billable_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub unacked_bytes: Gauge,
+    pub oldest_unacked_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub throttled_records: Counter,
+    pub throttled_calls: Counter,
+    pub checkpoint_write_failures: Counter,
+    pub dead_letter_entries_dropped: Counter,
+    pub rotated_files_evicted: Counter,
+    pub file_open_failures: Counter,
+    pub metrics_connections_rejected: Counter,
 }
 
 impl Default for Metrics {
@@ -108,6 +117,15 @@ impl Metrics {
             drain_seconds: Gauge::default(),
             undelivered_lines: Gauge::default(),
             billable_ratio: Gauge::default(),
+            unacked_bytes: Gauge::default(),
+            oldest_unacked_age: Gauge::default(),
+            throttled_records: Counter::default(),
+            throttled_calls: Counter::default(),
+            checkpoint_write_failures: Counter::default(),
+            dead_letter_entries_dropped: Counter::default(),
+            rotated_files_evicted: Counter::default(),
+            file_open_failures: Counter::default(),
+            metrics_connections_rejected: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -162,8 +180,53 @@ impl Metrics {
         );
         r.register(
             "lag_bytes",
-            "Bytes read from the files but not yet acknowledged by Firehose",
+            "Bytes of the followed files not yet covered by the checkpoint: file ends minus checkpointed offsets",
             m.lag_bytes.clone(),
+        );
+        r.register(
+            "unacked_bytes",
+            "Bytes read but not yet covered by a durable checkpoint (bounded by --max-unacked-bytes: the duplicate window)",
+            m.unacked_bytes.clone(),
+        );
+        r.register(
+            "oldest_unacked_age_seconds",
+            "Age of the oldest batch cut but not yet acknowledged (0 when none waits)",
+            m.oldest_unacked_age.clone(),
+        );
+        r.register(
+            "throttled_records",
+            "Records answered \"Slow down.\" (ServiceUnavailableException) inside a 200",
+            m.throttled_records.clone(),
+        );
+        r.register(
+            "throttled_calls",
+            "Whole calls answered with a throttling error (ThrottlingException, LimitExceededException)",
+            m.throttled_calls.clone(),
+        );
+        r.register(
+            "checkpoint_write_failures",
+            "Checkpoint writes that failed (retried on a timer)",
+            m.checkpoint_write_failures.clone(),
+        );
+        r.register(
+            "dead_letter_entries_dropped",
+            "Dead-letter entries dropped when the dead-letter file rotated over an older .1",
+            m.dead_letter_entries_dropped.clone(),
+        );
+        r.register(
+            "rotated_files_evicted",
+            "Finished rotated files closed early because more than 64 were open for late writers",
+            m.rotated_files_evicted.clone(),
+        );
+        r.register(
+            "file_open_failures",
+            "Failures to open or stat a log file other than its absence (EMFILE, EACCES), retried",
+            m.file_open_failures.clone(),
+        );
+        r.register(
+            "metrics_connections_rejected",
+            "Connections to the metrics port refused because the connection cap was reached",
+            m.metrics_connections_rejected.clone(),
         );
         r.register(
             "checkpoint_writes",
@@ -272,6 +335,10 @@ pub struct Health {
     /// Firehose answered with a configuration error (stream missing, access denied,
     /// no credentials) and delivery is blocked until it is fixed.
     pub config_error: AtomicBool,
+    /// The path is not a regular file (a FIFO, socket, device or directory appeared).
+    pub path_error: AtomicBool,
+    /// The checkpoint cannot be read (EACCES, EIO): starting would re-ship or skip.
+    pub checkpoint_unreadable: AtomicBool,
 }
 
 impl Health {
@@ -279,6 +346,8 @@ impl Health {
         self.following.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
             && !self.config_error.load(Ordering::Relaxed)
+            && !self.path_error.load(Ordering::Relaxed)
+            && !self.checkpoint_unreadable.load(Ordering::Relaxed)
     }
 }
 

@@ -33,9 +33,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::batch::Batch;
-use crate::checkpoint::Progress;
 use crate::deadletter::DeadLetter;
 use crate::metrics::{billable, Health, LogThrottle, Metrics};
+use crate::progress::Progress;
 
 /// First backoff step; doubles per failed attempt up to the cap.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);

@@ -33,9 +33,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
-use crate::checkpoint::{FileEntry, Progress};
 use crate::config::{parent_dir, ReadFrom};
 use crate::metrics::Metrics;
+use crate::progress::{FileEntry, FileKey, Identity, Progress};
 
 /// Firehose's per-record limit: 1,000 KiB of data (Firehose quotas page). A line
 /// (with its `\n`) above this can never be a record.
@@ -68,9 +68,6 @@ const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(5);
 /// How long a wake-up waits for more writes before reading (see `run`).
 const SETTLE: Duration = Duration::from_millis(25);
 
-/// A file followed by this process (a new key for every file and every truncation).
-pub type FileKey = u32;
-
 /// One line of the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
@@ -92,17 +89,6 @@ impl Line {
     pub fn is_oversize(&self) -> bool {
         self.size > MAX_RECORD_BYTES as u64
     }
-}
-
-/// (device, inode) plus a fingerprint of the first bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub dev: u64,
-    pub ino: u64,
-    /// How many leading bytes the fingerprint covers (less than [`FINGERPRINT_LEN`]
-    /// while the file is shorter).
-    pub fp_len: u64,
-    pub fp_hash: u64,
 }
 
 impl Identity {

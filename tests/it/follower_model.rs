@@ -16,9 +16,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use firetail::checkpoint::{Checkpointer, Progress, Span};
+use firetail::checkpoint::Checkpointer;
 use firetail::config::ReadFrom;
 use firetail::metrics::Metrics;
+use firetail::progress::{Progress, Span};
 use firetail::tail::{Follower, Line};
 use proptest::prelude::*;
 
@@ -69,7 +70,7 @@ struct World {
 
 fn new_follower(
     path: &Path,
-    entries: &[firetail::checkpoint::FileEntry],
+    entries: &[firetail::progress::FileEntry],
 ) -> (Follower, Arc<Progress>) {
     let progress = Arc::new(Progress::default());
     let follower = Follower::new(

@@ -1,0 +1,475 @@
+//! progress: the ledger every stage shares — what was read, registered, acknowledged
+//! and made durable, per file. It sits below tail, batch, ship and checkpoint, so no
+//! two stages import each other (tail → batch → ship → checkpoint, one direction).
+//!
+//! - The tail opens files here ([`Progress::open`]), moves their read offset, and
+//!   waits for room in the duplicate window before it reads more.
+//! - The batch stage registers the [`Span`]s of a batch when it cuts it.
+//! - The ship stage acknowledges spans once every line in them is accepted by Firehose
+//!   or safely in the dead-letter file.
+//! - The checkpoint writer takes a [`Snapshot`], writes it, and reports it durable.
+//!
+//! # The duplicate window
+//!
+//! A restart after `kill -9` re-ships everything after the offsets of the last
+//! *durable* checkpoint. Reading may run ahead of those offsets by at most `window`
+//! bytes (`--max-unacked-bytes`), summed over files: when one batch is stuck in retries
+//! the tail stops reading instead of letting the other call slots ship megabytes that a
+//! restart would ship again. So the bytes a restart can re-send are at most `window`,
+//! whatever the order acknowledgements arrive in. The file on disk is the buffer:
+//! bytes acknowledged behind a stuck batch cost no memory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use prometheus_client::metrics::gauge::Gauge;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A file followed by this process (a new key for every file and every truncation).
+/// Keys grow in the order files were written, so the ledger's order is the rotation
+/// order.
+pub type FileKey = u32;
+
+/// A file's identity: (device, inode) plus a fingerprint of its first bytes (DESIGN
+/// §5). The fingerprint tells a re-created file, or a reused inode, from the one in
+/// the checkpoint; its length is part of it, so a short file is never "refreshed".
+/// Reading a file's identity is the tail's business (`tail::identity`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    /// How many leading bytes the fingerprint covers (fewer than the fingerprint's
+    /// full length while the file was shorter).
+    pub fp_len: u64,
+    pub fp_hash: u64,
+}
+
+/// A contiguous byte range of one file whose lines travel together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub file: FileKey,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// One file as the checkpoint file stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Where the file was when last seen (it follows the file through renames).
+    pub path: PathBuf,
+    pub dev: u64,
+    pub inode: u64,
+    /// Bytes covered by `fingerprint` (FNV-1a of the first bytes, hex).
+    pub fingerprint_len: u64,
+    pub fingerprint: String,
+    /// Every line before this offset is acknowledged.
+    pub offset: u64,
+    /// The file's modification time when last seen, in nanoseconds since the epoch:
+    /// when the file is gone at restart, siblings newer than this are the ones to ship.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<u64>,
+}
+
+impl FileEntry {
+    pub fn identity(&self) -> Identity {
+        Identity {
+            dev: self.dev,
+            ino: self.inode,
+            fp_len: self.fingerprint_len,
+            fp_hash: u64::from_str_radix(&self.fingerprint, 16).unwrap_or(0),
+        }
+    }
+}
+
+/// The gauges the ledger keeps current as reads and acknowledgements happen.
+#[derive(Clone, Default)]
+pub struct Gauges {
+    /// `firetail_unacked_bytes`: read, not yet covered by a durable checkpoint.
+    pub unacked: Gauge,
+    /// `firetail_lag_bytes`: the files' ends minus their durable checkpoint offsets.
+    pub lag: Gauge,
+}
+
+/// The checkpoint's content at one moment, and the offsets it makes durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub entries: Vec<FileEntry>,
+    /// Per file in `entries` (same order), its key.
+    pub keys: Vec<FileKey>,
+    /// Files dropped from the checkpoint because they are finished and fully
+    /// acknowledged: once this snapshot is durable they need no re-reading.
+    pub dropped: Vec<FileKey>,
+}
+
+/// One file with bytes read but not acknowledged, for the drain report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unacknowledged {
+    pub path: PathBuf,
+    pub from_offset: u64,
+    pub to_offset: u64,
+}
+
+struct FileProgress {
+    path: PathBuf,
+    identity: Identity,
+    mtime_ns: Option<u64>,
+    /// The file's size as last seen by the tail.
+    size: u64,
+    /// End of the last registered span (or the start offset).
+    registered_end: u64,
+    /// Registered, not yet acknowledged spans: start → (end, when registered).
+    pending: BTreeMap<u64, (u64, Instant)>,
+    /// How far the tail has read.
+    read_offset: u64,
+    /// The offset in the last durable checkpoint.
+    durable: u64,
+    /// Set once the tail will read no more of this file (rotated away, truncated).
+    finished: bool,
+}
+
+impl FileProgress {
+    /// Every line before this offset is acknowledged.
+    fn committed(&self) -> u64 {
+        self.pending
+            .first_key_value()
+            .map_or(self.registered_end, |(s, _)| *s)
+    }
+
+    fn done(&self) -> bool {
+        self.finished && self.pending.is_empty() && self.committed() >= self.read_offset
+    }
+
+    fn entry(&self) -> FileEntry {
+        FileEntry {
+            path: self.path.clone(),
+            dev: self.identity.dev,
+            inode: self.identity.ino,
+            fingerprint_len: self.identity.fp_len,
+            fingerprint: format!("{:016x}", self.identity.fp_hash),
+            offset: self.committed(),
+            mtime_ns: self.mtime_ns,
+        }
+    }
+}
+
+/// What the pipeline has read, registered, acknowledged and made durable, per file.
+pub struct Progress {
+    files: Mutex<BTreeMap<FileKey, FileProgress>>,
+    /// Woken when the checkpoint's content may have changed: the checkpoint writer
+    /// sleeps on it, so an idle sidecar does not wake to find nothing changed.
+    changed: Notify,
+    /// Woken when the duplicate window has room again: the tail sleeps on it.
+    room: Notify,
+    /// `--max-unacked-bytes`.
+    window: u64,
+    gauges: Gauges,
+}
+
+impl Default for Progress {
+    /// A ledger with a window too large to matter (unit tests, the follower model).
+    fn default() -> Self {
+        Progress::new(u64::MAX, Gauges::default())
+    }
+}
+
+impl Progress {
+    pub fn new(window: u64, gauges: Gauges) -> Progress {
+        Progress {
+            files: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            room: Notify::new(),
+            window,
+            gauges,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<FileKey, FileProgress>> {
+        // A panic while holding the lock aborts the process (panic = "abort"), so the
+        // ledger is never seen half-updated.
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn used(files: &BTreeMap<FileKey, FileProgress>) -> u64 {
+        files
+            .values()
+            .map(|f| f.read_offset.saturating_sub(f.durable))
+            .sum()
+    }
+
+    fn update_gauges(&self, files: &BTreeMap<FileKey, FileProgress>) {
+        self.gauges.unacked.set(Self::used(files) as i64);
+        let lag: u64 = files
+            .values()
+            .map(|f| f.size.max(f.read_offset).saturating_sub(f.durable))
+            .sum();
+        self.gauges.lag.set(lag as i64);
+    }
+
+    /// A file the tail starts reading at `offset`: nothing before it will be read.
+    pub fn open(&self, key: FileKey, identity: &Identity, path: &Path, offset: u64) {
+        self.lock().insert(
+            key,
+            FileProgress {
+                path: path.to_path_buf(),
+                identity: identity.clone(),
+                mtime_ns: None,
+                size: offset,
+                registered_end: offset,
+                pending: BTreeMap::new(),
+                read_offset: offset,
+                durable: offset,
+                finished: false,
+            },
+        );
+        self.changed.notify_one();
+    }
+
+    /// The file's fingerprint grew (it was shorter than the fingerprint when opened).
+    pub fn set_identity(&self, key: FileKey, identity: &Identity) {
+        if let Some(f) = self.lock().get_mut(&key) {
+            f.identity = identity.clone();
+        }
+    }
+
+    /// The file was renamed: the checkpoint names it where it is now.
+    pub fn set_path(&self, key: FileKey, path: &Path) {
+        if let Some(f) = self.lock().get_mut(&key) {
+            f.path = path.to_path_buf();
+        }
+        self.changed.notify_one();
+    }
+
+    /// The file's size and modification time (nanoseconds since the epoch) as the
+    /// tail last saw them (`fstat` of its handle).
+    pub fn seen(&self, key: FileKey, size: u64, mtime_ns: u64) {
+        let mut files = self.lock();
+        if let Some(f) = files.get_mut(&key) {
+            f.size = size;
+            f.mtime_ns = Some(mtime_ns);
+        }
+        self.update_gauges(&files);
+    }
+
+    /// The tail has read this file up to `offset`.
+    pub fn read_to(&self, key: FileKey, offset: u64) {
+        let mut files = self.lock();
+        if let Some(f) = files.get_mut(&key) {
+            f.read_offset = offset;
+        }
+        self.update_gauges(&files);
+    }
+
+    /// The tail will read no more of this file; once all of it is acknowledged it
+    /// leaves the checkpoint.
+    pub fn finish(&self, key: FileKey, end: u64) {
+        let mut files = self.lock();
+        if let Some(f) = files.get_mut(&key) {
+            f.read_offset = end;
+            f.finished = true;
+        }
+        self.update_gauges(&files);
+        self.changed.notify_one();
+    }
+
+    /// Bytes the tail may still read before the duplicate window is full.
+    pub fn room(&self) -> u64 {
+        self.window.saturating_sub(Self::used(&self.lock()))
+    }
+
+    /// Waits until the window has room (returns at once when it has).
+    pub async fn wait_for_room(&self) {
+        loop {
+            let notified = self.room.notified();
+            if self.room() > 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// True when half the window is used: the checkpoint writer should write now
+    /// rather than wait for its interval, so a fast backlog is not held up by it.
+    pub fn under_pressure(&self) -> bool {
+        Self::used(&self.lock()) >= self.window / 2
+    }
+
+    /// Called in file order when a batch is cut, before it can be acknowledged.
+    pub fn register(&self, spans: &[Span]) {
+        let now = Instant::now();
+        let mut files = self.lock();
+        for s in spans {
+            if let Some(f) = files.get_mut(&s.file) {
+                f.pending.insert(s.start, (s.end, now));
+                f.registered_end = f.registered_end.max(s.end);
+            }
+        }
+    }
+
+    /// Every line in `spans` is accepted by Firehose or in the dead-letter file.
+    pub fn ack(&self, spans: &[Span]) {
+        let mut files = self.lock();
+        for s in spans {
+            if let Some(f) = files.get_mut(&s.file) {
+                f.pending.remove(&s.start);
+            }
+        }
+        self.update_gauges(&files);
+        self.changed.notify_one();
+    }
+
+    /// Waits until the checkpoint's content may have changed.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    pub fn path_of(&self, key: FileKey) -> PathBuf {
+        self.lock()
+            .get(&key)
+            .map(|f| f.path.clone())
+            .unwrap_or_default()
+    }
+
+    /// The checkpoint's content now. Files that are finished and fully acknowledged
+    /// are left out, oldest first and only while every older one is left out too: a
+    /// done file newer than a pending one stays, so a restart knows not to read it
+    /// again. Changes nothing.
+    pub fn snapshot(&self) -> Snapshot {
+        let files = self.lock();
+        let mut snap = Snapshot::default();
+        let mut leading_done = true;
+        for (key, f) in files.iter() {
+            leading_done &= f.done();
+            if leading_done {
+                snap.dropped.push(*key);
+            } else {
+                snap.entries.push(f.entry());
+                snap.keys.push(*key);
+            }
+        }
+        snap
+    }
+
+    /// The checkpoint entries now (see [`Progress::snapshot`]).
+    pub fn entries(&self) -> Vec<FileEntry> {
+        self.snapshot().entries
+    }
+
+    /// `snap` is durable on disk: its offsets bound what a restart re-sends, and the
+    /// files it dropped are forgotten. Frees room in the duplicate window.
+    pub fn persisted(&self, snap: &Snapshot) {
+        let mut files = self.lock();
+        for key in &snap.dropped {
+            files.remove(key);
+        }
+        for (key, entry) in snap.keys.iter().zip(&snap.entries) {
+            if let Some(f) = files.get_mut(key) {
+                f.durable = f.durable.max(entry.offset);
+            }
+        }
+        self.update_gauges(&files);
+        drop(files);
+        self.room.notify_waiters();
+    }
+
+    /// Per file, the offset range read but not acknowledged.
+    pub fn unacknowledged(&self) -> Vec<Unacknowledged> {
+        self.lock()
+            .values()
+            .filter(|f| f.read_offset > f.committed())
+            .map(|f| Unacknowledged {
+                path: f.path.clone(),
+                from_offset: f.committed(),
+                to_offset: f.read_offset,
+            })
+            .collect()
+    }
+
+    /// How long the oldest registered, unacknowledged batch has waited.
+    pub fn oldest_unacked_age(&self) -> Option<std::time::Duration> {
+        let files = self.lock();
+        files
+            .values()
+            .flat_map(|f| f.pending.values().map(|(_, at)| *at))
+            .min()
+            .map(|at| at.elapsed())
+    }
+
+    /// The committed offset of the newest file (the one at the path), for the report.
+    pub fn current_offset(&self) -> Option<u64> {
+        self.lock()
+            .values()
+            .next_back()
+            .map(FileProgress::committed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> Identity {
+        Identity {
+            dev: 1,
+            ino: 2,
+            fp_len: 3,
+            fp_hash: 0xabc,
+        }
+    }
+
+    fn span(start: u64, end: u64) -> Span {
+        Span {
+            file: 0,
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn offset_advances_only_over_contiguous_acks() {
+        let p = Progress::default();
+        p.open(0, &id(), Path::new("/x"), 0);
+        p.register(&[span(0, 10), span(10, 20), span(20, 30)]);
+        p.ack(&[span(10, 20)]);
+        assert_eq!(
+            p.entries()[0].offset,
+            0,
+            "an ack after a gap must not move the offset"
+        );
+        p.ack(&[span(0, 10)]);
+        assert_eq!(p.entries()[0].offset, 20);
+        p.ack(&[span(20, 30)]);
+        assert_eq!(p.entries()[0].offset, 30);
+    }
+
+    #[test]
+    fn finished_files_leave_once_fully_acknowledged_and_durable() {
+        let p = Progress::default();
+        p.open(0, &id(), Path::new("/old"), 0);
+        p.register(&[span(0, 10)]);
+        p.finish(0, 10);
+        assert_eq!(p.entries().len(), 1);
+        p.ack(&[span(0, 10)]);
+        let snap = p.snapshot();
+        assert!(snap.entries.is_empty());
+        assert_eq!(snap.dropped, vec![0]);
+        assert_eq!(p.snapshot(), snap, "taking a snapshot changes nothing");
+        p.persisted(&snap);
+        assert!(p.snapshot().dropped.is_empty());
+    }
+
+    #[test]
+    fn the_window_counts_from_the_durable_offset() {
+        let p = Progress::new(100, Gauges::default());
+        p.open(0, &id(), Path::new("/x"), 0);
+        p.read_to(0, 100);
+        assert_eq!(p.room(), 0);
+        p.register(&[span(0, 100)]);
+        p.ack(&[span(0, 100)]);
+        assert_eq!(p.room(), 0, "acknowledged is not durable yet");
+        p.persisted(&p.snapshot());
+        assert_eq!(p.room(), 100);
+    }
+}
