@@ -306,11 +306,24 @@ impl Tracked {
 
     /// Reads up to [`POLL_BUDGET`] bytes; returns how many.
     fn read(&mut self, progress: &Progress, out: &mut Vec<Line>) -> io::Result<usize> {
+        self.read_up_to(progress, out, progress.room())
+    }
+
+    /// Reads up to `budget` bytes (and at most [`POLL_BUDGET`]); returns how many.
+    fn read_up_to(
+        &mut self,
+        progress: &Progress,
+        out: &mut Vec<Line>,
+        budget: u64,
+    ) -> io::Result<usize> {
         // Read what the file holds now, no more: a small append costs a small buffer
         // (not a fresh 128 KiB one, which glibc would mmap and the kernel zero), and
         // the end of the file costs no read(2) that returns 0.
         let size = self.file.metadata()?.len();
-        let available = (size.saturating_sub(self.framer.read_offset()) as usize).min(POLL_BUDGET);
+        // Never past the duplicate window (DESIGN §7): what is read ahead of the
+        // durable checkpoint is what a restart would send again.
+        let budget = budget.min(POLL_BUDGET as u64) as usize;
+        let available = (size.saturating_sub(self.framer.read_offset()) as usize).min(budget);
         let mut total = 0;
         while total < available {
             let n = self
@@ -419,6 +432,11 @@ impl Follower {
     /// Reads what is available, up to a budget. Returns true when it stopped because of
     /// the budget (call again at once), false when every file is at its end.
     pub fn poll(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        // No room in the duplicate window: nothing is read, so a read of 0 below always
+        // means the end of a file, never a full window.
+        if self.progress.room() == 0 {
+            return Ok(true);
+        }
         if self.poll_rotated(out)? {
             return Ok(true);
         }
@@ -774,11 +792,11 @@ impl Follower {
     /// lines (with `\n` appended) and retires rotated files.
     pub fn finish(&mut self, out: &mut Vec<Line>) -> io::Result<()> {
         while let Some(mut old) = self.rotated.pop_front() {
-            while old.read(&self.progress, out)? > 0 {}
+            while old.read_up_to(&self.progress, out, u64::MAX)? > 0 {}
             self.retire(&mut old, out);
         }
         if let Some(cur) = self.current.as_mut() {
-            while cur.read(&self.progress, out)? > 0 {}
+            while cur.read_up_to(&self.progress, out, u64::MAX)? > 0 {}
             cur.framer.finish(cur.key, out);
             self.progress.read_to(cur.key, cur.framer.read_offset());
         }
@@ -841,7 +859,10 @@ pub async fn run(
     let metrics = follower.metrics.clone();
     let mut last_bytes: Option<Instant> = None;
     let mut drain_seen: Option<Instant> = None;
+    let progress = follower.progress.clone();
     loop {
+        // The duplicate window is full: wait for a durable checkpoint to free room.
+        progress.wait_for_room().await;
         let mut lines = Vec::new();
         let more = follower.poll(&mut lines)?;
         // Ready once the path is watched and the first look is done — the file itself
