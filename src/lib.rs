@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod progress;
 pub mod ship;
 pub mod shutdown;
+pub mod store;
 pub mod tail;
 
 use std::sync::atomic::Ordering;
@@ -123,7 +124,7 @@ pub async fn run(
     observed: Observed,
     mut signals: mpsc::Receiver<&'static str>,
 ) -> anyhow::Result<Report> {
-    let mut pipeline = Pipeline::start(&config, client, observed)?;
+    let mut pipeline = Pipeline::start(&config, client, observed).await?;
     let stop = tokio::select! {
         name = signals.recv() => Stop::Signal(name.unwrap_or("signal channel closed")),
         res = &mut pipeline.tail => Stop::TailFailed(match res {
@@ -166,7 +167,7 @@ struct Pipeline {
 impl Pipeline {
     /// Resumes from the checkpoint and spawns tail → batch → ship, and the checkpoint
     /// writer beside them.
-    fn start(
+    async fn start(
         config: &Config,
         client: aws_sdk_firehose::Client,
         observed: Observed,
@@ -185,7 +186,7 @@ impl Pipeline {
         ));
         let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter));
         let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
-        let resume_from = checkpointer.load();
+        let resume_from = checkpointer.load_retrying(&health).await;
         let follower = Follower::new(
             &config.path,
             config.read_from,

@@ -268,7 +268,9 @@ impl World {
             self.may_duplicate
                 .insert(String::from_utf8_lossy(l.data.strip_suffix(b"\n").unwrap()).into_owned());
         }
-        let entries = Checkpointer::new(&self.checkpoint, metrics).load();
+        let entries = Checkpointer::new(&self.checkpoint, metrics)
+            .try_load()
+            .unwrap();
         let (follower, progress) = new_follower(&self.path, &entries);
         self.follower = follower;
         self.progress = progress;
