@@ -184,7 +184,11 @@ impl Pipeline {
                 lag: metrics.lag_bytes.clone(),
             },
         ));
-        let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter));
+        let dead_letter = Arc::new(DeadLetter::new(
+            &config.dead_letter,
+            config.dead_letter_max_bytes,
+            metrics.clone(),
+        ));
         let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
         let resume_from = checkpointer.load_retrying(&health).await;
         let follower = Follower::new(
