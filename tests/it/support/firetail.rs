@@ -49,7 +49,20 @@ pub fn binary() -> PathBuf {
 
 impl Firetail {
     pub fn start(args: &[String], env: &[(String, String)]) -> Firetail {
-        let mut cmd = Command::new(binary());
+        Firetail::start_via(&[], args, env)
+    }
+
+    /// Starts firetail through a wrapper command (`wrapper` then the binary), e.g.
+    /// `setpriv` to run it as root without the capabilities that bypass file modes.
+    pub fn start_via(wrapper: &[&str], args: &[String], env: &[(String, String)]) -> Firetail {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
