@@ -108,7 +108,7 @@ impl Writer {
         if size > self.written {
             file.set_len(self.written)?;
         } else if size < self.written {
-            tracing::error!(dead_letter = %self.path.display(), expected = self.written, size, "The dead-letter file was cut short by something else; writing its unsynced entries again.");
+            tracing::warn!(dead_letter = %self.path.display(), expected = self.written, size, "The dead-letter file was cut short by something else; writing its unsynced entries again.");
             self.synced = self.synced.min(size);
             self.written = size;
             self.rewrite = true;
