@@ -117,16 +117,8 @@ impl Checkpointer {
     /// (empty when missing or corrupt — a corrupt file is moved aside and the reason
     /// logged at ERROR), or why the checkpoint cannot be read.
     pub fn try_load(&mut self) -> Result<Vec<FileEntry>, Unreadable> {
-        let main = self.read(&self.path);
-        let tmp = self.read(&self.tmp);
-        for (path, read) in [(&self.path, &main), (&self.tmp, &tmp)] {
-            if let Read::Unreadable(e) = read {
-                return Err(Unreadable {
-                    path: path.clone(),
-                    error: io::Error::new(e.kind(), e.to_string()),
-                });
-            }
-        }
+        let main = self.read_readable(&self.path)?;
+        let tmp = self.read_readable(&self.tmp)?;
         if let Read::Corrupt(e) = &tmp {
             tracing::warn!(file = %self.tmp.display(), error = %e, "Ignoring an incomplete temporary checkpoint left by an interrupted write.");
         }
@@ -148,6 +140,17 @@ impl Checkpointer {
             }
             Read::Missing | Read::Unreadable(_) => Vec::new(),
         })
+    }
+
+    /// [`Checkpointer::read`], with "unreadable" as the error.
+    fn read_readable(&self, path: &Path) -> Result<Read, Unreadable> {
+        match self.read(path) {
+            Read::Unreadable(error) => Err(Unreadable {
+                path: path.to_path_buf(),
+                error,
+            }),
+            read => Ok(read),
+        }
     }
 
     fn read(&self, path: &Path) -> Read {

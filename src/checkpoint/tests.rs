@@ -118,7 +118,7 @@ fn an_unreadable_checkpoint_is_left_in_place_and_not_resumed_from_scratch() {
         } else {
             libc::EIO
         };
-        assert_eq!(err.error.raw_os_error(), None, "carried as text");
+        assert_eq!(err.error.raw_os_error(), Some(errno));
         assert!(
             err.to_string().contains(&format!("os error {errno}")),
             "{err}"
