@@ -1,27 +1,26 @@
 //! metrics: what operators see — Prometheus series, `/healthz`, `/readyz`.
 //!
-//! Every stage holds an `Arc<Metrics>` and bumps its own series; [`serve`] answers
+//! Every stage holds an `Arc<Metrics>` and bumps its own series; [`serve`] (in
+//! `server.rs`, with the protections that keep the port from hurting shipping) answers
 //! `/metrics` (Prometheus text, through `prometheus-client`'s encoder), `/healthz`
 //! (the process is alive) and `/readyz` (following the file, not draining, no
 //! configuration error blocking delivery — DESIGN §6, §9) on `--metrics-addr`.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+mod server;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
+
+pub use server::{bind, serve, serve_with, Limits};
 
 /// Firehose bills ingestion per record rounded up to the next 5 KB (Firehose
 /// pricing page); 5 KB there is 5,120 bytes.
@@ -349,67 +348,6 @@ impl Health {
             && !self.path_error.load(Ordering::Relaxed)
             && !self.checkpoint_unreadable.load(Ordering::Relaxed)
     }
-}
-
-/// Binds `--metrics-addr` now, so a bad address is a start-up error (exit 2).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (metrics, health) = (metrics.clone(), health.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let reply = answer(req.uri().path(), &metrics, &health);
-                async move { Ok::<_, Infallible>(reply) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
-    }
-}
-
-fn answer(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match path {
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
-        "/readyz" => {
-            let why = if health.draining.load(Ordering::Relaxed) {
-                "draining\n"
-            } else if health.config_error.load(Ordering::Relaxed) {
-                "delivery blocked by a configuration error (see the ERROR log)\n"
-            } else {
-                "starting: not watching the file yet\n"
-            };
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                why.to_string(),
-            )
-        }
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_string(),
-        ),
-    };
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
 }
 
 #[cfg(test)]
