@@ -56,6 +56,16 @@ pub const MAX_IN_FLIGHT: RangeInclusive<usize> = 1..=64;
 /// The batch stage cuts a batch at 1 MiB (README, "Batching").
 pub const BATCH_CUT: u64 = MIB;
 
+/// `firetail --version`: which build this is, down to the commit.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FIRETAIL_COMMIT"),
+    ", built ",
+    env!("FIRETAIL_BUILD_DATE"),
+    ")"
+);
+
 const AFTER_HELP: &str = "\
 Every option can also be set by the FIRETAIL_* variable shown beside it; a flag wins
 over its variable. Booleans accept true/false, 1/0, yes/no. Durations are written
@@ -75,7 +85,7 @@ Exit codes:
 
 /// Ships a JSON-lines log file to Amazon Data Firehose and loses no line on shutdown.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "firetail", version, about, long_about = None, after_help = AFTER_HELP)]
+#[command(name = "firetail", version = VERSION, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Args {
     /// The JSON-lines file to follow (waited for if it does not exist yet). Required.
     #[arg(long, env = "FIRETAIL_PATH", value_name = "FILE")]
@@ -144,11 +154,11 @@ pub struct Args {
     )]
     max_in_flight: String,
 
-    /// Address for /metrics, /healthz and /readyz.
+    /// Address for /metrics, /healthz and /readyz ([::] is dual-stack; 0.0.0.0 where the host has no IPv6).
     #[arg(
         long,
         env = "FIRETAIL_METRICS_ADDR",
-        default_value = "0.0.0.0:9797",
+        default_value = "[::]:9797",
         value_name = "ADDR"
     )]
     metrics_addr: String,
@@ -571,7 +581,7 @@ mod tests {
             c.dead_letter,
             dir.path().join(".firetail-access.log.dead.jsonl")
         );
-        assert_eq!(c.metrics_addr, "0.0.0.0:9797".parse().unwrap());
+        assert_eq!(c.metrics_addr, "[::]:9797".parse().unwrap());
         assert_eq!(c.rotate_wait, Duration::from_secs(30));
         assert_eq!(c.max_unacked_bytes, 16 << 20);
         assert_eq!(c.dead_letter_max_bytes, 64 << 20);

@@ -48,13 +48,6 @@ async fn run() -> u8 {
         Ok(config) => config,
         Err(code) => return code,
     };
-    // Before the subscriber exists, so the SDK's own lookup warnings stay out of the
-    // one-line error.
-    if let Err(problem) = check_region().await {
-        eprintln!("firetail: {problem}");
-        return 2;
-    }
-    init_tracing(config.log_format);
     let listener = match firetail::metrics::bind(config.metrics_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -74,6 +67,13 @@ async fn run() -> u8 {
         metrics.clone(),
         health.clone(),
     ));
+    // Before the subscriber exists, so the SDK's own lookup warnings stay out of the
+    // one-line error; after the listener, so the probes answer (503) while it runs.
+    if let Err(problem) = check_region().await {
+        eprintln!("firetail: {problem}");
+        return 2;
+    }
+    init_tracing(config.log_format);
     let client = firetail::ship::client(config.call_timeout).await;
     let observed = firetail::Observed {
         metrics,

@@ -84,9 +84,43 @@ fn descriptor_limit() -> Option<u64> {
     (rc == 0).then_some(lim.rlim_cur)
 }
 
-/// Binds `--metrics-addr` now, so a bad address is a start-up error (exit 2).
+/// Binds `--metrics-addr` now, so a bad address is a start-up error (exit 2). `[::]`
+/// (the default) listens on IPv6 and IPv4 alike, so IPv6-only and dual-stack clusters
+/// can scrape it; on a host without IPv6 it falls back to `0.0.0.0` on the same port.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    match listen(addr) {
+        Err(e) if is_ipv6_any(addr) && no_ipv6(&e) => {
+            listen(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+        }
+        result => result,
+    }
+}
+
+fn is_ipv6_any(addr: SocketAddr) -> bool {
+    addr.is_ipv6() && addr.ip().is_unspecified()
+}
+
+/// The errors a kernel without IPv6 (or with it disabled) gives for `[::]`.
+fn no_ipv6(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+    )
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if is_ipv6_any(addr) {
+        // Dual-stack even where net.ipv6.bindv6only=1.
+        socket.set_only_v6(false)?;
+    }
+    // As tokio's own bind: a restart may rebind while old connections are in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until the task is dropped, within the
@@ -167,10 +201,15 @@ fn answer(
     health: &Health,
 ) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
-        "/metrics" => (
+        "/metrics" if wants_openmetrics(req) => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode(),
+        ),
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.encode_text(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
@@ -190,6 +229,25 @@ fn answer(
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("static response parts are valid")
+}
+
+/// OpenMetrics when the Accept header lists it with a non-zero weight (Prometheus
+/// does, first), else the text format 0.0.4 every scraper understands.
+fn wants_openmetrics<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            parts.next() == Some("application/openmetrics-text")
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
 }
 
 fn not_ready_because(health: &Health) -> &'static str {
@@ -308,6 +366,83 @@ mod tests {
             answer.to_ascii_lowercase().contains("connection: close"),
             "{answer}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_default_address_takes_ipv4_and_ipv6() {
+        let listener = bind("[::]:0".parse().unwrap()).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(serve_with(
+            listener,
+            Arc::new(Metrics::new()),
+            Arc::new(Health::default()),
+            SMALL,
+        ));
+        let v4 = get(SocketAddr::from(([127, 0, 0, 1], port)), "/healthz").await;
+        assert!(v4.starts_with("HTTP/1.1 200"), "{v4}");
+        // Where this host has IPv6 loopback, it answers there too.
+        if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            let v6 = get(
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+                "/healthz",
+            )
+            .await;
+            assert!(v6.starts_with("HTTP/1.1 200"), "{v6}");
+        }
+    }
+
+    #[test]
+    fn only_missing_ipv6_falls_back() {
+        let err = |code| std::io::Error::from_raw_os_error(code);
+        assert!(no_ipv6(&err(libc::EAFNOSUPPORT)));
+        assert!(no_ipv6(&err(libc::EADDRNOTAVAIL)));
+        assert!(
+            !no_ipv6(&err(libc::EADDRINUSE)),
+            "a taken port is exit 2, not a fallback"
+        );
+        assert!(!no_ipv6(&err(libc::EACCES)));
+        assert!(is_ipv6_any("[::]:9797".parse().unwrap()));
+        assert!(!is_ipv6_any("[::1]:9797".parse().unwrap()));
+        assert!(!is_ipv6_any("0.0.0.0:9797".parse().unwrap()));
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let req = |accept: Option<&str>| {
+            let mut b = Request::builder().uri("/metrics");
+            if let Some(a) = accept {
+                b = b.header("accept", a);
+            }
+            b.body(()).unwrap()
+        };
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(&req(Some(prometheus))));
+        assert!(wants_openmetrics(&req(Some(
+            "application/openmetrics-text"
+        ))));
+        assert!(!wants_openmetrics(&req(None)));
+        assert!(!wants_openmetrics(&req(Some("text/plain"))));
+        assert!(!wants_openmetrics(&req(Some("*/*"))));
+        assert!(!wants_openmetrics(&req(Some(
+            "application/openmetrics-text;q=0"
+        ))));
+    }
+
+    #[tokio::test]
+    async fn metrics_are_negotiated() {
+        let (addr, _) = start(SMALL).await;
+        let plain = get(addr, "/metrics").await;
+        assert!(plain.contains("text/plain; version=0.0.4"), "{plain}");
+        assert!(!plain.contains("# EOF"));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let om = until_closed(&mut s, Duration::from_secs(10)).await.unwrap();
+        assert!(om.contains("application/openmetrics-text"), "{om}");
+        assert!(om.trim_end().ends_with("# EOF"), "{om}");
     }
 
     #[test]
