@@ -623,6 +623,11 @@ mod tests {
             let c = parse_env(dir.path(), &[], &[("FIRETAIL_AGGREGATE", v)]).unwrap();
             assert_eq!(c.aggregate, want, "{v}");
         }
+        assert!(
+            !parse_env(dir.path(), &[], &[("FIRETAIL_AGGREGATE", "")])
+                .unwrap()
+                .aggregate
+        );
         let err = parse_env(dir.path(), &[], &[("FIRETAIL_AGGREGATE", "sometimes")]).unwrap_err();
         assert!(err.contains("FIRETAIL_AGGREGATE"), "{err}");
         assert!(parse(dir.path(), &["--aggregate"]).unwrap().aggregate);

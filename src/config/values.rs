@@ -122,13 +122,14 @@ impl<'a> Given<'a> {
             .map_err(|e| origin.bad(e))
     }
 
-    /// A switch: present on the command line, or a boolean variable.
+    /// A switch: present on the command line, or a boolean variable (empty = unset).
     pub fn switch(&self, id: &str) -> Result<bool, ConfigError> {
         if self.matches.get_flag(id) {
             return Ok(true);
         }
         let (_, var) = self.names(id);
-        match var.and_then(|v| (self.env)(v).map(|x| (v, x))) {
+        let set = var.and_then(|v| (self.env)(v).filter(|x| !x.is_empty()).map(|x| (v, x)));
+        match set {
             None => Ok(false),
             Some((var, x)) => {
                 let origin = Origin::Env(var.to_string());
