@@ -53,8 +53,18 @@ fn early_signal_drains(sig: i32, file_exists: bool) {
         &base_args(&log, &fake.stream_name()),
         &aws_env(&fake.endpoint()),
     );
+    let spawned = Instant::now();
     wait_for_handler(ft.pid(), sig);
     ft.signal(sig);
+    eprintln!("signal {sig} sent {:?} after spawn", spawned.elapsed());
+    // Nothing had started yet: the handler comes before configuration and client.
+    assert!(
+        ft.logs()
+            .iter()
+            .all(|v| v["message"] != "firetail started."),
+        "the handler was installed only after start-up:\n{}",
+        ft.dump()
+    );
     // A pre-fix binary dies of the signal here (no exit code) or, as PID 1, ignores it.
     assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
     let report = ft.report();
