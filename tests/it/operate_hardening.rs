@@ -357,16 +357,8 @@ impl Limited {
         found.unwrap()
     }
 
-    /// User plus system CPU time so far, from /proc/PID/stat (fields 14 and 15, in
-    /// clock ticks).
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_secs_f64(ticks as f64 / hz as f64)
+        cpu_of(self.pid())
     }
 
     fn descriptor_limit(&self) -> String {
@@ -588,4 +580,81 @@ fn a_flooded_metrics_port_costs_no_line_and_little_cpu_with_1024_descriptors() {
         .filter(|v| v["level"] == "ERROR")
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// When `accept` itself fails for want of descriptors (here: the limit lowered under
+/// the running process to just above what it holds), the accept loop backs off
+/// instead of spinning: one rate-limited WARN, little CPU, and the port serves again
+/// once descriptors come back.
+#[test]
+fn accept_errors_back_off_instead_of_spinning() {
+    raise_own_descriptor_limit();
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, &access_lines("emfile", 0..100));
+    let mut ft = Firetail::start(
+        &base_args(&log, &fake.stream_name()),
+        &aws_env(&fake.endpoint()),
+    );
+    let addr = ft.metrics_addr();
+    assert!(eventually(LONG, || fake.counters().lines_accepted == 100));
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    let open_now = std::fs::read_dir(format!("/proc/{}/fd", ft.pid()))
+        .unwrap()
+        .count();
+    let set_limit = |n: usize| {
+        let status = Command::new("prlimit")
+            .arg(format!("--pid={}", ft.pid()))
+            .arg(format!("--nofile={n}:20000"))
+            .status()
+            .expect("run prlimit (util-linux)");
+        assert!(status.success());
+    };
+    set_limit(open_now + 2);
+
+    let (cpu_before, started) = (cpu_of(ft.pid()), Instant::now());
+    let held = idle_connections(&addr, 200);
+    let warned = ft.wait_log(LONG, |v| {
+        v["message"] == "Metrics port cannot accept connections; backing off."
+    });
+    assert!(warned.is_some(), "accept never failed:\n{}", ft.dump());
+    while started.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let share = (cpu_of(ft.pid()) - cpu_before).as_secs_f64() / started.elapsed().as_secs_f64();
+    eprintln!("accept failing: {:.1} % of a core", share * 100.0);
+    assert!(
+        share < 0.10,
+        "{:.1} % of a core while accept fails",
+        share * 100.0
+    );
+    let warnings = ft
+        .logs()
+        .iter()
+        .filter(|v| v["message"] == "Metrics port cannot accept connections; backing off.")
+        .count();
+    assert!(
+        warnings <= 2,
+        "{warnings} warnings in 3 s: not rate-limited"
+    );
+
+    drop(held);
+    set_limit(20_000);
+    assert!(eventually(LONG, || try_get(&addr, "/healthz")
+        .is_some_and(|(s, _)| s == 200)));
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+}
+
+/// User plus system CPU time of `pid` so far (/proc/PID/stat fields 14 and 15).
+fn cpu_of(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_secs_f64(ticks as f64 / hz as f64)
 }
