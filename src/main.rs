@@ -1,51 +1,53 @@
-//! The `firetail` binary: configuration, logging, the Firehose client, signals — then
+//! The `firetail` binary: signals, configuration, logging, the Firehose client — then
 //! the agent. Exit codes are decided here and only here: 0 drained, 1 lines left
 //! undelivered or a fatal error, 2 bad configuration.
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Parser;
-
-use firetail::config::{Args, Config, LogFormat};
+use firetail::config::{Config, LogFormat, ParseError};
 use firetail::metrics::{Health, Metrics};
 
+/// The region lookup may ask EC2 instance metadata, which off EC2 (or with an IMDSv2
+/// hop limit of 1 from a pod) answers only after its own timeouts and retries; past
+/// this, firetail exits 2 and says what to set rather than hang at start.
+const REGION_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(e) => {
-            // --help and --version are not errors.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
-    };
-    let config = match args.validate() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("firetail: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    init_tracing(config.log_format);
     // One runtime thread, chosen by measurement (`cargo run --release --example
     // bench`, 1M-line backlog over TLS): two workers shipped no faster (658k vs 648k
     // lines/s) and cost 18% more CPU per line, 3 MiB more RSS, and half again as much
     // CPU at 5,000 lines/s (2.8% vs 1.9% of a core) — a sidecar pays for every wake-up.
+    // Built first, because the signal handlers need it.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!(error = %e, "Cannot start the async runtime.");
+            eprintln!("firetail: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    ExitCode::from(runtime.block_on(run(config)))
+    ExitCode::from(runtime.block_on(run()))
 }
 
-async fn run(config: Config) -> u8 {
+/// The phases, in order: signals, configuration, logging, region, listener, client,
+/// agent.
+async fn run() -> u8 {
+    // First of all: from here on a SIGTERM is kept and drains, however early it comes.
+    let signals = match firetail::shutdown::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("firetail: cannot install the SIGTERM/SIGINT/SIGHUP handlers: {e}");
+            return 1;
+        }
+    };
+    let config = match configure() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     let listener = match firetail::metrics::bind(config.metrics_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -54,13 +56,6 @@ async fn run(config: Config) -> u8 {
                 config.metrics_addr
             );
             return 2;
-        }
-    };
-    let signals = match firetail::shutdown::install() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot install the SIGTERM/SIGINT handlers.");
-            return 1;
         }
     };
     // The probes answer from now on: /healthz 200, /readyz 503 until the path is watched.
@@ -72,6 +67,13 @@ async fn run(config: Config) -> u8 {
         metrics.clone(),
         health.clone(),
     ));
+    // Before the subscriber exists, so the SDK's own lookup warnings stay out of the
+    // one-line error; after the listener, so the probes answer (503) while it runs.
+    if let Err(problem) = check_region().await {
+        eprintln!("firetail: {problem}");
+        return 2;
+    }
+    init_tracing(config.log_format);
     let client = firetail::ship::client(config.call_timeout).await;
     let observed = firetail::Observed {
         metrics,
@@ -87,6 +89,43 @@ async fn run(config: Config) -> u8 {
             );
             1
         }
+    }
+}
+
+/// The validated configuration, or the exit code after printing help, the version or
+/// the problem.
+fn configure() -> Result<Config, u8> {
+    match firetail::config::parse_from(std::env::args_os(), &|k| std::env::var_os(k)) {
+        Ok(config) => Ok(config),
+        Err(ParseError::Help(text)) => {
+            print!("{text}");
+            Err(0)
+        }
+        Err(ParseError::Usage(e)) => {
+            // --version is not an error.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            Err(code)
+        }
+        Err(ParseError::Invalid(e)) => {
+            eprintln!("firetail: {e}");
+            Err(2)
+        }
+    }
+}
+
+/// Without a region the client signs nothing and every call fails until the pod is
+/// fixed: that is a configuration error (exit 2), found before anything starts.
+async fn check_region() -> Result<(), String> {
+    let chain = aws_config::meta::region::RegionProviderChain::default_provider();
+    let what_to_set = "set AWS_REGION (or AWS_DEFAULT_REGION, or `region` in the AWS profile)";
+    match tokio::time::timeout(REGION_LOOKUP_TIMEOUT, chain.region()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("no AWS region: {what_to_set}")),
+        Err(_) => Err(format!(
+            "no AWS region: looking it up in EC2 instance metadata took longer than {}s; {what_to_set}",
+            REGION_LOOKUP_TIMEOUT.as_secs()
+        )),
     }
 }
 

@@ -1,27 +1,26 @@
 //! metrics: what operators see — Prometheus series, `/healthz`, `/readyz`.
 //!
-//! Every stage holds an `Arc<Metrics>` and bumps its own series; [`serve`] answers
+//! Every stage holds an `Arc<Metrics>` and bumps its own series; [`serve`] (in
+//! `server.rs`, with the protections that keep the port from hurting shipping) answers
 //! `/metrics` (Prometheus text, through `prometheus-client`'s encoder), `/healthz`
 //! (the process is alive) and `/readyz` (following the file, not draining, no
 //! configuration error blocking delivery — DESIGN §6, §9) on `--metrics-addr`.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+mod server;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
+
+pub use server::{bind, serve, serve_with, Limits};
 
 /// Firehose bills ingestion per record rounded up to the next 5 KB (Firehose
 /// pricing page); 5 KB there is 5,120 bytes.
@@ -41,6 +40,36 @@ pub struct Outcome {
 pub struct Reason {
     pub reason: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildInfo {
+    pub version: &'static str,
+    pub commit: &'static str,
+}
+
+/// Every value the `outcome` label of `put_record_batch_calls` takes (ship.rs). Each
+/// series exists at 0 from start, so `rate()` and alerts work before the first event.
+pub const CALL_OUTCOMES: &[&str] = &[
+    "ok",
+    "partial",
+    "throttled",
+    "unavailable",
+    "server_error",
+    "timeout",
+    "network",
+    "bad_response",
+    "invalid",
+    "config_error",
+];
+/// Every `reason` of `dead_lettered` (batch.rs, ship.rs).
+pub const DEAD_LETTER_REASONS: &[&str] = &[
+    "oversize",
+    "invalid_json",
+    "rejected",
+    "too_large_for_endpoint",
+];
+/// Every `reason` of `lines_skipped` (batch.rs).
+pub const SKIP_REASONS: &[&str] = &["header", "empty"];
 
 /// Every series firetail exports. Names get the `firetail_` prefix at registration;
 /// counters get `_total` from the encoder.
@@ -79,6 +108,7 @@ pub struct Metrics {
     pub rotated_files_evicted: Counter,
     pub file_open_failures: Counter,
     pub metrics_connections_rejected: Counter,
+    pub build_info: Family<BuildInfo, Gauge>,
 }
 
 impl Default for Metrics {
@@ -126,6 +156,7 @@ impl Metrics {
             rotated_files_evicted: Counter::default(),
             file_open_failures: Counter::default(),
             metrics_connections_rejected: Counter::default(),
+            build_info: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -266,7 +297,31 @@ impl Metrics {
         );
         r.register("billable_ratio", "Billable bytes over bytes shipped: what the 5 KB rounding costs (~17 for 300-byte lines one per record; near 1 with --aggregate)", m.billable_ratio.clone());
         r.register("undelivered_lines", "Lines read but neither shipped nor dead-lettered when the drain ended (set at its end)", m.undelivered_lines.clone());
+        r.register(
+            "build_info",
+            "Always 1; the labels name the running build (version, git commit)",
+            m.build_info.clone(),
+        );
+        m.start_at_zero();
         Metrics { registry, ..m }
+    }
+
+    /// Creates every labelled series at 0 and sets the build info.
+    fn start_at_zero(&self) {
+        for &outcome in CALL_OUTCOMES {
+            let _ = self.calls.get_or_create(&Outcome { outcome });
+        }
+        for &reason in DEAD_LETTER_REASONS {
+            let _ = self.dead_lettered.get_or_create(&Reason { reason });
+        }
+        for &reason in SKIP_REASONS {
+            let _ = self.skipped.get_or_create(&Reason { reason });
+        }
+        let build = BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            commit: env!("FIRETAIL_COMMIT"),
+        };
+        self.build_info.get_or_create(&build).set(1);
     }
 
     pub fn call(&self, outcome: &'static str) {
@@ -281,7 +336,7 @@ impl Metrics {
         self.skipped.get_or_create(&Reason { reason }).inc();
     }
 
-    /// Prometheus text exposition of every series.
+    /// Every series in OpenMetrics text (what `prometheus-client` encodes).
     pub fn encode(&self) -> String {
         let shipped = self.bytes_shipped.get();
         if shipped > 0 {
@@ -293,6 +348,39 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+
+    /// Every series in the Prometheus text format 0.0.4, for scrapers that do not ask
+    /// for OpenMetrics.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+}
+
+/// Rewrites OpenMetrics text as text format 0.0.4. The samples are the same; what
+/// differs is that a 0.0.4 counter's HELP and TYPE carry the sample's own name
+/// (`x_total`, where OpenMetrics names the family `x`), and that 0.0.4 has no
+/// `# UNIT` and no `# EOF`.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line).trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// One log line per interval for a repeating event, with the count since the last: a
@@ -351,67 +439,6 @@ impl Health {
     }
 }
 
-/// Binds `--metrics-addr` now, so a bad address is a start-up error (exit 2).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (metrics, health) = (metrics.clone(), health.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let reply = answer(req.uri().path(), &metrics, &health);
-                async move { Ok::<_, Infallible>(reply) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
-    }
-}
-
-fn answer(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match path {
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
-        "/readyz" => {
-            let why = if health.draining.load(Ordering::Relaxed) {
-                "draining\n"
-            } else if health.config_error.load(Ordering::Relaxed) {
-                "delivery blocked by a configuration error (see the ERROR log)\n"
-            } else {
-                "starting: not watching the file yet\n"
-            };
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                why.to_string(),
-            )
-        }
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_string(),
-        ),
-    };
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +483,70 @@ mod tests {
             text.contains("firetail_put_record_batch_calls_total{outcome=\"ok\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_labelled_counter_exists_at_zero_from_start() {
+        let text = Metrics::new().encode();
+        for o in CALL_OUTCOMES {
+            let series = format!("firetail_put_record_batch_calls_total{{outcome=\"{o}\"}} 0");
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        for r in DEAD_LETTER_REASONS {
+            let series = format!("firetail_dead_lettered_total{{reason=\"{r}\"}} 0");
+            assert!(text.contains(&series), "{series} missing");
+        }
+        for r in SKIP_REASONS {
+            let series = format!("firetail_lines_skipped_total{{reason=\"{r}\"}} 0");
+            assert!(text.contains(&series), "{series} missing");
+        }
+    }
+
+    #[test]
+    fn text_format_names_counters_by_their_samples_and_has_no_eof() {
+        let m = Metrics::new();
+        m.lines_read.inc_by(3);
+        let text = m.encode_text();
+        assert!(
+            text.contains("# TYPE firetail_lines_read_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP firetail_lines_read_total Lines read"),
+            "{text}"
+        );
+        assert!(text.contains("\nfiretail_lines_read_total 3\n"), "{text}");
+        assert!(
+            text.contains("# TYPE firetail_in_flight_calls gauge\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(m.encode().ends_with("# EOF\n"));
+        // Every TYPE line names a sample that follows it.
+        for name in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = name.split_once(' ').unwrap();
+            let sample = if kind == "histogram" {
+                format!("{name}_bucket")
+            } else {
+                name.to_string()
+            };
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&sample) && !l.starts_with('#')),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn build_info_names_version_and_commit() {
+        let text = Metrics::new().encode();
+        let want = format!(
+            "firetail_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("FIRETAIL_COMMIT")
+        );
+        assert!(text.contains(&want), "{want} missing:\n{text}");
     }
 
     #[test]

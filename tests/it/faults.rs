@@ -780,7 +780,7 @@ fn bad_configuration_exits_2_naming_the_flag_before_doing_anything() {
                 .cloned()
                 .collect(),
             vec![("FIRETAIL_FLUSH_INTERVAL", "soon")],
-            "--flush-interval",
+            "invalid value for FIRETAIL_FLUSH_INTERVAL",
         ),
         (
             base.iter()
@@ -910,7 +910,35 @@ fn missing_credentials_are_reported_and_nothing_is_lost() {
     );
 }
 
+/// No region is a configuration error (exit 2, saying what to set) found before
+/// anything starts; the SDK is never asked to sign without one. The full matrix of bad
+/// values is in `operate_hardening.rs`.
 #[test]
-fn a_missing_region_is_reported_and_nothing_is_lost() {
-    undeliverable_without(&["AWS_REGION"], &["AWS_REGION"]);
+fn a_missing_region_is_exit_2_naming_what_to_set() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, &access_lines("no-region", 0..10));
+    let out = assert_cmd::Command::new(binary())
+        .args(base_args(&log, &fake.stream_name()))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(
+            aws_env(&fake.endpoint())
+                .into_iter()
+                .filter(|(k, _)| k != "AWS_REGION"),
+        )
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .timeout(Duration::from_secs(30))
+        .output()
+        .expect("run firetail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no AWS region") && stderr.contains("AWS_REGION"),
+        "{stderr}"
+    );
+    assert_eq!(fake.counters().calls, 0);
+    assert!(!default_dead_letter(&log).exists());
 }

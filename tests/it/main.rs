@@ -16,3 +16,4 @@ mod files;
 mod follower_model;
 mod operate;
 mod store;
+mod operate_hardening;

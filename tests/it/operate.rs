@@ -13,17 +13,21 @@ use crate::support::firetail::{access_lines, append, aws_env, base_args, http_ge
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// Parses `/metrics` with the reference parser (the Python `prometheus_client`'s
-/// OpenMetrics parser, from the test virtualenv) and returns every sample as
-/// `name{label="v",...}` → value. Panics with the text if it does not parse.
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
+/// Parses `/metrics` with the reference parsers (the Python `prometheus_client`'s
+/// OpenMetrics parser, or its text format 0.0.4 parser, from the test virtualenv) and
+/// returns every sample as `name{label="v",...}` → value. Panics with the text if it
+/// does not parse.
+fn parse_metrics_as(text: &str, openmetrics: bool) -> HashMap<String, f64> {
     let python = crate::support::moto::moto_server_path()
         .parent()
         .unwrap()
         .join("python");
     let script = r#"
 import json, sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
+if sys.argv[1] == "openmetrics":
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+else:
+    from prometheus_client.parser import text_string_to_metric_families
 out = {}
 for family in text_string_to_metric_families(sys.stdin.read()):
     for s in family.samples:
@@ -31,8 +35,9 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
 print(json.dumps(out))
 "#;
+    let format = if openmetrics { "openmetrics" } else { "text" };
     let mut child = Command::new(python)
-        .args(["-c", script])
+        .args(["-c", script, format])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -47,15 +52,46 @@ print(json.dumps(out))
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "/metrics does not parse as OpenMetrics/Prometheus text: {}\n{text}",
+        "/metrics does not parse as {format}: {}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    parse_metrics_as(text, true)
+}
+
+/// GET `/metrics` with an Accept header: (Content-Type, body).
+fn get_metrics(addr: &str, accept: Option<&str>) -> (String, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_string)
+        })
+        .unwrap();
+    (content_type, body.to_string())
+}
+
+/// What Prometheus sends.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
 fn scrape(ft: &Firetail) -> HashMap<String, f64> {
-    let (status, body) = http_get(&ft.metrics_addr(), "/metrics");
-    assert_eq!(status, 200);
+    let (_, body) = get_metrics(&ft.metrics_addr(), Some(PROMETHEUS_ACCEPT));
     parse_metrics(&body)
 }
 
@@ -66,6 +102,129 @@ fn value(m: &HashMap<String, f64>, name: &str) -> f64 {
 
 fn billable(len: usize) -> u64 {
     (len as u64).div_ceil(5120).max(1) * 5120
+}
+
+/// Prometheus gets OpenMetrics, anything else text format 0.0.4; both parse with the
+/// reference parsers, hold the same samples, carry the build info, and have every
+/// labelled counter at 0 before anything happened.
+#[test]
+fn metrics_are_negotiated_valid_and_start_at_zero() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut ft = Firetail::start(
+        &base_args(&log, &fake.stream_name()),
+        &aws_env(&fake.endpoint()),
+    );
+    let addr = ft.metrics_addr();
+    let (om_type, om_body) = get_metrics(&addr, Some(PROMETHEUS_ACCEPT));
+    assert!(
+        om_type.starts_with("application/openmetrics-text"),
+        "{om_type}"
+    );
+    let (text_type, text_body) = get_metrics(&addr, None);
+    assert!(
+        text_type.starts_with("text/plain; version=0.0.4"),
+        "{text_type}"
+    );
+    let om = parse_metrics_as(&om_body, true);
+    let text = parse_metrics_as(&text_body, false);
+    let version = std::process::Command::new(crate::support::firetail::binary())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8(version.stdout).unwrap();
+    let commit = version
+        .split("commit ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    for m in [&om, &text] {
+        let info = format!(
+            "firetail_build_info{{commit=\"{commit}\",version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(value(m, &info), 1.0);
+        for outcome in [
+            "ok",
+            "partial",
+            "throttled",
+            "timeout",
+            "network",
+            "invalid",
+            "config_error",
+        ] {
+            let series = format!("firetail_put_record_batch_calls_total{{outcome=\"{outcome}\"}}");
+            assert_eq!(value(m, &series), 0.0, "{series}");
+        }
+        for reason in ["oversize", "invalid_json", "rejected"] {
+            assert_eq!(
+                value(
+                    m,
+                    &format!("firetail_dead_lettered_total{{reason=\"{reason}\"}}")
+                ),
+                0.0
+            );
+        }
+        for reason in ["header", "empty"] {
+            assert_eq!(
+                value(
+                    m,
+                    &format!("firetail_lines_skipped_total{{reason=\"{reason}\"}}")
+                ),
+                0.0
+            );
+        }
+    }
+    let mut om_names: Vec<_> = om.keys().filter(|k| !k.ends_with("_created")).collect();
+    let mut text_names: Vec<_> = text.keys().collect();
+    om_names.sort();
+    text_names.sort();
+    assert_eq!(
+        om_names, text_names,
+        "the two formats hold different samples"
+    );
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0);
+}
+
+/// `firetail --version` names the version, the commit it was built from (HEAD when
+/// git is there, as in this checkout), and the build date.
+#[test]
+fn version_names_the_commit_and_build_date() {
+    let out = std::process::Command::new(crate::support::firetail::binary())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let version = String::from_utf8(out.stdout).unwrap();
+    let rest = version
+        .trim()
+        .strip_prefix(&format!("firetail {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{version}"));
+    let (commit, date) = rest
+        .strip_suffix(')')
+        .unwrap()
+        .split_once(", built ")
+        .unwrap();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_string());
+    match head {
+        Some(head) => assert_eq!(commit, head, "{version}"),
+        None => assert_eq!(commit, "unknown", "{version}"),
+    }
+    let d: Vec<&str> = date.split('-').collect();
+    assert!(
+        d.len() == 3 && d[0].len() == 4 && d.iter().all(|p| p.parse::<u32>().is_ok()),
+        "{date}"
+    );
 }
 
 #[test]
