@@ -2,9 +2,10 @@
 //!
 //! Classified on the raw HTTP status first and the error code string second, in every
 //! shape the SDK hands an answer back: a Firehose error (`ServiceError` with a code), a
-//! body that is not Firehose's JSON (an nginx or load-balancer page: `ServiceError`
-//! with no code when the body is empty, `ResponseError` when it does not parse, 200s
-//! included), timeouts and connection errors. A proxy's answer must never wedge
+//! body that is not Firehose's JSON (an nginx or load-balancer page, an empty body, a
+//! 200 that does not parse: aws-sdk-firehose 1.128 returns these as `ResponseError`
+//! with the raw response — see the fake's self-test — and a `ServiceError` with no
+//! code is handled the same way), timeouts and connection errors. A proxy's answer must never wedge
 //! shipping, so every status has a way forward: 413 splits, 429 and 5xx retry, a 200
 //! that cannot be matched to the records resends them.
 //!
