@@ -704,3 +704,35 @@ async fn proxy_body_limit_answers_html_413_over_the_limit_only() {
     let c = fake.counters();
     assert_eq!((c.proxy_413, c.calls_raw), (1, 1));
 }
+
+/// `fail_marker` fails exactly the marked records, call after call, and accepts the
+/// rest of each call.
+#[tokio::test]
+async fn fail_marker_fails_the_marked_record_in_every_call() {
+    let fake = FakeFirehose::start(FakeConfig {
+        faults: Faults {
+            fail_marker: Some((b"STUCK".to_vec(), RecordError::SlowDown)),
+            ..Faults::default()
+        },
+        ..FakeConfig::default()
+    });
+    let client = client(&fake, None);
+    let data = vec![b"a\n".to_vec(), b"STUCK\n".to_vec(), b"c\n".to_vec()];
+    for _ in 0..3 {
+        let out = put(&client, &data).await.expect("a 200");
+        assert_eq!(out.failed_put_count(), 1);
+        let codes: Vec<_> = out
+            .request_responses()
+            .iter()
+            .map(|r| r.error_code().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            codes,
+            [None, Some("ServiceUnavailableException".to_owned()), None]
+        );
+    }
+    assert_eq!(fake.counters().records_accepted, 6);
+    fake.update_faults(|f| f.fail_marker = None);
+    put(&client, &data[1..2]).await.expect("a 200");
+    assert_eq!(fake.counters().records_accepted, 7);
+}

@@ -11,6 +11,7 @@ mod moto_selftest;
 
 mod chaos;
 mod core;
+mod delivery;
 mod faults;
 mod files;
 mod follower_model;

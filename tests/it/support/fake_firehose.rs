@@ -316,6 +316,10 @@ pub struct Faults {
     /// over this many bytes gets nginx's HTML 413 ([`RawAnswer::nginx_413`]) before
     /// the fake sees it, taking no scripted answer and no fault.
     pub proxy_body_limit: Option<usize>,
+    /// When set, every record whose data contains these bytes fails inside a 200 with
+    /// this error, in every call, while the others in the call are accepted: one
+    /// batch stuck in retries for as long as it is set (the duplicate-window test).
+    pub fail_marker: Option<(Vec<u8>, RecordError)>,
 }
 
 /// How to start a [`FakeFirehose`]. Everything but `store` and `seed` can also be
@@ -1285,6 +1289,19 @@ async fn handle(
             ));
         }
     }
+    let record_faults = match &plan.faults.fail_marker {
+        Some((marker, error)) => {
+            let hits: Vec<usize> = (0..batch.len())
+                .filter(|&i| contains(batch.record(i), marker))
+                .collect();
+            if hits.is_empty() {
+                record_faults
+            } else {
+                RecordFaults::Indices(hits, *error)
+            }
+        }
+        None => record_faults,
+    };
     Ok(accept(&shared, entry, &batch, record_faults, then.as_ref()))
 }
 
