@@ -16,3 +16,4 @@ mod faults;
 mod files;
 mod follower_model;
 mod operate;
+mod window;
