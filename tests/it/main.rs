@@ -14,6 +14,7 @@ mod core;
 mod delivery;
 mod faults;
 mod files;
+mod memory;
 mod follower_model;
 mod operate;
 mod window;
