@@ -14,7 +14,7 @@ mod core;
 mod delivery;
 mod faults;
 mod files;
-mod memory;
 mod follower_model;
+mod memory;
 mod operate;
 mod window;

@@ -2,12 +2,14 @@
 //! multiplies by six), 5 MB lines, and a run of consecutive oversize lines must not
 //! take the agent's peak RSS (`VmHWM`) past 32 MiB, half the memory limit in deploy/.
 //!
-//! The integration tests run the debug binary, whose code alone is several MiB larger
-//! and whose allocations are not optimised away; the release figure is the one the
-//! README promises and `cargo run --release --example bench` reports. Here the debug
-//! binary's peak must stay under the same 32 MiB plus [`DEBUG_MARGIN`], and must not
-//! grow with the number of oversize lines (each is dropped once dead-lettered).
-
+//! The integration tests run the debug binary, whose own footprint is ~13 MiB larger
+//! than the release build's (23.9 against 10.6 MiB peak on the benign workload below,
+//! measured on the same machine). What hostile lines cost is data, the same in both
+//! builds, so the test measures that: the debug binary's peak on the hostile file
+//! minus its peak on a benign file with the same short lines must stay within
+//! [`TARGET`] minus the release build's benign peak ([`RELEASE_BENIGN_PEAK`]) — so
+//! that the release build stays under [`TARGET`]. The peak must also not grow with the
+//! number of consecutive oversize lines (each is dropped once dead-lettered).
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -18,10 +20,9 @@ use crate::support::firetail::{aws_env, base_args, Firetail};
 const LONG: Duration = Duration::from_secs(300);
 /// The target (README, "Performance and cost").
 const TARGET: u64 = 32 * 1024 * 1024;
-/// What the debug build adds over the release build: more code pages (the debug
-/// binary is ~170 MB against ~40 MB, of which a run touches a fraction) and
-/// unoptimised temporaries. Measured on the same workload: see the test's output.
-const DEBUG_MARGIN: u64 = 16 * 1024 * 1024;
+/// The release binary's peak RSS on the benign workload (10.6 MiB measured, rounded
+/// up): what the target leaves for hostile lines is `TARGET` minus this.
+const RELEASE_BENIGN_PEAK: u64 = 11 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
 
 /// Peak resident set of a live process, from `/proc/PID/status`.
@@ -41,19 +42,25 @@ fn control_bytes(n: usize) -> Vec<u8> {
     (0..n).map(|i| ctrl[i % ctrl.len()]).collect()
 }
 
-/// Writes the hostile file; returns how many lines must reach Firehose and how many
-/// the dead-letter file.
-fn write_hostile(path: &Path, oversize_run: usize) -> (u64, u64) {
+/// Writes the test file — with no hostile lines when `oversize_run` is `None`;
+/// returns how many lines must reach Firehose and how many the dead-letter file.
+fn write_lines(path: &Path, oversize_run: Option<usize>) -> (u64, u64) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let (mut shipped, mut dead) = (0, 0);
-    // Short lines of control bytes: not JSON, shipped as they are.
+    // Short lines: of control bytes (not JSON, shipped as they are) when hostile.
     for i in 0..2_000 {
         let mut line = format!("{i:05}").into_bytes();
-        line.extend(control_bytes(300));
+        match oversize_run {
+            Some(_) => line.extend(control_bytes(300)),
+            None => line.extend([b'z'; 300]),
+        }
         line.push(b'\n');
         f.write_all(&line).unwrap();
         shipped += 1;
     }
+    let Some(oversize_run) = oversize_run else {
+        return finish(f, shipped, dead);
+    };
     // A 6 MB line of control bytes: the 6× escaping case (issue 13, item 9).
     f.write_all(&control_bytes(6_000_000)).unwrap();
     f.write_all(b"\n").unwrap();
@@ -68,6 +75,11 @@ fn write_hostile(path: &Path, oversize_run: usize) -> (u64, u64) {
         write!(f, "{i:08}{}\n", "y".repeat(1_100_000)).unwrap();
         dead += 1;
     }
+    finish(f, shipped, dead)
+}
+
+/// Short JSON lines after the hostile ones: they arrive only if nothing wedged.
+fn finish(mut f: impl Write, mut shipped: u64, dead: u64) -> (u64, u64) {
     for i in 0..1_000 {
         writeln!(f, "{{\"after\":{i}}}").unwrap();
         shipped += 1;
@@ -78,10 +90,10 @@ fn write_hostile(path: &Path, oversize_run: usize) -> (u64, u64) {
 
 /// Runs the binary over a hostile file until every line is shipped or
 /// dead-lettered; returns its peak RSS.
-fn peak_rss(oversize_run: usize) -> u64 {
+fn peak_rss(oversize_run: Option<usize>) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let (shipped, dead) = write_hostile(&log, oversize_run);
+    let (shipped, dead) = write_lines(&log, oversize_run);
     let fake = FakeFirehose::start(FakeConfig {
         store: false,
         ..FakeConfig::default()
@@ -108,19 +120,27 @@ fn peak_rss(oversize_run: usize) -> u64 {
 
 #[test]
 fn peak_rss_under_hostile_lines_stays_under_the_target() {
-    let few = peak_rss(10);
-    let many = peak_rss(300);
+    let mib = |b: u64| b as f64 / MIB as f64;
+    let benign = peak_rss(None);
+    let few = peak_rss(Some(10));
+    let many = peak_rss(Some(300));
+    let allowance = TARGET - RELEASE_BENIGN_PEAK;
     println!(
-        "memory hostile (debug build): peak_rss_10_oversize={:.1}MiB peak_rss_300_oversize={:.1}MiB target={}MiB+{}MiB debug margin",
-        few as f64 / MIB as f64,
-        many as f64 / MIB as f64,
+        "memory hostile (debug build): benign={:.1}MiB hostile_10_oversize={:.1}MiB hostile_300_oversize={:.1}MiB \
+         hostile_extra={:.1}MiB allowance={:.1}MiB (target {}MiB - release benign {}MiB)",
+        mib(benign),
+        mib(few),
+        mib(many),
+        mib(many.max(few).saturating_sub(benign)),
+        mib(allowance),
         TARGET / MIB,
-        DEBUG_MARGIN / MIB
+        RELEASE_BENIGN_PEAK / MIB
     );
     assert!(
-        many <= TARGET + DEBUG_MARGIN,
-        "peak RSS {many} over {} (target plus the debug margin)",
-        TARGET + DEBUG_MARGIN
+        many.max(few).saturating_sub(benign) <= allowance,
+        "hostile lines cost {:.1} MiB over the benign peak; the target leaves {:.1} MiB",
+        mib(many.max(few) - benign),
+        mib(allowance)
     );
     assert!(
         many <= few + 4 * MIB,
