@@ -186,20 +186,103 @@ fn html_and_empty_errors_retry_and_an_unmatched_200_resends() {
     assert_one_line_logs(&ft);
 }
 
-/// The tail fails during the drain (the path becomes a symlink loop, so it cannot even
-/// be looked at): an ERROR naming the task, `failed_task` in the drain report, exit 1 —
-/// and what was read before is still delivered.
+/// A small ext4 file system on a loop device, for a real I/O error: `shutdown` makes
+/// every read of it fail with EIO (`EXT4_IOC_SHUTDOWN`, what ext4 does itself after a
+/// disk error). Unmounted on drop.
+struct Ext4 {
+    dir: tempfile::TempDir,
+}
+
+impl Ext4 {
+    fn mount() -> Option<Ext4> {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(16 * 1024 * 1024)
+            .unwrap();
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+            std::process::Command::new(cmd)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let mounted = run("mkfs.ext4", &["-q".as_ref(), "-F".as_ref(), image.as_ref()])
+            && run(
+                "mount",
+                &["-o".as_ref(), "loop".as_ref(), image.as_ref(), mnt.as_ref()],
+            );
+        if !mounted {
+            eprintln!("SKIPPED: cannot mount an ext4 image here (needs root with CAP_SYS_ADMIN, a loop device and mkfs.ext4)");
+            return None;
+        }
+        Some(Ext4 { dir })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// Shuts the file system down without flushing its log: from now on every read
+    /// and write on it is EIO, as after a failed disk.
+    fn shutdown(&self) {
+        // EXT4_IOC_SHUTDOWN = _IOR('X', 125, __u32); EXT4_GOING_FLAGS_NOLOGFLUSH = 2.
+        const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
+        let dir = std::fs::File::open(self.path()).unwrap();
+        let flags: u32 = 2;
+        // SAFETY: a valid fd and a pointer to a u32 the ioctl only reads.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&dir),
+                EXT4_IOC_SHUTDOWN as _,
+                &flags,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "EXT4_IOC_SHUTDOWN: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.path())
+            .status();
+    }
+}
+
+/// The tail fails during the drain (the disk under the log file fails: every read is
+/// EIO): an ERROR naming the task, `failed_task` in the drain report, exit 1 — and
+/// what was read before is still delivered.
 #[test]
 fn a_tail_failure_during_the_drain_is_an_error_and_exit_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = log_path(dir.path());
+    let Some(fs) = Ext4::mount() else { return };
+    let log = fs.path().join("access.log");
+    // The checkpoint and dead-letter files live on a healthy disk: only the tail fails.
+    let state = tempfile::tempdir().unwrap();
     let fake = FakeFirehose::start(FakeConfig::default());
     let lines = access_lines("tailfail", 0..500);
     append(&log, &lines);
     let mut args = base_args(&log, &fake.stream_name());
-    // A long quiet period keeps the tail looking at the path during the drain.
+    // A long quiet period keeps the tail looking at the file during the drain.
     args.retain(|a| !a.starts_with("--drain-quiet="));
     args.push("--drain-quiet=10s".into());
+    args.push(format!(
+        "--checkpoint={}",
+        state.path().join("cp.json").display()
+    ));
+    args.push(format!(
+        "--dead-letter={}",
+        state.path().join("dead.jsonl").display()
+    ));
     let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
     assert!(fake.wait_for_lines(500, LONG), "logs:\n{}", ft.dump());
     ft.term();
@@ -207,10 +290,7 @@ fn a_tail_failure_during_the_drain_is_an_error_and_exit_1() {
         "Drain started: reading to the end of the file, then shipping the rest.",
         LONG,
     );
-    // Atomically: the path now names a symlink to itself (ELOOP on every lookup).
-    let link = dir.path().join("loop-link");
-    std::os::unix::fs::symlink("access.log", &link).unwrap();
-    std::fs::rename(&link, &log).unwrap();
+    fs.shutdown();
 
     assert_eq!(ft.exit_code(LONG), 1, "logs:\n{}", ft.dump());
     let error = ft
@@ -219,8 +299,8 @@ fn a_tail_failure_during_the_drain_is_an_error_and_exit_1() {
         })
         .unwrap_or_else(|| panic!("no ERROR naming the tail; logs:\n{}", ft.dump()));
     assert!(
-        error["error"].as_str().unwrap().contains("access.log"),
-        "{error}"
+        error["error"].as_str().unwrap().contains("os error 5"),
+        "the ERROR carries the I/O error: {error}"
     );
     let report = ft.report();
     assert_eq!(report["failed_task"], "tail", "{report}");
