@@ -67,12 +67,12 @@ fn write_lines(path: &Path, oversize_run: Option<usize>) -> (u64, u64) {
     dead += 1;
     // 5 MB JSON lines.
     for i in 0..5 {
-        write!(f, "{{\"big\":{i},\"pad\":\"{}\"}}\n", "x".repeat(5_000_000)).unwrap();
+        writeln!(f, "{{\"big\":{i},\"pad\":\"{}\"}}", "x".repeat(5_000_000)).unwrap();
         dead += 1;
     }
     // Consecutive oversize lines, just over the record limit.
     for i in 0..oversize_run {
-        write!(f, "{i:08}{}\n", "y".repeat(1_100_000)).unwrap();
+        writeln!(f, "{i:08}{}", "y".repeat(1_100_000)).unwrap();
         dead += 1;
     }
     finish(f, shipped, dead)
