@@ -119,6 +119,9 @@ pub struct Shipper {
     dead_letter: Arc<DeadLetter>,
     retry_log: LogThrottle,
     config_log: LogThrottle,
+    /// A proxy whose body limit is below every record would otherwise log one ERROR
+    /// per line.
+    too_large_log: LogThrottle,
 }
 
 impl Shipper {
@@ -139,6 +142,7 @@ impl Shipper {
             dead_letter,
             retry_log: LogThrottle::new(Duration::from_secs(1)),
             config_log: LogThrottle::new(Duration::from_secs(10)),
+            too_large_log: LogThrottle::new(Duration::from_secs(1)),
         }
         .with_series_at_zero()
     }
@@ -375,7 +379,9 @@ impl Shipper {
         let data = &batch.records[i];
         let file = self.progress.path_of(meta.file);
         if reason == TOO_LARGE_FOR_ENDPOINT {
-            log_answer!(error, detail, file = %file.display(), offset = meta.offset, size = data.len(), reason, "A single record was answered 413 (too large); the likely cause is a proxy's request body limit in front of Firehose (nginx client_max_body_size, an ingress or egress gateway): a record of 1,000 KiB takes ~1.4 MB as base64 JSON. Writing it to the dead-letter file.");
+            if let Some(records) = self.too_large_log.note(1) {
+                log_answer!(error, detail, file = %file.display(), offset = meta.offset, size = data.len(), reason, records, "A single record was answered 413 (too large); the likely cause is a proxy's request body limit in front of Firehose (nginx client_max_body_size, an ingress or egress gateway): a record of 1,000 KiB takes ~1.4 MB as base64 JSON. Writing it to the dead-letter file.");
+            }
         } else {
             log_answer!(error, detail, file = %file.display(), offset = meta.offset, size = data.len(), reason, "Firehose rejected a record on its own; writing it to the dead-letter file.");
         }
