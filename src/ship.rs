@@ -61,7 +61,7 @@ macro_rules! log_answer {
             error = %$d.kind,
             status = $d.status,
             request_id = $d.request_id.as_deref(),
-            message = $d.message.as_deref(),
+            service_message = $d.message.as_deref(),
             $($rest)+
         )
     };
