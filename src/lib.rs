@@ -415,3 +415,34 @@ fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: us
         "firetail started."
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task's end is a failure when it errs or panics, and when it returns before
+    /// the drain (only the drain ends the stages); after the drain a clean return is
+    /// what every stage does.
+    #[tokio::test]
+    async fn a_task_fails_on_error_panic_or_an_early_end() {
+        let ok = || -> Result<anyhow::Result<()>, JoinError> { Ok(Ok(())) };
+        assert!(Failure::of("tail", ok(), false).is_none());
+        assert_eq!(Failure::of("tail", ok(), true).unwrap().task, "tail");
+        let err: Result<anyhow::Result<()>, JoinError> = Ok(Err(anyhow::anyhow!("EIO")));
+        let f = Failure::of("tail", err, false).unwrap();
+        assert!(format!("{:#}", f.error).contains("EIO"));
+        let panicked = tokio::spawn(async { panic!("a bug") })
+            .await
+            .map(Ok::<(), _>);
+        assert_eq!(Failure::of("batch", panicked, false).unwrap().task, "batch");
+    }
+
+    #[tokio::test]
+    async fn a_finished_task_is_waited_for_once() {
+        let mut slot = Some(tokio::spawn(async { 7 }));
+        assert_eq!(ended(&mut slot).await.unwrap(), 7);
+        assert!(slot.is_none());
+        let again = tokio::time::timeout(Duration::from_millis(10), ended(&mut slot)).await;
+        assert!(again.is_err(), "a waited-for task is pending forever");
+    }
+}

@@ -139,3 +139,23 @@ pub fn log_report(metrics: &Metrics, report: &Report) {
         "Drain report."
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_task_means_exit_1_even_when_everything_was_delivered() {
+        let m = Metrics::new();
+        let p = Progress::default();
+        let mut r = report(&m, &p, Duration::ZERO, "drained");
+        assert_eq!(r.exit_code(), 0);
+        r.failed_task = Some("tail".into());
+        assert_eq!(r.exit_code(), 1);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["failed_task"], "tail");
+        r.failed_task = None;
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("failed_task").is_none(), "absent when none failed");
+    }
+}
