@@ -19,6 +19,7 @@
 //! - [`deadletter`]: the file for lines Firehose can never take.
 //! - [`metrics`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` listener.
 //! - [`shutdown`]: the SIGTERM/SIGINT handlers.
+//! - [`report`]: the drain report and the exit code it implies.
 //! - [`run`] (here): wires the stages and owns the one shutdown path.
 //!
 //! # Shutdown
@@ -28,6 +29,10 @@
 //! flushes at once and drops its own; the ship stage ends when its last call ends. The
 //! whole drain runs under `--drain-timeout`; then the final checkpoint is written and
 //! one drain report is logged. Channels are bounded and small: the file is the buffer.
+//!
+//! Every task is watched from start to exit. One that fails — an error, a panic, or
+//! an end before the drain — is an ERROR naming it; the drain still ships what was
+//! read, and the report's `failed_task` makes the exit code 1.
 
 pub mod batch;
 pub mod checkpoint;
