@@ -19,7 +19,7 @@
 //! - [`deadletter`]: the file for lines Firehose can never take.
 //! - [`metrics`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` listener.
 //! - [`shutdown`]: the SIGTERM/SIGINT handlers.
-//! - [`report`]: the drain report and the exit code it implies.
+//! - [`report`](mod@report): the drain report and the exit code it implies.
 //! - [`run`] (here): wires the stages and owns the one shutdown path.
 //!
 //! # Shutdown
