@@ -19,6 +19,7 @@
 //! - [`deadletter`]: the file for lines Firehose can never take.
 //! - [`metrics`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` listener.
 //! - [`shutdown`]: the SIGTERM/SIGINT handlers.
+//! - [`report`](mod@report): the drain report and the exit code it implies.
 //! - [`run`] (here): wires the stages and owns the one shutdown path.
 //!
 //! # Shutdown
@@ -28,6 +29,10 @@
 //! flushes at once and drops its own; the ship stage ends when its last call ends. The
 //! whole drain runs under `--drain-timeout`; then the final checkpoint is written and
 //! one drain report is logged. Channels are bounded and small: the file is the buffer.
+//!
+//! Every task is watched from start to exit. One that fails — an error, a panic, or
+//! an end before the drain — is an ERROR naming it; the drain still ships what was
+//! read, and the report's `failed_task` makes the exit code 1.
 
 pub mod batch;
 pub mod checkpoint;
@@ -35,6 +40,7 @@ pub mod config;
 pub mod deadletter;
 pub mod metrics;
 pub mod progress;
+pub mod report;
 pub mod ship;
 pub mod shutdown;
 pub mod store;
@@ -45,16 +51,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 use crate::checkpoint::Checkpointer;
 use crate::config::Config;
 use crate::deadletter::DeadLetter;
-use crate::metrics::{Health, Metrics, Reason};
-use crate::progress::{Progress, Unacknowledged};
+use crate::metrics::{Health, Metrics};
+use crate::progress::Progress;
+pub use crate::report::Report;
+use crate::report::{log_report, report, settled};
 use crate::ship::Shipper;
 use crate::tail::Follower;
 
@@ -67,43 +74,44 @@ const LINE_CHANNEL: usize = 1;
 const BATCH_CHANNEL: usize = 1;
 /// The drain logs its progress at most this often.
 const DRAIN_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// After a complete drain, how long a stage may take to return once its input ended
+/// (it only returns from its loop; anything longer is a bug, and it is aborted).
+const STAGE_END_WAIT: Duration = Duration::from_secs(1);
+/// How often the age of the oldest unacknowledged batch is sampled for its gauge.
+const AGE_GAUGE_EVERY: Duration = Duration::from_secs(1);
 
-/// What happened to every line, logged once at exit (the drain report).
-#[derive(Debug, Serialize)]
-pub struct Report {
-    pub lines_read: u64,
-    pub lines_shipped: u64,
-    pub records_shipped: u64,
-    pub dead_lettered_oversize: u64,
-    pub dead_lettered_invalid_json: u64,
-    pub dead_lettered_rejected: u64,
-    pub skipped_header: u64,
-    pub skipped_empty: u64,
-    pub undelivered: u64,
-    pub duplicates_possible: u64,
-    pub checkpoint_offset: Option<u64>,
-    pub drain_seconds: f64,
-    /// How the drain ended: `drained`, `deadline`, `second_signal`, `error`.
-    pub drain_end: &'static str,
-    #[serde(skip)]
-    pub unacknowledged: Vec<Unacknowledged>,
+/// A pipeline task that failed, for its ERROR and the drain report.
+struct Failure {
+    task: &'static str,
+    error: anyhow::Error,
 }
 
-impl Report {
-    /// 0 when every line read was shipped, dead-lettered or skipped, else 1.
-    pub fn exit_code(&self) -> u8 {
-        if self.undelivered == 0 && self.drain_end == "drained" {
-            0
-        } else {
-            1
-        }
+impl Failure {
+    /// The task ended with an error or a panic, or ended when it should not have.
+    fn of<T>(
+        task: &'static str,
+        result: Result<anyhow::Result<T>, JoinError>,
+        early: bool,
+    ) -> Option<Failure> {
+        let error = match result {
+            Ok(Ok(_)) if early => anyhow::anyhow!("it ended before the drain"),
+            Ok(Ok(_)) => return None,
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::Error::new(e),
+        };
+        tracing::error!(
+            task,
+            error = format!("{error:#}"),
+            "A pipeline task failed; draining what can be drained, then exiting 1."
+        );
+        Some(Failure { task, error })
     }
 }
 
 /// Why the running phase ended.
 enum Stop {
     Signal(&'static str),
-    TailFailed(anyhow::Error),
+    Failed(Failure),
 }
 
 /// What the operator sees, made before the agent starts so the probes answer (503)
@@ -125,36 +133,50 @@ pub async fn run(
     mut signals: mpsc::Receiver<&'static str>,
 ) -> anyhow::Result<Report> {
     let mut pipeline = Pipeline::start(&config, client, observed).await?;
-    let stop = tokio::select! {
-        name = signals.recv() => Stop::Signal(name.unwrap_or("signal channel closed")),
-        res = &mut pipeline.tail => Stop::TailFailed(match res {
-            Ok(Ok(())) => anyhow::anyhow!("the tail stage ended without a signal"),
-            Ok(Err(e)) => anyhow::Error::new(e),
-            Err(e) => anyhow::Error::new(e),
-        }),
-    };
+    let stop = pipeline.running(&mut signals).await;
     let started = Instant::now();
-    let (drain_end, fatal) = pipeline.drain(&config, stop, &mut signals).await;
-    pipeline.final_checkpoint(&config).await?;
-    let report = report(
+    let (drain_end, failures) = pipeline.drain(&config, stop, &mut signals).await;
+    pipeline.final_checkpoint(&config).await;
+    let mut report = report(
         &pipeline.metrics,
         &pipeline.progress,
         started.elapsed(),
         drain_end,
     );
+    if !failures.is_empty() {
+        let join = |f: fn(&Failure) -> String| failures.iter().map(f).collect::<Vec<_>>();
+        report.failed_task = Some(join(|f| f.task.to_string()).join(","));
+        report.failed_error = Some(join(|f| format!("{}: {:#}", f.task, f.error)).join("; "));
+    }
     log_report(&pipeline.metrics, &report);
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(report),
+    Ok(report)
+}
+
+/// Waits for a task that may already have been waited for: pending forever once it
+/// has, so one `select!` can watch every task without polling a finished handle.
+async fn ended<T>(slot: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
+    match slot {
+        Some(handle) => {
+            let result = handle.await;
+            *slot = None;
+            result
+        }
+        None => std::future::pending().await,
     }
 }
 
 /// The running stages and what they share.
+///
+/// Every task is watched from start to exit: one that ends on an error or a panic, or
+/// ends when it should not, is a [`Failure`] — an ERROR naming it, exit 1, and its
+/// name in the drain report. `None` once a task has been waited for.
 struct Pipeline {
-    tail: JoinHandle<std::io::Result<()>>,
-    batcher: JoinHandle<()>,
-    ship: JoinHandle<()>,
-    writer: JoinHandle<Checkpointer>,
+    tail: Option<JoinHandle<anyhow::Result<()>>>,
+    batcher: Option<JoinHandle<anyhow::Result<()>>>,
+    ship: Option<JoinHandle<anyhow::Result<()>>>,
+    writer: Option<JoinHandle<Checkpointer>>,
+    /// Keeps `firetail_oldest_unacked_age_seconds` current.
+    age_gauge: JoinHandle<()>,
     /// Tells the tail the drain started.
     drain_tx: watch::Sender<bool>,
     /// Tells the checkpoint writer to hand itself back for the final write.
@@ -204,26 +226,25 @@ impl Pipeline {
         let (drain_tx, drain_rx) = watch::channel(false);
         let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
         let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
-        let tail = tokio::spawn(tail::run(
-            follower,
-            line_tx,
-            drain_rx,
-            config.drain_quiet,
-            health.following.clone(),
-        ));
+        let following = health.following.clone();
+        let quiet = config.drain_quiet;
+        let tail = tokio::spawn(async move {
+            tail::run(follower, line_tx, drain_rx, quiet, following).await?;
+            Ok(())
+        });
         let settings = batch::Settings {
             aggregate: config.aggregate,
             invalid_json: config.invalid_json,
             flush_interval: config.flush_interval,
         };
-        let batcher = tokio::spawn(batch::run(
-            line_rx,
-            batch_tx,
-            settings,
-            progress.clone(),
-            metrics.clone(),
-            dead_letter.clone(),
-        ));
+        let batcher = tokio::spawn({
+            let (progress, metrics, dead_letter) =
+                (progress.clone(), metrics.clone(), dead_letter.clone());
+            async move {
+                batch::run(line_rx, batch_tx, settings, progress, metrics, dead_letter).await;
+                Ok(())
+            }
+        });
         let shipper = Shipper::new(
             client,
             config.stream.clone(),
@@ -235,11 +256,13 @@ impl Pipeline {
         let ship = tokio::spawn(ship::run(batch_rx, Arc::new(shipper), config.max_in_flight));
         let (stop_tx, stop_rx) = watch::channel(false);
         let writer = tokio::spawn(checkpoint::run(checkpointer, progress.clone(), stop_rx));
+        let age_gauge = tokio::spawn(keep_age_gauge(progress.clone(), metrics.clone()));
         Ok(Pipeline {
-            tail,
-            batcher,
-            ship,
-            writer,
+            tail: Some(tail),
+            batcher: Some(batcher),
+            ship: Some(ship),
+            writer: Some(writer),
+            age_gauge,
             drain_tx,
             stop_tx,
             progress,
@@ -248,43 +271,63 @@ impl Pipeline {
         })
     }
 
+    /// The running phase: until a signal, or until a task ends — which before the
+    /// drain is always a failure.
+    async fn running(&mut self, signals: &mut mpsc::Receiver<&'static str>) -> Stop {
+        let failure = tokio::select! {
+            name = signals.recv() => {
+                return Stop::Signal(name.unwrap_or("signal channel closed"))
+            }
+            res = ended(&mut self.tail) => Failure::of("tail", res, true),
+            res = ended(&mut self.batcher) => Failure::of("batch", res, true),
+            res = ended(&mut self.ship) => Failure::of("ship", res, true),
+            res = ended(&mut self.writer) => Failure::of("checkpoint", res.map(Ok), true),
+        };
+        Stop::Failed(failure.expect("a task that ends early is a failure"))
+    }
+
     /// The one shutdown path: tell the tail, then wait — under `--drain-timeout`, and
     /// until a second signal at most — for the ship stage to end, which it does once
-    /// every stage before it has flushed and dropped its sender. Returns how the drain
-    /// ended and the fatal error that started it, if one did.
+    /// every stage before it has flushed and dropped its sender. Every task that ends
+    /// meanwhile is checked. Returns how the drain ended and every task that failed.
     async fn drain(
         &mut self,
         config: &Config,
         stop: Stop,
         signals: &mut mpsc::Receiver<&'static str>,
-    ) -> (&'static str, Option<anyhow::Error>) {
+    ) -> (&'static str, Vec<Failure>) {
         self.health.draining.store(true, Ordering::Relaxed);
         let _ = self.drain_tx.send(true);
         let started = Instant::now();
         let deadline = started + config.drain_timeout;
-        let fatal = match stop {
-            Stop::Signal(name) => {
-                tracing::info!(
-                    signal = name,
-                    drain_timeout = %humantime::format_duration(config.drain_timeout),
-                    drain_quiet = %humantime::format_duration(config.drain_quiet),
-                    "Drain started: reading to the end of the file, then shipping the rest."
-                );
-                None
-            }
-            Stop::TailFailed(e) => {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "Reading the log file failed; shipping what was read, then exiting 1."
-                );
-                Some(e)
-            }
-        };
+        let mut failures = Vec::new();
+        match stop {
+            Stop::Signal(name) => tracing::info!(
+                signal = name,
+                drain_timeout = %humantime::format_duration(config.drain_timeout),
+                drain_quiet = %humantime::format_duration(config.drain_quiet),
+                "Drain started: reading to the end of the file, then shipping the rest."
+            ),
+            Stop::Failed(f) => failures.push(f),
+        }
         let mut tick =
             tokio::time::interval_at(started + DRAIN_PROGRESS_EVERY, DRAIN_PROGRESS_EVERY);
         let end = loop {
+            if self.ship.is_none() {
+                // Nothing can be delivered any more (the ship stage failed, or ended).
+                break if failures.is_empty() {
+                    "drained"
+                } else {
+                    "error"
+                };
+            }
             tokio::select! {
-                _ = &mut self.ship => break "drained",
+                res = ended(&mut self.ship) => failures.extend(Failure::of("ship", res, false)),
+                res = ended(&mut self.tail) => failures.extend(Failure::of("tail", res, false)),
+                res = ended(&mut self.batcher) => failures.extend(Failure::of("batch", res, false)),
+                res = ended(&mut self.writer) => {
+                    failures.extend(Failure::of("checkpoint", res.map(Ok), true));
+                }
                 _ = tokio::time::sleep_until(deadline) => break "deadline",
                 Some(name) = signals.recv() => {
                     tracing::warn!(signal = name, "Second signal: ending the drain now.");
@@ -297,24 +340,66 @@ impl Pipeline {
                 ),
             }
         };
-        self.tail.abort();
-        self.batcher.abort();
-        self.ship.abort();
-        match (end, fatal) {
-            ("drained", Some(e)) => ("error", Some(e)),
-            (end, fatal) => (end, fatal),
+        failures.extend(self.stop_stages(end == "drained").await);
+        let end = if end == "drained" && !failures.is_empty() {
+            "error"
+        } else {
+            end
+        };
+        (end, failures)
+    }
+
+    /// Ends the tail, batch and ship tasks, reading the result of each that ended on
+    /// its own. After a complete drain every one of them is ending (each ended
+    /// because the one before it dropped its sender), so they are waited for, briefly;
+    /// otherwise the ones still running are aborted.
+    async fn stop_stages(&mut self, drained: bool) -> Vec<Failure> {
+        let mut failures = Vec::new();
+        for (task, slot) in [
+            ("tail", &mut self.tail),
+            ("batch", &mut self.batcher),
+            ("ship", &mut self.ship),
+        ] {
+            let Some(handle) = slot.as_mut() else {
+                continue;
+            };
+            if drained || handle.is_finished() {
+                match tokio::time::timeout(STAGE_END_WAIT, ended(slot)).await {
+                    Ok(res) => failures.extend(Failure::of(task, res, false)),
+                    Err(_) => slot.take().expect("still running").abort(),
+                }
+            } else {
+                handle.abort();
+            }
         }
+        self.age_gauge.abort();
+        failures
     }
 
     /// Acknowledged offsets only: what was not delivered stays ahead of the
-    /// checkpoint, for a restart to ship.
-    async fn final_checkpoint(&mut self, config: &Config) -> anyhow::Result<()> {
+    /// checkpoint, for a restart to ship. A failed writer task is replaced by a
+    /// fresh writer for this last write.
+    async fn final_checkpoint(&mut self, config: &Config) {
         let _ = self.stop_tx.send(true);
-        let mut checkpointer = (&mut self.writer).await.context("checkpoint writer task")?;
+        let mut checkpointer = match self.writer.take() {
+            Some(handle) => handle.await.ok(),
+            None => None,
+        }
+        .unwrap_or_else(|| Checkpointer::new(&config.checkpoint, self.metrics.clone()));
         if let Err(e) = checkpointer.write(&self.progress) {
             tracing::error!(file = %config.checkpoint.display(), error = %e, "Cannot write the final checkpoint; a restart will ship acknowledged lines again.");
         }
-        Ok(())
+    }
+}
+
+/// Keeps `firetail_oldest_unacked_age_seconds` current: the age grows while nothing
+/// happens, so it is sampled on a timer rather than set by events.
+async fn keep_age_gauge(progress: Arc<Progress>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(AGE_GAUGE_EVERY);
+    loop {
+        tick.tick().await;
+        let age = progress.oldest_unacked_age().unwrap_or_default();
+        metrics.oldest_unacked_age.set(age.as_secs_f64());
     }
 }
 
@@ -341,75 +426,33 @@ fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: us
     );
 }
 
-/// The drain report (one INFO line a chaos test can assert on), and an ERROR first
-/// when lines were left undelivered.
-fn log_report(metrics: &Metrics, report: &Report) {
-    metrics.drain_seconds.set(report.drain_seconds);
-    metrics.undelivered_lines.set(report.undelivered as i64);
-    if report.undelivered > 0 {
-        tracing::error!(
-            undelivered = report.undelivered,
-            unacknowledged = %serde_json::to_string(&report.unacknowledged).unwrap_or_default(),
-            drain_end = report.drain_end,
-            "Lines left undelivered; they stay unacknowledged in the checkpoint and a restart on it ships them."
-        );
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task's end is a failure when it errs or panics, and when it returns before
+    /// the drain (only the drain ends the stages); after the drain a clean return is
+    /// what every stage does.
+    #[tokio::test]
+    async fn a_task_fails_on_error_panic_or_an_early_end() {
+        let ok = || -> Result<anyhow::Result<()>, JoinError> { Ok(Ok(())) };
+        assert!(Failure::of("tail", ok(), false).is_none());
+        assert_eq!(Failure::of("tail", ok(), true).unwrap().task, "tail");
+        let err: Result<anyhow::Result<()>, JoinError> = Ok(Err(anyhow::anyhow!("EIO")));
+        let f = Failure::of("tail", err, false).unwrap();
+        assert!(format!("{:#}", f.error).contains("EIO"));
+        let panicked = tokio::spawn(async { panic!("a bug") })
+            .await
+            .map(Ok::<(), _>);
+        assert_eq!(Failure::of("batch", panicked, false).unwrap().task, "batch");
     }
-    tracing::info!(
-        lines_read = report.lines_read,
-        lines_shipped = report.lines_shipped,
-        records_shipped = report.records_shipped,
-        dead_lettered_oversize = report.dead_lettered_oversize,
-        dead_lettered_invalid_json = report.dead_lettered_invalid_json,
-        dead_lettered_rejected = report.dead_lettered_rejected,
-        skipped_header = report.skipped_header,
-        skipped_empty = report.skipped_empty,
-        undelivered = report.undelivered,
-        duplicates_possible = report.duplicates_possible,
-        checkpoint_offset = report.checkpoint_offset,
-        drain_seconds = report.drain_seconds,
-        drain_end = report.drain_end,
-        "Drain report."
-    );
-}
 
-fn reason(
-    f: &prometheus_client::metrics::family::Family<
-        Reason,
-        prometheus_client::metrics::counter::Counter,
-    >,
-    reason: &'static str,
-) -> u64 {
-    f.get_or_create(&Reason { reason }).get()
-}
-
-/// Lines that reached their end: shipped, dead-lettered or skipped.
-fn settled(m: &Metrics) -> u64 {
-    m.lines_shipped.get()
-        + ["oversize", "invalid_json", "rejected"]
-            .iter()
-            .map(|r| reason(&m.dead_lettered, r))
-            .sum::<u64>()
-        + ["header", "empty"]
-            .iter()
-            .map(|r| reason(&m.skipped, r))
-            .sum::<u64>()
-}
-
-fn report(m: &Metrics, progress: &Progress, drain: Duration, drain_end: &'static str) -> Report {
-    Report {
-        lines_read: m.lines_read.get(),
-        lines_shipped: m.lines_shipped.get(),
-        records_shipped: m.records_shipped.get(),
-        dead_lettered_oversize: reason(&m.dead_lettered, "oversize"),
-        dead_lettered_invalid_json: reason(&m.dead_lettered, "invalid_json"),
-        dead_lettered_rejected: reason(&m.dead_lettered, "rejected"),
-        skipped_header: reason(&m.skipped, "header"),
-        skipped_empty: reason(&m.skipped, "empty"),
-        undelivered: m.lines_read.get().saturating_sub(settled(m)),
-        duplicates_possible: m.duplicates_possible.get(),
-        checkpoint_offset: progress.current_offset(),
-        drain_seconds: drain.as_secs_f64(),
-        drain_end,
-        unacknowledged: progress.unacknowledged(),
+    #[tokio::test]
+    async fn a_finished_task_is_waited_for_once() {
+        let mut slot = Some(tokio::spawn(async { 7 }));
+        assert_eq!(ended(&mut slot).await.unwrap(), 7);
+        assert!(slot.is_none());
+        let again = tokio::time::timeout(Duration::from_millis(10), ended(&mut slot)).await;
+        assert!(again.is_err(), "a waited-for task is pending forever");
     }
 }

@@ -59,6 +59,7 @@ pub const CALL_OUTCOMES: &[&str] = &[
     "network",
     "bad_response",
     "invalid",
+    "too_large",
     "config_error",
 ];
 /// Every `reason` of `dead_lettered` (batch.rs, ship.rs).

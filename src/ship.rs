@@ -11,6 +11,10 @@
 //! - Throttling, unavailable, 5xx, timeouts, connection errors: resend the whole call.
 //! - `InvalidArgumentException`: split the call in halves; a single record still
 //!   rejected goes to the dead-letter file.
+//! - HTTP 413, whatever the body (a proxy's HTML page too): split the same way; a
+//!   single record still too large is dead-lettered as `too_large_for_endpoint`.
+//! - Answers that are not Firehose's JSON: 429 and 5xx retry; a 2xx that cannot be
+//!   matched to the records resends them all (possible duplicates, counted).
 //! - Stream missing, access denied, no credentials or region: an ERROR that says what to
 //!   fix, `/readyz` 503, and slow retries until it is fixed — the data is kept.
 //!
@@ -22,12 +26,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_firehose::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_firehose::operation::put_record_batch::{PutRecordBatchError, PutRecordBatchOutput};
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 use aws_sdk_firehose::Client;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -36,6 +37,9 @@ use crate::batch::Batch;
 use crate::deadletter::DeadLetter;
 use crate::metrics::{billable, Health, LogThrottle, Metrics};
 use crate::progress::Progress;
+
+mod answer;
+use answer::{classify, Answer, Detail};
 
 /// First backoff step; doubles per failed attempt up to the cap.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -46,6 +50,22 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 const CONFIG_BACKOFF_CAP: Duration = Duration::from_secs(15);
 /// A connection that cannot be set up in this long will not be.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The dead-letter reason of a single record answered HTTP 413.
+pub const TOO_LARGE_FOR_ENDPOINT: &str = "too_large_for_endpoint";
+
+/// Logs an answer as one line: its kind, HTTP status, request id and message as
+/// fields, then the rest of the event.
+macro_rules! log_answer {
+    ($level:ident, $d:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            error = %$d.kind,
+            status = $d.status,
+            request_id = $d.request_id.as_deref(),
+            service_message = $d.message.as_deref(),
+            $($rest)+
+        )
+    };
+}
 
 /// Builds the Firehose client from the default chain (env, IRSA web identity, EKS Pod
 /// Identity; `AWS_ENDPOINT_URL[_FIREHOSE]` for emulators) with explicit timeouts — the
@@ -63,120 +83,6 @@ pub async fn client(call_timeout: Duration) -> Client {
         .load()
         .await;
     Client::new(&conf)
-}
-
-/// How one answer is handled.
-#[derive(Debug, PartialEq, Eq)]
-enum Answer {
-    /// HTTP 200: per position, `None` for accepted, `Some(code)` for failed.
-    Accepted(Vec<Option<String>>),
-    /// Resend the whole call. `maybe_delivered`: the answer never came, so Firehose may
-    /// hold the records already (duplicates possible).
-    Retry {
-        outcome: &'static str,
-        throttled: bool,
-        maybe_delivered: bool,
-        detail: String,
-    },
-    /// `InvalidArgumentException`: some record (or the call's size) is unacceptable.
-    Invalid(String),
-    /// Needs an operator; retried slowly.
-    Config { what: &'static str, detail: String },
-}
-
-fn classify(result: Result<PutRecordBatchOutput, SdkError<PutRecordBatchError>>) -> Answer {
-    let err = match result {
-        Ok(out) => {
-            return Answer::Accepted(
-                out.request_responses()
-                    .iter()
-                    .map(|r| match (r.record_id(), r.error_code()) {
-                        (Some(_), None) => None,
-                        (_, code) => Some(code.unwrap_or("unknown").to_string()),
-                    })
-                    .collect(),
-            )
-        }
-        Err(e) => e,
-    };
-    let detail = DisplayErrorContext(&err).to_string();
-    match &err {
-        SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            let code = se.err().code().unwrap_or("");
-            // Code, message and status say it all; the SDK's debug dump of the raw
-            // response would be a kilobyte per log line.
-            let detail = format!(
-                "{code}: {} (HTTP {status})",
-                se.err().message().unwrap_or("no message")
-            );
-            classify_service_error(status, code, detail)
-        }
-        SdkError::TimeoutError(_) => Answer::Retry {
-            outcome: "timeout",
-            throttled: false,
-            maybe_delivered: true,
-            detail,
-        },
-        SdkError::DispatchFailure(d) if d.is_timeout() || d.is_io() => Answer::Retry {
-            outcome: if d.is_timeout() { "timeout" } else { "network" },
-            throttled: false,
-            // A connect timeout sent nothing; an I/O error may have cut the answer.
-            maybe_delivered: d.is_io(),
-            detail,
-        },
-        SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => Answer::Config {
-            what: "credentials, region or endpoint: check AWS_REGION, the pod's IAM role (IRSA or EKS Pod Identity) and AWS_ENDPOINT_URL",
-            detail,
-        },
-        _ => Answer::Retry {
-            outcome: "bad_response",
-            throttled: false,
-            maybe_delivered: true,
-            detail,
-        },
-    }
-}
-
-/// Classifies an error answer on its status and code string — the SDK's typed enum
-/// knows only a few codes and calls everything else "unhandled".
-fn classify_service_error(status: u16, code: &str, detail: String) -> Answer {
-    let retry = |outcome, throttled| Answer::Retry {
-        outcome,
-        throttled,
-        maybe_delivered: false,
-        detail: detail.clone(),
-    };
-    match code {
-        "InvalidArgumentException" => Answer::Invalid(detail),
-        "ThrottlingException" | "LimitExceededException" | "TooManyRequestsException" => {
-            retry("throttled", true)
-        }
-        "ServiceUnavailableException" | "InternalFailure" | "InternalFailureException" => {
-            retry("unavailable", false)
-        }
-        "ResourceNotFoundException" => Answer::Config {
-            what: "the delivery stream does not exist: check --stream and AWS_REGION",
-            detail,
-        },
-        "AccessDeniedException" | "AccessDenied" | "UnrecognizedClientException"
-        | "InvalidSignatureException" | "ExpiredTokenException" | "ExpiredToken"
-        | "InvalidClientTokenId" | "MissingAuthenticationToken" | "IncompleteSignature"
-        | "NotAuthorized" => Answer::Config {
-            what: "access denied: the pod's IAM role needs firehose:PutRecordBatch on the stream's ARN, and valid credentials (IRSA or EKS Pod Identity)",
-            detail,
-        },
-        "InvalidKMSResourceException" => Answer::Config {
-            what: "the stream's KMS key cannot be used: check the key and its policy",
-            detail,
-        },
-        _ if status >= 500 => retry("server_error", false),
-        _ if status == 413 => Answer::Invalid(detail),
-        _ => Answer::Config {
-            what: "an unexpected error answer from Firehose",
-            detail,
-        },
-    }
 }
 
 /// Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff
@@ -213,6 +119,9 @@ pub struct Shipper {
     dead_letter: Arc<DeadLetter>,
     retry_log: LogThrottle,
     config_log: LogThrottle,
+    /// A proxy whose body limit is below every record would otherwise log one ERROR
+    /// per line.
+    too_large_log: LogThrottle,
 }
 
 impl Shipper {
@@ -233,7 +142,21 @@ impl Shipper {
             dead_letter,
             retry_log: LogThrottle::new(Duration::from_secs(1)),
             config_log: LogThrottle::new(Duration::from_secs(10)),
+            too_large_log: LogThrottle::new(Duration::from_secs(1)),
         }
+        .with_series_at_zero()
+    }
+
+    /// The series this stage adds exist at 0 from the start, so an alert on their
+    /// rate works before the first event.
+    fn with_series_at_zero(self) -> Shipper {
+        let _ = self
+            .metrics
+            .dead_lettered
+            .get_or_create(&crate::metrics::Reason {
+                reason: TOO_LARGE_FOR_ENDPOINT,
+            });
+        self
     }
 
     /// Delivers one batch completely (accepted or dead-lettered), then acknowledges it.
@@ -250,7 +173,7 @@ impl Shipper {
     }
 
     /// Sends `pending` (indices into the batch) until every record is accepted. Returns
-    /// the two halves to send instead when Firehose rejects the call as invalid.
+    /// the two halves to send instead when the call is rejected as invalid or too large.
     async fn deliver_call(
         &self,
         batch: &Batch,
@@ -258,8 +181,7 @@ impl Shipper {
     ) -> Option<(Vec<usize>, Vec<usize>)> {
         let mut backoff = Backoff::default();
         while !pending.is_empty() {
-            let answer = self.call(batch, &pending).await;
-            let wait = match answer {
+            let wait = match self.call(batch, &pending).await {
                 Answer::Accepted(codes) => {
                     self.health.config_error.store(false, Ordering::Relaxed);
                     let sent = pending.len();
@@ -281,42 +203,88 @@ impl Shipper {
                     maybe_delivered,
                     detail,
                 } => {
-                    self.metrics.call(outcome);
-                    self.metrics.records_retried.inc_by(pending.len() as u64);
-                    if throttled {
-                        self.metrics.throttled.inc();
-                    }
-                    if maybe_delivered {
-                        self.metrics
-                            .duplicates_possible
-                            .inc_by(pending.len() as u64);
-                    }
-                    if let Some(n) = self.retry_log.note(pending.len() as u64) {
-                        tracing::warn!(outcome, records = n, error = %detail, "PutRecordBatch failed; retrying with backoff.");
-                    }
+                    self.retrying(outcome, throttled, maybe_delivered, &detail, pending.len());
                     backoff.next(BACKOFF_CAP)
                 }
                 Answer::Invalid(detail) => {
-                    self.metrics.call("invalid");
-                    if pending.len() > 1 {
-                        tracing::warn!(records = pending.len(), error = %detail, "Firehose rejected the call as invalid; splitting it in halves.");
-                        let second = pending.split_off(pending.len() / 2);
-                        return Some((pending, second));
-                    }
-                    self.reject(batch, pending[0], &detail).await;
-                    return None;
+                    return self.refused(batch, pending, "invalid", &detail).await
+                }
+                Answer::TooLarge(detail) => {
+                    return self.refused(batch, pending, "too_large", &detail).await
                 }
                 Answer::Config { what, detail } => {
                     self.metrics.call("config_error");
                     self.health.config_error.store(true, Ordering::Relaxed);
                     if let Some(n) = self.config_log.note(pending.len() as u64) {
-                        tracing::error!(stream = %self.stream, records_waiting = n, error = %detail, "Firehose refuses delivery: {what}. Lines are kept and retried until it is fixed.");
+                        log_answer!(error, detail, stream = %self.stream, records_waiting = n, "Firehose refuses delivery: {what}. Lines are kept and retried until it is fixed.");
                     }
                     backoff.next(CONFIG_BACKOFF_CAP)
                 }
             };
             tokio::time::sleep(wait).await;
         }
+        None
+    }
+
+    /// Counts and logs (rate-limited) a call that will be sent again whole.
+    fn retrying(
+        &self,
+        outcome: &'static str,
+        throttled: bool,
+        maybe_delivered: bool,
+        detail: &Detail,
+        records: usize,
+    ) {
+        self.metrics.call(outcome);
+        self.metrics.records_retried.inc_by(records as u64);
+        if throttled {
+            self.metrics.throttled.inc();
+            self.metrics.throttled_calls.inc();
+        }
+        if maybe_delivered {
+            self.metrics.duplicates_possible.inc_by(records as u64);
+        }
+        if let Some(n) = self.retry_log.note(records as u64) {
+            log_answer!(
+                warn,
+                detail,
+                outcome,
+                records = n,
+                maybe_delivered,
+                "PutRecordBatch failed; retrying with backoff."
+            );
+        }
+    }
+
+    /// A call refused for its content (`invalid`) or its size (`too_large`, HTTP 413):
+    /// returns its halves to send instead, or dead-letters the one record it holds.
+    async fn refused(
+        &self,
+        batch: &Batch,
+        mut pending: Vec<usize>,
+        outcome: &'static str,
+        detail: &Detail,
+    ) -> Option<(Vec<usize>, Vec<usize>)> {
+        self.metrics.call(outcome);
+        if pending.len() > 1 {
+            let bytes: usize = pending.iter().map(|&i| batch.records[i].len()).sum();
+            log_answer!(
+                warn,
+                detail,
+                outcome,
+                records = pending.len(),
+                bytes,
+                "PutRecordBatch refused the call; splitting it in halves."
+            );
+            let second = pending.split_off(pending.len() / 2);
+            return Some((pending, second));
+        }
+        let reason = if outcome == "too_large" {
+            TOO_LARGE_FOR_ENDPOINT
+        } else {
+            "rejected"
+        };
+        self.reject(batch, pending[0], reason, detail).await;
         None
     }
 
@@ -351,7 +319,9 @@ impl Shipper {
     fn settle(&self, batch: &Batch, pending: &[usize], codes: &[Option<String>]) -> Vec<usize> {
         if codes.len() != pending.len() {
             // Cannot line the answer up with the request: resend all (duplicates possible).
-            tracing::warn!(sent = pending.len(), answered = codes.len(), "PutRecordBatch answer does not line up with the request; resending the whole call.");
+            if let Some(n) = self.retry_log.note(pending.len() as u64) {
+                tracing::warn!(records = n, sent = pending.len(), answered = codes.len(), "PutRecordBatch answer does not line up with the request; resending the whole call (duplicates possible).");
+            }
             self.metrics.call("bad_response");
             self.metrics
                 .duplicates_possible
@@ -388,6 +358,7 @@ impl Shipper {
         if !failed.is_empty() {
             self.metrics.records_retried.inc_by(failed.len() as u64);
             self.metrics.throttled.inc_by(throttled);
+            self.metrics.throttled_records.inc_by(throttled);
             if let Some(n) = self.retry_log.note(failed.len() as u64) {
                 tracing::warn!(
                     records = n,
@@ -399,26 +370,41 @@ impl Shipper {
         failed
     }
 
-    /// A single record Firehose will not take: to the dead-letter file.
-    async fn reject(&self, batch: &Batch, i: usize, detail: &str) {
+    /// A single record the endpoint will not take: to the dead-letter file. `reason`
+    /// is `rejected` (Firehose's `InvalidArgumentException`) or
+    /// [`TOO_LARGE_FOR_ENDPOINT`] (HTTP 413 for one record, which Firehose itself does
+    /// not answer for a record within its 1,000 KiB limit).
+    async fn reject(&self, batch: &Batch, i: usize, reason: &'static str, detail: &Detail) {
         let meta = batch.meta[i];
         let data = &batch.records[i];
         let file = self.progress.path_of(meta.file);
-        tracing::error!(file = %file.display(), offset = meta.offset, size = data.len(), error = %detail, "Firehose rejected a record on its own; writing it to the dead-letter file.");
+        if reason == TOO_LARGE_FOR_ENDPOINT {
+            if let Some(records) = self.too_large_log.note(1) {
+                log_answer!(error, detail, file = %file.display(), offset = meta.offset, size = data.len(), reason, records, "A single record was answered 413 (too large); the likely cause is a proxy's request body limit in front of Firehose (nginx client_max_body_size, an ingress or egress gateway): a record of 1,000 KiB takes ~1.4 MB as base64 JSON. Writing it to the dead-letter file.");
+            }
+        } else {
+            log_answer!(error, detail, file = %file.display(), offset = meta.offset, size = data.len(), reason, "Firehose rejected a record on its own; writing it to the dead-letter file.");
+        }
         self.dead_letter
-            .write_retrying(&file, meta.offset, "rejected", data, data.len() as u64)
+            .write_retrying(&file, meta.offset, reason, data, data.len() as u64)
             .await;
         self.dead_letter.sync().await;
         self.metrics
             .dead_lettered
-            .get_or_create(&crate::metrics::Reason { reason: "rejected" })
+            .get_or_create(&crate::metrics::Reason { reason })
             .inc_by(u64::from(meta.lines));
     }
 }
 
 /// Runs deliveries, at most `max_in_flight` at once, until the batch channel closes
-/// and every delivery has ended.
-pub async fn run(mut rx: mpsc::Receiver<Batch>, shipper: Arc<Shipper>, max_in_flight: usize) {
+/// and every delivery has ended. A delivery that fails (a panic: a bug) ends the stage
+/// with an error, so the one shutdown path reports it and exits 1 rather than leaving
+/// its lines unacknowledged without a word.
+pub async fn run(
+    mut rx: mpsc::Receiver<Batch>,
+    shipper: Arc<Shipper>,
+    max_in_flight: usize,
+) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut deliveries = JoinSet::new();
     loop {
@@ -427,7 +413,9 @@ pub async fn run(mut rx: mpsc::Receiver<Batch>, shipper: Arc<Shipper>, max_in_fl
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        while deliveries.try_join_next().is_some() {}
+        while let Some(done) = deliveries.try_join_next() {
+            done.map_err(|e| anyhow::anyhow!("a delivery task failed: {e}"))?;
+        }
         let Some(batch) = rx.recv().await else { break };
         let shipper = shipper.clone();
         deliveries.spawn(async move {
@@ -435,61 +423,15 @@ pub async fn run(mut rx: mpsc::Receiver<Batch>, shipper: Arc<Shipper>, max_in_fl
             drop(slot);
         });
     }
-    while deliveries.join_next().await.is_some() {}
+    while let Some(done) = deliveries.join_next().await {
+        done.map_err(|e| anyhow::anyhow!("a delivery task failed: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn class(status: u16, code: &str) -> Answer {
-        classify_service_error(status, code, String::new())
-    }
-
-    #[test]
-    fn error_codes_are_classified_as_design_says() {
-        assert!(matches!(
-            class(400, "InvalidArgumentException"),
-            Answer::Invalid(_)
-        ));
-        assert!(matches!(
-            class(400, "ThrottlingException"),
-            Answer::Retry {
-                throttled: true,
-                ..
-            }
-        ));
-        assert!(matches!(
-            class(503, "ServiceUnavailableException"),
-            Answer::Retry {
-                throttled: false,
-                ..
-            }
-        ));
-        assert!(matches!(
-            class(500, "ServiceUnavailableException"),
-            Answer::Retry { .. }
-        ));
-        assert!(matches!(
-            class(502, "Whatever"),
-            Answer::Retry {
-                outcome: "server_error",
-                ..
-            }
-        ));
-        assert!(matches!(
-            class(400, "ResourceNotFoundException"),
-            Answer::Config { .. }
-        ));
-        assert!(matches!(
-            class(400, "AccessDeniedException"),
-            Answer::Config { .. }
-        ));
-        assert!(matches!(
-            class(403, "ExpiredTokenException"),
-            Answer::Config { .. }
-        ));
-    }
 
     #[test]
     fn backoff_grows_and_stays_under_its_cap() {

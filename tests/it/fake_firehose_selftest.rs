@@ -15,7 +15,7 @@ use aws_sdk_firehose::types::Record;
 use aws_sdk_firehose::Client;
 
 use crate::support::fake_firehose::{
-    CallError, Counters, FakeConfig, FakeFirehose, Fault, Faults, Outcome, RecordError,
+    CallError, Counters, FakeConfig, FakeFirehose, Fault, Faults, Outcome, RawAnswer, RecordError,
     DEFAULT_STREAM, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, MAX_RECORD_BYTES,
 };
 
@@ -596,4 +596,143 @@ fn drop_stops_the_server() {
     // Drop joined the server thread, so the listener is closed now.
     let err = std::net::TcpStream::connect(addr).expect_err("nothing listens after drop");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+/// The raw HTTP status of a failed call in whatever variant the SDK chose, and that
+/// variant's name: a proxy's answer has no Firehose code, so firetail must read the
+/// status from the raw response in every variant.
+fn raw_status(result: PutResult) -> (u16, &'static str, Option<String>) {
+    let err = result.expect_err("the call must fail");
+    let status = err
+        .raw_response()
+        .map(|r| r.status().as_u16())
+        .unwrap_or_else(|| panic!("no raw response in {err:?}"));
+    let (variant, code) = match &err {
+        SdkError::ServiceError(se) => ("service", se.err().code().map(str::to_owned)),
+        SdkError::ResponseError(_) => ("response", None),
+        other => panic!("a raw answer must come back with its response: {other:?}"),
+    };
+    (status, variant, code)
+}
+
+/// What the SDK makes of answers that are not Firehose's JSON: with aws-sdk-firehose
+/// 1.128 every one of these (HTML or empty, 413, 429, 5xx, even a 200) comes back as a
+/// `ResponseError` holding the raw response, never as a `ServiceError` with a code.
+/// firetail classifies on the raw status in either variant, so this pins only that
+/// the status is there and no code is invented.
+#[tokio::test]
+async fn raw_answers_reach_the_sdk_with_their_status_and_no_code() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let client = client(&fake, None);
+    let cases = [
+        (RawAnswer::nginx_413(), 413),
+        (RawAnswer::empty(413), 413),
+        (
+            RawAnswer::html(502, "<html><body>Bad Gateway</body></html>"),
+            502,
+        ),
+        (RawAnswer::empty(503), 503),
+        (RawAnswer::html(429, "<html>Too Many Requests</html>"), 429),
+        (RawAnswer::html(200, "<html>captive portal</html>"), 200),
+    ];
+    for (i, (answer, status)) in cases.into_iter().enumerate() {
+        fake.push_script([Fault::Raw(answer.clone())]);
+        let (got, variant, code) = raw_status(put(&client, &lines("raw", 2)).await);
+        assert_eq!(got, status, "case {i}: {answer:?}");
+        assert_eq!(code, None, "case {i}: {variant} {answer:?}");
+        assert_eq!(
+            fake.calls()[i].outcome,
+            Outcome::Raw {
+                status,
+                accepted: false
+            }
+        );
+    }
+    nothing_accepted(&fake);
+    assert_eq!(fake.counters().calls_raw, 6);
+}
+
+/// `AcceptThen`: the records are taken, the answer cannot be matched to them — the
+/// case where resending makes duplicates.
+#[tokio::test]
+async fn accept_then_answers_takes_the_records_and_answers_unmatched() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let client = client(&fake, None);
+    let data = lines("then", 3);
+    fake.push_script([Fault::AcceptThen(RawAnswer::unmatched_200())]);
+    let out = put(&client, &data).await.expect("a parseable 200");
+    assert!(out.request_responses().is_empty(), "{out:?}");
+    assert_eq!(fake.accepted(), data);
+
+    fake.push_script([Fault::AcceptThen(RawAnswer::html(200, "<html/>"))]);
+    let (status, _, _) = raw_status(put(&client, &lines("then-html", 1)).await);
+    assert_eq!(status, 200);
+    assert_eq!(fake.accepted().len(), 4);
+    assert_eq!(
+        fake.calls()[1].outcome,
+        Outcome::Raw {
+            status: 200,
+            accepted: true
+        }
+    );
+}
+
+/// The proxy mode answers nginx's 413 to any body over the limit, takes no scripted
+/// answer, and lets smaller calls through.
+#[tokio::test]
+async fn proxy_body_limit_answers_html_413_over_the_limit_only() {
+    let fake = FakeFirehose::start(FakeConfig {
+        faults: Faults {
+            proxy_body_limit: Some(10_000),
+            ..Faults::default()
+        },
+        script: vec![Fault::Pass],
+        ..FakeConfig::default()
+    });
+    let client = client(&fake, None);
+    let big = vec![vec![b'x'; 9_000]];
+    let (status, _, code) = raw_status(put(&client, &big).await);
+    assert_eq!((status, code), (413, None));
+    assert_eq!(
+        fake.script_len(),
+        1,
+        "the proxy's answer takes no scripted answer"
+    );
+    let small = lines("small", 3);
+    put(&client, &small).await.expect("under the limit");
+    assert_eq!(fake.accepted(), small);
+    let c = fake.counters();
+    assert_eq!((c.proxy_413, c.calls_raw), (1, 1));
+}
+
+/// `fail_marker` fails exactly the marked records, call after call, and accepts the
+/// rest of each call.
+#[tokio::test]
+async fn fail_marker_fails_the_marked_record_in_every_call() {
+    let fake = FakeFirehose::start(FakeConfig {
+        faults: Faults {
+            fail_marker: Some((b"STUCK".to_vec(), RecordError::SlowDown)),
+            ..Faults::default()
+        },
+        ..FakeConfig::default()
+    });
+    let client = client(&fake, None);
+    let data = vec![b"a\n".to_vec(), b"STUCK\n".to_vec(), b"c\n".to_vec()];
+    for _ in 0..3 {
+        let out = put(&client, &data).await.expect("a 200");
+        assert_eq!(out.failed_put_count(), 1);
+        let codes: Vec<_> = out
+            .request_responses()
+            .iter()
+            .map(|r| r.error_code().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            codes,
+            [None, Some("ServiceUnavailableException".to_owned()), None]
+        );
+    }
+    assert_eq!(fake.counters().records_accepted, 6);
+    fake.update_faults(|f| f.fail_marker = None);
+    put(&client, &data[1..2]).await.expect("a 200");
+    assert_eq!(fake.counters().records_accepted, 7);
 }

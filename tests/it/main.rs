@@ -11,9 +11,12 @@ mod moto_selftest;
 
 mod chaos;
 mod core;
+mod delivery;
 mod faults;
 mod files;
 mod follower_model;
+mod memory;
 mod operate;
 mod store;
 mod operate_hardening;
+mod window;

@@ -203,6 +203,55 @@ fn stream_not_found(stream: &str) -> String {
     format!("Firehose {stream} under account {ACCOUNT} not found.")
 }
 
+/// An answer that is not Firehose's JSON, as a proxy, load balancer or gateway in front
+/// of it gives: any status, any content type, any body, no `x-amzn-ErrorType`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl RawAnswer {
+    /// nginx's own page for a body over `client_max_body_size`.
+    pub fn nginx_413() -> RawAnswer {
+        RawAnswer::html(
+            413,
+            "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n\
+             <center><h1>413 Request Entity Too Large</h1></center>\r\n\
+             <hr><center>nginx/1.27.3</center>\r\n</body>\r\n</html>\r\n",
+        )
+    }
+
+    /// An HTML error page with this status (a 502 or 503 from a load balancer).
+    pub fn html(status: u16, body: &str) -> RawAnswer {
+        RawAnswer {
+            status,
+            content_type: "text/html".to_owned(),
+            body: body.to_owned(),
+        }
+    }
+
+    /// This status with an empty body and no content type.
+    pub fn empty(status: u16) -> RawAnswer {
+        RawAnswer {
+            status,
+            content_type: String::new(),
+            body: String::new(),
+        }
+    }
+
+    /// A 200 that is well-formed JSON but cannot be lined up with the request: its
+    /// `RequestResponses` is empty.
+    pub fn unmatched_200() -> RawAnswer {
+        RawAnswer {
+            status: 200,
+            content_type: CONTENT_TYPE.to_owned(),
+            body: r#"{"FailedPutCount":0,"Encrypted":false,"RequestResponses":[]}"#.to_owned(),
+        }
+    }
+}
+
 /// One scripted answer. The script is a queue consumed one entry per call, before any
 /// rate is consulted, so a test can say exactly what its n-th call meets. Every
 /// well-formed `PutRecordBatch` call takes an entry, even one then rejected for its
@@ -229,6 +278,11 @@ pub enum Fault {
     /// Read the request, then drop the TCP connection with a RST and no answer.
     /// Nothing in the call is accepted.
     Reset,
+    /// Answer this instead of Firehose's JSON; nothing in the call is accepted.
+    Raw(RawAnswer),
+    /// Accept every record (as a 200 would), then answer this instead of the
+    /// `RequestResponses`: e.g. [`RawAnswer::unmatched_200`], or an HTML 200.
+    AcceptThen(RawAnswer),
 }
 
 /// Rate-based faults, consulted for every call that the script does not cover. Rates
@@ -258,6 +312,14 @@ pub struct Faults {
     /// rejected whole with `InvalidArgumentException`, as Firehose rejects a call with
     /// one bad record: firetail must bisect down to that record (§4).
     pub reject_marker: Option<Vec<u8>>,
+    /// A proxy in front: any request whose body (the base64 JSON, headers aside) is
+    /// over this many bytes gets nginx's HTML 413 ([`RawAnswer::nginx_413`]) before
+    /// the fake sees it, taking no scripted answer and no fault.
+    pub proxy_body_limit: Option<usize>,
+    /// When set, every record whose data contains these bytes fails inside a 200 with
+    /// this error, in every call, while the others in the call are accepted: one
+    /// batch stuck in retries for as long as it is set (the duplicate-window test).
+    pub fail_marker: Option<(Vec<u8>, RecordError)>,
 }
 
 /// How to start a [`FakeFirehose`]. Everything but `store` and `seed` can also be
@@ -316,6 +378,9 @@ pub enum Outcome {
     Hung,
     /// The connection was reset without an answer. Nothing accepted.
     Reset,
+    /// An answer that is not Firehose's JSON ([`Fault::Raw`], the proxy's 413).
+    /// `accepted`: the records were accepted first ([`Fault::AcceptThen`]).
+    Raw { status: u16, accepted: bool },
 }
 
 /// One entry of the call log.
@@ -353,6 +418,10 @@ pub struct Counters {
     pub hangs_finished: u64,
     /// Connections reset.
     pub calls_reset: u64,
+    /// Answers that were not Firehose's JSON (scripted, or the proxy's 413).
+    pub calls_raw: u64,
+    /// The proxy's 413 answers (see [`Faults::proxy_body_limit`]).
+    pub proxy_413: u64,
     /// Records accepted (got a `RecordId`).
     pub records_accepted: u64,
     /// Records failed inside 200 answers.
@@ -649,6 +718,7 @@ impl State {
             }
             Outcome::Hung => c.calls_hung += 1,
             Outcome::Reset => c.calls_reset += 1,
+            Outcome::Raw { .. } => c.calls_raw += 1,
         }
         self.calls.push(entry);
     }
@@ -725,6 +795,8 @@ impl Shared {
                 Fault::Error(error) => Action::Error(error),
                 Fault::Hang(duration) => Action::Hang(duration),
                 Fault::Reset => Action::Reset,
+                Fault::Raw(answer) => Action::Raw(answer),
+                Fault::AcceptThen(answer) => Action::AcceptThen(answer),
             },
             None => {
                 let rng = &mut state.rng;
@@ -778,7 +850,9 @@ enum Action {
     Reset,
     Hang(Duration),
     Error(CallError),
+    Raw(RawAnswer),
     Answer(RecordFaults),
+    AcceptThen(RawAnswer),
 }
 
 enum RecordFaults {
@@ -1072,6 +1146,19 @@ async fn handle(
         outcome: Outcome::Accepted,
     };
 
+    // A proxy in front answers before the service sees anything.
+    let proxy_limit = shared.lock().faults.proxy_body_limit;
+    if proxy_limit.is_some_and(|limit| body.len() > limit) {
+        entry.seq = shared.next_seq();
+        entry.outcome = Outcome::Raw {
+            status: 413,
+            accepted: false,
+        };
+        shared.lock().counters.proxy_413 += 1;
+        shared.log(entry);
+        return Ok(raw_response(&RawAnswer::nginx_413()));
+    }
+
     // Requests that are not a well-formed PutRecordBatch get the protocol's own
     // errors and do not consume a scripted answer.
     if !(target_ok && post_root) {
@@ -1109,6 +1196,7 @@ async fn handle(
 
     let plan = shared.plan();
     entry.seq = plan.seq;
+    let mut then = None;
     let record_faults = match plan.action {
         Action::Reset => {
             entry.outcome = Outcome::Reset;
@@ -1135,7 +1223,20 @@ async fn handle(
                 &message,
             ));
         }
+        Action::Raw(answer) => {
+            sleep_if_any(plan.delay).await;
+            entry.outcome = Outcome::Raw {
+                status: answer.status,
+                accepted: false,
+            };
+            shared.log(entry);
+            return Ok(raw_response(&answer));
+        }
         Action::Answer(record_faults) => record_faults,
+        Action::AcceptThen(answer) => {
+            then = Some(answer);
+            RecordFaults::None
+        }
     };
     sleep_if_any(plan.delay).await;
 
@@ -1188,16 +1289,31 @@ async fn handle(
             ));
         }
     }
-    Ok(accept(&shared, entry, &batch, record_faults))
+    let record_faults = match &plan.faults.fail_marker {
+        Some((marker, error)) => {
+            let hits: Vec<usize> = (0..batch.len())
+                .filter(|&i| contains(batch.record(i), marker))
+                .collect();
+            if hits.is_empty() {
+                record_faults
+            } else {
+                RecordFaults::Indices(hits, *error)
+            }
+        }
+        None => record_faults,
+    };
+    Ok(accept(&shared, entry, &batch, record_faults, then.as_ref()))
 }
 
 /// Answers 200 for a call that passed every check: records the accepted records,
-/// logs the call and builds the `RequestResponses` lined up with the request.
+/// logs the call and builds the `RequestResponses` lined up with the request — or,
+/// with `then`, answers that instead.
 fn accept(
     shared: &Shared,
     mut entry: CallLog,
     batch: &DecodedBatch,
     record_faults: RecordFaults,
+    then: Option<&RawAnswer>,
 ) -> Response<Full<Bytes>> {
     let verdicts = record_faults.verdicts(batch.len());
     let verdict = |i: usize| verdicts.as_ref().and_then(|v| v[i]);
@@ -1237,10 +1353,13 @@ fn accept(
 
     let seq = entry.seq;
     let accepted = (batch.len() - failed.len()) as u64;
-    entry.outcome = if failed.is_empty() {
-        Outcome::Accepted
-    } else {
-        Outcome::PartialFailure { failed }
+    entry.outcome = match then {
+        Some(raw) => Outcome::Raw {
+            status: raw.status,
+            accepted: true,
+        },
+        None if failed.is_empty() => Outcome::Accepted,
+        None => Outcome::PartialFailure { failed },
     };
     {
         let mut state = shared.lock();
@@ -1264,7 +1383,22 @@ fn accept(
         state.log(entry);
     }
     shared.changed.notify_all();
-    json_response(StatusCode::OK, seq, body, None)
+    match then {
+        Some(raw) => raw_response(raw),
+        None => json_response(StatusCode::OK, seq, body, None),
+    }
+}
+
+/// A proxy's answer: its status, content type and body, and no AWS headers.
+fn raw_response(answer: &RawAnswer) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut builder = Response::builder().status(status);
+    if !answer.content_type.is_empty() {
+        builder = builder.header("content-type", answer.content_type.as_str());
+    }
+    builder
+        .body(Full::new(Bytes::from(answer.body.clone())))
+        .expect("fake firehose: valid raw response")
 }
 
 /// The quota check; `None` when the call is within every limit.

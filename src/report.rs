@@ -1,0 +1,161 @@
+//! The drain report: what happened to every line, logged once at exit, and the exit
+//! code it implies (DESIGN §6, §8).
+
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::Serialize;
+
+use crate::metrics::{Metrics, Reason};
+use crate::progress::{Progress, Unacknowledged};
+use crate::ship::TOO_LARGE_FOR_ENDPOINT;
+
+/// Dead-letter reasons, each a field of the report.
+const DEAD_LETTER_REASONS: [&str; 4] = [
+    "oversize",
+    "invalid_json",
+    "rejected",
+    TOO_LARGE_FOR_ENDPOINT,
+];
+
+/// What happened to every line, logged once at exit.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub lines_read: u64,
+    pub lines_shipped: u64,
+    pub records_shipped: u64,
+    pub dead_lettered_oversize: u64,
+    pub dead_lettered_invalid_json: u64,
+    pub dead_lettered_rejected: u64,
+    pub dead_lettered_too_large_for_endpoint: u64,
+    pub skipped_header: u64,
+    pub skipped_empty: u64,
+    pub undelivered: u64,
+    pub duplicates_possible: u64,
+    pub checkpoint_offset: Option<u64>,
+    pub drain_seconds: f64,
+    /// How the drain ended: `drained`, `deadline`, `second_signal`, `error`.
+    pub drain_end: &'static str,
+    /// The pipeline tasks that failed (`tail`, `batch`, `ship`, `checkpoint`), comma
+    /// separated; absent when none did. Any failure means exit 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_task: Option<String>,
+    /// What each failed task's error was, `task: error` joined by `; `.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_error: Option<String>,
+    #[serde(skip)]
+    pub unacknowledged: Vec<Unacknowledged>,
+}
+
+impl Report {
+    /// 0 when every line read was shipped, dead-lettered or skipped and no task
+    /// failed, else 1.
+    pub fn exit_code(&self) -> u8 {
+        if self.undelivered == 0 && self.drain_end == "drained" && self.failed_task.is_none() {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+fn reason(f: &Family<Reason, Counter>, reason: &'static str) -> u64 {
+    f.get_or_create(&Reason { reason }).get()
+}
+
+/// Lines that reached their end: shipped, dead-lettered or skipped.
+pub fn settled(m: &Metrics) -> u64 {
+    m.lines_shipped.get()
+        + DEAD_LETTER_REASONS
+            .iter()
+            .map(|r| reason(&m.dead_lettered, r))
+            .sum::<u64>()
+        + ["header", "empty"]
+            .iter()
+            .map(|r| reason(&m.skipped, r))
+            .sum::<u64>()
+}
+
+/// The report as the counters and the ledger stand now.
+pub fn report(
+    m: &Metrics,
+    progress: &Progress,
+    drain: Duration,
+    drain_end: &'static str,
+) -> Report {
+    Report {
+        lines_read: m.lines_read.get(),
+        lines_shipped: m.lines_shipped.get(),
+        records_shipped: m.records_shipped.get(),
+        dead_lettered_oversize: reason(&m.dead_lettered, "oversize"),
+        dead_lettered_invalid_json: reason(&m.dead_lettered, "invalid_json"),
+        dead_lettered_rejected: reason(&m.dead_lettered, "rejected"),
+        dead_lettered_too_large_for_endpoint: reason(&m.dead_lettered, TOO_LARGE_FOR_ENDPOINT),
+        skipped_header: reason(&m.skipped, "header"),
+        skipped_empty: reason(&m.skipped, "empty"),
+        undelivered: m.lines_read.get().saturating_sub(settled(m)),
+        duplicates_possible: m.duplicates_possible.get(),
+        checkpoint_offset: progress.current_offset(),
+        drain_seconds: drain.as_secs_f64(),
+        drain_end,
+        failed_task: None,
+        failed_error: None,
+        unacknowledged: progress.unacknowledged(),
+    }
+}
+
+/// The drain report (one INFO line a chaos test can assert on), and an ERROR first
+/// when lines were left undelivered.
+pub fn log_report(metrics: &Metrics, report: &Report) {
+    metrics.drain_seconds.set(report.drain_seconds);
+    metrics.undelivered_lines.set(report.undelivered as i64);
+    if report.undelivered > 0 {
+        tracing::error!(
+            undelivered = report.undelivered,
+            unacknowledged = %serde_json::to_string(&report.unacknowledged).unwrap_or_default(),
+            drain_end = report.drain_end,
+            failed_task = report.failed_task.as_deref(),
+            "Lines left undelivered; they stay unacknowledged in the checkpoint and a restart on it ships them."
+        );
+    }
+    tracing::info!(
+        lines_read = report.lines_read,
+        lines_shipped = report.lines_shipped,
+        records_shipped = report.records_shipped,
+        dead_lettered_oversize = report.dead_lettered_oversize,
+        dead_lettered_invalid_json = report.dead_lettered_invalid_json,
+        dead_lettered_rejected = report.dead_lettered_rejected,
+        dead_lettered_too_large_for_endpoint = report.dead_lettered_too_large_for_endpoint,
+        skipped_header = report.skipped_header,
+        skipped_empty = report.skipped_empty,
+        undelivered = report.undelivered,
+        duplicates_possible = report.duplicates_possible,
+        checkpoint_offset = report.checkpoint_offset,
+        drain_seconds = report.drain_seconds,
+        drain_end = report.drain_end,
+        failed_task = report.failed_task.as_deref(),
+        failed_error = report.failed_error.as_deref(),
+        "Drain report."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_task_means_exit_1_even_when_everything_was_delivered() {
+        let m = Metrics::new();
+        let p = Progress::default();
+        let mut r = report(&m, &p, Duration::ZERO, "drained");
+        assert_eq!(r.exit_code(), 0);
+        r.failed_task = Some("tail".into());
+        assert_eq!(r.exit_code(), 1);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["failed_task"], "tail");
+        r.failed_task = None;
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("failed_task").is_none(), "absent when none failed");
+    }
+}
