@@ -1,0 +1,614 @@
+//! follower: one path followed through rotations, truncations and restarts, as a set
+//! of open [`Handle`]s.
+//!
+//! The file at the path is the *current* one; files rotated away are kept open in
+//! rotation order, oldest first, and read before it. The path is only used to discover
+//! files (a new inode there is a rotation; a missing path is a rename or a deletion);
+//! a file, once open, is read through its handle until it is retired:
+//! - a rotated file is retired only when read to its end and then unchanged for
+//!   `--rotate-wait` (late writers: several workers reopen at different times), or
+//!   deleted and unchanged for a short grace (nobody can find it again by name); in a
+//!   drain, when read to its end. At most [`MAX_FINISHED_OPEN`] finished files stay
+//!   open; the oldest finished is retired first, with a WARN and a metric. A file not
+//!   read to its end is never retired;
+//! - a truncation (copytruncate) reads the rest from logrotate's copy, found among the
+//!   siblings by its first bytes and a length ≥ the offset, then the truncated file
+//!   from 0, through the same descriptor, under a new key;
+//! - a new inode at the path makes every sibling the follower does not know a file
+//!   rotated while it was behind (many renames between two polls): read from 0,
+//!   oldest first, before the new file.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, Metadata};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::discovery::{self, mtime_ns, AtPath, Candidate, Scope};
+use super::framing::Line;
+use super::handle::{Handle, Read};
+use crate::config::ReadFrom;
+use crate::metrics::{Health, Metrics};
+use crate::progress::{FileEntry, FileKey, Identity, Progress};
+
+/// Finished rotated files kept open for late writers: more than any rotation scheme
+/// produces within `--rotate-wait`, far below the open-files limit.
+pub const MAX_FINISHED_OPEN: usize = 64;
+
+/// A deleted file read to its end is retired once unchanged this long (or
+/// `--rotate-wait`, if shorter): an app may still be finishing a write through its own
+/// handle, but nobody can open it again.
+const DELETED_GRACE: Duration = Duration::from_secs(1);
+
+/// What the follower needs to know besides the ledger.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub path: PathBuf,
+    pub read_from: ReadFrom,
+    pub rotate_wait: Duration,
+    /// firetail's own files (checkpoint, dead-letter): never shipped, whatever their
+    /// names; files named like them plus a suffix (`.tmp`, `.1`) neither.
+    pub own_files: Vec<PathBuf>,
+}
+
+/// Where the next file at the path starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    /// Its end: `--read-from end`, for the file present at start with no checkpoint.
+    End,
+}
+
+/// The file at the path.
+#[derive(Debug)]
+pub enum Current {
+    /// None yet (missing, or not a regular file): the next one starts here.
+    Waiting(StartAt),
+    Open(Handle),
+}
+
+/// A file deliberately not shipped (present before any checkpoint, or retired), as
+/// last seen: a sibling that still looks like this needs no second look.
+#[derive(Debug, Clone)]
+pub(super) struct Known {
+    pub size: u64,
+    pub mtime_ns: u64,
+}
+
+/// Follows one path through rotations, truncations and restarts.
+pub struct Follower {
+    pub(super) scope: Scope,
+    pub(super) rotate_wait: Duration,
+    pub(super) progress: Arc<Progress>,
+    pub(super) metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    next_key: FileKey,
+    pub(super) current: Current,
+    /// Files rotated away, oldest first.
+    pub(super) rotated: VecDeque<Handle>,
+    pub(super) known: HashMap<(u64, u64), Known>,
+    /// Bytes read so far (the drain's quiet period restarts on any of them).
+    bytes_read: u64,
+    /// A scan missed something (a rename raced it, no descriptor was free), or a
+    /// truncation happened: look again.
+    rescan: bool,
+    /// When the siblings were last scanned (see [`SCAN_EVERY`]).
+    last_scan: Instant,
+    /// The drain's last scan is done.
+    drain_scanned: bool,
+}
+
+/// Siblings are also scanned this often without a rotation to prompt it: a copy made of
+/// content firetail had not read yet, when the truncation left the size at the offset,
+/// shows nowhere else. A few `stat`s per sibling every few seconds.
+const SCAN_EVERY: Duration = Duration::from_secs(5);
+
+impl Follower {
+    /// Starts following: from the checkpoint's entries when there are any; else the
+    /// file at the path now per `read_from`, and every sibling present now is old.
+    pub fn new(
+        settings: &Settings,
+        checkpoint: &[FileEntry],
+        progress: Arc<Progress>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> io::Result<Follower> {
+        let mut f = Follower {
+            scope: Scope::new(&settings.path, &settings.own_files),
+            rotate_wait: settings.rotate_wait,
+            progress,
+            metrics,
+            health,
+            next_key: 0,
+            current: Current::Waiting(StartAt::Beginning),
+            rotated: VecDeque::new(),
+            known: HashMap::new(),
+            bytes_read: 0,
+            rescan: false,
+            last_scan: Instant::now(),
+            drain_scanned: false,
+        };
+        if checkpoint.is_empty() {
+            for c in f.scope.scan()? {
+                if c.path != f.scope.path() {
+                    f.remember(&c.meta);
+                }
+            }
+            let start = match settings.read_from {
+                ReadFrom::Beginning => StartAt::Beginning,
+                ReadFrom::End => StartAt::End,
+            };
+            f.current = Current::Waiting(start);
+            f.look_at_path(&mut Vec::new())?;
+        } else {
+            f.resume(checkpoint)?;
+        }
+        Ok(f)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.scope.path()
+    }
+
+    /// The directories to watch (the path's, and its symlink target's).
+    pub fn watch_dirs(&self) -> Vec<(PathBuf, String)> {
+        self.scope.dirs()
+    }
+
+    /// True while rotated files are open (their `--rotate-wait` needs a timer).
+    pub fn has_rotated(&self) -> bool {
+        !self.rotated.is_empty()
+    }
+
+    /// Bytes read so far, partial lines included.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    pub(super) fn remember(&mut self, meta: &Metadata) {
+        self.known.insert(
+            (
+                std::os::unix::fs::MetadataExt::dev(meta),
+                std::os::unix::fs::MetadataExt::ino(meta),
+            ),
+            Known {
+                size: meta.len(),
+                mtime_ns: mtime_ns(meta),
+            },
+        );
+    }
+
+    /// Opens a handle at `offset` under the next key.
+    pub(super) fn track(
+        &mut self,
+        file: File,
+        meta: &Metadata,
+        path: &Path,
+        offset: u64,
+    ) -> io::Result<Handle> {
+        let h = Handle::open(self.next_key, file, meta, path, offset, &self.progress)?;
+        self.next_key += 1;
+        self.metrics.files_opened.inc();
+        Ok(h)
+    }
+
+    /// Reads what is available, up to a budget. True when there may be more at once
+    /// (call again); false when every file is at its end.
+    pub fn poll(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        // No room in the duplicate window: nothing is read, so no read below can be
+        // mistaken for the end of a file.
+        if self.progress.room() == 0 {
+            return Ok(true);
+        }
+        self.look_at_path(out)?;
+        if self.rescan || self.last_scan.elapsed() >= SCAN_EVERY {
+            self.adopt_unknown_siblings()?;
+        }
+        if self.read_once(out)? {
+            return Ok(true);
+        }
+        self.retire_done(out, false);
+        Ok(false)
+    }
+
+    /// One read of the first file (oldest first) with bytes. True when it read, hit a
+    /// full window or a truncation (call again).
+    fn read_once(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        for i in 0..self.rotated.len() {
+            let budget = self.progress.room();
+            match self.rotated[i].read(&self.progress, budget, out)? {
+                Read::AtEnd => continue,
+                Read::Data(n) => self.bytes_read += n as u64,
+                Read::WindowFull => {}
+                Read::Truncated => {
+                    let old = self.rotated.remove(i).expect("index in range");
+                    let (copy, fresh) = self.truncated(old)?;
+                    self.rotated.insert(i, fresh);
+                    if let Some(c) = copy {
+                        self.rotated.insert(i, c);
+                    }
+                }
+            }
+            return Ok(true);
+        }
+        let Current::Open(cur) = &mut self.current else {
+            return Ok(false);
+        };
+        match cur.read(&self.progress, self.progress.room(), out)? {
+            Read::AtEnd => return Ok(false),
+            Read::Data(n) => self.bytes_read += n as u64,
+            Read::WindowFull => {}
+            Read::Truncated => {
+                let Current::Open(old) =
+                    std::mem::replace(&mut self.current, Current::Waiting(StartAt::Beginning))
+                else {
+                    unreachable!("current is open")
+                };
+                let (copy, fresh) = self.truncated(old)?;
+                self.rotated.extend(copy);
+                self.current = Current::Open(fresh);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Drain end, one bounded step at a time (like [`Follower::poll`]): every open file
+    /// is read to its end first; then partial last lines are handed on (with `\n`) and
+    /// rotated files retired. True while there is more to do.
+    pub fn finish(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        if !self.drain_scanned {
+            self.drain_scanned = true;
+            self.look_at_path(out)?;
+            self.adopt_unknown_siblings()?;
+        }
+        if self.progress.room() == 0 || self.read_once(out)? {
+            return Ok(true);
+        }
+        self.retire_done(out, true);
+        if let Current::Open(cur) = &mut self.current {
+            // Not `Progress::finish`: the file stays in the checkpoint, so a restart
+            // goes on from here rather than taking it for a new file.
+            cur.framer.finish(cur.key, out);
+            self.progress.read_to(cur.key, cur.framer.read_offset());
+        }
+        Ok(false)
+    }
+
+    /// Retires rotated files that are done (all of them, in a drain, once each is read
+    /// to its end), then the oldest finished ones beyond [`MAX_FINISHED_OPEN`].
+    fn retire_done(&mut self, out: &mut Vec<Line>, draining: bool) {
+        let deleted_wait = self.rotate_wait.min(DELETED_GRACE);
+        let mut i = 0;
+        while i < self.rotated.len() {
+            let h = &self.rotated[i];
+            let done = h.at_end()
+                && (draining
+                    || h.quiet_for(self.rotate_wait)
+                    || (h.deleted && h.quiet_for(deleted_wait)));
+            if done {
+                let h = self.rotated.remove(i).expect("index in range");
+                self.retire(h, out, "Finished reading rotated file.");
+            } else {
+                i += 1;
+            }
+        }
+        loop {
+            let finished = self.rotated.iter().filter(|h| h.at_end()).count();
+            if finished <= MAX_FINISHED_OPEN {
+                return;
+            }
+            let oldest = (0..self.rotated.len())
+                .filter(|i| self.rotated[*i].at_end())
+                .min_by_key(|i| match self.rotated[*i].phase {
+                    super::handle::Phase::AtEnd { since, .. } => since,
+                    super::handle::Phase::Reading => unreachable!("filtered"),
+                })
+                .expect("more finished than the cap");
+            let h = self.rotated.remove(oldest).expect("index in range");
+            self.metrics.rotated_files_evicted.inc();
+            tracing::warn!(file = %h.path.display(), open_finished = finished, limit = MAX_FINISHED_OPEN, "Too many finished rotated files open; closing the oldest before --rotate-wait: lines a late writer adds to it will not be shipped.");
+            self.retire(h, out, "Closed rotated file early.");
+        }
+    }
+
+    fn retire(&mut self, mut h: Handle, out: &mut Vec<Line>, msg: &'static str) {
+        h.finish(&self.progress, out);
+        if !h.deleted {
+            if let Ok(meta) = h.file.metadata() {
+                self.remember(&meta);
+            }
+        }
+        tracing::info!(file = %h.path.display(), end_offset = h.framer.read_offset(), deleted = h.deleted, "{msg}");
+    }
+
+    /// Looks at the path: a new inode is a rotation, a missing path a rename or a
+    /// deletion, something not a regular file an ERROR (and not ready) until a regular
+    /// file is back. Opens the file at the path when there is a new one.
+    fn look_at_path(&mut self, out: &mut Vec<Line>) -> io::Result<()> {
+        let at_path = match self.scope.look() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(file = %self.path().display(), error = %e, "Cannot stat the log path; retrying.");
+                return Ok(());
+            }
+        };
+        let _ = out;
+        match at_path {
+            AtPath::Missing => {
+                self.set_path_error(None);
+                // While nothing is at the path, files may come and be renamed away
+                // between two looks: every look scans the siblings.
+                self.leave_path("File moved or deleted; finishing it and waiting for a new one.");
+                self.adopt_unknown_siblings()?;
+            }
+            AtPath::NotRegular(kind) => {
+                self.set_path_error(Some(kind));
+                self.leave_path(
+                    "The path is no longer a regular file; finishing the file that was there.",
+                );
+            }
+            AtPath::Regular(meta) => {
+                self.set_path_error(None);
+                match &self.current {
+                    Current::Open(h) if h.identity.same_inode(&meta) => {}
+                    Current::Open(_) => {
+                        self.metrics.rotations.inc();
+                        self.leave_path("Rotation followed; finishing the old file, then reading the new one from offset 0.");
+                        self.adopt_unknown_siblings()?;
+                        self.open_current();
+                    }
+                    Current::Waiting(_) => {
+                        self.adopt_unknown_siblings()?;
+                        self.open_current();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current file left the path: finish it as a rotated file. True if one did.
+    fn leave_path(&mut self, msg: &'static str) -> bool {
+        match std::mem::replace(&mut self.current, Current::Waiting(StartAt::Beginning)) {
+            Current::Open(h) => {
+                tracing::info!(file = %h.path.display(), read_offset = h.framer.read_offset(), "{msg}");
+                self.rotated.push_back(h);
+                true
+            }
+            waiting => {
+                self.current = waiting;
+                false
+            }
+        }
+    }
+
+    fn set_path_error(&self, kind: Option<&'static str>) {
+        let was = self
+            .health
+            .path_error
+            .swap(kind.is_some(), Ordering::Relaxed);
+        match kind {
+            Some(kind) if !was => {
+                tracing::error!(file = %self.path().display(), kind, "The log path is not a regular file; not reading it, and not ready, until a regular file is back.")
+            }
+            None if was => {
+                tracing::info!(file = %self.path().display(), "The log path is a regular file again.")
+            }
+            _ => {}
+        }
+    }
+
+    /// Opens the file at the path as the current one (a file already followed, a
+    /// re-pointed symlink pointing back, keeps its place and offset).
+    fn open_current(&mut self) {
+        let path = self.path().to_path_buf();
+        let Some((file, meta)) = self.open_logged(&path) else {
+            return;
+        };
+        if let Some(i) = self
+            .rotated
+            .iter()
+            .position(|h| h.identity.same_inode(&meta))
+        {
+            let h = self.rotated.remove(i).expect("index in range");
+            self.current = Current::Open(h);
+            return;
+        }
+        let Current::Waiting(start) = self.current else {
+            return;
+        };
+        let offset = match start {
+            StartAt::Beginning => 0,
+            StartAt::End => meta.len(),
+        };
+        match self.track(file, &meta, &path, offset) {
+            Ok(h) => {
+                tracing::info!(file = %path.display(), offset, "Following file.");
+                self.current = Current::Open(h);
+            }
+            Err(e) => self.open_failed(&path, &e),
+        }
+    }
+
+    /// Opens a regular file without blocking; a failure is a WARN and a retry.
+    pub(super) fn open_logged(&mut self, path: &Path) -> Option<(File, Metadata)> {
+        match discovery::open_regular(path) {
+            Ok(Ok(fm)) => Some(fm),
+            Ok(Err(kind)) => {
+                if path == self.path() {
+                    self.set_path_error(Some(kind));
+                }
+                None
+            }
+            Err(e) => {
+                self.open_failed(path, &e);
+                None
+            }
+        }
+    }
+
+    fn open_failed(&mut self, path: &Path, e: &io::Error) {
+        self.rescan = true;
+        if e.kind() == io::ErrorKind::NotFound {
+            return; // renamed or deleted since the stat: the next scan finds it
+        }
+        self.metrics.file_open_failures.inc();
+        if discovery::is_fd_exhaustion(e) {
+            tracing::warn!(file = %path.display(), error = %e, "No file descriptor free to open a log file; retrying.");
+        } else {
+            tracing::warn!(file = %path.display(), error = %e, "Cannot open a log file; retrying.");
+        }
+    }
+
+    fn tracked(&self, inode: (u64, u64)) -> Option<&Handle> {
+        let cur = match &self.current {
+            Current::Open(h) => Some(h),
+            Current::Waiting(_) => None,
+        };
+        self.rotated
+            .iter()
+            .chain(cur)
+            .find(|h| (h.identity.dev, h.identity.ino) == inode)
+    }
+
+    /// Siblings nobody told us about are files rotated while we were behind: they are
+    /// read from 0, oldest first, after the files already open. A sibling that is a copy
+    /// of an open file (copytruncate in progress) is left for the truncation to find.
+    fn adopt_unknown_siblings(&mut self) -> io::Result<()> {
+        self.rescan = false;
+        self.last_scan = Instant::now();
+        let mut candidates = match self.scope.scan() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(file = %self.path().display(), error = %e, "Cannot list the log directory; retrying.");
+                self.rescan = true;
+                return Ok(());
+            }
+        };
+        candidates.retain(|c| c.path != self.path());
+        candidates.sort_by_key(Candidate::rotation_order);
+        for c in candidates {
+            if let Some(h) = self.tracked(c.inode()) {
+                if h.path != c.path {
+                    let key = h.key;
+                    self.progress.set_path(key, &c.path);
+                    self.handle_mut(key).path = c.path.clone();
+                }
+                continue;
+            }
+            if self
+                .known
+                .get(&c.inode())
+                .is_some_and(|k| k.size == c.meta.len() && k.mtime_ns == mtime_ns(&c.meta))
+            {
+                continue;
+            }
+            let Some((file, meta)) = self.open_logged(&c.path) else {
+                continue;
+            };
+            if self.is_copy_of_open_file(&file, &meta)? {
+                self.remember(&meta);
+                continue;
+            }
+            match self.track(file, &meta, &c.path, 0) {
+                Ok(h) => {
+                    tracing::info!(file = %c.path.display(), "Found a file rotated while firetail was behind; reading it from offset 0.");
+                    self.rotated.push_back(h);
+                }
+                Err(e) => self.open_failed(&c.path, &e),
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_mut(&mut self, key: FileKey) -> &mut Handle {
+        if let Current::Open(h) = &mut self.current {
+            if h.key == key {
+                return h;
+            }
+        }
+        self.rotated
+            .iter_mut()
+            .find(|h| h.key == key)
+            .expect("tracked key")
+    }
+
+    fn is_copy_of_open_file(&self, file: &File, meta: &Metadata) -> io::Result<bool> {
+        let cur = match &self.current {
+            Current::Open(h) => Some(h),
+            Current::Waiting(_) => None,
+        };
+        for h in self.rotated.iter().chain(cur) {
+            if h.identity.is_copy(file, meta, 0)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// copytruncate: the content `old` was reading is gone from its inode. Returns the
+    /// handle that finishes that content from logrotate's copy, when the copy is found —
+    /// under the same key, since it is the same content at the same offsets, only
+    /// through another descriptor — and the handle that reads the truncated file's new
+    /// content from 0 under a new key.
+    fn truncated(&mut self, mut old: Handle) -> io::Result<(Option<Handle>, Handle)> {
+        self.metrics.truncations.inc();
+        // Siblings nobody saw (the copy of a content truncated twice between two looks)
+        // are looked for at the next poll, like after a rotation.
+        self.rescan = true;
+        let resume = old.line_offset();
+        let (truncated_file, truncated_path) = (old.file.try_clone()?, old.path.clone());
+        let copy = match self.find_copy(&old.identity, resume)? {
+            Some((file, meta, path)) => {
+                tracing::warn!(file = %old.path.display(), copy = %path.display(), offset = resume, "File truncated (copytruncate); reading the rest from its copy, then the file again from offset 0. Lines written between the copy and the truncate cannot be recovered.");
+                // The partial line, if any, is whole in the copy: read again from there.
+                old.continue_in(file, &meta, &path, resume, &self.progress)?;
+                Some(old)
+            }
+            None => {
+                let size = self.progress.size_of(old.key);
+                tracing::warn!(file = %old.path.display(), offset = resume, size_last_seen = size, lost_bytes = size.saturating_sub(resume), "File truncated and no copy of it found (compressed or deleted before it was read?); bytes after this offset could not be read and are lost. Reading the file again from offset 0.");
+                self.progress.finish(old.key, resume);
+                None
+            }
+        };
+        let meta = truncated_file.metadata()?;
+        let fresh = self.track(truncated_file, &meta, &truncated_path, 0)?;
+        Ok((copy, fresh))
+    }
+
+    /// logrotate's copy of a file identified by `id`, holding at least `offset` bytes:
+    /// another inode that starts the same. Siblings are stat'ed; only those long enough
+    /// are opened, one at a time, newest first (the copy was just made).
+    pub(super) fn find_copy(
+        &mut self,
+        id: &Identity,
+        offset: u64,
+    ) -> io::Result<Option<(File, Metadata, PathBuf)>> {
+        if id.fp_len == 0 {
+            return Ok(None);
+        }
+        let mut candidates = self.scope.scan()?;
+        candidates.retain(|c| {
+            c.meta.len() >= offset.max(id.fp_len)
+                && (c.meta.dev(), c.meta.ino()) != (id.dev, id.ino)
+                && self.tracked(c.inode()).is_none()
+        });
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.rotation_order()));
+        for c in candidates {
+            let Some((file, meta)) = self.open_logged(&c.path) else {
+                continue;
+            };
+            if id.is_copy(&file, &meta, offset)? {
+                return Ok(Some((file, meta, c.path)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+use std::os::unix::fs::MetadataExt;
