@@ -37,7 +37,10 @@ impl Follower {
         }
         let mut plan: Vec<Planned> = Vec::new();
         let mut newer_than: Vec<(i64, i64, i64, String)> = Vec::new();
-        let mut gone_mtimes: Vec<u64> = Vec::new();
+        // Every sibling modified after a checkpointed file was last seen is one firetail
+        // has not read (a copy made of content it never saw, a file rotated while it was
+        // down), unless it is one of the checkpointed files itself.
+        let gone_mtimes: Vec<u64> = entries.iter().filter_map(|e| e.mtime_ns).collect();
         for entry in entries {
             match self.locate(entry, &candidates)? {
                 Some(i) => {
@@ -59,7 +62,6 @@ impl Follower {
                     self.metrics.checkpointed_files_missing.inc();
                     match entry.mtime_ns {
                         Some(m) => {
-                            gone_mtimes.push(m);
                             tracing::warn!(file = %entry.path.display(), offset = entry.offset, mtime_ns = m, "Checkpointed file is gone (deleted while firetail was down): lines it held after this offset, if any, cannot be shipped. Shipping every sibling modified after it, oldest first.");
                         }
                         None => {

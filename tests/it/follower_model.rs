@@ -88,6 +88,8 @@ struct World {
     files: Vec<MFile>,
     partial: Option<(String, usize)>,
     written: Vec<String>,
+    /// Files deleted while firetail held them open: readable only until it goes down.
+    held_deleted: Vec<usize>,
     /// Lines no follower can recover (they may still come out, if read in time).
     unrecoverable: HashSet<usize>,
     follower: Option<Follower>,
@@ -160,6 +162,7 @@ impl World {
             checkpoint,
             partial: None,
             written: Vec::new(),
+            held_deleted: Vec::new(),
             unrecoverable: HashSet::new(),
             follower: Some(follower),
             progress,
@@ -268,6 +271,20 @@ impl World {
         }
         if !keep_copy {
             self.delete(&copy);
+        } else {
+            // A content truncated before firetail read a byte of it leaves the handle
+            // at offset 0 with a size of 0: nothing shows the truncation, and only the
+            // periodic sibling scan (every few seconds, no clock here) or a rotation
+            // finds the copy — a kill before that loses it.
+            let emitted: HashSet<&String> = self.emitted.iter().collect();
+            if !self.files[id]
+                .lines
+                .iter()
+                .any(|i| emitted.contains(&self.written[*i]))
+            {
+                self.unrecoverable
+                    .extend(self.files[id].lines.iter().copied());
+            }
         }
         OpenOptions::new()
             .write(true)
@@ -302,6 +319,9 @@ impl World {
         std::fs::remove_file(path).unwrap();
         let id = self.at.remove(path).unwrap();
         let held = self.files[id].opened && self.follower.is_some();
+        if held {
+            self.held_deleted.push(id);
+        }
         let lines = self.files[id].lines.clone();
         self.destroyed(lines, held);
     }
@@ -388,6 +408,10 @@ impl World {
     fn down(&mut self) {
         if self.follower.take().is_none() {
             return;
+        }
+        for id in std::mem::take(&mut self.held_deleted) {
+            let lines = self.files[id].lines.clone();
+            self.destroyed(lines, false);
         }
         Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
             .write(&self.progress)
@@ -558,6 +582,23 @@ fn restart_after_the_checkpointed_file_was_deleted_ships_the_newer_ones() {
     // .1 is the checkpointed one: gone.
     std::thread::sleep(Duration::from_millis(20));
     w.delete_oldest();
+    w.finish();
+    check(&w).unwrap();
+}
+
+/// Pinned: a copy made while firetail was down of content it never saw (the file was
+/// empty when it was checkpointed) is newer than the checkpoint, so it is shipped.
+#[test]
+fn a_copy_of_unseen_content_made_while_down_is_shipped() {
+    let mut w = World::new();
+    w.copy_truncate(0, false);
+    w.poll();
+    w.ack(298107941316);
+    w.write_line(23);
+    w.copy_truncate(0, true);
+    w.down();
+    eprintln!("{}", std::fs::read_to_string(&w.checkpoint).unwrap());
+    w.write_line(135);
     w.finish();
     check(&w).unwrap();
 }
