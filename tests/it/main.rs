@@ -15,3 +15,4 @@ mod faults;
 mod files;
 mod follower_model;
 mod operate;
+mod rotation;
