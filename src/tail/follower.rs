@@ -77,6 +77,9 @@ pub enum Current {
 pub(super) struct Known {
     pub size: u64,
     pub mtime_ns: u64,
+    /// For a file that was read and let go: its identity and where reading stopped,
+    /// so bytes a late writer adds afterwards are read from there, not from 0.
+    pub read_to: Option<(Identity, u64)>,
 }
 
 /// Follows one path through rotations, truncations and restarts.
@@ -170,6 +173,10 @@ impl Follower {
     }
 
     pub(super) fn remember(&mut self, meta: &Metadata) {
+        self.remember_read(meta, None);
+    }
+
+    fn remember_read(&mut self, meta: &Metadata, read_to: Option<(Identity, u64)>) {
         self.known.insert(
             (
                 std::os::unix::fs::MetadataExt::dev(meta),
@@ -178,6 +185,7 @@ impl Follower {
             Known {
                 size: meta.len(),
                 mtime_ns: mtime_ns(meta),
+                read_to,
             },
         );
     }
@@ -319,10 +327,10 @@ impl Follower {
         h.finish(&self.progress, out);
         if !h.deleted {
             if let Ok(meta) = h.file.metadata() {
-                self.remember(&meta);
+                self.remember_read(&meta, Some((h.identity.clone(), h.framer.read_offset())));
             }
         }
-        tracing::info!(file = %h.path.display(), end_offset = h.framer.read_offset(), deleted = h.deleted, "{msg}");
+        tracing::info!(file = %h.path.display(), inode = h.identity.ino, end_offset = h.framer.read_offset(), deleted = h.deleted, "{msg}");
     }
 
     /// Looks at the path: a new inode is a rotation, a missing path a rename or a
@@ -375,7 +383,7 @@ impl Follower {
     fn leave_path(&mut self, msg: &'static str) -> bool {
         match std::mem::replace(&mut self.current, Current::Waiting(StartAt::Beginning)) {
             Current::Open(h) => {
-                tracing::info!(file = %h.path.display(), read_offset = h.framer.read_offset(), "{msg}");
+                tracing::info!(file = %h.path.display(), inode = h.identity.ino, read_offset = h.framer.read_offset(), "{msg}");
                 self.rotated.push_back(h);
                 true
             }
@@ -427,7 +435,7 @@ impl Follower {
         };
         match self.track(file, &meta, &path, offset) {
             Ok(h) => {
-                tracing::info!(file = %path.display(), offset, "Following file.");
+                tracing::info!(file = %path.display(), inode = meta.ino(), offset, "Following file.");
                 self.current = Current::Open(h);
             }
             Err(e) => self.open_failed(&path, &e),
@@ -449,6 +457,18 @@ impl Follower {
                 None
             }
         }
+    }
+
+    /// Opens a candidate found by a scan, only if the name still holds the inode the
+    /// scan saw: a rename between the `stat` and the `open` (a storm of shifts) would
+    /// otherwise hand over another file — maybe one already followed.
+    pub(super) fn open_candidate(&mut self, c: &Candidate) -> Option<(File, Metadata)> {
+        let (file, meta) = self.open_logged(&c.path)?;
+        if (meta.dev(), meta.ino()) != c.inode() {
+            self.rescan = true;
+            return None;
+        }
+        Some((file, meta))
     }
 
     fn open_failed(&mut self, path: &Path, e: &io::Error) {
@@ -500,23 +520,33 @@ impl Follower {
                 }
                 continue;
             }
-            if self
-                .known
-                .get(&c.inode())
+            let known = self.known.get(&c.inode()).cloned();
+            if known
+                .as_ref()
                 .is_some_and(|k| k.size == c.meta.len() && k.mtime_ns == mtime_ns(&c.meta))
             {
                 continue;
             }
-            let Some((file, meta)) = self.open_logged(&c.path) else {
+            let Some((file, meta)) = self.open_candidate(&c) else {
                 continue;
             };
             if self.is_copy_of_open_file(&file, &meta)? {
                 self.remember(&meta);
                 continue;
             }
-            match self.track(file, &meta, &c.path, 0) {
+            // A file let go that got more bytes (a late writer): the same content, read
+            // on from where reading stopped. Anything else is a file never read.
+            let offset = match known.and_then(|k| k.read_to) {
+                Some((id, at)) if meta.len() >= at && id.matches(&file, &meta)? => at,
+                _ => 0,
+            };
+            match self.track(file, &meta, &c.path, offset) {
                 Ok(h) => {
-                    tracing::info!(file = %c.path.display(), "Found a file rotated while firetail was behind; reading it from offset 0.");
+                    if offset > 0 {
+                        tracing::info!(file = %c.path.display(), offset, "A rotated file already let go got more lines from a late writer; reading them.");
+                    } else {
+                        tracing::info!(file = %c.path.display(), inode = meta.ino(), "Found a file rotated while firetail was behind; reading it from offset 0.");
+                    }
                     self.rotated.push_back(h);
                 }
                 Err(e) => self.open_failed(&c.path, &e),
@@ -600,7 +630,7 @@ impl Follower {
         });
         candidates.sort_by_key(|c| std::cmp::Reverse(c.rotation_order()));
         for c in candidates {
-            let Some((file, meta)) = self.open_logged(&c.path) else {
+            let Some((file, meta)) = self.open_candidate(&c) else {
                 continue;
             };
             if id.is_copy(&file, &meta, offset)? {

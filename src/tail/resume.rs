@@ -98,7 +98,7 @@ impl Follower {
         if let Some(i) = candidates.iter().position(|c| {
             (c.meta.dev(), c.meta.ino()) == (id.dev, id.ino) && c.meta.len() >= entry.offset
         }) {
-            if let Some((file, meta)) = self.open_logged(&candidates[i].path) {
+            if let Some((file, meta)) = self.open_candidate(&candidates[i]) {
                 if id.matches(&file, &meta)? {
                     return Ok(Some(i));
                 }
@@ -121,7 +121,8 @@ impl Follower {
             .position(|p| p.candidate.path == self.scope.path());
         let current = at_path.map(|i| plan.remove(i));
         for p in plan {
-            let Some((file, meta)) = self.open_logged(&p.candidate.path) else {
+            let Some((file, meta)) = self.open_candidate(&p.candidate) else {
+                tracing::warn!(file = %p.candidate.path.display(), "A file to resume moved while firetail opened it; it is looked for again by the next scan.");
                 continue;
             };
             let offset = p.offset.min(meta.len());
