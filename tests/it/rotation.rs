@@ -545,3 +545,128 @@ fn a_repointed_symlink_is_a_rotation() {
     let dups = figures("repointed_symlink", &written, &fake, &ft, 0);
     assert_eq!(dups, 0);
 }
+
+/// firetail under `prlimit --nofile=1024:HARD` (the usual soft limit, a higher hard
+/// one: 65,536, or this machine's hard limit when lower — raising a hard limit needs
+/// CAP_SYS_RESOURCE, which a container may lack), with its stderr in a file.
+struct Limited {
+    child: std::process::Child,
+    stderr: PathBuf,
+}
+
+impl Limited {
+    fn start(args: &[String], env: &[(String, String)], stderr: PathBuf) -> Limited {
+        let child = Command::new("prlimit")
+            .arg(format!("--nofile=1024:{}", hard_limit()))
+            .arg("--")
+            .arg(crate::support::firetail::binary())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .expect("prlimit is installed (util-linux)");
+        Limited { child, stderr }
+    }
+
+    fn logs(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.stderr)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn message(&self, prefix: &str) -> Option<serde_json::Value> {
+        self.logs()
+            .into_iter()
+            .find(|v| v["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+    }
+}
+
+/// The hard open-files limit the child gets: 65,536, or ours when lower.
+fn hard_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    lim.rlim_max.min(65_536)
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn restart_beside_3000_siblings_with_a_soft_limit_of_1024_loses_nothing() {
+    let fake = fake_with(Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut ft = start_firetail(&fake, &log);
+    let mut app = App::open(&log, "limit", true);
+    app.write_lines(500);
+    assert!(fake.wait_for_lines(500, LONG), "{}", ft.dump());
+    term_and_exit_0(&mut ft);
+    // While firetail is down: more lines, a Logger shift, 3,000 year-old siblings.
+    app.write_lines(500);
+    logger_shift(&mut app, 10);
+    app.write_lines(1000);
+    old_siblings(&log, 3000);
+    let args = base_args(&log, &fake.stream_name());
+    let mut ft = Limited::start(
+        &args,
+        &aws_env(&fake.endpoint()),
+        dir.path().join("stderr.jsonl"),
+    );
+    assert!(
+        eventually(LONG, || ft.message("Open-files limit.").is_some()),
+        "no limit logged"
+    );
+    let limit = ft.message("Open-files limit.").unwrap();
+    assert_eq!(
+        (limit["soft_before"].as_u64(), limit["soft"].as_u64()),
+        (Some(1024), Some(hard_limit())),
+        "{limit}"
+    );
+    let written = app.written.clone();
+    assert!(
+        fake.wait_for_lines(written.len() as u64, LONG),
+        "{:?}",
+        ft.logs()
+    );
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", ft.child.id())).map_or(0, |d| d.count());
+    assert!(fds < 200, "{fds} descriptors open: siblings are held open");
+    // SAFETY: kill(2) on our own child (prlimit execs firetail in place).
+    assert_eq!(
+        unsafe { libc::kill(ft.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let status = ft.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{:?}", ft.logs());
+    assert!(
+        ft.message("No file descriptor free").is_none(),
+        "EMFILE with the raised limit"
+    );
+    let d = compare(&written, &fake.accepted_lines());
+    println!(
+        "files restart_beside_3000_siblings_prlimit: written={} delivered={} lost={} duplicated={} (descriptors open: {fds})",
+        written.len(),
+        written.len() - d.missing_count,
+        d.missing_count,
+        d.duplicates
+    );
+    assert_eq!(
+        (d.missing_count, d.unexpected_count, d.duplicates),
+        (0, 0, 0),
+        "{d:?}"
+    );
+}
