@@ -642,3 +642,73 @@ impl Follower {
 }
 
 use std::os::unix::fs::MetadataExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Gauges;
+    use std::io::Write;
+
+    fn follower(path: &Path, progress: Arc<Progress>) -> Follower {
+        let settings = Settings {
+            path: path.to_path_buf(),
+            read_from: ReadFrom::Beginning,
+            rotate_wait: Duration::from_secs(30),
+            own_files: Vec::new(),
+        };
+        let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+        Follower::new(&settings, &[], progress, m, h).unwrap()
+    }
+
+    /// The drain's end reads in bounded steps and never past the duplicate window: a
+    /// full window is "call again", never "at the end", and the partial last line only
+    /// leaves once the file was read to its end.
+    #[test]
+    fn the_drain_finishes_in_steps_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let mut f = File::create(&path).unwrap();
+        for i in 0..2000 {
+            writeln!(f, "{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(100)).unwrap();
+        }
+        write!(f, "{{\"partial\":true}}").unwrap();
+        let progress = Arc::new(Progress::new(64 * 1024, Gauges::default()));
+        let mut fol = follower(&path, progress.clone());
+        let mut lines = Vec::new();
+        let mut steps = 0;
+        while fol.finish(&mut lines).unwrap() {
+            steps += 1;
+            let read = lines.iter().map(|l| l.size).sum::<u64>();
+            assert!(
+                read <= 64 * 1024 + 1024,
+                "read {read} bytes past the window"
+            );
+            if progress.room() == 0 {
+                assert!(
+                    fol.finish(&mut lines).unwrap(),
+                    "a full window is not the end"
+                );
+                progress.persisted(&progress.snapshot());
+                let spans: Vec<_> = lines
+                    .iter()
+                    .map(|l| crate::progress::Span {
+                        file: l.file,
+                        start: l.start,
+                        end: l.end,
+                    })
+                    .collect();
+                progress.register(&spans);
+                progress.ack(&spans);
+                progress.persisted(&progress.snapshot());
+                lines.clear();
+            }
+            assert!(steps < 1000);
+        }
+        assert!(steps > 3, "the drain read in steps");
+        assert_eq!(
+            lines.last().map(|l| &l.data[..]),
+            Some(&b"{\"partial\":true}\n"[..]),
+            "the partial last line leaves at the very end, with a newline"
+        );
+    }
+}

@@ -670,3 +670,38 @@ fn restart_beside_3000_siblings_with_a_soft_limit_of_1024_loses_nothing() {
         "{d:?}"
     );
 }
+
+/// Issue 13 item 7: the drain's quiet period restarts on every byte read, a partial
+/// line's too: a line written slowly during the drain arrives whole, not cut in two.
+#[test]
+fn the_drain_quiet_period_restarts_on_bytes_of_a_partial_line() {
+    let fake = fake_with(Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut args = base_args(&log, &fake.stream_name());
+    args.retain(|a| !a.starts_with("--drain-quiet"));
+    args.push("--drain-quiet=700ms".into());
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    ft.wait_message("firetail started.", LONG);
+    let first = access_lines("quiet", 0..10);
+    append(&log, &first);
+    assert!(fake.wait_for_lines(10, LONG), "{}", ft.dump());
+    ft.term();
+    ft.wait_message(
+        "Drain started: reading to the end of the file, then shipping the rest.",
+        LONG,
+    );
+    let slow = access_lines("slow", 0..1).remove(0);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    // 6 pieces 300 ms apart: 1.5 s in all, each gap below the quiet period.
+    for piece in slow.as_bytes().chunks(slow.len().div_ceil(6)) {
+        f.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    f.write_all(b"\n").unwrap();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    let mut written = first;
+    written.push(slow);
+    let dups = figures("drain_quiet_partial_line", &written, &fake, &ft, 0);
+    assert_eq!(dups, 0);
+}
