@@ -234,10 +234,17 @@ impl Follower {
                 Read::WindowFull => {}
                 Read::Truncated => {
                     let old = self.rotated.remove(i).expect("index in range");
-                    let (copy, fresh) = self.truncated(old)?;
-                    self.rotated.insert(i, fresh);
-                    if let Some(c) = copy {
-                        self.rotated.insert(i, c);
+                    match self.truncated(old)? {
+                        Ok((copy, fresh)) => {
+                            self.rotated.insert(i, fresh);
+                            if let Some(c) = copy {
+                                self.rotated.insert(i, c);
+                            }
+                        }
+                        Err(old) => {
+                            self.rotated.insert(i, old);
+                            return Ok(false);
+                        }
                     }
                 }
             }
@@ -256,9 +263,16 @@ impl Follower {
                 else {
                     unreachable!("current is open")
                 };
-                let (copy, fresh) = self.truncated(old)?;
-                self.rotated.extend(copy);
-                self.current = Current::Open(fresh);
+                match self.truncated(old)? {
+                    Ok((copy, fresh)) => {
+                        self.rotated.extend(copy);
+                        self.current = Current::Open(fresh);
+                    }
+                    Err(old) => {
+                        self.current = Current::Open(old);
+                        return Ok(false);
+                    }
+                }
             }
         }
         Ok(true)
@@ -584,15 +598,27 @@ impl Follower {
     /// handle that finishes that content from logrotate's copy, when the copy is found —
     /// under the same key, since it is the same content at the same offsets, only
     /// through another descriptor — and the handle that reads the truncated file's new
-    /// content from 0 under a new key.
-    fn truncated(&mut self, mut old: Handle) -> io::Result<(Option<Handle>, Handle)> {
-        self.metrics.truncations.inc();
+    /// content from 0 under a new key. Gives `old` back, untouched, when the siblings
+    /// cannot be looked at now (no descriptor free): the next poll tries again.
+    #[allow(clippy::type_complexity)]
+    fn truncated(
+        &mut self,
+        mut old: Handle,
+    ) -> io::Result<Result<(Option<Handle>, Handle), Handle>> {
         // Siblings nobody saw (the copy of a content truncated twice between two looks)
         // are looked for at the next poll, like after a rotation.
         self.rescan = true;
         let resume = old.line_offset();
+        let found = match self.find_copy(&old.identity, resume) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(file = %old.path.display(), error = %e, "File truncated, and its siblings cannot be looked at for its copy now; retrying.");
+                return Ok(Err(old));
+            }
+        };
+        self.metrics.truncations.inc();
         let (truncated_file, truncated_path) = (old.file.try_clone()?, old.path.clone());
-        let copy = match self.find_copy(&old.identity, resume)? {
+        let copy = match found {
             Some((file, meta, path)) => {
                 tracing::warn!(file = %old.path.display(), copy = %path.display(), offset = resume, "File truncated (copytruncate); reading the rest from its copy, then the file again from offset 0. Lines written between the copy and the truncate cannot be recovered.");
                 // The partial line, if any, is whole in the copy: read again from there.
@@ -608,7 +634,7 @@ impl Follower {
         };
         let meta = truncated_file.metadata()?;
         let fresh = self.track(truncated_file, &meta, &truncated_path, 0)?;
-        Ok((copy, fresh))
+        Ok(Ok((copy, fresh)))
     }
 
     /// logrotate's copy of a file identified by `id`, holding at least `offset` bytes:
@@ -629,6 +655,7 @@ impl Follower {
                 && self.tracked(c.inode()).is_none()
         });
         candidates.sort_by_key(|c| std::cmp::Reverse(c.rotation_order()));
+        let failures = self.metrics.file_open_failures.get();
         for c in candidates {
             let Some((file, meta)) = self.open_candidate(&c) else {
                 continue;
@@ -636,6 +663,10 @@ impl Follower {
             if id.is_copy(&file, &meta, offset)? {
                 return Ok(Some((file, meta, c.path)));
             }
+        }
+        // A sibling that could not be opened may be the copy: not "no copy" yet.
+        if self.metrics.file_open_failures.get() != failures {
+            return Err(io::Error::other("a sibling could not be opened"));
         }
         Ok(None)
     }
