@@ -17,7 +17,8 @@
 //! - [`identity`]: (device, inode) and the fingerprint of the first bytes;
 //! - [`discovery`]: which files exist (the path, rotated siblings; `stat` only);
 //! - `handle`: one open file — check, read, hand over lines;
-//! - [`follower`]: the set of open files through rotations and truncations, and
+//! - [`follower`]: the set of open files through rotations and truncations;
+//!   `siblings`, its side of discovery (adopting missed files, finding copies); and
 //!   `resume`, the restart from the checkpoint;
 //! - this file: [`run`], the async shell (inotify, the slow poll, the drain).
 //!
@@ -30,6 +31,7 @@ mod framing;
 mod handle;
 mod identity;
 mod resume;
+mod siblings;
 
 use std::path::PathBuf;
 use std::sync::Arc;
