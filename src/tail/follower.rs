@@ -147,7 +147,7 @@ impl Follower {
                 ReadFrom::End => StartAt::End,
             };
             f.current = Current::Waiting(start);
-            f.look_at_path(&mut Vec::new())?;
+            f.look_at_path()?;
         } else {
             f.resume(checkpoint)?;
         }
@@ -195,7 +195,7 @@ impl Follower {
         if self.progress.room() == 0 {
             return Ok(true);
         }
-        self.look_at_path(out)?;
+        self.look_at_path()?;
         if self.rescan || self.last_scan.elapsed() >= SCAN_EVERY {
             self.adopt_unknown_siblings()?;
         }
@@ -267,7 +267,7 @@ impl Follower {
     pub fn finish(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
         if !self.drain_scanned {
             self.drain_scanned = true;
-            self.look_at_path(out)?;
+            self.look_at_path()?;
             self.adopt_unknown_siblings()?;
         }
         if self.progress.room() == 0 || self.read_once(out)? {
@@ -333,7 +333,7 @@ impl Follower {
     /// Looks at the path: a new inode is a rotation, a missing path a rename or a
     /// deletion, something not a regular file an ERROR (and not ready) until a regular
     /// file is back. Opens the file at the path when there is a new one.
-    fn look_at_path(&mut self, out: &mut Vec<Line>) -> io::Result<()> {
+    fn look_at_path(&mut self) -> io::Result<()> {
         let at_path = match self.scope.look() {
             Ok(a) => a,
             Err(e) => {
@@ -341,7 +341,6 @@ impl Follower {
                 return Ok(());
             }
         };
-        let _ = out;
         match at_path {
             AtPath::Missing => {
                 self.set_path_error(None);
@@ -384,10 +383,9 @@ impl Follower {
                 self.rotated.push_back(h);
                 true
             }
-            waiting => {
-                self.current = waiting;
-                false
-            }
+            // Nothing was open: whatever comes to the path next is new, read from 0
+            // (also under --read-from end, which is for the file present at start).
+            Current::Waiting(_) => false,
         }
     }
 
@@ -462,19 +460,19 @@ impl Follower {
             }
         };
         self.metrics.truncations.inc();
-        let (truncated_file, truncated_path) = (old.file.try_clone()?, old.path.clone());
-        let copy = match found {
+        let truncated_path = old.path.clone();
+        let (copy, truncated_file) = match found {
             Some((file, meta, path)) => {
                 tracing::warn!(file = %old.path.display(), copy = %path.display(), offset = resume, "File truncated (copytruncate); reading the rest from its copy, then the file again from offset 0. Lines written between the copy and the truncate cannot be recovered.");
                 // The partial line, if any, is whole in the copy: read again from there.
-                old.continue_in(file, &meta, &path, resume, &self.progress)?;
-                Some(old)
+                let truncated = old.continue_in(file, &meta, &path, resume, &self.progress)?;
+                (Some(old), truncated)
             }
             None => {
                 let size = self.progress.size_of(old.key);
                 tracing::warn!(file = %old.path.display(), offset = resume, size_last_seen = size, lost_bytes = size.saturating_sub(resume), "File truncated and no copy of it found (compressed or deleted before it was read?); bytes after this offset could not be read and are lost. Reading the file again from offset 0.");
                 self.progress.finish(old.key, resume);
-                None
+                (None, old.file)
             }
         };
         let meta = truncated_file.metadata()?;

@@ -92,7 +92,8 @@ impl Handle {
     }
 
     /// The same content goes on in another file (logrotate's copy of it): read it
-    /// from there, from `offset` on, under the same key.
+    /// from there, from `offset` on, under the same key. Returns the descriptor it
+    /// read through until now (the truncated file, read again as new content).
     pub fn continue_in(
         &mut self,
         file: File,
@@ -100,16 +101,16 @@ impl Handle {
         path: &Path,
         offset: u64,
         progress: &Progress,
-    ) -> io::Result<()> {
+    ) -> io::Result<File> {
         self.identity = Identity::of(&file, meta)?;
-        self.file = file;
+        let before = std::mem::replace(&mut self.file, file);
         self.path = path.to_path_buf();
         self.framer = Framer::new(offset);
         self.phase = Phase::Reading;
         progress.set_identity(self.key, &self.identity);
         progress.set_path(self.key, path);
         progress.read_to(self.key, offset);
-        Ok(())
+        Ok(before)
     }
 
     /// Offset of the first byte not yet part of a handed-on line.
