@@ -549,4 +549,27 @@ mod tests {
             "the partial last line leaves at the very end, with a newline"
         );
     }
+
+    /// The checkpoint names a file where it is now: a rename is followed.
+    #[test]
+    fn the_checkpoint_path_follows_a_renamed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        std::fs::write(&path, "{\"a\":1}\n").unwrap();
+        let progress = Arc::new(Progress::default());
+        let mut fol = follower(&path, progress.clone());
+        let mut lines = Vec::new();
+        while fol.poll(&mut lines).unwrap() {}
+        std::fs::rename(&path, dir.path().join("access.log.0")).unwrap();
+        std::fs::write(&path, "{\"b\":2}\n").unwrap();
+        while fol.poll(&mut lines).unwrap() {}
+        let paths: Vec<PathBuf> = progress
+            .snapshot()
+            .entries
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, [dir.path().join("access.log.0"), path]);
+        assert_eq!(lines.len(), 2);
+    }
 }

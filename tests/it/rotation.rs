@@ -378,12 +378,6 @@ fn own_files_named_like_siblings_are_never_shipped() {
     let log = dir.path().join("access.log");
     let ckpt = dir.path().join("access.log.ckpt");
     let dead = dir.path().join("access.log.dead");
-    std::fs::write(&dead, "{\"tag\":\"dead-letter entry\"}\n").unwrap();
-    std::fs::write(
-        dir.path().join("access.log.dead.1"),
-        "{\"tag\":\"old dead-letter\"}\n",
-    )
-    .unwrap();
     let args = args_with(
         &log,
         &fake,
@@ -394,6 +388,14 @@ fn own_files_named_like_siblings_are_never_shipped() {
     );
     let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
     ft.wait_message("firetail started.", LONG);
+    // All of these appear after the start, as firetail's own writes and logrotate's
+    // `compress` would: none is a file present before, which is never shipped anyway.
+    std::fs::write(&dead, "{\"tag\":\"dead-letter entry\"}\n").unwrap();
+    let dead_1 = dir.path().join("access.log.dead.1");
+    std::fs::write(dead_1, "{\"tag\":\"old dead-letter\"}\n").unwrap();
+    // A compressed sibling is never read, even if it is text.
+    let gz = dir.path().join("access.log.9.gz");
+    std::fs::write(gz, "{\"tag\":\"compressed sibling\"}\n").unwrap();
     let mut writer = Writer::start(App::open(&log, "own", true));
     for _ in 0..3 {
         writer.write_more(400);
