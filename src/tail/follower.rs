@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use super::discovery::{AtPath, Scope};
 use super::framing::Line;
-use super::handle::{Handle, Read};
+use super::handle::{Handle, Phase, Read};
 use crate::config::ReadFrom;
 use crate::metrics::{Health, Metrics};
 use crate::progress::{FileEntry, FileKey, Identity, Progress};
@@ -301,21 +301,44 @@ impl Follower {
                 i += 1;
             }
         }
-        loop {
-            let finished = self.rotated.iter().filter(|h| h.at_end()).count();
-            if finished <= MAX_FINISHED_OPEN {
-                return;
-            }
-            let oldest = (0..self.rotated.len())
-                .filter(|i| self.rotated[*i].at_end())
-                .min_by_key(|i| match self.rotated[*i].phase {
-                    super::handle::Phase::AtEnd { since, .. } => since,
-                    super::handle::Phase::Reading => unreachable!("filtered"),
-                })
-                .expect("more finished than the cap");
-            let h = self.rotated.remove(oldest).expect("index in range");
+        self.evict_beyond_cap(out);
+    }
+
+    /// More than [`MAX_FINISHED_OPEN`] finished files open: the oldest finished ones are
+    /// let go early (one WARN per round, with the count, and a metric). Bytes a late
+    /// writer adds to them later are found by the next sibling scan, not at once.
+    fn evict_beyond_cap(&mut self, out: &mut Vec<Line>) {
+        let finished = self.rotated.iter().filter(|h| h.at_end()).count();
+        if finished <= MAX_FINISHED_OPEN {
+            return;
+        }
+        let mut ends: Vec<(Instant, FileKey)> = self
+            .rotated
+            .iter()
+            .filter_map(|h| match h.phase {
+                Phase::AtEnd { since, .. } => Some((since, h.key)),
+                Phase::Reading => None,
+            })
+            .collect();
+        ends.sort();
+        let evict: Vec<FileKey> = ends[..finished - MAX_FINISHED_OPEN]
+            .iter()
+            .map(|e| e.1)
+            .collect();
+        let oldest = self
+            .rotated
+            .iter()
+            .find(|h| h.key == evict[0])
+            .map(|h| h.path.clone());
+        tracing::warn!(oldest = ?oldest, closed = evict.len(), open_finished = finished, limit = MAX_FINISHED_OPEN, "Too many finished rotated files open; closing the oldest finished ones before --rotate-wait.");
+        for key in evict {
+            let i = self
+                .rotated
+                .iter()
+                .position(|h| h.key == key)
+                .expect("listed above");
+            let h = self.rotated.remove(i).expect("index in range");
             self.metrics.rotated_files_evicted.inc();
-            tracing::warn!(file = %h.path.display(), open_finished = finished, limit = MAX_FINISHED_OPEN, "Too many finished rotated files open; closing the oldest before --rotate-wait: lines a late writer adds to it will not be shipped.");
             self.retire(h, out, "Closed rotated file early.");
         }
     }
@@ -571,5 +594,55 @@ mod tests {
             .collect();
         assert_eq!(paths, [dir.path().join("access.log.0"), path]);
         assert_eq!(lines.len(), 2);
+    }
+
+    /// At most 64 finished rotated files stay open; the oldest finished go first, each
+    /// counted.
+    #[test]
+    fn at_most_64_finished_rotated_files_stay_open_oldest_let_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let progress = Arc::new(Progress::default());
+        let metrics = Arc::new(Metrics::new());
+        let settings = Settings {
+            path: path.clone(),
+            read_from: ReadFrom::Beginning,
+            rotate_wait: Duration::from_secs(3600),
+            own_files: Vec::new(),
+        };
+        let mut fol = Follower::new(
+            &settings,
+            &[],
+            progress,
+            metrics.clone(),
+            Arc::new(Health::default()),
+        )
+        .unwrap();
+        let mut lines = Vec::new();
+        for i in 0..70 {
+            std::fs::write(&path, format!("{{\"i\":{i}}}\n")).unwrap();
+            while fol.poll(&mut lines).unwrap() {}
+            std::fs::rename(&path, dir.path().join(format!("access.log.{i}"))).unwrap();
+        }
+        std::fs::write(&path, "{\"i\":70}\n").unwrap();
+        while fol.poll(&mut lines).unwrap() {}
+        while fol.poll(&mut lines).unwrap() {}
+        assert_eq!(
+            lines.len(),
+            71,
+            "every line read before any file was let go"
+        );
+        assert_eq!(fol.rotated.len(), MAX_FINISHED_OPEN);
+        assert_eq!(
+            metrics.rotated_files_evicted.get(),
+            70 - MAX_FINISHED_OPEN as u64
+        );
+        let first_kept = dir
+            .path()
+            .join(format!("access.log.{}", 70 - MAX_FINISHED_OPEN));
+        assert_eq!(
+            fol.rotated[0].path, first_kept,
+            "the oldest finished went first"
+        );
     }
 }
