@@ -459,49 +459,6 @@ impl Follower {
             Err(e) => self.open_failed(&path, &e),
         }
     }
-
-    /// copytruncate: the content `old` was reading is gone from its inode. Returns the
-    /// handle that finishes that content from logrotate's copy, when the copy is found —
-    /// under the same key, since it is the same content at the same offsets, only
-    /// through another descriptor — and the handle that reads the truncated file's new
-    /// content from 0 under a new key. Gives `old` back, untouched, when the siblings
-    /// cannot be looked at now (no descriptor free): the next poll tries again.
-    #[allow(clippy::type_complexity)]
-    fn truncated(
-        &mut self,
-        mut old: Handle,
-    ) -> io::Result<Result<(Option<Handle>, Handle), Handle>> {
-        // Siblings nobody saw (the copy of a content truncated twice between two looks)
-        // are looked for at the next poll, like after a rotation.
-        self.rescan = true;
-        let resume = old.line_offset();
-        let found = match self.find_copy(&old.identity, resume) {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(file = %old.path.display(), error = %e, "File truncated, and its siblings cannot be looked at for its copy now; retrying.");
-                return Ok(Err(old));
-            }
-        };
-        self.metrics.truncations.inc();
-        let truncated_path = old.path.clone();
-        let (copy, truncated_file) = match found {
-            Some((file, meta, path)) => {
-                tracing::warn!(file = %old.path.display(), copy = %path.display(), offset = resume, "File truncated (copytruncate); reading the rest from its copy, then the file again from offset 0. Lines written between the copy and the truncate cannot be recovered.");
-                // The partial line, if any, is whole in the copy: read again from there.
-                let truncated = old.continue_in(file, &meta, &path, resume, &self.progress)?;
-                (Some(old), truncated)
-            }
-            None => {
-                let size = self.progress.size_of(old.key);
-                tracing::warn!(file = %old.path.display(), offset = resume, size_last_seen = size, lost_bytes = size.saturating_sub(resume), "File truncated and no copy of it found (compressed or deleted before it was read?); bytes after this offset could not be read and are lost. Reading the file again from offset 0.");
-                self.progress.finish(old.key, resume);
-                (None, old.file)
-            }
-        };
-        let meta = truncated_file.metadata()?;
-        let fresh = self.track(truncated_file, &meta, &truncated_path, 0)?;
-        Ok(Ok((copy, fresh)))
-    }
 }
 
 #[cfg(test)]
