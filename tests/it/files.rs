@@ -328,7 +328,7 @@ pub(crate) fn count_messages(ft: &Firetail, prefix: &str) -> usize {
 
 /// The acknowledged offsets in the checkpoint file (empty when it is missing or holds
 /// no file yet).
-fn checkpoint_offsets(checkpoint: &Path) -> Vec<u64> {
+pub(crate) fn checkpoint_offsets(checkpoint: &Path) -> Vec<u64> {
     let Ok(bytes) = std::fs::read(checkpoint) else {
         return Vec::new();
     };

@@ -707,3 +707,63 @@ fn the_drain_quiet_period_restarts_on_bytes_of_a_partial_line() {
     let dups = figures("drain_quiet_partial_line", &written, &fake, &ft, 0);
     assert_eq!(dups, 0);
 }
+
+/// copytruncate while firetail was down (logrotate's cron runs during a restart): the
+/// checkpointed content is finished from logrotate's copy, then the truncated file is
+/// read from 0.
+#[test]
+fn restart_after_a_copytruncate_while_down_finishes_the_copy() {
+    let fake = fake_with(Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let logs = tempfile::tempdir_in(dir.path()).unwrap();
+    let mut ft = start_firetail(&fake, &log);
+    let mut app = App::open(&log, "ctdown", false);
+    app.write_lines(500);
+    assert!(fake.wait_for_lines(500, LONG), "{}", ft.dump());
+    let size = std::fs::metadata(&log).unwrap().len();
+    let checkpoint = dir.path().join(".firetail-access.log.json");
+    assert!(
+        eventually(LONG, || crate::files::checkpoint_offsets(&checkpoint)
+            .contains(&size)),
+        "the checkpoint reached the end of the file"
+    );
+    ft.kill9();
+    // Down: more lines, then logrotate copytruncate (the app idle around it), more lines.
+    app.write_lines(700);
+    logrotate(
+        logs.path(),
+        &log,
+        "copytruncate\nrotate 5\nnocompress\nmissingok",
+    );
+    app.write_lines(300);
+    let mut ft = start_firetail(&fake, &log);
+    let written = app.written.clone();
+    assert!(
+        fake.wait_for_lines(written.len() as u64, LONG),
+        "{}",
+        ft.dump()
+    );
+    term_and_exit_0(&mut ft);
+    assert_eq!(
+        count_messages(
+            &ft,
+            "Checkpointed file was truncated while firetail was down"
+        ),
+        1,
+        "{}",
+        ft.dump()
+    );
+    // A kill -9 may re-send what was in flight; nothing is lost or invented.
+    let dups = figures(
+        "restart_after_copytruncate_while_down",
+        &written,
+        &fake,
+        &ft,
+        0,
+    );
+    assert!(
+        dups <= 500,
+        "{dups} duplicates: more than was shipped before the kill"
+    );
+}
