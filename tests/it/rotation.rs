@@ -767,3 +767,71 @@ fn restart_after_a_copytruncate_while_down_finishes_the_copy() {
         "{dups} duplicates: more than was shipped before the kill"
     );
 }
+
+/// What the README says is lost with `copytruncate` + `compress` without
+/// `delaycompress`: logrotate compresses the copy at once, so the part firetail had
+/// not read yet (it is far behind) exists only in the `.gz`. Exactly that part is lost
+/// — a contiguous run of lines just before the truncation — with a WARN; every other
+/// line arrives.
+#[test]
+fn copytruncate_with_compress_loses_exactly_the_unread_part_of_the_copy() {
+    let fake = fake_with(Faults {
+        latency: Duration::from_millis(500),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let logs = tempfile::tempdir_in(dir.path()).unwrap();
+    let mut ft = Firetail::start(
+        &args_with(&log, &fake, &["--max-in-flight=1"]),
+        &aws_env(&fake.endpoint()),
+    );
+    ft.wait_message("firetail started.", LONG);
+    let mut writer = Writer::start(App::open(&log, "compress", false));
+    writer.write_more(4000);
+    let before = writer.paused(|app| {
+        logrotate(
+            logs.path(),
+            &log,
+            "copytruncate\nrotate 5\ncompress\nmissingok",
+        );
+        app.written.len()
+    });
+    writer.write_more(1000);
+    let (written, _) = writer.stop();
+    fake.update_faults(|f| f.latency = Duration::ZERO);
+    assert!(
+        eventually(LONG, || {
+            compare(&written, &fake.accepted_lines()).missing_count
+                == compare(&written[..before], &fake.accepted_lines()).missing_count
+        }),
+        "the lines after the truncation arrive\n{}",
+        ft.dump()
+    );
+    term_and_exit_0(&mut ft);
+    let d = compare(&written, &fake.accepted_lines());
+    let accepted: std::collections::HashSet<String> = fake.accepted_lines().into_iter().collect();
+    let lost: Vec<usize> = (0..written.len())
+        .filter(|i| !accepted.contains(&written[*i]))
+        .collect();
+    println!(
+        "files copytruncate_compress_no_delaycompress: written={} delivered={} lost={} duplicated={} (lost: the unread part of a copy compressed at once)",
+        written.len(),
+        written.len() - lost.len(),
+        lost.len(),
+        d.duplicates
+    );
+    assert_eq!(d.unexpected_count, 0, "{d:?}");
+    assert!(!lost.is_empty(), "firetail was not behind: nothing to lose");
+    assert_eq!(
+        lost,
+        (lost[0]..before).collect::<Vec<_>>(),
+        "exactly a run of lines ending at the truncation is lost"
+    );
+    assert_eq!(
+        count_messages(&ft, "File truncated and no copy of it found"),
+        1,
+        "{}",
+        ft.dump()
+    );
+}
