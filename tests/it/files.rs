@@ -1,5 +1,5 @@
 //! Issue 3: files that rotate, restart and die — the follower's mechanisms
-//! (`src/tail.rs`, model-tested in `follower_model.rs`) end to end, with the built
+//! (`src/tail/`, model-tested in `follower_model.rs`) end to end, with the built
 //! binary, real renames, truncates and deletions, real SIGTERM and SIGKILL, and the
 //! fake Firehose.
 //!

@@ -15,4 +15,5 @@ mod faults;
 mod files;
 mod follower_model;
 mod operate;
+mod restarts;
 mod rotation;
