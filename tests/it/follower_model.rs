@@ -4,8 +4,9 @@
 //! far behind when a file is truncated (with logrotate's copy kept, or compressed away
 //! at once), the app keeps writing into a renamed file until it reopens, many renames
 //! happen between two polls, files are shorter than the fingerprint, acknowledgements
-//! come in any order, and firetail restarts from any checkpoint (also one whose file
-//! was deleted while it was down).
+//! come in any order, and firetail is killed at any point and restarts from whatever
+//! checkpoint was last written, however stale (also one whose file was deleted while it
+//! was down).
 //!
 //! The model knows exactly which lines no follower can recover: those the app wrote
 //! between logrotate's copy and its truncate; those of a truncated file not yet read
@@ -48,7 +49,10 @@ enum Op {
     PollAll,
     /// Acknowledge the read lines in an order given by the seed (some may stay).
     Ack(u64),
-    /// `kill -9`: firetail stops; file actions go on until [`Op::Up`].
+    /// The checkpoint writer writes what is acknowledged now.
+    Checkpoint,
+    /// `kill -9`: firetail stops (its last checkpoint, maybe stale, is what a restart
+    /// sees); file actions go on until [`Op::Up`].
     Down,
     Up,
 }
@@ -64,6 +68,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         10 => Just(Op::Poll),
         4 => Just(Op::PollAll),
         6 => any::<u64>().prop_map(Op::Ack),
+        4 => Just(Op::Checkpoint),
         2 => Just(Op::Down),
         2 => Just(Op::Up),
     ]
@@ -98,6 +103,8 @@ struct World {
     unacked: Vec<Line>,
     /// Every line read since firetail last started (what a restart may read again).
     read_since_up: Vec<Line>,
+    /// The last checkpoint written: per key its offset, and the keys it let go.
+    last_checkpoint: (HashMap<u32, u64>, HashSet<u32>),
     may_duplicate: HashSet<String>,
 }
 
@@ -169,11 +176,13 @@ impl World {
             emitted: Vec::new(),
             unacked: Vec::new(),
             read_since_up: Vec::new(),
+            last_checkpoint: Default::default(),
             may_duplicate: HashSet::new(),
         };
         // firetail is up before the app writes (the startup probe gates the app).
         w.write_line(20);
         w.poll_all();
+        w.write_checkpoint();
         w
     }
 
@@ -402,9 +411,26 @@ impl World {
         self.unacked = left;
     }
 
-    /// `kill -9` just after a checkpoint write: a restart reads again every line at
-    /// or after its file's checkpointed offset (acknowledged out of order after a gap,
-    /// or not at all).
+    /// The checkpoint writer's turn: what is acknowledged now becomes durable.
+    fn write_checkpoint(&mut self) {
+        if self.follower.is_none() {
+            return;
+        }
+        let snap = self.progress.snapshot();
+        Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
+            .write(&self.progress)
+            .unwrap();
+        let offsets = snap
+            .keys
+            .iter()
+            .zip(&snap.entries)
+            .map(|(k, e)| (*k, e.offset));
+        self.last_checkpoint = (offsets.collect(), snap.dropped.into_iter().collect());
+    }
+
+    /// `kill -9`: a restart reads again every line at or after its file's offset in the
+    /// last checkpoint written (acknowledged out of order after a gap, not at all, or
+    /// after that write), and every line of a file opened after it.
     fn down(&mut self) {
         if self.follower.take().is_none() {
             return;
@@ -413,18 +439,13 @@ impl World {
             let lines = self.files[id].lines.clone();
             self.destroyed(lines, false);
         }
-        Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
-            .write(&self.progress)
-            .unwrap();
-        let snap = self.progress.snapshot();
-        let committed: HashMap<u32, u64> = snap
-            .keys
-            .iter()
-            .zip(&snap.entries)
-            .map(|(k, e)| (*k, e.offset))
-            .collect();
+        let (offsets, dropped) = &self.last_checkpoint;
         for l in self.read_since_up.drain(..) {
-            if committed.get(&l.file).is_some_and(|o| l.start >= *o) {
+            let again = match offsets.get(&l.file) {
+                Some(o) => l.start >= *o,
+                None => !dropped.contains(&l.file),
+            };
+            if again {
                 self.may_duplicate.insert(text_of(&l));
             }
         }
@@ -439,6 +460,8 @@ impl World {
         let (follower, progress) = new_follower(&self.path, &entries);
         self.follower = Some(follower);
         self.progress = progress;
+        // The writer writes as soon as files are opened (Progress::open wakes it).
+        self.write_checkpoint();
     }
 
     fn apply(&mut self, op: &Op) {
@@ -454,6 +477,7 @@ impl World {
             }
             Op::PollAll => self.poll_all(),
             Op::Ack(seed) => self.ack(*seed),
+            Op::Checkpoint => self.write_checkpoint(),
             Op::Down => self.down(),
             Op::Up => self.up(),
         }
