@@ -213,12 +213,19 @@ impl Pipeline {
         ));
         let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
         let resume_from = checkpointer.load_retrying(&health).await;
+        tail::raise_nofile_limit();
+        let settings = tail::Settings {
+            path: config.path.clone(),
+            read_from: config.read_from,
+            rotate_wait: config.rotate_wait,
+            own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
+        };
         let follower = Follower::new(
-            &config.path,
-            config.read_from,
+            &settings,
             &resume_from,
             progress.clone(),
             metrics.clone(),
+            health.clone(),
         )
         .with_context(|| format!("cannot follow {}", config.path.display()))?;
         log_start(config, addr, resume_from.len());

@@ -325,6 +325,11 @@ impl Progress {
         self.changed.notified().await
     }
 
+    /// The file's size as the tail last saw it (0 for an unknown key).
+    pub fn size_of(&self, key: FileKey) -> u64 {
+        self.lock().get(&key).map_or(0, |f| f.size)
+    }
+
     pub fn path_of(&self, key: FileKey) -> PathBuf {
         self.lock()
             .get(&key)

@@ -284,7 +284,7 @@ fn no_call_breaks_a_limit_and_the_oversize_line_is_dead_lettered() {
     let over_at = lines.len();
     lines.push(padded_line("edge", 2, MAX_RECORD_BYTES));
     small(200, &mut lines);
-    // Over 4 MiB: only its first 4 MiB are kept in the dead-letter entry.
+    // Over 1 MiB: only its first KEEP_OVERSIZE_BYTES (1 MiB) are kept in the dead-letter entry.
     let huge_at = lines.len();
     lines.push(padded_line("huge", 3, 5_000_000));
     small(200, &mut lines);
@@ -339,7 +339,7 @@ fn no_call_breaks_a_limit_and_the_oversize_line_is_dead_lettered() {
     assert_eq!(huge["offset"], offset_of(&lines, huge_at));
     assert_eq!(huge["size"], 5_000_001);
     assert_eq!(huge["line_cut"], true);
-    assert!(huge["line"].as_str() == Some(&lines[huge_at][..4 * 1024 * 1024]));
+    assert!(huge["line"].as_str() == Some(&lines[huge_at][..firetail::tail::KEEP_OVERSIZE_BYTES]));
     // Logged with its offset and size.
     let logged = ft
         .wait_log(Duration::from_secs(1), |v| {

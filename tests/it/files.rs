@@ -1,5 +1,5 @@
 //! Issue 3: files that rotate, restart and die — the follower's mechanisms
-//! (`src/tail.rs`, model-tested in `follower_model.rs`) end to end, with the built
+//! (`src/tail/`, model-tested in `follower_model.rs`) end to end, with the built
 //! binary, real renames, truncates and deletions, real SIGTERM and SIGKILL, and the
 //! fake Firehose.
 //!
@@ -27,7 +27,7 @@ use crate::support::eventually;
 use crate::support::fake_firehose::{FakeConfig, FakeFirehose, Faults};
 use crate::support::firetail::{access_lines, aws_env, base_args, Firetail};
 
-const LONG: Duration = Duration::from_secs(60);
+pub(crate) const LONG: Duration = Duration::from_secs(60);
 
 /// The writer's pace: this many lines per burst, one burst every [`WRITE_EVERY`].
 const LINES_PER_WRITE: usize = 10;
@@ -42,17 +42,17 @@ const MAX_LINES_PER_SEC: usize = LINES_PER_WRITE * 1000 / WRITE_EVERY.as_millis(
 const LOGGER_HEADER: &str = "# Logfile created on 2026-11-26 17:00:00 +0000 by logger.rb/v1.6.0";
 
 /// The application side of the log file: its open handle and everything it wrote.
-struct App {
-    path: PathBuf,
+pub(crate) struct App {
+    pub(crate) path: PathBuf,
     file: File,
     tag: String,
     /// Every line written, in order, without headers.
-    written: Vec<String>,
+    pub(crate) written: Vec<String>,
     /// Logger header lines written.
     headers: usize,
 }
 
-fn open_append(path: &Path) -> File {
+pub(crate) fn open_append(path: &Path) -> File {
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -63,7 +63,7 @@ fn open_append(path: &Path) -> File {
 impl App {
     /// Opens (creating it if needed) the log at `path` for appending; with `header`, a
     /// new file starts with Logger's header line, as `Logger.new(path)` does.
-    fn open(path: &Path, tag: &str, header: bool) -> App {
+    pub(crate) fn open(path: &Path, tag: &str, header: bool) -> App {
         let mut app = App {
             path: path.to_path_buf(),
             file: open_append(path),
@@ -76,7 +76,7 @@ impl App {
     }
 
     /// Opens the path again (a new file once the old one was renamed or deleted).
-    fn reopen(&mut self, header: bool) {
+    pub(crate) fn reopen(&mut self, header: bool) {
         self.file = open_append(&self.path);
         self.header_if_new(header);
     }
@@ -91,7 +91,7 @@ impl App {
     }
 
     /// Appends `n` unique lines in two writes cut inside a line.
-    fn write_lines(&mut self, n: usize) {
+    pub(crate) fn write_lines(&mut self, n: usize) {
         let first = self.written.len();
         let lines = access_lines(&self.tag, first..first + n);
         let mut buf = String::new();
@@ -105,7 +105,7 @@ impl App {
         self.written.extend(lines);
     }
 
-    fn sibling(&self, n: usize) -> PathBuf {
+    pub(crate) fn sibling(&self, n: usize) -> PathBuf {
         let mut s = self.path.as_os_str().to_owned();
         s.push(format!(".{n}"));
         PathBuf::from(s)
@@ -115,7 +115,7 @@ impl App {
 /// Ruby's `Logger::LogDevice#shift_log_age`: `.i` → `.i+1` for i from `shift_age - 3`
 /// down to 0 (renaming over the oldest drops it), close, `access.log` → `access.log.0`,
 /// then `create_logfile`: a new file whose first line is the header.
-fn logger_shift(app: &mut App, shift_age: usize) {
+pub(crate) fn logger_shift(app: &mut App, shift_age: usize) {
     for i in (0..=shift_age - 3).rev() {
         if app.sibling(i).exists() {
             std::fs::rename(app.sibling(i), app.sibling(i + 1)).unwrap();
@@ -154,7 +154,7 @@ fn copytruncate(app: &App) {
 
 /// The application writing continuously on a thread of its own until stopped. A test
 /// acts between two bursts (rotate, truncate) through [`Writer::paused`].
-struct Writer {
+pub(crate) struct Writer {
     app: Arc<Mutex<App>>,
     stop: Arc<AtomicBool>,
     count: Arc<AtomicUsize>,
@@ -162,7 +162,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(app: App) -> Writer {
+    pub(crate) fn start(app: App) -> Writer {
+        Writer::start_paced(app, LINES_PER_WRITE)
+    }
+
+    /// Like [`Writer::start`], `lines` lines per burst (several writers share a rate).
+    pub(crate) fn start_paced(app: App, lines: usize) -> Writer {
         let app = Arc::new(Mutex::new(app));
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicUsize::new(0));
@@ -172,7 +177,7 @@ impl Writer {
                 while !stop.load(Ordering::Relaxed) {
                     {
                         let mut app = app.lock().unwrap();
-                        app.write_lines(LINES_PER_WRITE);
+                        app.write_lines(lines);
                         count.store(app.written.len(), Ordering::Relaxed);
                     }
                     std::thread::sleep(WRITE_EVERY);
@@ -188,7 +193,7 @@ impl Writer {
     }
 
     /// Runs `f` between two bursts: the writer waits until it returns.
-    fn paused<R>(&self, f: impl FnOnce(&mut App) -> R) -> R {
+    pub(crate) fn paused<R>(&self, f: impl FnOnce(&mut App) -> R) -> R {
         let mut app = self.app.lock().unwrap();
         let r = f(&mut app);
         self.count.store(app.written.len(), Ordering::Relaxed);
@@ -196,12 +201,12 @@ impl Writer {
     }
 
     /// Lines written so far.
-    fn written(&self) -> usize {
+    pub(crate) fn written(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
     /// Waits until `more` lines were written after now; returns the new count.
-    fn write_more(&self, more: usize) -> usize {
+    pub(crate) fn write_more(&self, more: usize) -> usize {
         let target = self.written() + more;
         assert!(
             eventually(LONG, || self.written() >= target),
@@ -211,7 +216,7 @@ impl Writer {
     }
 
     /// Stops the thread; returns every line written and the number of headers.
-    fn stop(&mut self) -> (Vec<String>, usize) {
+    pub(crate) fn stop(&mut self) -> (Vec<String>, usize) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             t.join().expect("the writer thread panicked");
@@ -231,18 +236,18 @@ impl Drop for Writer {
 
 /// What arrived compared with what was written, as multisets.
 #[derive(Debug, Default)]
-struct Delivery {
+pub(crate) struct Delivery {
     /// Written, never accepted (at most a few shown).
-    missing: Vec<String>,
-    missing_count: usize,
+    pub(crate) missing: Vec<String>,
+    pub(crate) missing_count: usize,
     /// Accepted, never written: invented or corrupted lines.
-    unexpected: Vec<String>,
-    unexpected_count: usize,
+    pub(crate) unexpected: Vec<String>,
+    pub(crate) unexpected_count: usize,
     /// Accepted copies beyond the first of a written line.
-    duplicates: usize,
+    pub(crate) duplicates: usize,
 }
 
-fn compare(written: &[String], accepted: &[String]) -> Delivery {
+pub(crate) fn compare(written: &[String], accepted: &[String]) -> Delivery {
     let mut left: HashMap<&str, usize> = HashMap::new();
     for l in written {
         *left.entry(l.as_str()).or_default() += 1;
@@ -297,7 +302,7 @@ fn assert_at_least_once(fake: &FakeFirehose, written: &[String], ft: &Firetail) 
 }
 
 /// Distinct lines the fake accepted.
-fn distinct_accepted(fake: &FakeFirehose) -> usize {
+pub(crate) fn distinct_accepted(fake: &FakeFirehose) -> usize {
     fake.accepted_lines()
         .into_iter()
         .collect::<HashSet<_>>()
@@ -314,7 +319,7 @@ fn wait_distinct(fake: &FakeFirehose, n: usize, ft: &Firetail) {
     );
 }
 
-fn count_messages(ft: &Firetail, prefix: &str) -> usize {
+pub(crate) fn count_messages(ft: &Firetail, prefix: &str) -> usize {
     ft.logs()
         .iter()
         .filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
@@ -323,7 +328,7 @@ fn count_messages(ft: &Firetail, prefix: &str) -> usize {
 
 /// The acknowledged offsets in the checkpoint file (empty when it is missing or holds
 /// no file yet).
-fn checkpoint_offsets(checkpoint: &Path) -> Vec<u64> {
+pub(crate) fn checkpoint_offsets(checkpoint: &Path) -> Vec<u64> {
     let Ok(bytes) = std::fs::read(checkpoint) else {
         return Vec::new();
     };
@@ -336,14 +341,14 @@ fn checkpoint_offsets(checkpoint: &Path) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-fn fake_with(faults: Faults) -> FakeFirehose {
+pub(crate) fn fake_with(faults: Faults) -> FakeFirehose {
     FakeFirehose::start(FakeConfig {
         faults,
         ..FakeConfig::default()
     })
 }
 
-fn start_firetail(fake: &FakeFirehose, log: &Path) -> Firetail {
+pub(crate) fn start_firetail(fake: &FakeFirehose, log: &Path) -> Firetail {
     let ft = Firetail::start(
         &base_args(log, &fake.stream_name()),
         &aws_env(&fake.endpoint()),
@@ -352,7 +357,7 @@ fn start_firetail(fake: &FakeFirehose, log: &Path) -> Firetail {
     ft
 }
 
-fn term_and_exit_0(ft: &mut Firetail) {
+pub(crate) fn term_and_exit_0(ft: &mut Firetail) {
     ft.term();
     assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
 }

@@ -123,7 +123,6 @@ fn peak_rss(oversize_run: Option<usize>) -> u64 {
 }
 
 #[test]
-#[ignore = "passes only with the tail's 1 MiB oversize keep and the streamed dead-letter writes (issue 13, wip-tail and wip-store): un-ignore when they are merged"]
 fn peak_rss_under_hostile_lines_stays_under_the_target() {
     let mib = |b: u64| b as f64 / MIB as f64;
     let benign = peak_rss(None);

@@ -146,7 +146,9 @@ impl Model {
 
 /// The offset a restart resumes from: the durable checkpoint, or 0 without one.
 fn resume_offset(checkpoint: &Path) -> u64 {
-    let entries = Checkpointer::new(checkpoint, Arc::new(Metrics::new())).try_load().expect("the checkpoint is readable");
+    let entries = Checkpointer::new(checkpoint, Arc::new(Metrics::new()))
+        .try_load()
+        .expect("the checkpoint is readable");
     entries.first().map_or(0, |e| e.offset)
 }
 

@@ -1,0 +1,605 @@
+//! follower: one path followed through rotations, truncations and restarts, as a set
+//! of open [`Handle`]s.
+//!
+//! The file at the path is the *current* one; files rotated away are kept open in
+//! rotation order, oldest first, and read before it. The path is only used to discover
+//! files (a new inode there is a rotation; a missing path is a rename or a deletion);
+//! a file, once open, is read through its handle until it is retired:
+//! - a rotated file is retired only when read to its end and then unchanged for
+//!   `--rotate-wait` (late writers: several workers reopen at different times), or
+//!   deleted and unchanged for a short grace (nobody can find it again by name); in a
+//!   drain, when read to its end. At most [`MAX_FINISHED_OPEN`] finished files stay
+//!   open; the oldest finished is retired first, with a WARN and a metric. A file not
+//!   read to its end is never retired;
+//! - a truncation (copytruncate) reads the rest from logrotate's copy, found among the
+//!   siblings by its first bytes and a length ≥ the offset, then the truncated file
+//!   from 0, through the same descriptor, under a new key;
+//! - a new inode at the path makes every sibling the follower does not know a file
+//!   rotated while it was behind (many renames between two polls): read from 0,
+//!   oldest first, before the new file.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::discovery::{AtPath, Scope};
+use super::framing::Line;
+use super::handle::{Handle, Phase, Read};
+use crate::config::ReadFrom;
+use crate::metrics::{Health, Metrics};
+use crate::progress::{FileEntry, FileKey, Identity, Progress};
+
+/// Finished rotated files kept open for late writers: more than any rotation scheme
+/// produces within `--rotate-wait`, far below the open-files limit.
+pub const MAX_FINISHED_OPEN: usize = 64;
+
+/// A deleted file read to its end is retired once unchanged this long (or
+/// `--rotate-wait`, if shorter): an app may still be finishing a write through its own
+/// handle, but nobody can open it again.
+const DELETED_GRACE: Duration = Duration::from_secs(1);
+
+/// What the follower needs to know besides the ledger.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub path: PathBuf,
+    pub read_from: ReadFrom,
+    pub rotate_wait: Duration,
+    /// firetail's own files (checkpoint, dead-letter): never shipped, whatever their
+    /// names; files named like them plus a suffix (`.tmp`, `.1`) neither.
+    pub own_files: Vec<PathBuf>,
+}
+
+/// Where the next file at the path starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    /// Its end: `--read-from end`, for the file present at start with no checkpoint.
+    End,
+}
+
+/// The file at the path.
+#[derive(Debug)]
+pub enum Current {
+    /// None yet (missing, or not a regular file): the next one starts here.
+    Waiting(StartAt),
+    Open(Handle),
+}
+
+/// A file deliberately not shipped (present before any checkpoint, or retired), as
+/// last seen: a sibling that still looks like this needs no second look.
+#[derive(Debug, Clone)]
+pub(super) struct Known {
+    pub size: u64,
+    pub mtime_ns: u64,
+    /// For a file that was read and let go: its identity and where reading stopped,
+    /// so bytes a late writer adds afterwards are read from there, not from 0.
+    pub read_to: Option<(Identity, u64)>,
+}
+
+/// Follows one path through rotations, truncations and restarts.
+pub struct Follower {
+    pub(super) scope: Scope,
+    pub(super) rotate_wait: Duration,
+    pub(super) progress: Arc<Progress>,
+    pub(super) metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    next_key: FileKey,
+    pub(super) current: Current,
+    /// Files rotated away, oldest first.
+    pub(super) rotated: VecDeque<Handle>,
+    pub(super) known: HashMap<(u64, u64), Known>,
+    /// Bytes read so far (the drain's quiet period restarts on any of them).
+    bytes_read: u64,
+    /// A scan missed something (a rename raced it, no descriptor was free), or a
+    /// truncation happened: look again.
+    pub(super) rescan: bool,
+    /// When the siblings were last scanned (see [`SCAN_EVERY`]).
+    pub(super) last_scan: Instant,
+    /// The drain's last scan is done.
+    drain_scanned: bool,
+}
+
+/// Siblings are also scanned this often without a rotation to prompt it: a copy made of
+/// content firetail had not read yet, when the truncation left the size at the offset,
+/// shows nowhere else. A few `stat`s per sibling every few seconds.
+const SCAN_EVERY: Duration = Duration::from_secs(5);
+
+impl Follower {
+    /// Starts following: from the checkpoint's entries when there are any; else the
+    /// file at the path now per `read_from`, and every sibling present now is old.
+    pub fn new(
+        settings: &Settings,
+        checkpoint: &[FileEntry],
+        progress: Arc<Progress>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> io::Result<Follower> {
+        let mut f = Follower {
+            scope: Scope::new(&settings.path, &settings.own_files),
+            rotate_wait: settings.rotate_wait,
+            progress,
+            metrics,
+            health,
+            next_key: 0,
+            current: Current::Waiting(StartAt::Beginning),
+            rotated: VecDeque::new(),
+            known: HashMap::new(),
+            bytes_read: 0,
+            rescan: false,
+            last_scan: Instant::now(),
+            drain_scanned: false,
+        };
+        if checkpoint.is_empty() {
+            for c in f.scope.scan()? {
+                if c.path != f.scope.path() {
+                    f.remember(&c.meta);
+                }
+            }
+            let start = match settings.read_from {
+                ReadFrom::Beginning => StartAt::Beginning,
+                ReadFrom::End => StartAt::End,
+            };
+            f.current = Current::Waiting(start);
+            f.look_at_path()?;
+        } else {
+            f.resume(checkpoint)?;
+        }
+        Ok(f)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.scope.path()
+    }
+
+    /// The directories to watch (the path's, and its symlink target's).
+    pub fn watch_dirs(&self) -> Vec<(PathBuf, String)> {
+        self.scope.dirs()
+    }
+
+    /// True while rotated files are open (their `--rotate-wait` needs a timer).
+    pub fn has_rotated(&self) -> bool {
+        !self.rotated.is_empty()
+    }
+
+    /// Bytes read so far, partial lines included.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// Opens a handle at `offset` under the next key.
+    pub(super) fn track(
+        &mut self,
+        file: File,
+        meta: &Metadata,
+        path: &Path,
+        offset: u64,
+    ) -> io::Result<Handle> {
+        let h = Handle::open(self.next_key, file, meta, path, offset, &self.progress)?;
+        self.next_key += 1;
+        self.metrics.files_opened.inc();
+        Ok(h)
+    }
+
+    /// Reads what is available, up to a budget. True when there may be more at once
+    /// (call again); false when every file is at its end.
+    pub fn poll(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        // No room in the duplicate window: nothing is read, so no read below can be
+        // mistaken for the end of a file.
+        if self.progress.room() == 0 {
+            return Ok(true);
+        }
+        self.look_at_path()?;
+        if self.rescan || self.last_scan.elapsed() >= SCAN_EVERY {
+            self.adopt_unknown_siblings()?;
+        }
+        if self.read_once(out)? {
+            return Ok(true);
+        }
+        self.retire_done(out, false);
+        Ok(false)
+    }
+
+    /// One read of the first file (oldest first) with bytes. True when it read, hit a
+    /// full window or a truncation (call again).
+    fn read_once(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        for i in 0..self.rotated.len() {
+            let budget = self.progress.room();
+            match self.rotated[i].read(&self.progress, budget, out)? {
+                Read::AtEnd => continue,
+                Read::Data(n) => self.bytes_read += n as u64,
+                Read::WindowFull => {}
+                Read::Truncated => {
+                    let old = self.rotated.remove(i).expect("index in range");
+                    match self.truncated(old)? {
+                        Ok((copy, fresh)) => {
+                            self.rotated.insert(i, fresh);
+                            if let Some(c) = copy {
+                                self.rotated.insert(i, c);
+                            }
+                        }
+                        Err(old) => {
+                            self.rotated.insert(i, old);
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+            return Ok(true);
+        }
+        let Current::Open(cur) = &mut self.current else {
+            return Ok(false);
+        };
+        match cur.read(&self.progress, self.progress.room(), out)? {
+            Read::AtEnd => return Ok(false),
+            Read::Data(n) => self.bytes_read += n as u64,
+            Read::WindowFull => {}
+            Read::Truncated => {
+                let Current::Open(old) =
+                    std::mem::replace(&mut self.current, Current::Waiting(StartAt::Beginning))
+                else {
+                    unreachable!("current is open")
+                };
+                match self.truncated(old)? {
+                    Ok((copy, fresh)) => {
+                        self.rotated.extend(copy);
+                        self.current = Current::Open(fresh);
+                    }
+                    Err(old) => {
+                        self.current = Current::Open(old);
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Drain end, one bounded step at a time (like [`Follower::poll`]): every open file
+    /// is read to its end first; then partial last lines are handed on (with `\n`) and
+    /// rotated files retired. True while there is more to do.
+    pub fn finish(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        if !self.drain_scanned {
+            self.drain_scanned = true;
+            self.look_at_path()?;
+            self.adopt_unknown_siblings()?;
+        }
+        if self.progress.room() == 0 || self.read_once(out)? {
+            return Ok(true);
+        }
+        self.retire_done(out, true);
+        if let Current::Open(cur) = &mut self.current {
+            // Not `Progress::finish`: the file stays in the checkpoint, so a restart
+            // goes on from here rather than taking it for a new file.
+            cur.framer.finish(cur.key, out);
+            self.progress.read_to(cur.key, cur.framer.read_offset());
+        }
+        Ok(false)
+    }
+
+    /// Retires rotated files that are done (all of them, in a drain, once each is read
+    /// to its end), then the oldest finished ones beyond [`MAX_FINISHED_OPEN`].
+    fn retire_done(&mut self, out: &mut Vec<Line>, draining: bool) {
+        let deleted_wait = self.rotate_wait.min(DELETED_GRACE);
+        let mut i = 0;
+        while i < self.rotated.len() {
+            let h = &self.rotated[i];
+            let done = h.at_end()
+                && (draining
+                    || h.quiet_for(self.rotate_wait)
+                    || (h.deleted && h.quiet_for(deleted_wait)));
+            if done {
+                let h = self.rotated.remove(i).expect("index in range");
+                self.retire(h, out, "Finished reading rotated file.");
+            } else {
+                i += 1;
+            }
+        }
+        self.evict_beyond_cap(out);
+    }
+
+    /// More than [`MAX_FINISHED_OPEN`] finished files open: the oldest finished ones are
+    /// let go early (one WARN per round, with the count, and a metric). Bytes a late
+    /// writer adds to them later are found by the next sibling scan, not at once.
+    fn evict_beyond_cap(&mut self, out: &mut Vec<Line>) {
+        let finished = self.rotated.iter().filter(|h| h.at_end()).count();
+        if finished <= MAX_FINISHED_OPEN {
+            return;
+        }
+        let mut ends: Vec<(Instant, FileKey)> = self
+            .rotated
+            .iter()
+            .filter_map(|h| match h.phase {
+                Phase::AtEnd { since, .. } => Some((since, h.key)),
+                Phase::Reading => None,
+            })
+            .collect();
+        ends.sort();
+        let evict: Vec<FileKey> = ends[..finished - MAX_FINISHED_OPEN]
+            .iter()
+            .map(|e| e.1)
+            .collect();
+        let oldest = self
+            .rotated
+            .iter()
+            .find(|h| h.key == evict[0])
+            .map(|h| h.path.clone());
+        tracing::warn!(oldest = ?oldest, closed = evict.len(), open_finished = finished, limit = MAX_FINISHED_OPEN, "Too many finished rotated files open; closing the oldest finished ones before --rotate-wait.");
+        for key in evict {
+            let i = self
+                .rotated
+                .iter()
+                .position(|h| h.key == key)
+                .expect("listed above");
+            let h = self.rotated.remove(i).expect("index in range");
+            self.metrics.rotated_files_evicted.inc();
+            self.retire(h, out, "Closed rotated file early.");
+        }
+    }
+
+    fn retire(&mut self, mut h: Handle, out: &mut Vec<Line>, msg: &'static str) {
+        h.finish(&self.progress, out);
+        if !h.deleted {
+            if let Ok(meta) = h.file.metadata() {
+                self.remember_read(&meta, Some((h.identity.clone(), h.framer.read_offset())));
+            }
+        }
+        tracing::info!(file = %h.path.display(), inode = h.identity.ino, end_offset = h.framer.read_offset(), deleted = h.deleted, "{msg}");
+    }
+
+    /// Looks at the path: a new inode is a rotation, a missing path a rename or a
+    /// deletion, something not a regular file an ERROR (and not ready) until a regular
+    /// file is back. Opens the file at the path when there is a new one.
+    fn look_at_path(&mut self) -> io::Result<()> {
+        let at_path = match self.scope.look() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(file = %self.path().display(), error = %e, "Cannot stat the log path; retrying.");
+                return Ok(());
+            }
+        };
+        match at_path {
+            AtPath::Missing => {
+                self.set_path_error(None);
+                // While nothing is at the path, files may come and be renamed away
+                // between two looks: every look scans the siblings.
+                self.leave_path("File moved or deleted; finishing it and waiting for a new one.");
+                self.adopt_unknown_siblings()?;
+            }
+            AtPath::NotRegular(kind) => {
+                self.set_path_error(Some(kind));
+                self.leave_path(
+                    "The path is no longer a regular file; finishing the file that was there.",
+                );
+            }
+            AtPath::Regular(meta) => {
+                self.set_path_error(None);
+                match &self.current {
+                    Current::Open(h) if h.identity.same_inode(&meta) => {}
+                    Current::Open(_) => {
+                        self.metrics.rotations.inc();
+                        self.leave_path("Rotation followed; finishing the old file, then reading the new one from offset 0.");
+                        self.adopt_unknown_siblings()?;
+                        self.open_current();
+                    }
+                    Current::Waiting(_) => {
+                        self.adopt_unknown_siblings()?;
+                        self.open_current();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current file left the path: finish it as a rotated file. True if one did.
+    fn leave_path(&mut self, msg: &'static str) -> bool {
+        match std::mem::replace(&mut self.current, Current::Waiting(StartAt::Beginning)) {
+            Current::Open(h) => {
+                tracing::info!(file = %h.path.display(), inode = h.identity.ino, read_offset = h.framer.read_offset(), "{msg}");
+                self.rotated.push_back(h);
+                true
+            }
+            // Nothing was open: whatever comes to the path next is new, read from 0
+            // (also under --read-from end, which is for the file present at start).
+            Current::Waiting(_) => false,
+        }
+    }
+
+    pub(super) fn set_path_error(&self, kind: Option<&'static str>) {
+        let was = self
+            .health
+            .path_error
+            .swap(kind.is_some(), Ordering::Relaxed);
+        match kind {
+            Some(kind) if !was => {
+                tracing::error!(file = %self.path().display(), kind, "The log path is not a regular file; not reading it, and not ready, until a regular file is back.")
+            }
+            None if was => {
+                tracing::info!(file = %self.path().display(), "The log path is a regular file again.")
+            }
+            _ => {}
+        }
+    }
+
+    /// Opens the file at the path as the current one (a file already followed, a
+    /// re-pointed symlink pointing back, keeps its place and offset).
+    fn open_current(&mut self) {
+        let path = self.path().to_path_buf();
+        let Some((file, meta)) = self.open_logged(&path) else {
+            return;
+        };
+        if let Some(i) = self
+            .rotated
+            .iter()
+            .position(|h| h.identity.same_inode(&meta))
+        {
+            let h = self.rotated.remove(i).expect("index in range");
+            self.current = Current::Open(h);
+            return;
+        }
+        let Current::Waiting(start) = self.current else {
+            return;
+        };
+        let offset = match start {
+            StartAt::Beginning => 0,
+            StartAt::End => meta.len(),
+        };
+        match self.track(file, &meta, &path, offset) {
+            Ok(h) => {
+                tracing::info!(file = %path.display(), inode = meta.ino(), offset, "Following file.");
+                self.current = Current::Open(h);
+            }
+            Err(e) => self.open_failed(&path, &e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Gauges;
+    use std::io::Write;
+
+    fn follower(path: &Path, progress: Arc<Progress>) -> Follower {
+        let settings = Settings {
+            path: path.to_path_buf(),
+            read_from: ReadFrom::Beginning,
+            rotate_wait: Duration::from_secs(30),
+            own_files: Vec::new(),
+        };
+        let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+        Follower::new(&settings, &[], progress, m, h).unwrap()
+    }
+
+    /// The drain's end reads in bounded steps and never past the duplicate window: a
+    /// full window is "call again", never "at the end", and the partial last line only
+    /// leaves once the file was read to its end.
+    #[test]
+    fn the_drain_finishes_in_steps_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let mut f = File::create(&path).unwrap();
+        for i in 0..2000 {
+            writeln!(f, "{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(100)).unwrap();
+        }
+        write!(f, "{{\"partial\":true}}").unwrap();
+        let progress = Arc::new(Progress::new(64 * 1024, Gauges::default()));
+        let mut fol = follower(&path, progress.clone());
+        let mut lines = Vec::new();
+        let mut steps = 0;
+        while fol.finish(&mut lines).unwrap() {
+            steps += 1;
+            let read = lines.iter().map(|l| l.size).sum::<u64>();
+            assert!(
+                read <= 64 * 1024 + 1024,
+                "read {read} bytes past the window"
+            );
+            if progress.room() == 0 {
+                assert!(
+                    fol.finish(&mut lines).unwrap(),
+                    "a full window is not the end"
+                );
+                progress.persisted(&progress.snapshot());
+                let spans: Vec<_> = lines
+                    .iter()
+                    .map(|l| crate::progress::Span {
+                        file: l.file,
+                        start: l.start,
+                        end: l.end,
+                    })
+                    .collect();
+                progress.register(&spans);
+                progress.ack(&spans);
+                progress.persisted(&progress.snapshot());
+                lines.clear();
+            }
+            assert!(steps < 1000);
+        }
+        assert!(steps > 3, "the drain read in steps");
+        assert_eq!(
+            lines.last().map(|l| &l.data[..]),
+            Some(&b"{\"partial\":true}\n"[..]),
+            "the partial last line leaves at the very end, with a newline"
+        );
+    }
+
+    /// The checkpoint names a file where it is now: a rename is followed.
+    #[test]
+    fn the_checkpoint_path_follows_a_renamed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        std::fs::write(&path, "{\"a\":1}\n").unwrap();
+        let progress = Arc::new(Progress::default());
+        let mut fol = follower(&path, progress.clone());
+        let mut lines = Vec::new();
+        while fol.poll(&mut lines).unwrap() {}
+        std::fs::rename(&path, dir.path().join("access.log.0")).unwrap();
+        std::fs::write(&path, "{\"b\":2}\n").unwrap();
+        while fol.poll(&mut lines).unwrap() {}
+        let paths: Vec<PathBuf> = progress
+            .snapshot()
+            .entries
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, [dir.path().join("access.log.0"), path]);
+        assert_eq!(lines.len(), 2);
+    }
+
+    /// At most 64 finished rotated files stay open; the oldest finished go first, each
+    /// counted.
+    #[test]
+    fn at_most_64_finished_rotated_files_stay_open_oldest_let_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let progress = Arc::new(Progress::default());
+        let metrics = Arc::new(Metrics::new());
+        let settings = Settings {
+            path: path.clone(),
+            read_from: ReadFrom::Beginning,
+            rotate_wait: Duration::from_secs(3600),
+            own_files: Vec::new(),
+        };
+        let mut fol = Follower::new(
+            &settings,
+            &[],
+            progress,
+            metrics.clone(),
+            Arc::new(Health::default()),
+        )
+        .unwrap();
+        let mut lines = Vec::new();
+        for i in 0..70 {
+            std::fs::write(&path, format!("{{\"i\":{i}}}\n")).unwrap();
+            while fol.poll(&mut lines).unwrap() {}
+            std::fs::rename(&path, dir.path().join(format!("access.log.{i}"))).unwrap();
+        }
+        std::fs::write(&path, "{\"i\":70}\n").unwrap();
+        while fol.poll(&mut lines).unwrap() {}
+        while fol.poll(&mut lines).unwrap() {}
+        assert_eq!(
+            lines.len(),
+            71,
+            "every line read before any file was let go"
+        );
+        assert_eq!(fol.rotated.len(), MAX_FINISHED_OPEN);
+        assert_eq!(
+            metrics.rotated_files_evicted.get(),
+            70 - MAX_FINISHED_OPEN as u64
+        );
+        let first_kept = dir
+            .path()
+            .join(format!("access.log.{}", 70 - MAX_FINISHED_OPEN));
+        assert_eq!(
+            fol.rotated[0].path, first_kept,
+            "the oldest finished went first"
+        );
+    }
+}

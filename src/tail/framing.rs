@@ -1,0 +1,307 @@
+//! framing: bytes of one file → complete [`Line`]s, without copying them.
+//!
+//! Pure, synchronous code: what comes in is the bytes read at increasing offsets of one
+//! file's content; what goes out is every complete line with its offsets, and, at the
+//! very end ([`Framer::finish`]), the partial last line with a `\n` appended. A line
+//! longer than [`KEEP_OVERSIZE_BYTES`] keeps its first bytes and its true size and
+//! offsets, so memory is bounded whatever the writer does, and nothing is cut silently.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::progress::FileKey;
+
+/// Firehose's per-record limit: 1,000 KiB of data (Firehose quotas page). A line
+/// (with its `\n`) above this can never be a record.
+pub const MAX_RECORD_BYTES: usize = 1_024_000;
+
+/// How much of an oversize line is kept for the dead-letter file. Bounds memory
+/// whatever the writer does (a 1 GiB line without a newline must not be 1 GiB of RSS):
+/// 1 MiB is just above the record limit, so the dead-letter entry still shows more than
+/// a record could hold, and a run of hostile lines keeps peak RSS low.
+pub const KEEP_OVERSIZE_BYTES: usize = 1024 * 1024;
+
+/// One `read(2)` per this many bytes: a backlog costs a syscall per ~200 lines, and
+/// the buffer stays below glibc's mmap threshold (128 KiB), so it is recycled from the
+/// heap rather than mapped and zeroed by the kernel each time. A read buffer lives as
+/// long as any of its lines is in flight.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One line of the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub file: FileKey,
+    /// File offset of the line's first byte.
+    pub start: u64,
+    /// File offset just after the line (after its `\n`, if the file has one).
+    pub end: u64,
+    /// The line with its trailing `\n` (appended when the file ended without one);
+    /// for an oversize line, only its first [`KEEP_OVERSIZE_BYTES`].
+    pub data: Bytes,
+    /// Size of the whole line with its `\n`; differs from `data.len()` only when oversize
+    /// and cut.
+    pub size: u64,
+}
+
+impl Line {
+    /// True when the line can never be a Firehose record.
+    pub fn is_oversize(&self) -> bool {
+        self.size > MAX_RECORD_BYTES as u64
+    }
+}
+
+/// Splits a byte stream into lines without copying them: each [`Line::data`] is a
+/// slice of the read buffer it arrived in.
+#[derive(Debug)]
+pub struct Framer {
+    /// Bytes read but not yet part of a complete line.
+    buf: BytesMut,
+    /// File offset of `buf[0]`.
+    offset: u64,
+    /// How much of `buf` is known to hold no `\n` (so a long partial line is not
+    /// scanned again on every read).
+    scanned: usize,
+    /// An oversize line in progress past [`KEEP_OVERSIZE_BYTES`]: its start, what was
+    /// kept of it, and how many bytes were dropped after that.
+    oversize: Option<(u64, Bytes, u64)>,
+}
+
+impl Framer {
+    pub fn new(offset: u64) -> Framer {
+        Framer {
+            buf: BytesMut::new(),
+            offset,
+            scanned: 0,
+            oversize: None,
+        }
+    }
+
+    /// Offset just after the bytes read so far (the file position).
+    pub fn read_offset(&self) -> u64 {
+        self.offset + self.buf.len() as u64
+    }
+
+    /// Offset of the first byte not yet part of an emitted line.
+    pub fn line_offset(&self) -> u64 {
+        self.oversize.as_ref().map_or(self.offset, |o| o.0)
+    }
+
+    /// One `pread` of up to `want` bytes at the read offset, kept in the buffer but not
+    /// framed yet: the caller checks the file is still the same one before
+    /// [`Framer::frame`] hands its lines on, or takes them back with [`Framer::unfill`].
+    /// Returns the bytes read (0 at end of file).
+    pub fn fill(&mut self, file: &File, want: usize) -> io::Result<usize> {
+        let len = self.buf.len();
+        let at = self.read_offset();
+        self.buf.resize(len + want.clamp(1, READ_CHUNK), 0);
+        let n = loop {
+            match file.read_at(&mut self.buf[len..], at) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(e);
+                }
+            }
+        };
+        self.buf.truncate(len + n);
+        Ok(n)
+    }
+
+    /// The last `n` bytes filled (not framed yet).
+    pub fn filled(&self, n: usize) -> &[u8] {
+        &self.buf[self.buf.len() - n..]
+    }
+
+    /// Takes back the last `n` bytes filled: they may belong to another file's content
+    /// (the file was truncated while they were read).
+    pub fn unfill(&mut self, n: usize) {
+        self.buf.truncate(self.buf.len() - n);
+        self.scanned = self.scanned.min(self.buf.len());
+    }
+
+    /// Appends `data` as if read from the file (the framing tests feed it this way).
+    pub fn push(&mut self, data: &[u8], key: FileKey, out: &mut Vec<Line>) {
+        self.buf.extend_from_slice(data);
+        self.frame(key, out);
+    }
+
+    /// Emits the complete lines in the buffer.
+    pub fn frame(&mut self, key: FileKey, out: &mut Vec<Line>) {
+        while let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
+            let take = self.scanned + i + 1;
+            let data = self.buf.split_to(take).freeze();
+            let end = self.offset + take as u64;
+            self.offset = end;
+            self.scanned = 0;
+            out.push(match self.oversize.take() {
+                None => Line {
+                    file: key,
+                    start: end - take as u64,
+                    end,
+                    size: take as u64,
+                    data,
+                },
+                Some((start, kept, _dropped)) => Line {
+                    file: key,
+                    start,
+                    end,
+                    size: end - start,
+                    data: kept,
+                },
+            });
+        }
+        self.scanned = self.buf.len();
+        self.bound_partial();
+    }
+
+    /// Keeps the first [`KEEP_OVERSIZE_BYTES`] of a line that has no end in sight and
+    /// drops the rest, remembering its true size.
+    fn bound_partial(&mut self) {
+        if self.oversize.is_some() {
+            let n = self.buf.len() as u64;
+            self.buf.clear();
+            self.offset += n;
+            self.scanned = 0;
+            if let Some(o) = self.oversize.as_mut() {
+                o.2 += n;
+            }
+        } else if self.buf.len() > KEEP_OVERSIZE_BYTES {
+            let start = self.offset;
+            let kept = self.buf.split_to(KEEP_OVERSIZE_BYTES).freeze();
+            let dropped = self.buf.len() as u64;
+            self.buf.clear();
+            self.offset = start + KEEP_OVERSIZE_BYTES as u64 + dropped;
+            self.scanned = 0;
+            self.oversize = Some((start, kept, dropped));
+        }
+    }
+
+    /// Emits the partial last line, if any, with a `\n` appended: the file will get no
+    /// more bytes that we will read.
+    pub fn finish(&mut self, key: FileKey, out: &mut Vec<Line>) {
+        let partial = self.buf.split();
+        let end = self.offset + partial.len() as u64;
+        self.scanned = 0;
+        match self.oversize.take() {
+            Some((start, kept, _)) => out.push(Line {
+                file: key,
+                start,
+                end,
+                size: end - start + 1,
+                data: kept,
+            }),
+            None if !partial.is_empty() => {
+                let mut data = partial;
+                data.extend_from_slice(b"\n");
+                out.push(Line {
+                    file: key,
+                    start: self.offset,
+                    end,
+                    size: data.len() as u64,
+                    data: data.freeze(),
+                });
+            }
+            None => {}
+        }
+        self.offset = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame_all(chunks: &[&[u8]]) -> (Vec<Line>, Framer) {
+        let mut f = Framer::new(0);
+        let mut out = Vec::new();
+        for c in chunks {
+            f.push(c, 7, &mut out);
+        }
+        (out, f)
+    }
+
+    #[test]
+    fn a_partial_line_waits_for_its_newline() {
+        let (out, mut f) = frame_all(&[b"{\"a\":1}\n{\"b\"", b":2"]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0].data[..], b"{\"a\":1}\n");
+        assert_eq!((out[0].start, out[0].end), (0, 8));
+        assert_eq!(f.line_offset(), 8);
+        let mut more = Vec::new();
+        f.push(b"}\n", 7, &mut more);
+        assert_eq!(&more[0].data[..], b"{\"b\":2}\n");
+        assert_eq!((more[0].start, more[0].end), (8, 16));
+    }
+
+    #[test]
+    fn finish_ships_the_partial_line_with_a_newline_appended() {
+        let (_, mut f) = frame_all(&[b"abc"]);
+        let mut out = Vec::new();
+        f.finish(0, &mut out);
+        assert_eq!(&out[0].data[..], b"abc\n");
+        assert_eq!((out[0].start, out[0].end, out[0].size), (0, 3, 4));
+        let mut none = Vec::new();
+        f.finish(0, &mut none);
+        assert!(none.is_empty(), "nothing left to finish");
+    }
+
+    #[test]
+    fn a_huge_line_keeps_its_first_bytes_and_its_true_size() {
+        let mut f = Framer::new(0);
+        let mut out = Vec::new();
+        let block = vec![b'x'; 1024 * 1024];
+        for _ in 0..6 {
+            f.push(&block, 0, &mut out);
+        }
+        f.push(b"\nnext\n", 0, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].is_oversize());
+        assert_eq!(out[0].data.len(), KEEP_OVERSIZE_BYTES);
+        assert_eq!(out[0].size, 6 * 1024 * 1024 + 1);
+        assert_eq!(
+            (out[1].start, &out[1].data[..]),
+            (6 * 1024 * 1024 + 1, &b"next\n"[..])
+        );
+    }
+
+    proptest! {
+        /// However the bytes arrive (any split into reads), the framer emits exactly
+        /// the complete lines, in order, with contiguous offsets, and keeps the rest.
+        #[test]
+        fn any_chunking_yields_the_same_lines(
+            lines in prop::collection::vec(prop::collection::vec(b'a'..=b'z', 0..300), 0..60),
+            tail in prop::collection::vec(b'a'..=b'z', 0..50),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+        ) {
+            let mut stream: Vec<u8> = Vec::new();
+            for l in &lines {
+                stream.extend_from_slice(l);
+                stream.push(b'\n');
+            }
+            let complete = stream.len();
+            stream.extend_from_slice(&tail);
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            points.push(0);
+            points.push(stream.len());
+            points.sort_unstable();
+            let chunks: Vec<&[u8]> = points.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
+            let (out, f) = frame_all(&chunks);
+            prop_assert_eq!(out.len(), lines.len());
+            let mut offset = 0u64;
+            for (line, want) in out.iter().zip(&lines) {
+                prop_assert_eq!(line.start, offset);
+                prop_assert_eq!(&line.data[..line.data.len() - 1], &want[..]);
+                prop_assert_eq!(line.end - line.start, line.data.len() as u64);
+                offset = line.end;
+            }
+            prop_assert_eq!(offset, complete as u64);
+            prop_assert_eq!(f.line_offset(), complete as u64);
+            prop_assert_eq!(f.read_offset(), stream.len() as u64);
+        }
+    }
+}
