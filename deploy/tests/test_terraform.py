@@ -20,8 +20,9 @@ from deploycheck import (
     REPO,
     SIDECAR_NAME,
     TERRAFORM,
+    configmaps_beside,
+    env_value,
     find_container,
-    flag_value,
     load_terraform,
     load_yaml_documents,
     one,
@@ -299,12 +300,12 @@ def test_defaults_match_the_example_manifests(tf):
     (deployment,) = [d for d in load_yaml_documents(EXAMPLE_DEPLOYMENT) if d["kind"] == "Deployment"]
     spec = pod_spec(deployment)
     sidecar = find_container(spec["initContainers"], SIDECAR_NAME)
-    env = {e["name"]: e.get("value") for e in sidecar.get("env", [])}
+    configmaps = configmaps_beside(EXAMPLE_DEPLOYMENT)
 
     assert spec["serviceAccountName"] == sa["metadata"]["name"] == defaults["k8s_service_account"]
     assert deployment["metadata"]["namespace"] == sa["metadata"]["namespace"] == defaults["k8s_namespace"]
-    assert flag_value(sidecar["args"], "--stream") == defaults["stream_name"]
-    assert env.get("AWS_REGION") == defaults["region"]
+    assert env_value(sidecar, "FIRETAIL_STREAM", configmaps) == defaults["stream_name"]
+    assert env_value(sidecar, "AWS_REGION", configmaps) == defaults["region"]
     role_arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     assert re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/(.+)", role_arn).group(1) == defaults["pod_role_name"]
 
