@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # firetail's test command (README), also run by CI's .ci/run:
-#   1. the Python venv with moto's server (scripts/python-env.sh; a no-op when current),
+#   1. the Debian tools the deploy checks use (scripts/system-deps.sh: promtool) and
+#      the Python venv with moto's server (scripts/python-env.sh; both no-ops when current),
 #   2. every Rust test target (unit, property, integration against moto and the fake
 #      Firehose), with FIRETAIL_MOTO_SERVER pointing at the venv's moto_server,
 #   3. the deploy checks (pytest on deploy/tests), if there are any.
@@ -9,6 +10,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
+scripts/system-deps.sh
 scripts/python-env.sh
 
 export FIRETAIL_MOTO_SERVER="$repo/.venv/bin/moto_server"
