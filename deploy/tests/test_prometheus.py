@@ -205,3 +205,15 @@ def test_podmonitor_scrapes_the_port_and_pods_firetail_runs_in():
         assert endpoint["port"] in ports, f"firetail declares no port named {endpoint['port']!r}"
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert all(labels.get(k) == v for k, v in wanted.items()), f"pod labels {labels} do not match {wanted}"
+
+
+def test_a_missing_promtool_fails_in_ci_and_is_skipped_elsewhere(monkeypatch):
+    import promql
+
+    monkeypatch.setattr(promql.shutil, "which", lambda _: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        promql.promtool()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        promql.promtool()
