@@ -3,7 +3,7 @@
 firetail-rules.yaml (a plain Prometheus rules file), so the two can never
 hold different rules. Run it after editing the rules file:
 
-    python3 deploy/prometheus/render.py
+    .venv/bin/python deploy/prometheus/render.py   (scripts/python-env.sh makes .venv)
 
 deploy/tests/test_prometheus.py fails when the committed file differs from
 what this prints."""
@@ -21,9 +21,9 @@ PROMETHEUS_RULE = HERE / "prometheusrule.yaml"
 
 HEADER = """\
 # GENERATED from firetail-rules.yaml by render.py: edit that file, then run
-# python3 deploy/prometheus/render.py. For the Prometheus Operator: apply it in
-# the namespace your Prometheus watches for rules, with the labels its
-# ruleSelector expects (kube-prometheus-stack: `release: <its name>`).
+# .venv/bin/python deploy/prometheus/render.py. For the Prometheus Operator:
+# apply it in the namespace your Prometheus watches for rules, with the labels
+# its ruleSelector expects (kube-prometheus-stack: `release: <its name>`).
 """
 
 

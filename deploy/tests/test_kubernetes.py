@@ -6,7 +6,8 @@ the same container as the example and only to workloads that opt in, and the
 stream and region come from one ConfigMap.
 
 Offline: kubernetes-validate ships the schemas; kubectl (for the kustomize
-render) is used when present and the check is skipped otherwise.
+render) is used when present; without it the render checks are skipped, or
+fail when CI=true.
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def test_prometheusrule_is_what_render_py_writes():
     spec = importlib.util.spec_from_file_location("render", PROMETHEUS / "render.py")
     render = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render)
-    assert PROMETHEUS_RULE.read_text() == render.render(), "run python3 deploy/prometheus/render.py"
+    assert PROMETHEUS_RULE.read_text() == render.render(), "run .venv/bin/python deploy/prometheus/render.py"
 
 
 def test_prometheusrule_groups_pass_promtool(tmp_path):
