@@ -117,7 +117,7 @@ def metric_names(expr: str) -> set[str]:
 
 def github_anchor(heading: str) -> str:
     """The id GitHub gives a Markdown heading."""
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[`*]", "", heading.strip().lower())
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
 

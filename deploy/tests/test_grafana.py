@@ -130,3 +130,18 @@ def test_sidecar_container_panels_select_the_firetail_container():
     for where, expr in expressions():
         if re.search(r"\bcontainer_(cpu|memory)_", expr) or "kube_pod_" in expr:
             assert 'container="firetail"' in expr, f"{where}: would sum the app's containers too"
+
+
+def test_panels_have_unique_ids_and_fit_the_grid():
+    ids = [p["id"] for p in dashboard()["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids repeat: Grafana keeps only one of each"
+    for p in dashboard()["panels"]:
+        grid = p["gridPos"]
+        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, p["title"]
+
+
+def test_template_variables_query_firetail_series():
+    for v in dashboard()["templating"]["list"]:
+        if v["type"] == "query":
+            m = re.fullmatch(r"label_values\((\w+).*,\s*(\w+)\)", v["query"]["query"])
+            assert m and m.group(1) in allowed_series(), v["query"]["query"]
