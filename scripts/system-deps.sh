@@ -1,23 +1,47 @@
 #!/usr/bin/env bash
-# System packages the tests need beyond Rust and Python (called by scripts/test.sh):
-#   logrotate — the file tests rotate with Debian's real logrotate (copytruncate, create),
-#   ruby      — and with Ruby's Logger (shift_age), as the apps firetail serves do.
-# Installs what is missing with apt-get when run as root; otherwise says what to install.
+# Install the Debian packages the tests need beyond Rust and Python, when missing
+# (called by scripts/test.sh):
+#   logrotate  (logrotate)    the file tests rotate with Debian's real logrotate
+#                             (copytruncate, create);
+#   ruby       (ruby)         and with Ruby's Logger (shift_age), as the apps firetail
+#                             serves do;
+#   prlimit    (util-linux)   descriptor limits in the file and metrics-flood tests;
+#   promtool   (prometheus)   deploy/tests: `promtool check rules` and `promtool test
+#                             rules` on deploy/prometheus and the dashboard's queries.
+# Installs only as root with apt-get (CI's machine, a fresh Debian machine); otherwise
+# it says what to install and fails, since the tests need every one of them.
+# Idempotent: says nothing and does nothing when everything is there.
 set -euo pipefail
 
-missing=()
-command -v logrotate >/dev/null 2>&1 || [[ -x /usr/sbin/logrotate ]] || missing+=(logrotate)
-command -v ruby >/dev/null 2>&1 || missing+=(ruby)
-command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+say() { printf 'system-deps: %s\n' "$*" >&2; }
 
-if [[ ${#missing[@]} -eq 0 ]]; then
-    exit 0
-fi
+# command -> Debian package
+declare -A wanted=(
+    [logrotate]=logrotate
+    [ruby]=ruby
+    [prlimit]=util-linux
+    [promtool]=prometheus
+)
+
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]]; }
+
+missing=()
+for command in "${!wanted[@]}"; do
+    have "$command" || missing+=("${wanted[$command]}")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
 if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "system-deps.sh: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
+    say "missing Debian packages: ${missing[*]} (apt-get install -y ${missing[*]})"
     exit 1
 fi
+
+say "installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-echo "system-deps.sh: installing ${missing[*]}" >&2
-apt-get update -qq
-apt-get install -y -qq "${missing[@]}"
+apt-get update -qq >&2 || true
+# Only promtool is used from the `prometheus` package (no init system starts the
+# server it also ships).
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+for command in "${!wanted[@]}"; do
+    have "$command" || { say "error: $command still missing after installing ${wanted[$command]}"; exit 1; }
+done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # firetail's test command (README), also run by CI's .ci/run:
-#   0. the system packages the file tests use (scripts/system-deps.sh: logrotate, ruby),
-#   1. the Python venv with moto's server (scripts/python-env.sh; a no-op when current),
+#   1. the Debian tools the tests use (scripts/system-deps.sh: logrotate, ruby, prlimit,
+#      promtool) and the Python venv with moto's server (scripts/python-env.sh; both
+#      no-ops when current),
 #   2. every Rust test target (unit, property, integration against moto and the fake
 #      Firehose), with FIRETAIL_MOTO_SERVER pointing at the venv's moto_server,
 #   3. the deploy checks (pytest on deploy/tests), if there are any.

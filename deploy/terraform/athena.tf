@@ -1,7 +1,7 @@
 # Query the log with Athena in this workgroup: results go to the same bucket
 # under athena-results/ (kept 7 days), and a query that would scan more than
-# athena_bytes_scanned_cutoff is cancelled. Always filter on dt: it is what
-# partition projection prunes on.
+# athena_bytes_scanned_cutoff is cancelled. Always filter on datepath: it is
+# what partition projection prunes on. More queries: deploy/athena/.
 
 resource "aws_athena_workgroup" "logs" {
   name          = var.athena_workgroup_name
@@ -37,7 +37,7 @@ resource "aws_athena_named_query" "recent_server_errors" {
   query       = <<-SQL
     SELECT from_iso8601_timestamp("time") AS at, method, path, status, duration_ms, request_id
     FROM "${aws_glue_catalog_database.logs.name}"."${aws_glue_catalog_table.access_log.name}"
-    WHERE dt >= date_format(current_date - interval '1' day, '%Y-%m-%d')
+    WHERE datepath >= date_format(current_date - interval '1' day, '%Y/%m/%d')
       AND status >= 500
     ORDER BY duration_ms DESC
     LIMIT 100

@@ -24,12 +24,14 @@ resource "aws_kinesis_firehose_delivery_stream" "access_log" {
     role_arn   = aws_iam_role.firehose.arn
     bucket_arn = aws_s3_bucket.logs.arn
 
-    # Day partitions in the layout Athena's projection expects (glue.tf).
-    prefix = "${local.data_prefix}dt=!{timestamp:${local.dt_format}}/"
-    # Records that fail conversion (wrong types, invalid JSON) are kept here as
-    # JSON with the raw record base64-encoded, by error type and day. A prefix
-    # with expressions requires an error prefix with !{firehose:error-output-type}.
-    error_output_prefix = "errors/!{firehose:error-output-type}/dt=!{timestamp:${local.dt_format}}/"
+    # Day folders in the layout Athena's projection expects (glue.tf):
+    # app_access_log/2026/11/26/<files>.
+    prefix = "${local.data_prefix}!{timestamp:${local.datepath_format}}/"
+    # Records that fail conversion (wrong types, invalid JSON, a packed record
+    # with one bad line) are kept here as JSON with the raw record
+    # base64-encoded, by error type and day. A prefix with expressions
+    # requires an error prefix with !{firehose:error-output-type}.
+    error_output_prefix = "${local.error_prefix}!{firehose:error-output-type}/!{timestamp:${local.datepath_format}}/"
 
     # Record format conversion needs a buffer of at least 64 MiB; the larger
     # it is, the fewer and larger the Parquet files (better for Athena). Under
@@ -111,18 +113,33 @@ resource "aws_iam_role" "firehose" {
 }
 
 data "aws_iam_policy_document" "firehose" {
+  # Bucket-level calls name the bucket, not an object, so they cannot be
+  # scoped to a prefix by resource.
   statement {
-    sid    = "WriteToTheLogBucket"
+    sid    = "FindTheLogBucket"
+    effect = "Allow"
+    actions = [
+      "s3:GetBucketLocation",
+      "s3:ListBucket",
+      "s3:ListBucketMultipartUploads",
+    ]
+    resources = [aws_s3_bucket.logs.arn]
+  }
+
+  # Objects: only under the data and error prefixes. Firehose cannot touch
+  # Athena's results or anything else in the bucket.
+  statement {
+    sid    = "WriteDataAndErrorPrefixesOnly"
     effect = "Allow"
     actions = [
       "s3:AbortMultipartUpload",
-      "s3:GetBucketLocation",
       "s3:GetObject",
-      "s3:ListBucket",
-      "s3:ListBucketMultipartUploads",
       "s3:PutObject",
     ]
-    resources = [aws_s3_bucket.logs.arn, "${aws_s3_bucket.logs.arn}/*"]
+    resources = [
+      "${aws_s3_bucket.logs.arn}/${local.data_prefix}*",
+      "${aws_s3_bucket.logs.arn}/${local.error_prefix}*",
+    ]
   }
 
   statement {

@@ -9,7 +9,8 @@
 #    "level": "info"}
 # Keys not listed are dropped by the conversion; a listed key missing from a
 # line becomes NULL; a value of the wrong type (say "status": "ok") makes the
-# whole line fail conversion and land under errors/format-conversion-failed/.
+# whole line fail conversion and land under errors/format-conversion-failed/
+# (with --aggregate: the whole packed record; README, "Troubleshooting").
 
 locals {
   # name => [Hive type, comment]. Order is the table's column order.
@@ -51,20 +52,22 @@ resource "aws_glue_catalog_table" "access_log" {
     # instead of looking them up, so no crawler, no MSCK REPAIR, no
     # ALTER TABLE ADD PARTITION, and a new day is queryable as soon as
     # Firehose writes its first file. The template must match Firehose's
-    # prefix in firehose.tf ($${dt} is Terraform's escape for a literal ${dt}).
-    "projection.enabled"          = "true"
-    "projection.dt.type"          = "date"
-    "projection.dt.format"        = local.dt_format
-    "projection.dt.range"         = "${var.projection_start_date},NOW"
-    "projection.dt.interval"      = "1"
-    "projection.dt.interval.unit" = "DAYS"
-    "storage.location.template"   = "s3://${aws_s3_bucket.logs.id}/${local.data_prefix}dt=$${dt}/"
+    # prefix in firehose.tf ($${datepath} is Terraform's escape for a literal
+    # ${datepath}). A query restricts datepath ('2026/11/26', or a range of
+    # such strings) and Athena lists only those days' prefixes.
+    "projection.enabled"                = "true"
+    "projection.datepath.type"          = "date"
+    "projection.datepath.format"        = local.datepath_format
+    "projection.datepath.range"         = "${var.projection_start_date},NOW"
+    "projection.datepath.interval"      = "1"
+    "projection.datepath.interval.unit" = "DAYS"
+    "storage.location.template"         = "s3://${aws_s3_bucket.logs.id}/${local.data_prefix}$${datepath}"
   }
 
   partition_keys {
-    name    = "dt"
+    name    = "datepath"
     type    = "string"
-    comment = "UTC day Firehose received the line (yyyy-MM-dd)"
+    comment = "UTC day Firehose received the line, as the S3 path yyyy/MM/dd"
   }
 
   storage_descriptor {

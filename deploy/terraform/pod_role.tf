@@ -10,7 +10,11 @@
 #     its eks.amazonaws.com/role-arn annotation
 #     (deploy/kubernetes/example/serviceaccount.yaml).
 #   - optionally EKS Pod Identity: the pods.eks.amazonaws.com service, with an
-#     association that names the same namespace and service account.
+#     association that names the same namespace and service account, and only
+#     on behalf of this account's cluster (aws:SourceAccount, aws:SourceArn:
+#     the conditions Pod Identity's AssumeRole carries). IRSA's web-identity
+#     call carries no aws:SourceAccount; its conditions are the token's :sub
+#     and :aud.
 
 locals {
   oidc_host = trimprefix(var.cluster_oidc_issuer_url, "https://")
@@ -18,6 +22,7 @@ locals {
   # (eksctl utils associate-iam-oidc-provider, or aws_iam_openid_connect_provider).
   oidc_provider_arn = "arn:${local.partition}:iam::${local.account_id}:oidc-provider/${local.oidc_host}"
   service_account   = "system:serviceaccount:${var.k8s_namespace}:${var.k8s_service_account}"
+  eks_cluster_arn   = "arn:${local.partition}:eks:${var.region}:${local.account_id}:cluster/${var.eks_cluster_name}"
 }
 
 data "aws_iam_policy_document" "pod_trust" {
@@ -60,6 +65,18 @@ data "aws_iam_policy_document" "pod_trust" {
         type        = "Service"
         identifiers = ["pods.eks.amazonaws.com"]
       }
+
+      condition {
+        test     = "StringEquals"
+        variable = "aws:SourceAccount"
+        values   = [local.account_id]
+      }
+
+      condition {
+        test     = "ArnEquals"
+        variable = "aws:SourceArn"
+        values   = [local.eks_cluster_arn]
+      }
     }
   }
 }
@@ -74,6 +91,11 @@ resource "aws_iam_role" "pod" {
     precondition {
       condition     = var.cluster_oidc_issuer_url != "" || var.use_eks_pod_identity
       error_message = "Set cluster_oidc_issuer_url (IRSA) or use_eks_pod_identity = true, or no pod can assume the role."
+    }
+
+    precondition {
+      condition     = !var.use_eks_pod_identity || var.eks_cluster_name != ""
+      error_message = "use_eks_pod_identity needs eks_cluster_name: the trust names the cluster (aws:SourceArn)."
     }
   }
 }

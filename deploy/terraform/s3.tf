@@ -1,8 +1,8 @@
 # One bucket, three prefixes:
-#   access-log/dt=YYYY-MM-DD/  Parquet files written by Firehose (the table)
-#   errors/TYPE/dt=YYYY-MM-DD/ records Firehose could not convert, as JSON
-#                              with the raw line base64-encoded
-#   athena-results/            query results of the workgroup
+#   app_access_log/YYYY/MM/DD/  Parquet files written by Firehose (the table)
+#   errors/TYPE/YYYY/MM/DD/     records Firehose could not convert, as JSON
+#                               with the raw record base64-encoded
+#   athena-results/             query results of the workgroup
 
 resource "aws_s3_bucket" "logs" {
   bucket = var.bucket_name
@@ -86,7 +86,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "logs" {
     status = "Enabled"
 
     filter {
-      prefix = "errors/"
+      prefix = local.error_prefix
     }
 
     expiration {

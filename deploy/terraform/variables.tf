@@ -75,7 +75,7 @@ variable "use_eks_pod_identity" {
 }
 
 variable "eks_cluster_name" {
-  description = "EKS cluster name, needed only when use_eks_pod_identity is true."
+  description = "EKS cluster name, needed only when use_eks_pod_identity is true (the role trusts Pod Identity for this cluster only)."
   type        = string
   default     = ""
 }
@@ -115,13 +115,13 @@ variable "error_retention_days" {
 }
 
 variable "projection_start_date" {
-  description = "First day (yyyy-MM-dd) of Athena's partition projection; days before it are never scanned."
+  description = "First day (yyyy/MM/dd, the datepath format) of Athena's partition projection; days before it are never scanned."
   type        = string
-  default     = "2026-01-01"
+  default     = "2026/01/01"
 
   validation {
-    condition     = can(regex("^\\d{4}-\\d{2}-\\d{2}$", var.projection_start_date))
-    error_message = "projection_start_date must look like 2026-01-01."
+    condition     = can(regex("^\\d{4}/\\d{2}/\\d{2}$", var.projection_start_date))
+    error_message = "projection_start_date must look like 2026/01/01."
   }
 }
 

@@ -2,8 +2,8 @@
 #
 #   pods (firetail) --PutRecordBatch--> Firehose stream (Direct PUT)
 #     --JSON -> Parquet/Snappy, schema from the Glue table-->
-#   S3 s3://BUCKET/access-log/dt=YYYY-MM-DD/...   (errors under errors/)
-#     <-- Athena: the same Glue table, partition projection by day
+#   S3 s3://BUCKET/app_access_log/YYYY/MM/DD/...   (errors under errors/)
+#     <-- Athena: the same Glue table, partition projection on `datepath`
 #
 # Files: s3.tf (bucket), glue.tf (schema and Athena table), firehose.tf (stream
 # and its service role), pod_role.tf (the role firetail assumes through IRSA or
@@ -21,9 +21,10 @@ terraform {
   required_providers {
     aws = {
       source = "hashicorp/aws"
-      # 5.x renamed the Firehose buffer arguments to buffering_size and
-      # buffering_interval, used here.
-      version = ">= 5.31"
+      # One major version: a new major may rename or remove arguments (5.x
+      # renamed the Firehose buffer arguments to buffering_size and
+      # buffering_interval, used here), so moving to 7.x is a deliberate change.
+      version = "~> 6.0"
     }
   }
 }
@@ -43,12 +44,17 @@ locals {
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
 
-  # Where Firehose writes the Parquet files, and where Athena reads them. The
-  # `dt=` folder is a day, in UTC, of Firehose's arrival time (not of the line's
-  # own `time`), so a few lines written just before midnight land in the next
-  # day's folder: filter on "time" as well as on dt for exact ranges.
-  data_prefix = "access-log/"
+  # Where Firehose writes the Parquet files, and where Athena reads them:
+  # app_access_log/YYYY/MM/DD/. The day is Firehose's arrival time in UTC (not
+  # the line's own `time`), so a few lines written just before midnight land
+  # in the next day's folder: filter on "time" as well as on datepath for
+  # exact ranges.
+  data_prefix = "app_access_log/"
+  # Records Firehose could not convert, apart from the table's data, so a
+  # query never reads them: errors/<error type>/YYYY/MM/DD/.
+  error_prefix = "errors/"
   # The same day format on both sides: Java DateTimeFormatter for the Firehose
-  # prefix, and the projection's format (also Java-style) for Athena.
-  dt_format = "yyyy-MM-dd"
+  # prefix (!{timestamp:...}), and the projection's format (also Java-style)
+  # for Athena. The slashes make the day a path, `datepath` in the table.
+  datepath_format = "yyyy/MM/dd"
 }

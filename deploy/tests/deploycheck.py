@@ -22,11 +22,17 @@ DOCKERIGNORE = REPO / ".dockerignore"
 
 EXAMPLE_DEPLOYMENT = KUBERNETES / "example" / "deployment.yaml"
 EXAMPLE_SERVICE_ACCOUNT = KUBERNETES / "example" / "serviceaccount.yaml"
+EXAMPLE_CONFIGMAP = KUBERNETES / "example" / "configmap.yaml"
 SIDECAR_COMPONENT = KUBERNETES / "sidecar"
+PROMETHEUS = DEPLOY / "prometheus"
+GRAFANA = DEPLOY / "grafana"
+ATHENA = DEPLOY / "athena"
+METRICS_RS = REPO / "src" / "metrics.rs"
+README = REPO / "README.md"
 
 SIDECAR_NAME = "firetail"
 # firetail's defaults (DESIGN.md §8), used when a flag is not given.
-DEFAULT_METRICS_ADDR = "0.0.0.0:9797"
+DEFAULT_METRICS_ADDR = "[::]:9797"
 DEFAULT_DRAIN_TIMEOUT_S = 10.0
 
 # The access log the app writes: one JSON object per line with these keys, and
@@ -106,6 +112,33 @@ def flag_value(args: list[str], flag: str) -> str | None:
             assert i + 1 < len(args), f"{flag} has no value"
             return args[i + 1]
     return None
+
+
+def env_value(container: dict[str, Any], name: str, configmaps: dict[str, dict[str, str]]) -> str | None:
+    """The value a container gets for env variable `name`: literal, or read
+    from a ConfigMap (`configmaps`: name -> data) through configMapKeyRef."""
+    for env in container.get("env", []):
+        if env["name"] != name:
+            continue
+        if "value" in env:
+            return env["value"]
+        ref = env.get("valueFrom", {}).get("configMapKeyRef")
+        assert ref, f"{name} comes from neither a value nor a ConfigMap: {env}"
+        assert ref["name"] in configmaps, f"{name} reads ConfigMap {ref['name']!r}, which is not there"
+        data = configmaps[ref["name"]].get("data", {})
+        assert ref["key"] in data, f"ConfigMap {ref['name']} has no key {ref['key']!r} for {name}"
+        return data[ref["key"]]
+    return None
+
+
+def configmaps_beside(path: Path) -> dict[str, dict[str, Any]]:
+    """name -> ConfigMap for every ConfigMap in the directory of `path`."""
+    found = {}
+    for other in sorted(path.parent.glob("*.y*ml")):
+        for doc in load_yaml_documents(other):
+            if doc.get("kind") == "ConfigMap":
+                found[doc["metadata"]["name"]] = doc
+    return found
 
 
 def parse_duration_seconds(text: str) -> float:

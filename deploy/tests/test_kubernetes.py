@@ -1,10 +1,13 @@
-"""Checks of deploy/kubernetes: every object is valid for Kubernetes >= 1.29,
-firetail really is a native sidecar, its probes reach what it serves, the grace
-period covers the shutdown it claims to, and the sidecar component adds the
-same container as the example.
+"""Checks of deploy/kubernetes: every object is valid for Kubernetes 1.29 (the
+first with native sidecars on by default), 1.33 (their GA) and the newest
+schemas, firetail really is a native sidecar, its probes reach what it serves,
+the grace period covers the shutdown it claims to, the sidecar component adds
+the same container as the example and only to workloads that opt in, and the
+stream and region come from one ConfigMap.
 
 Offline: kubernetes-validate ships the schemas; kubectl (for the kustomize
-render) is used when present and the check is skipped otherwise.
+render) is used when present; without it the render checks are skipped, or
+fail when CI=true.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from deploycheck import (
     KUBERNETES,
     SIDECAR_COMPONENT,
     SIDECAR_NAME,
+    configmaps_beside,
     containers_of,
+    env_value,
     find_container,
     flag_value,
     kubernetes_objects,
@@ -41,10 +46,15 @@ from deploycheck import (
     pod_spec,
 )
 
-# Native sidecars need 1.29 (SidecarContainers on by default); check against
-# that and the newest schemas the installed kubernetes-validate ships.
+# Native sidecars need 1.29 (SidecarContainers on by default) and are GA in
+# 1.33; check against both and the newest schemas the installed
+# kubernetes-validate ships (offline: the schemas are in the package).
 MIN_KUBERNETES = "1.29"
-SCHEMA_VERSIONS = sorted({MIN_KUBERNETES, latest_version()}, key=Version)
+GA_KUBERNETES = "1.33"
+SCHEMA_VERSIONS = sorted({MIN_KUBERNETES, GA_KUBERNETES, latest_version()}, key=Version)
+OPT_IN_LABEL = ("firetail/inject", "true")
+POD_LABEL = ("firetail/sidecar", "true")
+TERMINATION_LOG = "/dev/termination-log"
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
@@ -92,15 +102,16 @@ def sidecar_from_component() -> tuple[dict, dict]:
 # --- schema validation -------------------------------------------------------
 
 
-def test_kubernetes_validate_ships_the_versions_checked():
-    assert Version(MIN_KUBERNETES) in {Version(v) for v in all_versions()}, (
-        f"kubernetes-validate {kubernetes_validate.__version__} has no {MIN_KUBERNETES} schemas"
+@pytest.mark.parametrize("version", [MIN_KUBERNETES, GA_KUBERNETES])
+def test_kubernetes_validate_ships_the_versions_checked(version):
+    assert Version(version) in {Version(v) for v in all_versions()}, (
+        f"kubernetes-validate {kubernetes_validate.__version__} has no {version} schemas"
     )
 
 
 def test_there_is_something_to_validate():
     kinds = {o["kind"] for _, o in kubernetes_objects()}
-    assert {"Deployment", "ServiceAccount"} <= kinds, kinds
+    assert {"Deployment", "ServiceAccount", "ConfigMap"} <= kinds, kinds
 
 
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
@@ -128,45 +139,91 @@ def test_kustomize_files_list_files_that_exist():
             assert (path.parent / rel).exists(), f"{path}: {rel} does not exist"
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
+KUBECTL_MISSING = shutil.which("kubectl") is None and os.environ.get("CI") != "true"
+
+
+def kustomize(target: Path) -> list[dict]:
+    assert shutil.which("kubectl"), "kubectl (with kustomize) is not installed"
+    out = subprocess.run(["kubectl", "kustomize", str(target)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def user_kustomization(tmp_path: Path) -> Path:
+    """A user's kustomization with two Deployments, one opted in, and the
+    component's ConfigMap patched with their stream and region."""
+    base = tmp_path / "base"
+    base.mkdir()
+    deployments = []
+    for name, labels in (("web", f"{{{OPT_IN_LABEL[0]}: {OPT_IN_LABEL[1]!r}}}"), ("cron", "{}")):
+        deployments.append(
+            f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: other, labels: {labels}}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+        - name: {name}
+          image: registry.example.com/{name}:1
+          volumeMounts: [{{name: app-log, mountPath: /var/log/app}}]
+"""
+        )
+    (base / "deployment.yaml").write_text("---".join(deployments))
+    component = os.path.relpath(SIDECAR_COMPONENT, base)
+    (base / "kustomization.yaml").write_text(
+        f"""namespace: other
+resources: [deployment.yaml]
+components: [{component}]
+patches:
+  - target: {{kind: ConfigMap, name: firetail}}
+    patch: |-
+      - {{op: replace, path: /data/stream, value: orders-access-log}}
+      - {{op: replace, path: /data/region, value: us-east-2}}
+"""
+    )
+    return base
+
+
+@pytest.mark.skipif(KUBECTL_MISSING, reason="kubectl (with kustomize) not installed")
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
 def test_kustomize_renders_valid_objects(tmp_path, version):
     # The example as `kubectl apply -k` would send it, and the component
-    # applied to a minimal Deployment of another app.
-    base = tmp_path / "base"
-    base.mkdir()
-    (base / "deployment.yaml").write_text(
-        """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: other}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - name: web
-          image: registry.example.com/web:1
-          volumeMounts: [{name: app-log, mountPath: /var/log/app}]
-"""
-    )
-    component = os.path.relpath(SIDECAR_COMPONENT, base)
-    (base / "kustomization.yaml").write_text(
-        f"resources: [deployment.yaml]\ncomponents: [{component}]\n"
-    )
-    rendered = []
-    for target in (KUBERNETES / "example", base):
-        out = subprocess.run(
-            ["kubectl", "kustomize", str(target)], capture_output=True, text=True, check=False
-        )
-        assert out.returncode == 0, out.stderr
-        rendered += [d for d in yaml.safe_load_all(out.stdout) if d]
+    # applied to Deployments of another app.
+    rendered = kustomize(KUBERNETES / "example") + kustomize(user_kustomization(tmp_path))
     for obj in rendered:
         kubernetes_validate.validate(obj, version, strict=True)
-    web = next(o for o in rendered if o["metadata"]["name"] == "web")
+
+
+@pytest.mark.skipif(KUBECTL_MISSING, reason="kubectl (with kustomize) not installed")
+def test_component_patches_only_the_workloads_that_opt_in(tmp_path):
+    rendered = kustomize(user_kustomization(tmp_path))
+    by_name = {(o["kind"], o["metadata"]["name"]): o for o in rendered}
+    web, cron = by_name[("Deployment", "web")], by_name[("Deployment", "cron")]
     sidecar = find_container(pod_spec(web)["initContainers"], SIDECAR_NAME)
     assert sidecar["restartPolicy"] == "Always"
+    assert [v["name"] for v in pod_spec(web)["volumes"]] == ["app-log"]
+    assert web["spec"]["template"]["metadata"]["labels"][POD_LABEL[0]] == POD_LABEL[1]
+    assert "initContainers" not in pod_spec(cron) and "volumes" not in pod_spec(cron), (
+        "the component patched a Deployment that did not opt in"
+    )
+    # The user's stream and region reach firetail through the one ConfigMap.
+    configmaps = {n: o for (k, n), o in by_name.items() if k == "ConfigMap"}
+    assert env_value(sidecar, "FIRETAIL_STREAM", configmaps) == "orders-access-log"
+    assert env_value(sidecar, "AWS_REGION", configmaps) == "us-east-2"
+    assert configmaps["firetail"]["metadata"]["namespace"] == "other"
+
+
+def test_component_targets_only_opted_in_deployments():
+    (doc,) = load_yaml_documents(SIDECAR_COMPONENT / "kustomization.yaml")
+    for patch in doc["patches"]:
+        selector = patch.get("target", {}).get("labelSelector") or patch.get("target", {}).get("annotationSelector")
+        assert selector == "=".join(OPT_IN_LABEL), (
+            f"{patch}: without a selector the component patches every Deployment of the kustomization"
+        )
 
 
 # --- the sidecar -------------------------------------------------------------
@@ -244,7 +301,6 @@ def test_firetail_follows_the_file_the_app_writes():
     for path, spec, sidecar in sidecars():
         log_path = flag_value(sidecar["args"], "--path")
         assert log_path, f"{path}: firetail has no --path"
-        assert flag_value(sidecar["args"], "--stream"), f"{path}: firetail has no --stream"
         log_dir = str(Path(log_path).parent)
         mounts = {m["mountPath"]: m["name"] for m in sidecar.get("volumeMounts", [])}
         assert log_dir in mounts, f"{path}: {log_dir} is not mounted in firetail"
@@ -261,6 +317,51 @@ def test_firetail_follows_the_file_the_app_writes():
             app_mounts = {m["mountPath"]: m["name"] for m in app.get("volumeMounts", [])}
             if path == EXAMPLE_DEPLOYMENT:
                 assert app_mounts.get(log_dir) == volume, f"{app['name']} does not write to {log_dir}"
+
+
+def test_stream_and_region_come_from_one_configmap():
+    for path, _, sidecar in sidecars():
+        assert flag_value(sidecar["args"], "--stream") is None, f"{path}: the stream is hard-coded in args"
+        refs = {}
+        for name in ("FIRETAIL_STREAM", "AWS_REGION"):
+            (env,) = [e for e in sidecar["env"] if e["name"] == name]
+            assert "value" not in env, f"{path}: {name} is hard-coded"
+            refs[name] = env["valueFrom"]["configMapKeyRef"]["name"]
+        assert len(set(refs.values())) == 1, f"{path}: stream and region come from different places: {refs}"
+        configmaps = configmaps_beside(path)
+        if path == EXAMPLE_DEPLOYMENT:
+            assert env_value(sidecar, "FIRETAIL_STREAM", configmaps)
+            assert env_value(sidecar, "AWS_REGION", configmaps)
+
+
+def test_component_ships_the_configmap_it_reads():
+    _, sidecar = sidecar_from_component()
+    configmaps = configmaps_beside(SIDECAR_COMPONENT / "kustomization.yaml")
+    assert env_value(sidecar, "FIRETAIL_STREAM", configmaps)
+    assert env_value(sidecar, "AWS_REGION", configmaps)
+
+
+def test_firetail_writes_its_drain_report_where_kubectl_describe_shows_it():
+    for path, _, sidecar in sidecars():
+        # firetail's --termination-message-path defaults to /dev/termination-log.
+        assert sidecar.get("terminationMessagePath", TERMINATION_LOG) == TERMINATION_LOG, path
+        assert flag_value(sidecar["args"], "--termination-message-path") in (None, TERMINATION_LOG), path
+        # Killed before it could write the report: the log's end is shown instead.
+        assert sidecar.get("terminationMessagePolicy") == "FallbackToLogsOnError", path
+
+
+def test_firetail_container_sets_its_own_seccomp_profile():
+    # On the container, not only the pod: the component adds firetail to pods
+    # whose securityContext may set none.
+    for path, _, sidecar in sidecars():
+        assert sidecar["securityContext"].get("seccompProfile", {}).get("type") == "RuntimeDefault", path
+
+
+def test_pods_running_firetail_carry_the_label_the_podmonitor_selects():
+    for path, obj in workloads():
+        if any(c["name"] == SIDECAR_NAME for c in containers_of(pod_spec(obj))):
+            labels = obj["spec"]["template"]["metadata"].get("labels", {})
+            assert labels.get(POD_LABEL[0]) == POD_LABEL[1], path
 
 
 def test_security_context_is_locked_down():

@@ -20,8 +20,9 @@ from deploycheck import (
     REPO,
     SIDECAR_NAME,
     TERRAFORM,
+    configmaps_beside,
+    env_value,
     find_container,
-    flag_value,
     load_terraform,
     load_yaml_documents,
     one,
@@ -195,39 +196,126 @@ def test_buffer_meets_the_format_conversion_minimum(tf):
     assert 64 <= int(size) <= 128, f"format conversion needs a 64-128 MiB buffer, got {size}"
 
 
-def test_prefixes_are_day_partitioned_with_an_error_prefix(tf):
+# The layout of the original design: app_access_log/ then the day as a path.
+DATA_PREFIX = "app_access_log/"
+DATEPATH_FORMAT = "yyyy/MM/dd"
+
+
+def prefixes(tf) -> tuple[str, str]:
     _, body = stream(tf)
     s3 = one(body["extended_s3_configuration"])
     locals_ = tf_locals(tf)
-    prefix = tf_interpolate_locals(s3["prefix"], locals_)
-    errors = tf_interpolate_locals(s3["error_output_prefix"], locals_)
-    assert re.fullmatch(r"[\w\-/]+/dt=!\{timestamp:yyyy-MM-dd\}/", prefix), prefix
+    return tf_interpolate_locals(s3["prefix"], locals_), tf_interpolate_locals(s3["error_output_prefix"], locals_)
+
+
+def test_prefixes_are_the_designed_day_paths_with_errors_apart(tf):
+    prefix, errors = prefixes(tf)
+    assert prefix == f"{DATA_PREFIX}!{{timestamp:{DATEPATH_FORMAT}}}/", prefix
     assert "!{firehose:error-output-type}" in errors, errors
-    assert not errors.startswith(prefix.split("dt=")[0]), "errors must not land inside the table's location"
+    assert f"!{{timestamp:{DATEPATH_FORMAT}}}" in errors, errors
+    assert not errors.startswith(DATA_PREFIX), "errors must not land inside the table's location"
+    assert errors.split("/")[0] == tf_locals(tf)["error_prefix"].strip("/")
 
 
 def test_athena_projection_reads_the_prefix_firehose_writes(tf):
-    _, body = stream(tf)
-    locals_ = tf_locals(tf)
-    prefix = tf_interpolate_locals(one(body["extended_s3_configuration"])["prefix"], locals_)
-    data_prefix, _, day = prefix.partition("dt=")
-    firehose_day_format = re.fullmatch(r"!\{timestamp:(.+)\}/", day).group(1)
+    prefix, _ = prefixes(tf)
+    data_prefix, _, day = prefix.partition("!")
+    firehose_day_format = re.fullmatch(r"\{timestamp:(.+)\}/", day).group(1)
 
+    locals_ = tf_locals(tf)
     table = next(iter(tf_blocks(tf, "resource", "aws_glue_catalog_table").values()))
     params = {k: tf_interpolate_locals(str(v), locals_) for k, v in table["parameters"].items()}
     assert params["projection.enabled"] == "true"
-    assert params["projection.dt.type"] == "date"
-    assert params["projection.dt.format"] == firehose_day_format
-    assert params["projection.dt.interval"] == "1" and params["projection.dt.interval.unit"] == "DAYS"
+    assert params["projection.datepath.type"] == "date"
+    assert params["projection.datepath.format"] == firehose_day_format == DATEPATH_FORMAT
+    assert params["projection.datepath.interval"] == "1" and params["projection.datepath.interval.unit"] == "DAYS"
+    assert params["projection.datepath.range"].endswith(",NOW")
     bucket = "${aws_s3_bucket.logs.id}"
-    # `$${dt}` is Terraform's escape for the literal `${dt}` Athena substitutes.
-    assert params["storage.location.template"] == f"s3://{bucket}/{data_prefix}dt=$${{dt}}/"
+    # `$${datepath}` is Terraform's escape for the literal `${datepath}` Athena substitutes.
+    template = params["storage.location.template"]
+    assert template == f"s3://{bucket}/{data_prefix}$${{datepath}}", template
+    assert template.endswith("app_access_log/$${datepath}")
     storage = one(table["storage_descriptor"])
     assert tf_interpolate_locals(storage["location"], locals_) == f"s3://{bucket}/{data_prefix}"
     (partition,) = table["partition_keys"]
-    assert (partition["name"], partition["type"]) == ("dt", "string")
-    destination = one(body["extended_s3_configuration"])["bucket_arn"]
+    assert (partition["name"], partition["type"]) == ("datepath", "string")
+    destination = one(stream(tf)[1]["extended_s3_configuration"])["bucket_arn"]
     assert destination == "${aws_s3_bucket.logs.arn}", "Firehose writes to another bucket than Athena reads"
+
+
+def test_projection_start_date_has_the_datepath_format(tf):
+    start = tf_variable_defaults(tf)["projection_start_date"]
+    assert re.fullmatch(r"\d{4}/\d{2}/\d{2}", start), start
+
+
+def test_provider_is_pinned_to_one_major_version(tf):
+    (terraform,) = tf["terraform"]
+    aws = one(terraform["required_providers"])["aws"]
+    version = aws["version"].replace(" ", "")
+    m = re.fullmatch(r"~>(\d+)\.\d+", version) or re.fullmatch(r">=(\d+)\.[\d.]+,<(\d+)\.0(?:\.0)?", version)
+    assert m, f"aws provider {aws['version']!r} is not pinned to a major range (~> N.M)"
+    if m.lastindex == 2:
+        assert int(m.group(2)) == int(m.group(1)) + 1, version
+
+
+def test_firehose_role_writes_only_under_the_data_and_error_prefixes(tf):
+    (role_policy,) = [p for p in tf_blocks(tf, "resource", "aws_iam_role_policy").values() if "firehose" in p["role"]]
+    doc = policy_document(tf, role_policy["policy"])
+    locals_ = tf_locals(tf)
+    bucket = "${aws_s3_bucket.logs.arn}"
+    allowed_objects = {f"{bucket}/{DATA_PREFIX}*", f"{bucket}/{locals_['error_prefix']}*"}
+    s3_statements = [s for s in statements(doc) if any(a.startswith("s3:") for a in s["actions"])]
+    assert s3_statements
+    for statement in s3_statements:
+        resources = {tf_interpolate_locals(r, locals_) for r in statement["resources"]}
+        object_actions = {a for a in statement["actions"] if "Object" in a or a == "s3:AbortMultipartUpload"}
+        assert "s3:*" not in statement["actions"]
+        if object_actions:
+            assert resources <= allowed_objects, f"{statement.get('sid')}: objects outside the prefixes: {resources}"
+            assert resources, statement
+        else:
+            assert resources == {bucket}, f"{statement.get('sid')}: {resources}"
+    object_resources = {
+        tf_interpolate_locals(r, locals_)
+        for s in s3_statements
+        if "s3:PutObject" in s["actions"]
+        for r in s["resources"]
+    }
+    assert object_resources == allowed_objects, object_resources
+
+
+def test_eks_pod_identity_trust_names_the_account_and_cluster(tf):
+    _, role = pod_role(tf)
+    doc = policy_document(tf, role["assume_role_policy"])
+    (pod_identity,) = [
+        s for s in statements(doc)
+        if one(s["principals"]).get("identifiers") == ["pods.eks.amazonaws.com"]
+    ]
+    assert set(pod_identity["actions"]) == {"sts:AssumeRole", "sts:TagSession"}
+    conditions = {c["variable"]: c for c in pod_identity["condition"]}
+    assert set(conditions) == {"aws:SourceAccount", "aws:SourceArn"}, list(conditions)
+    assert conditions["aws:SourceAccount"]["values"] == ["${local.account_id}"]
+    assert conditions["aws:SourceAccount"]["test"] == "StringEquals"
+    assert conditions["aws:SourceArn"]["test"] in ("ArnEquals", "StringEquals"), "no wildcard over clusters"
+    (arn,) = conditions["aws:SourceArn"]["values"]
+    arn = tf_interpolate_locals(arn, tf_locals(tf))
+    arn = tf_locals(tf).get(arn[len("${local."):-1], arn) if arn.startswith("${local.") else arn
+    assert arn == "arn:${local.partition}:eks:${var.region}:${local.account_id}:cluster/${var.eks_cluster_name}", arn
+
+
+def test_irsa_trust_has_no_condition_its_call_cannot_carry(tf):
+    # AssumeRoleWithWebIdentity carries no aws:SourceAccount or aws:SourceArn;
+    # a condition on them would make IRSA fail closed.
+    _, role = pod_role(tf)
+    doc = policy_document(tf, role["assume_role_policy"])
+    (irsa,) = [s for s in statements(doc) if "sts:AssumeRoleWithWebIdentity" in s.get("actions", [])]
+    variables = {c["variable"] for c in irsa["condition"]}
+    assert not variables & {"aws:SourceAccount", "aws:SourceArn"}, variables
+
+
+def test_athena_named_query_restricts_datepath(tf):
+    for name, query in tf_blocks(tf, "resource", "aws_athena_named_query").items():
+        assert re.search(r"\bdatepath\s*(=|>=|<=|>|<|between|in)", query["query"], re.I), f"{name} scans every day"
 
 
 def glue_columns(tf) -> list[tuple[str, str]]:
@@ -299,12 +387,12 @@ def test_defaults_match_the_example_manifests(tf):
     (deployment,) = [d for d in load_yaml_documents(EXAMPLE_DEPLOYMENT) if d["kind"] == "Deployment"]
     spec = pod_spec(deployment)
     sidecar = find_container(spec["initContainers"], SIDECAR_NAME)
-    env = {e["name"]: e.get("value") for e in sidecar.get("env", [])}
+    configmaps = configmaps_beside(EXAMPLE_DEPLOYMENT)
 
     assert spec["serviceAccountName"] == sa["metadata"]["name"] == defaults["k8s_service_account"]
     assert deployment["metadata"]["namespace"] == sa["metadata"]["namespace"] == defaults["k8s_namespace"]
-    assert flag_value(sidecar["args"], "--stream") == defaults["stream_name"]
-    assert env.get("AWS_REGION") == defaults["region"]
+    assert env_value(sidecar, "FIRETAIL_STREAM", configmaps) == defaults["stream_name"]
+    assert env_value(sidecar, "AWS_REGION", configmaps) == defaults["region"]
     role_arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     assert re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/(.+)", role_arn).group(1) == defaults["pod_role_name"]
 

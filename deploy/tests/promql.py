@@ -1,0 +1,134 @@
+"""What the Prometheus and Grafana checks share: finding promtool, the series
+firetail exports (read from src/metrics.rs, so a renamed series breaks the
+alerts' and the dashboard's tests), the standard series they may also use, and
+the metric names a PromQL expression reads.
+
+promtool comes from Debian's `prometheus` package (scripts/system-deps.sh). In
+CI (CI=true) a missing promtool fails the checks; elsewhere they are skipped
+with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploycheck import METRICS_RS
+
+# Series of other exporters that firetail's alerts and dashboard may read:
+# cAdvisor (through the kubelet) for the sidecar's CPU and memory, and
+# kube-state-metrics for its exit code, restarts and readiness.
+CADVISOR_SERIES = {
+    "container_cpu_usage_seconds_total",
+    "container_memory_working_set_bytes",
+}
+KUBE_STATE_METRICS_SERIES = {
+    # kube-state-metrics >= v2.20.0 (kubernetes/kube-state-metrics#3000).
+    "kube_pod_init_container_status_last_terminated_exitcode",
+    "kube_pod_container_status_last_terminated_exitcode",
+    "kube_pod_init_container_status_terminated_reason",
+    "kube_pod_container_status_terminated_reason",
+    "kube_pod_init_container_status_restarts_total",
+    "kube_pod_init_container_status_ready",
+    "kube_pod_container_resource_limits",
+    "kube_pod_init_container_resource_limits",
+}
+# Promised by issue 14 and added to src/metrics.rs by its Rust half. Each one
+# is accepted until src/metrics.rs registers it; then
+# test_pending_series_are_not_yet_registered fails, and it comes off this list.
+PENDING_FIRETAIL_SERIES = {"firetail_build_info"}
+
+PROMQL_KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right",
+    "and", "or", "unless", "offset", "bool", "inf", "nan",
+}
+
+REGISTER = re.compile(r'\.register\(\s*"(\w+)"\s*,\s*"(?:[^"\\]|\\.)*"\s*,\s*m\.(\w+)\.clone\(\)', re.S)
+FIELD = re.compile(r"^\s*pub\s+(\w+)\s*:\s*(.+?),\s*$", re.M)
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path:
+        return path
+    message = "promtool not found: install Debian's prometheus package (scripts/system-deps.sh)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def run_promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([promtool(), *args], capture_output=True, text=True, check=False)
+
+
+def _series_of(name: str, rust_type: str) -> set[str]:
+    """The names prometheus-client's text encoder writes for one registration."""
+    full = f"firetail_{name}"
+    if "Histogram" in rust_type:
+        return {f"{full}_bucket", f"{full}_sum", f"{full}_count"}
+    if "Counter" in rust_type:
+        return {f"{full}_total"}
+    if "Info" in rust_type:
+        return {f"{full}_info"}
+    return {full}
+
+
+def registered_series() -> set[str]:
+    """Every series name src/metrics.rs registers."""
+    text = METRICS_RS.read_text()
+    struct = text[text.index("pub struct Metrics") :]
+    struct = struct[: struct.index("\n}")]
+    types = dict(FIELD.findall(struct))
+    found: set[str] = set()
+    for name, field in REGISTER.findall(text):
+        assert field in types, f"src/metrics.rs registers m.{field}, which is not a field of Metrics"
+        found |= _series_of(name, types[field])
+    assert len(found) > 20, f"parsed only {sorted(found)} from src/metrics.rs: has its layout changed?"
+    return found
+
+
+def allowed_series() -> set[str]:
+    return registered_series() | PENDING_FIRETAIL_SERIES | CADVISOR_SERIES | KUBE_STATE_METRICS_SERIES
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric (or recorded series) names an expression reads. PromQL has no
+    Python parser here; promtool proves the syntax, and this reads the names:
+    strings, label matchers, ranges and grouping clauses are removed, then
+    every identifier not called as a function and not a keyword is a name."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\boffset\s+\w+", " ", text)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][\w:]*)(\s*\()?", text):
+        word, call = m.group(1), m.group(2)
+        if call or word.lower() in PROMQL_KEYWORDS:
+            continue
+        names.add(word)
+    return names
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a Markdown heading."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def readme_section_anchors(readme: Path, section: str) -> set[str]:
+    """Anchors of the headings inside one `## section` of the README."""
+    anchors, inside = set(), False
+    for line in readme.read_text().splitlines():
+        if line.startswith("## "):
+            inside = line[3:].strip() == section
+            continue
+        if inside and line.startswith("### "):
+            anchors.add(github_anchor(line[4:]))
+    return anchors

@@ -1,0 +1,219 @@
+"""Checks of deploy/prometheus: the rules pass `promtool check rules` and
+their unit tests (`promtool test rules`), every alert is tested firing and not
+firing, says what and where and links to its runbook in the README, reads only
+series that exist, and the PrometheusRule holds exactly the rules file's
+groups. The PodMonitor scrapes the port firetail's container declares."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import pytest
+import yaml
+
+from deploycheck import (
+    EXAMPLE_DEPLOYMENT,
+    PROMETHEUS,
+    README,
+    SIDECAR_COMPONENT,
+    SIDECAR_NAME,
+    find_container,
+    load_yaml_documents,
+    pod_spec,
+)
+from promql import (
+    PENDING_FIRETAIL_SERIES,
+    allowed_series,
+    metric_names,
+    readme_section_anchors,
+    registered_series,
+    run_promtool,
+)
+
+RULES = PROMETHEUS / "firetail-rules.yaml"
+PROMETHEUS_RULE = PROMETHEUS / "prometheusrule.yaml"
+PODMONITOR = PROMETHEUS / "podmonitor.yaml"
+UNIT_TESTS = PROMETHEUS / "tests" / "firetail-rules.test.yaml"
+TROUBLESHOOTING = "Troubleshooting"
+
+
+def rules_file() -> dict:
+    return yaml.safe_load(RULES.read_text())
+
+
+def all_rules() -> list[dict]:
+    return [rule for group in rules_file()["groups"] for rule in group["rules"]]
+
+
+def alerts() -> list[dict]:
+    return [r for r in all_rules() if "alert" in r]
+
+
+def recorded() -> set[str]:
+    return {r["record"] for r in all_rules() if "record" in r}
+
+
+def test_rules_file_passes_promtool_check():
+    out = run_promtool("check", "rules", str(RULES))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_promtool_unit_tests_pass():
+    out = run_promtool("test", "rules", str(UNIT_TESTS))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout + out.stderr
+
+
+def test_promtool_unit_tests_can_fail(tmp_path):
+    # The same tests against rules whose thresholds never trip must fail:
+    # the unit tests really evaluate the rules they claim to.
+    broken = RULES.read_text()
+    broken = re.sub(r"\) > 0\b", ") > 1e18", broken)
+    broken = broken.replace("> 64 * 1024 * 1024", "> 1e18").replace("> 120", "> 1e18")
+    (tmp_path / "firetail-rules.yaml").write_text(broken)
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "firetail-rules.test.yaml").write_text(UNIT_TESTS.read_text())
+    out = run_promtool("test", "rules", str(tests / "firetail-rules.test.yaml"))
+    assert out.returncode != 0, "the unit tests pass against rules that can never fire"
+
+
+def test_every_alert_is_tested_firing_and_not_firing():
+    tested: dict[str, set[str]] = {}
+    for case in yaml.safe_load(UNIT_TESTS.read_text())["tests"]:
+        for check in case.get("alert_rule_test", []):
+            outcome = "fires" if check.get("exp_alerts") else "silent"
+            tested.setdefault(check["alertname"], set()).add(outcome)
+    for alert in alerts():
+        assert tested.get(alert["alert"]) == {"fires", "silent"}, (
+            f"{alert['alert']}: tested {sorted(tested.get(alert['alert'], []))}, needs both firing and silent cases"
+        )
+
+
+def test_the_alerts_the_issue_asks_for_exist():
+    names = {a["alert"] for a in alerts()}
+    assert {
+        "FiretailDeliveryStalled",
+        "FiretailLagHigh",
+        "FiretailOldestUnackedAgeHigh",
+        "FiretailDeadLettersAppearing",
+        "FiretailThrottled",
+        "FiretailCheckpointWriteFailing",
+        "FiretailDrainLeftLinesUndelivered",
+    } <= names, names
+
+
+def test_every_alert_says_what_where_and_what_to_do():
+    anchors = readme_section_anchors(README, TROUBLESHOOTING)
+    assert anchors, f"README.md has no headings under '## {TROUBLESHOOTING}'"
+    for alert in alerts():
+        annotations = alert.get("annotations", {})
+        name = alert["alert"]
+        assert annotations.get("summary"), f"{name}: no summary"
+        assert "$labels.pod" in annotations.get("description", ""), f"{name}: the description does not name the pod"
+        assert "$labels.namespace" in annotations["description"], f"{name}: the description does not name the namespace"
+        assert alert.get("labels", {}).get("severity") in ("warning", "critical"), f"{name}: no severity"
+        url = annotations.get("runbook_url", "")
+        assert re.fullmatch(r"https://\S+/README\.md#[\w-]+", url), f"{name}: runbook_url {url!r}"
+        anchor = url.split("#", 1)[1]
+        assert anchor in anchors, f"{name}: #{anchor} is not a heading of the README's {TROUBLESHOOTING} section"
+
+
+def test_rules_read_only_series_that_exist():
+    allowed = allowed_series() | recorded()
+    for rule in all_rules():
+        unknown = metric_names(rule["expr"]) - allowed
+        assert not unknown, f"{rule.get('alert') or rule.get('record')} reads unknown series {sorted(unknown)}"
+
+
+def test_pending_series_are_not_yet_registered():
+    registered = registered_series()
+    for name in PENDING_FIRETAIL_SERIES:
+        assert name not in registered, f"src/metrics.rs now registers {name}: remove it from PENDING_FIRETAIL_SERIES"
+
+
+def test_a_recording_rule_gives_the_fleet_cost_ratio():
+    ratios = [r for r in all_rules() if "record" in r and r["record"].endswith("billable_per_shipped_byte:ratio_rate5m")]
+    assert ratios, "no recording rule for billable / shipped bytes"
+    # Built from the counters, not from the per-pod ratio gauge, which does
+    # not aggregate across pods.
+    sources = set()
+    for rule in all_rules():
+        if "record" in rule:
+            sources |= metric_names(rule["expr"])
+    assert {"firetail_bytes_shipped_total", "firetail_billable_bytes_total"} <= sources
+    assert "firetail_billable_ratio" not in sources
+
+
+def test_prometheusrule_holds_exactly_the_rules_file():
+    (rule,) = load_yaml_documents(PROMETHEUS_RULE)
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
+    assert rule["metadata"]["name"]
+    assert rule["spec"]["groups"] == rules_file()["groups"], "prometheusrule.yaml differs: run deploy/prometheus/render.py"
+
+
+def test_prometheusrule_is_what_render_py_writes():
+    spec = importlib.util.spec_from_file_location("render", PROMETHEUS / "render.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    assert PROMETHEUS_RULE.read_text() == render.render(), "run .venv/bin/python deploy/prometheus/render.py"
+
+
+def test_prometheusrule_groups_pass_promtool(tmp_path):
+    # The Kubernetes schema validator does not know the operator's CRDs; the
+    # groups inside are checked by promtool as a rules file.
+    (rule,) = load_yaml_documents(PROMETHEUS_RULE)
+    extracted = tmp_path / "groups.yaml"
+    extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    out = run_promtool("check", "rules", str(extracted))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# --- the PodMonitor ----------------------------------------------------------
+
+
+def firetail_containers() -> list[dict]:
+    (deployment,) = [d for d in load_yaml_documents(EXAMPLE_DEPLOYMENT) if d["kind"] == "Deployment"]
+    (patch,) = load_yaml_documents(SIDECAR_COMPONENT / "firetail-sidecar.yaml")
+    return [
+        (deployment, find_container(pod_spec(deployment)["initContainers"], SIDECAR_NAME)),
+        (patch, find_container(pod_spec(patch)["initContainers"], SIDECAR_NAME)),
+    ]
+
+
+def test_podmonitor_has_its_required_fields():
+    (monitor,) = load_yaml_documents(PODMONITOR)
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["kind"] == "PodMonitor"
+    assert monitor["metadata"]["name"]
+    spec = monitor["spec"]
+    assert spec["selector"].get("matchLabels") or spec["selector"].get("matchExpressions"), "an empty selector scrapes every pod"
+    endpoints = spec["podMetricsEndpoints"]
+    assert endpoints, "no podMetricsEndpoints"
+    for endpoint in endpoints:
+        assert endpoint.get("port") or endpoint.get("portNumber"), endpoint
+        assert endpoint.get("path", "/metrics") == "/metrics"
+
+
+def test_podmonitor_scrapes_the_port_and_pods_firetail_runs_in():
+    (monitor,) = load_yaml_documents(PODMONITOR)
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    for workload, container in firetail_containers():
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert endpoint["port"] in ports, f"firetail declares no port named {endpoint['port']!r}"
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in wanted.items()), f"pod labels {labels} do not match {wanted}"
+
+
+def test_a_missing_promtool_fails_in_ci_and_is_skipped_elsewhere(monkeypatch):
+    import promql
+
+    monkeypatch.setattr(promql.shutil, "which", lambda _: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        promql.promtool()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        promql.promtool()
