@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_athena::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_athena::types::{QueryExecutionContext, QueryExecutionState, ResultConfiguration};
 use aws_sdk_athena::Client;
 use tokio::time::Instant;
@@ -64,10 +65,34 @@ pub enum AthenaError {
     },
 }
 
-fn call_error(operation: &'static str, e: impl std::error::Error) -> AthenaError {
-    // DisplayErrorContext prints the whole chain (service message, dispatch failure).
-    let message = aws_smithy_types::error::display::DisplayErrorContext(e).to_string();
+/// The error code and message Athena sent, or the chain of causes of a call that got no
+/// answer (connection refused, timeout, no credentials), without the SDK's debug dump.
+fn call_error<E, R>(operation: &'static str, e: SdkError<E, R>) -> AthenaError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let message = match e.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("error"),
+            service.message().unwrap_or("no message")
+        ),
+        None => error_chain(&e),
+    };
     AthenaError::Call { operation, message }
+}
+
+/// `error: cause: cause…`
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 /// The Athena client with the settings every query shares.
@@ -179,7 +204,7 @@ impl Athena {
         if let Err(e) = stopped {
             eprintln!(
                 "firetail-query: could not stop query {id}: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(e)
+                call_error("StopQueryExecution", e)
             );
         }
     }

@@ -152,6 +152,13 @@ async fn verify(
         Err(e) => return Outcome::Usage(format!("--ids {}: {e}", args.ids.display())),
     };
     let (written, repeated) = verify::read_ids(&text);
+    if written.is_empty() {
+        // Nothing written would verify as "nothing lost": a broken test must not pass.
+        return Outcome::Usage(format!(
+            "--ids {}: the file holds no ids",
+            args.ids.display()
+        ));
+    }
     let query =
         match verify_spec(common, args).and_then(|s| sql::verify(&s).map_err(|e| e.to_string())) {
             Ok(q) => q,

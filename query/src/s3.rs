@@ -55,10 +55,10 @@ pub async fn get_object(config: &SdkConfig, url: &str) -> Result<Vec<u8>, String
     let connector = aws_smithy_http_client::default_connector(&settings, sleep)
         .ok_or("no HTTP connector available")?;
     let fetch = async {
-        let response = connector.call(request).await.map_err(|e| {
-            let e = aws_smithy_types::error::display::DisplayErrorContext(e);
-            format!("GET {uri}: {e}")
-        })?;
+        let response = connector
+            .call(request)
+            .await
+            .map_err(|e| format!("GET {uri}: {}", crate::athena::error_chain(&e)))?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await;
         let body = body.map_err(|e| format!("GET {uri}: reading the body: {e}"))?;
