@@ -63,29 +63,35 @@ impl Outcome {
 const CALL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A step that either goes on or ends the run with an outcome.
+type Step<T> = Result<T, Outcome>;
+
+fn usage(e: impl ToString) -> Outcome {
+    Outcome::Usage(e.to_string())
+}
+
+fn failed(e: impl ToString) -> Outcome {
+    Outcome::Failed(e.to_string())
+}
+
 /// Run one subcommand to its outcome.
 pub async fn run(cli: Cli) -> Outcome {
-    let location = match cli.common.output_location() {
-        Ok(l) => l,
-        Err(e) => return Outcome::Usage(e),
-    };
-    let config = match load_config().await {
-        Ok(c) => c,
-        Err(e) => return Outcome::Usage(e),
-    };
-    let athena = Athena::new(
-        aws_sdk_athena::Client::new(&config),
-        Settings {
+    let outcome = async {
+        let location = cli.common.output_location().map_err(usage)?;
+        let config = load_config().await.map_err(usage)?;
+        let settings = Settings {
             workgroup: cli.common.workgroup.clone(),
             database: cli.common.database.clone(),
             output_location: location,
             timeout: cli.common.timeout,
-        },
-    );
-    match &cli.command {
-        Command::Search(args) => search(&cli.common, args, &athena).await,
-        Command::Verify(args) => verify(&cli.common, args, &athena, &config).await,
-    }
+        };
+        let athena = Athena::new(aws_sdk_athena::Client::new(&config), settings);
+        match &cli.command {
+            Command::Search(args) => search(&cli.common, args, &athena).await,
+            Command::Verify(args) => verify(&cli.common, args, &athena, &config).await,
+        }
+    };
+    outcome.await.unwrap_or_else(|ended| ended)
 }
 
 async fn load_config() -> Result<SdkConfig, String> {
@@ -103,29 +109,17 @@ async fn load_config() -> Result<SdkConfig, String> {
     Ok(config)
 }
 
-async fn search(common: &Common, args: &SearchArgs, athena: &Athena) -> Outcome {
-    let spec = match search_spec(common, args) {
-        Ok(s) => s,
-        Err(e) => return Outcome::Usage(e),
-    };
-    let query = match sql::search(&spec) {
-        Ok(q) => q,
-        Err(e) => return Outcome::Usage(e.to_string()),
-    };
-    let finished = match athena.run(&query).await {
-        Ok(f) => f,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
+async fn search(common: &Common, args: &SearchArgs, athena: &Athena) -> Step<Outcome> {
+    let spec = search_spec(common, args).map_err(usage)?;
+    let query = sql::search(&spec).map_err(usage)?;
+    let finished = athena.run(&query).await.map_err(failed)?;
     report_cost(&finished);
-    let rows = match athena.rows(&finished.id).await {
-        Ok(r) => r,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
+    let rows = athena.rows(&finished.id).await.map_err(failed)?;
     let mut out = std::io::stdout().lock();
-    match table::write(&rows, args.format, &mut out).and_then(|()| out.flush()) {
-        Ok(()) => Outcome::Ok,
-        Err(e) => Outcome::Failed(format!("cannot write the rows: {e}")),
-    }
+    table::write(&rows, args.format, &mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| failed(format!("cannot write the rows: {e}")))?;
+    Ok(Outcome::Ok)
 }
 
 fn search_spec(common: &Common, args: &SearchArgs) -> Result<sql::SearchSpec, String> {
@@ -146,49 +140,36 @@ async fn verify(
     args: &VerifyArgs,
     athena: &Athena,
     config: &SdkConfig,
-) -> Outcome {
-    let text = match tokio::fs::read_to_string(&args.ids).await {
-        Ok(t) => t,
-        Err(e) => return Outcome::Usage(format!("--ids {}: {e}", args.ids.display())),
-    };
+) -> Step<Outcome> {
+    let ids = args.ids.display();
+    let text = tokio::fs::read_to_string(&args.ids)
+        .await
+        .map_err(|e| usage(format!("--ids {ids}: {e}")))?;
     let (written, repeated) = verify::read_ids(&text);
     if written.is_empty() {
         // Nothing written would verify as "nothing lost": a broken test must not pass.
-        return Outcome::Usage(format!(
-            "--ids {}: the file holds no ids",
-            args.ids.display()
-        ));
+        return Err(usage(format!("--ids {ids}: the file holds no ids")));
     }
-    let query =
-        match verify_spec(common, args).and_then(|s| sql::verify(&s).map_err(|e| e.to_string())) {
-            Ok(q) => q,
-            Err(e) => return Outcome::Usage(e),
-        };
-    let finished = match athena.run(&query).await {
-        Ok(f) => f,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
+    let spec = verify_spec(common, args).map_err(usage)?;
+    let query = sql::verify(&spec).map_err(usage)?;
+    let finished = athena.run(&query).await.map_err(failed)?;
     report_cost(&finished);
-    let rows = match result_rows(&finished, athena, config).await {
-        Ok(r) => r,
-        Err(e) => return Outcome::Failed(e),
-    };
-    let found = match verify::copies_by_id(&rows) {
-        Ok(f) => f,
-        Err(e) => return Outcome::Failed(format!("query {}: {e}", finished.id)),
-    };
+    let rows = result_rows(&finished, athena, config)
+        .await
+        .map_err(failed)?;
+    let found =
+        verify::copies_by_id(&rows).map_err(|e| failed(format!("query {}: {e}", finished.id)))?;
     let report = verify::compare(&written, repeated, &found);
-    let rendered = if args.json {
-        verify::render_json(&report) + "\n"
+    if args.json {
+        println!("{}", verify::render_json(&report));
     } else {
-        verify::render_text(&report)
-    };
-    print!("{rendered}");
-    if report.nothing_lost() {
+        print!("{}", verify::render_text(&report));
+    }
+    Ok(if report.nothing_lost() {
         Outcome::Ok
     } else {
         Outcome::Lost
-    }
+    })
 }
 
 fn verify_spec(common: &Common, args: &VerifyArgs) -> Result<sql::VerifySpec, String> {
