@@ -127,6 +127,13 @@ fn a_query_that_never_finishes_times_out_and_is_stopped() {
         "gave up early: {:?}",
         run.took
     );
+    // Waits double from 100 ms (100, 200, 400, 800 ms, then the rest of the 2 s): a
+    // handful of polls, not a busy loop.
+    assert!(
+        (4..=8).contains(&fake.polls()),
+        "{} polls in 2 s",
+        fake.polls()
+    );
     let id = fake.started()[0].id.clone();
     assert_eq!(
         fake.stopped(),

@@ -92,6 +92,7 @@ struct State {
     started: Vec<Started>,
     executions: HashMap<String, (Plan, usize, bool)>,
     result_pages: usize,
+    polls: usize,
     stopped: Vec<String>,
     s3_gets: Vec<String>,
 }
@@ -142,6 +143,11 @@ impl FakeAthena {
     /// GetQueryResults calls answered with rows.
     pub fn result_pages(&self) -> usize {
         self.state.lock().unwrap().result_pages
+    }
+
+    /// GetQueryExecution calls answered.
+    pub fn polls(&self) -> usize {
+        self.state.lock().unwrap().polls
     }
 
     pub fn stopped(&self) -> Vec<String> {
@@ -314,6 +320,7 @@ fn get_execution(state: &mut State, id: &str) -> Answer {
         ));
     };
     exec.1 += 1;
+    state.polls += 1;
     let (plan, polls, stopped) = (&exec.0, exec.1, exec.2);
     let (name, reason) = state_of(plan, polls, stopped);
     let mut status = json!({ "State": name, "SubmissionDateTime": 1_764_000_000.0 });
