@@ -210,3 +210,32 @@ fn verify_pages_through_results_when_the_result_file_cannot_be_read() {
     );
     assert_eq!(fake.result_pages(), 3);
 }
+
+#[test]
+fn workgroup_tables_and_output_location_come_from_the_environment() {
+    let fake = FakeAthena::start(vec![Plan::rows(&[("time", "varchar")], Vec::new())]);
+    let env = [
+        ("FIRETAIL_QUERY_WORKGROUP", "chaos"),
+        ("FIRETAIL_QUERY_OUTPUT_LOCATION", "s3://env-results/q/"),
+        ("FIRETAIL_QUERY_DATABASE", "other_db"),
+        ("FIRETAIL_QUERY_TABLE", "other_table"),
+    ];
+    let mut args = vec!["search"];
+    args.extend(RANGE);
+    let run = support::run_with_env(&fake.endpoint(), &args, &env, DEADLINE);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.ends_with("(0 rows)\n"), "{}", run.stdout);
+    let started = &fake.started()[0];
+    assert_eq!(started.workgroup.as_deref(), Some("chaos"));
+    assert_eq!(started.database.as_deref(), Some("other_db"));
+    assert!(
+        started.sql.contains("FROM \"other_db\".\"other_table\""),
+        "{}",
+        started.sql
+    );
+    assert!(
+        started.output_location.starts_with("s3://env-results/q/"),
+        "{}",
+        started.output_location
+    );
+}

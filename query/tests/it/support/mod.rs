@@ -40,6 +40,16 @@ pub struct Run {
 /// Run `firetail-query ARGS` against `endpoint` (all AWS services), with test
 /// credentials and region; kill it if it is not done within `deadline`.
 pub fn run(endpoint: &str, args: &[&str], deadline: Duration) -> Run {
+    run_with_env(endpoint, args, &[], deadline)
+}
+
+/// `run` with extra environment variables (set after the test defaults).
+pub fn run_with_env(
+    endpoint: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    deadline: Duration,
+) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_firetail-query"));
     for k in ENV_REMOVE {
         cmd.env_remove(k);
@@ -53,7 +63,8 @@ pub fn run(endpoint: &str, args: &[&str], deadline: Duration) -> Run {
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("NO_PROXY", "127.0.0.1")
-        .env("no_proxy", "127.0.0.1");
+        .env("no_proxy", "127.0.0.1")
+        .envs(env.iter().copied());
     run_command(cmd, deadline)
 }
 
