@@ -33,9 +33,13 @@ COPY . .
 # `strip --strip-debug` drops the line tables that the release profile keeps
 # (`debug = "line-tables-only"`, for profiling): 60 MB -> 15.7 MB. It keeps the
 # symbols (3 MB), so a panic backtrace still names its functions.
+# `-p firetail`: the sidecar package only. The repository is a workspace, and
+# its other member (query/, the firetail-query binary with aws-sdk-athena) is
+# neither built nor downloaded, so the image does not grow; Cargo still reads
+# query/Cargo.toml to load the workspace, so it stays in the context.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --release --locked -p firetail \
     && cp target/release/firetail /firetail \
     && strip --strip-debug /firetail
 

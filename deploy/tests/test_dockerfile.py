@@ -15,7 +15,7 @@ from packaging.version import Version
 
 from deploycheck import DOCKERFILE, DOCKERIGNORE, REPO
 
-BUILD_COMMAND = ["cargo", "build", "--release", "--locked"]
+BUILD_COMMAND = ["cargo", "build", "--release", "--locked", "-p", "firetail"]
 # Debian release of each base image family, by tag: the builder's glibc must
 # not be newer than the runtime's.
 DEBIAN_RELEASE = {"bookworm": 12, "trixie": 13, "forky": 14}

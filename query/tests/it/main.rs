@@ -1,0 +1,8 @@
+//! firetail-query's integration tests: the built binary as a child process against
+//! moto's server (the happy paths of both subcommands) and a fake Athena (paging,
+//! FAILED, CANCELLED, a query that never ends, verify finding lost and duplicated ids).
+
+mod against_fake;
+mod against_moto;
+mod support;
+mod usage;
