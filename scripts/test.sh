@@ -15,7 +15,7 @@ scripts/system-deps.sh
 scripts/python-env.sh
 
 export FIRETAIL_MOTO_SERVER="$repo/.venv/bin/moto_server"
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets
 
 if [[ -d deploy/tests ]]; then
     rc=0
