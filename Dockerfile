@@ -3,7 +3,7 @@
 # firetail's container image: a release build in a Rust image, copied alone onto
 # distroless. Build it with BuildKit (the default builder of Docker >= 23):
 #
-#     docker build -t firetail:dev .
+#     docker build --build-arg FIRETAIL_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t firetail:dev .
 #     docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/firetail:TAG --push .
 #
 # Expected size: about 40 MB uncompressed, ~15 MB compressed in the registry.
@@ -21,6 +21,12 @@ ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-trixie AS build
 WORKDIR /src
+# The commit `firetail --version` and `firetail_build_info` name: .git is not in the
+# build context, so pass it in:
+#     docker build --build-arg FIRETAIL_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .
+# Without it the binary says "commit unknown" (build.rs).
+ARG FIRETAIL_GIT_COMMIT=unknown
+ENV FIRETAIL_GIT_COMMIT=${FIRETAIL_GIT_COMMIT}
 # The whole context minus .dockerignore: Cargo resolves every target declared in
 # Cargo.toml (tests/, benches/) even when it builds only the binary.
 COPY . .

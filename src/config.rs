@@ -54,7 +54,7 @@ pub const ROTATE_WAIT: RangeInclusive<Duration> = secs(1)..=secs(3600);
 /// the configured concurrency.
 pub const MAX_UNACKED_BYTES: RangeInclusive<u64> = (4 * MIB)..=(1024 * MIB);
 /// At least one 1 MiB line plus its envelope; at most what an emptyDir should hold.
-pub const DEAD_LETTER_MAX_BYTES: RangeInclusive<u64> = (2 * MIB)..=(16 * 1024 * MIB);
+pub const DEAD_LETTER_MAX_BYTES: RangeInclusive<u64> = MIB..=(16 * 1024 * MIB);
 pub const MAX_IN_FLIGHT: RangeInclusive<usize> = 1..=64;
 /// The batch stage cuts a batch at 1 MiB (README, "Batching").
 pub const BATCH_CUT: u64 = MIB;
@@ -114,6 +114,10 @@ pub struct Args {
     /// Dead-letter file for lines Firehose can never take [default: .firetail-<file name>.dead.jsonl beside the file].
     #[arg(long, env = "FIRETAIL_DEAD_LETTER", value_name = "FILE")]
     dead_letter: Option<PathBuf>,
+
+    /// Where to write the drain report at exit, for Kubernetes' terminationMessagePath (`kubectl describe pod` shows it) [default: /dev/termination-log when it exists].
+    #[arg(long, env = "FIRETAIL_TERMINATION_MESSAGE_PATH", value_name = "FILE")]
+    termination_message_path: Option<PathBuf>,
 
     /// The longest the drain after SIGTERM may take (1s–1h).
     #[arg(
@@ -197,7 +201,7 @@ pub struct Args {
     )]
     max_unacked_bytes: String,
 
-    /// Size at which the dead-letter file rotates to one .1 file (2MiB–16GiB).
+    /// Size at which the dead-letter file rotates to one .1 file (1MiB–16GiB).
     #[arg(
         long,
         env = "FIRETAIL_DEAD_LETTER_MAX_BYTES",
@@ -273,6 +277,8 @@ pub struct Config {
     pub rotate_wait: Duration,
     pub max_unacked_bytes: u64,
     pub dead_letter_max_bytes: u64,
+    /// Where the drain report goes at exit; `None` outside Kubernetes.
+    pub termination_message: Option<PathBuf>,
 }
 
 /// A configuration problem: which flag or variable, and what is wrong with it.
@@ -380,7 +386,23 @@ fn validate(given: &Given) -> Result<Config, ConfigError> {
                 values::size_within(s, &DEAD_LETTER_MAX_BYTES)
             })?
             .0,
+        termination_message: termination_message(given),
     })
+}
+
+/// Kubernetes' default `terminationMessagePath`. The kubelet mounts a file there, so it
+/// exists in every container; elsewhere nothing is written unless a path is given.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+fn termination_message(given: &Given) -> Option<PathBuf> {
+    given
+        .path("termination_message_path")
+        .map(|(p, _)| p)
+        .or_else(|| {
+            Path::new(TERMINATION_LOG)
+                .is_file()
+                .then(|| TERMINATION_LOG.into())
+        })
 }
 
 fn missing(flag: &str, var: &str) -> ConfigError {
@@ -538,7 +560,7 @@ mod tests {
         ("--max-unacked-bytes", "1MiB"),
         ("--max-unacked-bytes", "2GiB"),
         ("--max-unacked-bytes", "lots"),
-        ("--dead-letter-max-bytes", "1MiB"),
+        ("--dead-letter-max-bytes", "512KiB"),
         ("--dead-letter-max-bytes", "17GiB"),
         ("--max-in-flight", "0"),
         ("--max-in-flight", "65"),

@@ -17,9 +17,14 @@
 //! - [`ship`]: batches → Firehose; classification, retries, bisection, in-flight bound.
 //! - [`checkpoint`]: acknowledgements → the checkpoint file (atomic, batched writes).
 //! - [`deadletter`]: the file for lines Firehose can never take.
+//! - [`progress`]: the ledger below every stage — file keys, identities, spans,
+//!   acknowledged and durable offsets, the duplicate window.
+//! - [`store`]: the few file operations checkpoint and dead-letter need, behind a
+//!   trait so tests can make the disk fail.
 //! - [`metrics`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` listener.
 //! - [`shutdown`]: the SIGTERM/SIGINT handlers.
-//! - [`report`](mod@report): the drain report and the exit code it implies.
+//! - [`report`](mod@report): the drain report, the exit code it implies, and the
+//!   termination message Kubernetes shows.
 //! - [`run`] (here): wires the stages and owns the one shutdown path.
 //!
 //! # Shutdown
@@ -132,7 +137,15 @@ pub async fn run(
     observed: Observed,
     mut signals: mpsc::Receiver<&'static str>,
 ) -> anyhow::Result<Report> {
-    let mut pipeline = Pipeline::start(&config, client, observed).await?;
+    // Starting waits while the checkpoint cannot be read (EACCES, EIO); a signal then
+    // ends the wait: nothing was read, so nothing is lost, but nothing was shipped.
+    let mut pipeline = tokio::select! {
+        biased;
+        started = Pipeline::start(&config, client, observed) => started?,
+        Some(name) = signals.recv() => anyhow::bail!(
+            "{name} arrived while the checkpoint could not be read; nothing was read or shipped, and a restart with a readable checkpoint ships it"
+        ),
+    };
     let stop = pipeline.running(&mut signals).await;
     let started = Instant::now();
     let (drain_end, failures) = pipeline.drain(&config, stop, &mut signals).await;

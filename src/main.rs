@@ -80,16 +80,22 @@ async fn run() -> u8 {
         health,
         addr,
     };
-    match firetail::run(config, client, observed, signals).await {
-        Ok(report) => report.exit_code(),
+    let termination = config.termination_message.clone();
+    let (code, message) = match firetail::run(config, client, observed, signals).await {
+        Ok(report) => {
+            let code = report.exit_code();
+            (code, firetail::report::termination_message(&report, code))
+        }
         Err(e) => {
             tracing::error!(
                 error = format!("{e:#}"),
                 "firetail stopped on a fatal error."
             );
-            1
+            (1, format!("firetail exit 1: fatal error: {e:#}"))
         }
-    }
+    };
+    firetail::report::write_termination_message(termination.as_deref(), &message);
+    code
 }
 
 /// The validated configuration, or the exit code after printing help, the version or

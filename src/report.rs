@@ -140,6 +140,46 @@ pub fn log_report(metrics: &Metrics, report: &Report) {
     );
 }
 
+/// The kubelet keeps at most this much of a termination message.
+const TERMINATION_MESSAGE_MAX: usize = 4096;
+
+/// The termination message: one line a person reads in `kubectl describe pod`, then
+/// the drain report as JSON. A gauge set just before exit is almost never scraped, so
+/// this (and the container's exit code, which kube-state-metrics exports) is how an
+/// alert learns that a drain left lines undelivered.
+pub fn termination_message(report: &Report, exit_code: u8) -> String {
+    let head = format!(
+        "firetail exit {exit_code}: drain {}, {} lines read, {} shipped, {} undelivered{}\n",
+        report.drain_end,
+        report.lines_read,
+        report.lines_shipped,
+        report.undelivered,
+        report
+            .failed_task
+            .as_deref()
+            .map(|t| format!(", failed task: {t}"))
+            .unwrap_or_default()
+    );
+    let mut text = head + &serde_json::to_string(report).unwrap_or_default();
+    if text.len() > TERMINATION_MESSAGE_MAX {
+        let mut cut = TERMINATION_MESSAGE_MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+/// Writes `message` to the termination-message file, if there is one. A failure is a
+/// WARN: the drain report is in the log too.
+pub fn write_termination_message(path: Option<&std::path::Path>, message: &str) {
+    let Some(path) = path else { return };
+    if let Err(e) = std::fs::write(path, message) {
+        tracing::warn!(file = %path.display(), error = %e, "Cannot write the termination message; the drain report is in the log.");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -247,3 +247,13 @@ def test_dockerignore_keeps_what_cargo_reads(path):
 @pytest.mark.parametrize("path", ["target/release/firetail", ".git/HEAD", ".venv/bin/python", "deploy/terraform/main.tf"])
 def test_dockerignore_drops_what_the_build_does_not_need(path):
     assert is_ignored(path), f".dockerignore should exclude {path}"
+
+
+def test_the_build_stage_hands_the_commit_to_build_rs():
+    """.git is not in the build context, so the commit reaches build.rs (and
+    `firetail --version`, `firetail_build_info`) only as a build argument that the
+    build stage exports as FIRETAIL_GIT_COMMIT."""
+    build = stages()[0]
+    assert ("ARG", "FIRETAIL_GIT_COMMIT=unknown") in build
+    assert ("ENV", "FIRETAIL_GIT_COMMIT=${FIRETAIL_GIT_COMMIT}") in build
+    assert "FIRETAIL_GIT_COMMIT" in (REPO / "build.rs").read_text()

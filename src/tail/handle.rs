@@ -172,7 +172,10 @@ impl Handle {
             progress.set_identity(self.key, &self.identity);
         }
         self.framer.frame(self.key, out);
-        progress.read_to(self.key, self.framer.read_offset());
+        // Up to the last complete line, not the read position: the bytes of a line in
+        // progress are in no batch, so they do not use the duplicate window — a line
+        // longer than the whole window must not stop the reading that would end it.
+        progress.read_to(self.key, self.framer.line_offset());
         self.phase = Phase::Reading;
         Ok(if total == 0 {
             Read::AtEnd

@@ -457,3 +457,57 @@ fn text_logs_are_plain_text() {
     ft.term();
     assert_eq!(ft.exit_code(LONG), 0);
 }
+
+/// The termination message (Kubernetes' `terminationMessagePath`, shown by `kubectl
+/// describe pod`) carries the drain's outcome: a clean drain says exit 0, and a drain
+/// that ran out of time says exit 1 with the undelivered count, matching the exit code.
+#[test]
+fn the_termination_message_tells_the_drain_outcome() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let message = dir.path().join("termination-log");
+    append(&log, &access_lines("term", 0..200));
+    let mut args = base_args(&log, &fake.stream_name());
+    args.push(format!("--termination-message-path={}", message.display()));
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    assert!(fake.wait_for_lines(200, LONG), "{}", ft.dump());
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    let text = std::fs::read_to_string(&message).unwrap();
+    let (head, json) = text.split_once('\n').unwrap();
+    assert_eq!(
+        head,
+        "firetail exit 0: drain drained, 200 lines read, 200 shipped, 0 undelivered"
+    );
+    let report: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(report["lines_shipped"], 200);
+
+    // Firehose down for good: the drain deadline passes with every line undelivered.
+    let fake = FakeFirehose::start(FakeConfig {
+        faults: Faults {
+            call_error_rate: 1.0,
+            ..Faults::default()
+        },
+        ..FakeConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let message = dir.path().join("termination-log");
+    append(&log, &access_lines("down", 0..50));
+    let mut args = base_args(&log, &fake.stream_name());
+    args.retain(|a| !a.starts_with("--drain-timeout"));
+    args.push("--drain-timeout=2s".into());
+    args.push(format!("--termination-message-path={}", message.display()));
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    assert!(fake.wait_for_calls(2, LONG), "{}", ft.dump());
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 1, "{}", ft.dump());
+    let text = std::fs::read_to_string(&message).unwrap();
+    assert!(
+        text.starts_with(
+            "firetail exit 1: drain deadline, 50 lines read, 0 shipped, 50 undelivered"
+        ),
+        "{text}"
+    );
+}

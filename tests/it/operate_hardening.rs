@@ -135,7 +135,7 @@ const BAD_VALUES: &[(&str, &[&str])] = &[
     ("--rotate-wait", &["a while", "999ms", "61m"]),
     // With the default --max-in-flight 4: anything below 4MiB, above 1GiB.
     ("--max-unacked-bytes", &["big", "3MiB", "1025MiB", "16XB"]),
-    ("--dead-letter-max-bytes", &["huge", "1MiB", "17GiB"]),
+    ("--dead-letter-max-bytes", &["huge", "512KiB", "17GiB"]),
     ("--max-in-flight", &["0", "65", "-1", "four"]),
     ("--read-from", &["middle"]),
     ("--invalid-json", &["drop"]),

@@ -317,3 +317,33 @@ fn kill9_with_one_batch_stuck_resends_at_most_the_window() {
         "the first run delivered past the stuck batch"
     );
 }
+
+/// Regression: a line longer than the whole window (a 6 MB line against the smallest
+/// window, 4 MiB) must not wedge the tail. The bytes of a line still in progress are
+/// not ahead of any line the pipeline holds, so they do not count against the window;
+/// the line is dead-lettered as oversize and every line after it ships.
+#[test]
+fn a_line_longer_than_the_window_does_not_wedge_the_tail() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, &access_lines("before", 0..100));
+    append(
+        &log,
+        &[format!("{{\"huge\":\"{}\"}}", "x".repeat(6_000_000))],
+    );
+    append(&log, &access_lines("after", 0..100));
+    let mut args = base_args(&log, &fake.stream_name());
+    args.push("--max-unacked-bytes=4MiB".into());
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    assert!(
+        fake.wait_for_lines(200, Duration::from_secs(60)),
+        "{}",
+        ft.dump()
+    );
+    ft.term();
+    assert_eq!(ft.exit_code(Duration::from_secs(60)), 0, "{}", ft.dump());
+    let report = ft.report();
+    assert_eq!(report["dead_lettered_oversize"], 1, "{report}");
+    assert_eq!(report["lines_shipped"], 200, "{report}");
+}
