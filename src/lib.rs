@@ -137,16 +137,33 @@ pub async fn run(
     observed: Observed,
     mut signals: mpsc::Receiver<&'static str>,
 ) -> anyhow::Result<Report> {
-    // Starting waits while the checkpoint cannot be read (EACCES, EIO); a signal then
-    // ends the wait: nothing was read, so nothing is lost, but nothing was shipped.
-    let mut pipeline = tokio::select! {
-        biased;
-        started = Pipeline::start(&config, client, observed) => started?,
-        Some(name) = signals.recv() => anyhow::bail!(
-            "{name} arrived while the checkpoint could not be read; nothing was read or shipped, and a restart with a readable checkpoint ships it"
-        ),
+    // Starting waits while the checkpoint cannot be read (EACCES, EIO). A signal then
+    // ends the wait: nothing was read, so nothing is lost, but nothing was shipped. A
+    // signal while starting otherwise is kept and starts the drain once started.
+    let health = observed.health.clone();
+    let start = Pipeline::start(&config, client, observed);
+    tokio::pin!(start);
+    let mut early = None;
+    let mut pipeline = loop {
+        if let Some(name) = early {
+            if health.checkpoint_unreadable.load(Ordering::Relaxed) {
+                anyhow::bail!(
+                    "{name} arrived while the checkpoint could not be read; nothing was read or shipped, and a restart with a readable checkpoint ships it"
+                );
+            }
+        }
+        tokio::select! {
+            biased;
+            started = &mut start => break started?,
+            Some(name) = signals.recv(), if early.is_none() => early = Some(name),
+            // The load may find the checkpoint unreadable after the signal came.
+            _ = tokio::time::sleep(Duration::from_millis(100)), if early.is_some() => {}
+        }
     };
-    let stop = pipeline.running(&mut signals).await;
+    let stop = match early {
+        Some(name) => Stop::Signal(name),
+        None => pipeline.running(&mut signals).await,
+    };
     let started = Instant::now();
     let (drain_end, failures) = pipeline.drain(&config, stop, &mut signals).await;
     pipeline.final_checkpoint(&config).await;

@@ -485,13 +485,13 @@ fn the_drain_quiet_period_restarts_on_bytes_of_a_partial_line() {
     assert_eq!(dups, 0);
 }
 
-/// What the README says is lost with `copytruncate` + `compress` without
+/// What the README says can be lost with `copytruncate` + `compress` without
 /// `delaycompress`: logrotate compresses the copy at once, so the part firetail had
-/// not read yet (it is far behind) exists only in the `.gz`. Exactly that part is lost
-/// — a contiguous run of lines just before the truncation — with a WARN; every other
-/// line arrives.
+/// not read yet (it is far behind) may exist only in the `.gz`. At most that part is
+/// lost — a contiguous run of lines just before the truncation — with a WARN; every
+/// other line arrives.
 #[test]
-fn copytruncate_with_compress_loses_exactly_the_unread_part_of_the_copy() {
+fn copytruncate_with_compress_loses_at_most_the_unread_part_of_the_copy() {
     let fake = fake_with(Faults {
         latency: Duration::from_millis(500),
         ..Faults::default()
@@ -505,8 +505,11 @@ fn copytruncate_with_compress_loses_exactly_the_unread_part_of_the_copy() {
     );
     ft.wait_message("firetail started.", LONG);
     let mut writer = Writer::start(App::open(&log, "compress", false));
-    writer.write_more(4000);
+    writer.write_more(1000);
+    // A burst far larger than what the pipeline holds in memory, then logrotate at
+    // once: firetail is certainly behind when the copy is compressed.
     let before = writer.paused(|app| {
+        app.write_lines(20_000);
         logrotate(
             logs.path(),
             &log,
@@ -539,7 +542,13 @@ fn copytruncate_with_compress_loses_exactly_the_unread_part_of_the_copy() {
         d.duplicates
     );
     assert_eq!(d.unexpected_count, 0, "{d:?}");
-    assert!(!lost.is_empty(), "firetail was not behind: nothing to lose");
+    // Whether anything is lost depends on a race firetail does not control: it may
+    // open logrotate's copy (inotify tells it at once) before gzip replaces it, and
+    // then reads it through its handle. Either way, what is lost is at most one
+    // contiguous run of lines ending at the truncation, and only with a WARN.
+    if lost.is_empty() {
+        return;
+    }
     assert_eq!(
         lost,
         (lost[0]..before).collect::<Vec<_>>(),
