@@ -554,6 +554,32 @@ fn an_unreadable_checkpoint_is_waited_for_and_resumed_from() {
         logs_with(&ft, "ERROR", "Cannot read the checkpoint").len(),
         1
     );
+
+    // SIGTERM while the checkpoint cannot be read: no drain can start, so firetail
+    // says so and exits 1 (the pod would otherwise hang until SIGKILL); nothing was
+    // read, the checkpoint is untouched, and a later start ships the rest.
+    append(&log, &access_lines("third", 0..50));
+    set_mode(&checkpoint, 0o000);
+    let before = std::fs::read(&checkpoint).ok();
+    let mut ft = Firetail::start_via(no_dac, &args, &env);
+    wait_log(&ft, "ERROR", "Cannot read the checkpoint");
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 1, "{}", ft.dump());
+    let fatal = wait_log(&ft, "ERROR", "firetail stopped on a fatal error");
+    assert!(
+        fatal["error"]
+            .as_str()
+            .unwrap()
+            .contains("SIGTERM arrived while the checkpoint could not be read"),
+        "{fatal}"
+    );
+    assert_eq!(fake.lines_accepted(), 300, "nothing read while unreadable");
+    set_mode(&checkpoint, 0o644);
+    assert_eq!(
+        std::fs::read(&checkpoint).ok(),
+        before,
+        "checkpoint untouched"
+    );
 }
 
 fn set_mode(path: &Path, mode: u32) {
