@@ -532,6 +532,18 @@ mod tests {
     }
 
     #[test]
+    fn a_termination_message_path_given_is_taken_from_the_flag_or_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("termination-log");
+        let flag = ["--termination-message-path", file.to_str().unwrap()];
+        let c = parse(dir.path(), &flag).unwrap();
+        assert_eq!(c.termination_message.as_deref(), Some(file.as_path()));
+        let env = [("FIRETAIL_TERMINATION_MESSAGE_PATH", file.to_str().unwrap())];
+        let c = parse_env(dir.path(), &[], &env).unwrap();
+        assert_eq!(c.termination_message.as_deref(), Some(file.as_path()));
+    }
+
+    #[test]
     fn durations_are_humantime() {
         let dir = tempfile::tempdir().unwrap();
         let c = parse(

@@ -198,4 +198,20 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert!(json.get("failed_task").is_none(), "absent when none failed");
     }
+
+    /// The kubelet keeps 4,096 bytes of a termination message: the line a person
+    /// reads comes first and survives however long the report's error text is.
+    #[test]
+    fn the_termination_message_fits_the_kubelets_limit_and_leads_with_the_outcome() {
+        let m = Metrics::new();
+        let p = Progress::default();
+        let mut r = report(&m, &p, Duration::ZERO, "error");
+        r.failed_task = Some("tail".into());
+        r.failed_error = Some("é".repeat(10_000));
+        let text = termination_message(&r, 1);
+        assert!(text.len() <= TERMINATION_MESSAGE_MAX, "{}", text.len());
+        assert!(text.starts_with(
+            "firetail exit 1: drain error, 0 lines read, 0 shipped, 0 undelivered, failed task: tail\n"
+        ));
+    }
 }

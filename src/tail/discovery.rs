@@ -112,6 +112,12 @@ impl Scope {
     /// path's own, and its symlink target's when it is a link.
     pub fn dirs(&self) -> Vec<(PathBuf, String)> {
         let mut dirs = vec![split(&self.path)];
+        // Called on every wake-up: one `lstat` when the path is no link, rather than
+        // resolving every component of it twice.
+        let is_link = std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_symlink());
+        if !is_link {
+            return dirs;
+        }
         if let Ok(target) = std::fs::canonicalize(&self.path) {
             let t = split(&target);
             if std::fs::canonicalize(&dirs[0].0).ok().as_ref() != Some(&t.0) || t.1 != dirs[0].1 {
