@@ -23,7 +23,7 @@
 //! Throttles are counted as one event per second at most: the quota's window is a
 //! second, and every call answered in that window reports the same congestion.
 //!
-//! A throttle that does not answer to the rate is not this pod's to fix: when three
+//! A throttle that does not answer to the rate is not this pod's to fix: when eight
 //! cuts in a row leave the share of throttled records where it was, and partial (a
 //! stream that throttles a steady part of every call whatever the rate), the
 //! controller lifts the rate and ignores throttles for [`DEAF_FOR`], instead of
@@ -51,22 +51,24 @@ pub const RATE_MIN: f64 = 5.0;
 pub const MAX_STRETCH: f64 = 4.0;
 /// Without a throttle for this long, the rate limit is lifted.
 const RATE_RELEASE: Duration = Duration::from_secs(60);
+/// Without a throttle for this long, the rate grows by a quarter a second.
+const FAST_AFTER: Duration = Duration::from_secs(10);
 /// The flush interval starts to return this long after the last throttle.
 const STRETCH_HOLD: Duration = Duration::from_secs(5);
 /// A call slower than this many times the latency baseline counts as congestion.
 const LATENCY_FACTOR: f64 = 3.0;
 const LATENCY_FLOOR: Duration = Duration::from_millis(100);
 const SECOND: Duration = Duration::from_secs(1);
-/// After three cuts that changed nothing, throttles are not acted on for this long.
+/// After eight cuts in a row that changed nothing, throttles are not acted on for this long.
 pub const DEAF_FOR: Duration = Duration::from_secs(30);
-/// Four cuts "changed nothing" when the share of throttled records answered since
+/// Cuts in a row that must have "changed nothing" before the controller stops
+/// listening: enough that a pod of a fleet rarely sees as many by chance.
+const CUTS_TO_TELL: usize = 8;
+/// Cuts "changed nothing" when the share of throttled records answered since
 /// the first of them is still at least this part of the share before it...
 const UNMOVED: f64 = 0.6;
-/// ...and every throttled call was throttled in part, by shares within a factor of
-/// two of each other: a steady part of every call. Past a quota, a pod's calls are
-/// throttled whole, except one that arrives as the second's quota runs out, and
-/// that one by any share.
-const SPREAD: f64 = 2.0;
+/// ...and every throttled call was throttled only in part. Past a quota, a pod's
+/// calls are throttled whole, except one that arrives as the second's quota runs out.
 
 /// What one finished call tells the controller.
 /// Answers per record between two cuts.
@@ -77,9 +79,6 @@ struct Tally {
     throttled_calls: u64,
     /// Calls throttled in part: some records accepted, some "Slow down.".
     partial_calls: u64,
-    /// The least and the greatest throttled share of a throttled call.
-    least: f64,
-    most: f64,
 }
 
 impl Tally {
@@ -87,12 +86,6 @@ impl Tally {
         self.sent += u64::from(s.sent);
         self.throttled += u64::from(s.throttled_records);
         if s.throttled_records > 0 {
-            let share = f64::from(s.throttled_records) / f64::from(s.sent.max(1));
-            if self.throttled_calls == 0 {
-                (self.least, self.most) = (share, share);
-            }
-            self.least = self.least.min(share);
-            self.most = self.most.max(share);
             self.throttled_calls += 1;
             if s.accepted > 0 {
                 self.partial_calls += 1;
@@ -101,13 +94,6 @@ impl Tally {
     }
 
     fn merge(&mut self, o: &Tally) {
-        if o.throttled_calls > 0 {
-            if self.throttled_calls == 0 {
-                (self.least, self.most) = (o.least, o.most);
-            }
-            self.least = self.least.min(o.least);
-            self.most = self.most.max(o.most);
-        }
         self.sent += o.sent;
         self.throttled += o.throttled;
         self.throttled_calls += o.throttled_calls;
@@ -160,7 +146,7 @@ pub struct Control {
     /// Calls of the last second: (when, sent, accepted, throttled records).
     recent: VecDeque<(Instant, u32, u32, u32)>,
     /// (records answered per record, of them throttled) per interval between cuts,
-    /// the last four; and the same counted since the last cut.
+    /// the last nine; and the same counted since the last cut.
     intervals: VecDeque<Tally>,
     since_cut: Tally,
     deaf_until: Option<Instant>,
@@ -235,6 +221,8 @@ impl Control {
         };
         let need = (queued as f64).min(self.bucket(rate)).max(1.0);
         if self.tokens + 1e-9 >= need {
+            // Less than what waits: the rate holds the rest back.
+            self.held_back |= self.tokens < queued as f64;
             Allow::Now(self.tokens.floor().max(1.0) as usize)
         } else {
             self.held_back = true;
@@ -321,13 +309,13 @@ impl Control {
         self.held_back = false;
     }
 
-    /// Whether the last four cuts left the throttled share where it was; if so,
+    /// Whether the last eight cuts left the throttled share where it was; if so,
     /// stop listening to throttles for a while. Shares are counted over the whole
     /// intervals between cuts: a second's worth of records is too few to compare.
     fn unanswered(&mut self, now: Instant) -> bool {
         let interval = std::mem::take(&mut self.since_cut);
         self.intervals.push_back(interval);
-        if self.intervals.len() < 5 {
+        if self.intervals.len() < CUTS_TO_TELL + 1 {
             return false;
         }
         let before = self.intervals[0].share();
@@ -337,9 +325,7 @@ impl Control {
         }
         let after = since.share();
         self.intervals.pop_front();
-        let partial = since.partial_calls == since.throttled_calls
-            && since.throttled_calls > 0
-            && since.most <= SPREAD * since.least;
+        let partial = since.partial_calls == since.throttled_calls && since.throttled_calls > 0;
         if !(before > 0.0 && after >= before * UNMOVED && partial) {
             return false;
         }
@@ -351,9 +337,17 @@ impl Control {
         self.stretch = 1.0;
         tracing::info!(
             throttled_share = share,
-            "Throttling does not follow this pod's send rate (four cuts changed nothing); not cutting it further for 30 s."
+            "Throttling does not follow this pod's send rate (eight cuts changed nothing); not cutting it further for 30 s."
         );
         true
+    }
+
+    /// The drain: every line read must go before the grace period ends, and a stream
+    /// that throttles will say so call by call; the rate limit and the stretched
+    /// flush no longer help anyone.
+    pub fn drain(&mut self) {
+        self.rate = None;
+        self.stretch = 1.0;
     }
 
     /// Once a second: raise the rate if it held records back and nothing was
@@ -373,7 +367,15 @@ impl Control {
                 self.intervals.clear();
             } else if self.held_back && calm >= SECOND {
                 self.refill(now);
-                self.rate = Some(rate + RATE_ALPHA * since.as_secs_f64().min(5.0));
+                // Additive while throttles are near; once they have been gone for
+                // a while the stream has room again, and the pod may have a backlog
+                // to catch up: grow by a quarter a second.
+                let step = if calm >= FAST_AFTER {
+                    RATE_ALPHA.max(rate / 4.0)
+                } else {
+                    RATE_ALPHA
+                };
+                self.rate = Some(rate + step * since.as_secs_f64().min(5.0));
             }
         }
         self.held_back = false;
@@ -532,6 +534,7 @@ mod tests {
         // Not 1.0: now and then a pod that straddles the quota's end in several cuts
         // running looks like a stream that throttles at random and stops listening
         // for a while (see `unanswered`); the fleet's bar is 0.9.
+        eprintln!("aimd model: Jain {jain:.3}, goodput {mean_goodput:.3} of the quota");
         assert!(jain > 0.9, "Jain {jain}: {rates:?}");
         assert!(mean_goodput > 0.85, "goodput {mean_goodput}");
     }
@@ -558,19 +561,19 @@ mod tests {
         assert_eq!(c.rate(), None);
     }
 
-    /// A stream that throttles a fifth of every call whatever the rate: three cuts
+    /// A stream that throttles a fifth of every call whatever the rate: eight cuts
     /// change nothing, so the pod stops cutting instead of starving at the minimum.
     #[test]
     fn throttling_that_ignores_the_rate_does_not_starve_the_pod() {
         let t0 = Instant::now();
         let mut c = Control::new(true, 4, SECOND, t0);
         let mut lowest = f64::MAX;
-        for i in 0..20u32 {
+        for i in 0..30u32 {
             c.observe(t0 + SECOND * i, throttled_of(800, 1000));
             lowest = lowest.min(c.rate().unwrap_or(f64::MAX));
         }
         assert!(
-            lowest >= 800.0 * RATE_BETA.powi(4) - 1e-6,
+            lowest >= 800.0 * RATE_BETA.powi(CUTS_TO_TELL as i32) - 1e-6,
             "rate fell to {lowest}"
         );
         assert_eq!(
@@ -579,9 +582,43 @@ mod tests {
             "still limited after the cuts changed nothing"
         );
         // And it listens again later.
-        let later = t0 + SECOND * 20 + DEAF_FOR;
+        let later = t0 + SECOND * 30 + DEAF_FOR;
         c.observe(later, throttled_of(500, 1000));
         assert!(c.rate().is_some());
+    }
+
+    #[test]
+    fn the_drain_lifts_the_rate_and_the_stretch() {
+        let t0 = Instant::now();
+        let mut c = Control::new(true, 4, SECOND, t0);
+        c.observe(t0, throttled(100));
+        assert!(c.rate().is_some() && c.flush_interval() > SECOND);
+        c.drain();
+        assert_eq!(c.rate(), None);
+        assert_eq!(c.flush_interval(), SECOND);
+        assert_eq!(c.allow(t0, 10_000), Allow::Now(usize::MAX));
+    }
+
+    /// After throttling ends, a limited pod grows back by a quarter a second, not
+    /// by [`RATE_ALPHA`] alone: a backlog is caught up in seconds, not minutes.
+    #[test]
+    fn the_rate_grows_back_fast_once_throttling_is_over() {
+        let t0 = Instant::now();
+        let mut c = Control::new(true, 4, SECOND, t0);
+        c.observe(t0, throttled(1000));
+        let start = c.rate().unwrap();
+        let mut t = t0;
+        for _ in 0..25 {
+            t += SECOND;
+            if let Allow::Now(n) = c.allow(t, 1_000_000) {
+                c.sent(n);
+            }
+        }
+        assert!(
+            c.rate().unwrap() > start * 10.0,
+            "{:?} from {start}",
+            c.rate()
+        );
     }
 
     #[test]
