@@ -19,8 +19,19 @@
 # debian13 here. In production, pin both images by digest as well.
 ARG RUST_VERSION=1.95
 
-FROM rust:${RUST_VERSION}-slim-trixie AS build
+# The build stage runs on the build machine's own platform and cross-compiles for
+# each target platform: rustc under QEMU emulation would be many times slower.
+FROM --platform=$BUILDPLATFORM rust:${RUST_VERSION}-slim-trixie AS build
+# Set by BuildKit for each platform of `--platform` (amd64, arm64).
+ARG TARGETARCH
 WORKDIR /src
+# The build stage's commands live in scripts/docker-build.sh (the one script of
+# scripts/ in the context), so that scripts/docker-build-stage.sh can run them
+# outside Docker. First the target's Rust standard library and, for a cross
+# build, Debian's cross gcc and the target's glibc: a layer of its own, cached
+# until the script changes.
+COPY scripts/docker-build.sh scripts/
+RUN scripts/docker-build.sh toolchain
 # The commit `firetail --version` and `firetail_build_info` name: .git is not in the
 # build context, so pass it in:
 #     docker build --build-arg FIRETAIL_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .
@@ -28,26 +39,16 @@ WORKDIR /src
 ARG FIRETAIL_GIT_COMMIT=unknown
 ENV FIRETAIL_GIT_COMMIT=${FIRETAIL_GIT_COMMIT}
 # The whole context minus .dockerignore: Cargo resolves every target declared in
-# Cargo.toml (tests/, benches/) even when it builds only the binary.
+# Cargo.toml (tests/, benches/) even when it builds only the binary, and reads
+# query/Cargo.toml to load the workspace (query/ itself is not built).
 COPY . .
-# `--locked`: build exactly the dependency versions in Cargo.lock, the ones CI
-# tested; fail rather than resolve anew. This is the command CI runs
-# (deploy/tests/test_dockerfile.py checks that the two agree).
-# The cache mounts keep the registry and target/ between builds of this image
-# (they do not end up in it), so the binary is copied out in the same step.
-# aws-lc-sys compiles C with the image's gcc; no cmake is needed on Linux.
-# `strip --strip-debug` drops the line tables that the release profile keeps
-# (`debug = "line-tables-only"`, for profiling): 60 MB -> 15.7 MB. It keeps the
-# symbols (3 MB), so a panic backtrace still names its functions.
-# `-p firetail`: the sidecar package only. The repository is a workspace, and
-# its other member (query/, the firetail-query binary with aws-sdk-athena) is
-# neither built nor downloaded, so the image does not grow; Cargo still reads
-# query/Cargo.toml to load the workspace, so it stays in the context.
+# `cargo build --release --locked -p firetail --target <triple>`, then strip: see
+# the script. The cache mounts keep the registry and target/ between builds of this
+# image (they do not end up in it), so the binary is copied out in the same step;
+# both platforms' builds share them (target/<triple>/ apart, Cargo locks the rest).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p firetail \
-    && cp target/release/firetail /firetail \
-    && strip --strip-debug /firetail
+    scripts/docker-build.sh binary /firetail
 
 # Distroless `cc`: glibc and libgcc_s (the Rust binary links both dynamically),
 # CA certificates (rustls loads the system roots to reach Firehose and STS), no
