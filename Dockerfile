@@ -4,7 +4,19 @@
 # distroless. Build it with BuildKit (the default builder of Docker >= 23):
 #
 #     docker build --build-arg FIRETAIL_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t firetail:dev .
-#     docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/firetail:TAG --push .
+#
+# For amd64 and arm64 (Graviton) at once, as one multi-platform image:
+#
+#     docker buildx create --name firetail-multiarch --driver docker-container --use   # once
+#     docker buildx build --platform linux/amd64,linux/arm64 \
+#         --build-arg FIRETAIL_GIT_COMMIT=$(git rev-parse --short=12 HEAD) \
+#         -t REGISTRY/firetail:TAG --push .
+#
+# (The default `docker` driver cannot store a multi-platform image unless Docker
+# uses the containerd image store; a docker-container builder pushes it.) No QEMU
+# is needed: the build stage runs natively and cross-compiles, and the runtime
+# stage has no RUN. scripts/docker-build-stage.sh proves the cross build without
+# Docker.
 #
 # Expected size: about 40 MB uncompressed, ~15 MB compressed in the registry.
 # The binary is 15.7 MB after `strip --strip-debug` (60 MB before: the release
@@ -13,15 +25,20 @@
 # is about 23 MB. Check a real build with `docker image ls` and correct these
 # figures if they are off.
 
-# The toolchain CI uses. Keep it >= `rust-version` in Cargo.toml (deploy/tests
+# Base images: tag and digest. The digest decides what is pulled (Docker ignores
+# the tag once a digest is given) and the tag says what it is to a reader; both
+# digests are multi-platform indexes, so each platform gets its own image.
+# Refresh both with scripts/pin-base-images.sh (docker buildx imagetools), which
+# also checks that the index covers linux/amd64 and linux/arm64; deploy/tests
+# fail on a FROM without a digest.
+#
+# The builder: the toolchain CI uses, >= `rust-version` in Cargo.toml (deploy/tests
 # check both). The builder and the runtime must share a Debian release, so that
 # the glibc the binary was linked against is the one it runs on: trixie and
-# debian13 here. In production, pin both images by digest as well.
-ARG RUST_VERSION=1.95
-
-# The build stage runs on the build machine's own platform and cross-compiles for
-# each target platform: rustc under QEMU emulation would be many times slower.
-FROM --platform=$BUILDPLATFORM rust:${RUST_VERSION}-slim-trixie AS build
+# debian13 here. The build stage runs on the build machine's own platform and
+# cross-compiles for each target platform: rustc under QEMU emulation would be
+# many times slower.
+FROM --platform=$BUILDPLATFORM rust:1.95-slim-trixie@sha256:985053ebf77f576c742435c12c1923ee04dbe511e17f087dd1a8f022307d3aeb AS build
 # Set by BuildKit for each platform of `--platform` (amd64, arm64).
 ARG TARGETARCH
 WORKDIR /src
@@ -53,7 +70,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # Distroless `cc`: glibc and libgcc_s (the Rust binary links both dynamically),
 # CA certificates (rustls loads the system roots to reach Firehose and STS), no
 # shell and no package manager. The `nonroot` variant runs as 65532:65532.
-FROM gcr.io/distroless/cc-debian13:nonroot
+FROM gcr.io/distroless/cc-debian13:nonroot@sha256:e792ab3d241a468a4fd7519ddbbebe66b49b5f365771716ea688ad40b6c6f1c2
 COPY --from=build /firetail /firetail
 # Numeric, so the kubelet can verify `runAsNonRoot: true` without reading
 # /etc/passwd; the same ids as the manifests' securityContext.

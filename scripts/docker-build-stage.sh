@@ -11,8 +11,8 @@
 # so this is not part of scripts/test.sh; run it when the Dockerfile or the build
 # changes. Needs root for apt-get (Debian's cross gcc and qemu-user), like the stage.
 # Differences from the real stage, all outside the two commands: the build machine's
-# Debian and Rust toolchain instead of the rust image's, no cache mounts, and Cargo
-# offline when every crate is already in ~/.cargo (CARGO_NET_OFFLINE, not a flag).
+# Debian, glibc and Rust toolchain instead of the rust image's, ~/.cargo's registry
+# instead of the cache mount, and an empty target/ each run.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,7 +40,9 @@ done
 cd "$context"
 scripts/docker-build.sh toolchain
 command -v "$qemu" >/dev/null || apt-get install -y --no-install-recommends qemu-user
-time scripts/docker-build.sh binary "$work/firetail"
+SECONDS=0
+scripts/docker-build.sh binary "$work/firetail"
+echo "docker-build-stage.sh: the build took ${SECONDS}s."
 
 file "$work/firetail"
 if ! file "$work/firetail" | grep -q "$machine"; then
