@@ -312,3 +312,12 @@ def test_the_context_is_what_dockerignore_leaves():
     top = {f.split("/")[0] for f in files}
     assert not top & {".git", "target", "deploy", ".venv"}, top
     assert [f for f in files if f.startswith("scripts/")] == ["scripts/docker-build.sh"]
+
+
+def test_the_multi_platform_command_is_documented_where_users_look():
+    platforms = ",".join(f"linux/{arch}" for arch in TARGETS)
+    readme = (REPO / "README.md").read_text()
+    build_section = readme[readme.index("### 1. Build the image") : readme.index("### 2. ")]
+    for where, text in (("README, 1. Build the image", build_section), ("Dockerfile", DOCKERFILE.read_text())):
+        assert f"docker buildx build --platform {platforms}" in text, where
+        assert "--build-arg FIRETAIL_GIT_COMMIT=" in text, where
