@@ -32,11 +32,11 @@
 # also checks that the index covers linux/amd64 and linux/arm64; deploy/tests
 # fail on a FROM without a digest. These two were taken from public records, not
 # from the registry (none was reachable where they were pinned): the rust one is
-# docker-library/repo-info's listing of rust:1.95-slim-trixie (an OCI index,
-# linux/amd64 and linux/arm64 among its platforms, Rust 1.95.0); the distroless
-# one is what many public Dockerfiles pin for cc-debian13:nonroot and call the
-# multi-arch index. Run `scripts/pin-base-images.sh --check` once with registry
-# access to confirm them.
+# docker-library/repo-info's listing of rust:1.95-slim-trixie, as mirrored in
+# maxmood96/repo-info (an OCI index with linux/amd64 and linux/arm64, Rust
+# 1.95.0); the distroless one is what many public Dockerfiles pin for
+# cc-debian13:nonroot and call the multi-arch index. Run
+# `scripts/pin-base-images.sh --check` once with registry access to confirm them.
 #
 # The builder: the toolchain CI uses, >= `rust-version` in Cargo.toml (deploy/tests
 # check both). The builder and the runtime must share a Debian release, so that
