@@ -27,6 +27,8 @@ esac
 work="$(mktemp -d /tmp/firetail-docker-stage.XXXXXX)"
 context="$work/src"
 mkdir -p "$context"
+# The copy and its target/ (hundreds of MB) go; the binary stays for a closer look.
+trap 'rm -rf "$context"' EXIT
 python3 "$repo/deploy/tests/dockerignore.py" "$repo" | tar -C "$repo" --null -T - -cf - | tar -C "$context" -xf -
 echo "docker-build-stage.sh: context in $context: $(find "$context" -type f | wc -l) files."
 for absent in .git target deploy; do
