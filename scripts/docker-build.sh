@@ -43,7 +43,7 @@ toolchain() {
 
 # `--locked`: exactly the dependency versions in Cargo.lock, the ones CI tested. `-p
 # firetail`: the sidecar only, not the workspace's query/ binary. `strip --strip-debug`
-# drops the line tables the release profile keeps (60 MB -> 15.7 MB on x86_64) but keeps
+# drops the line tables the release profile keeps (~43 MB -> 11.2 MB on amd64) but keeps
 # the symbols, so a panic backtrace still names its functions.
 binary() {
     local output="$1" strip=strip
