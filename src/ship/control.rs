@@ -65,12 +65,11 @@ pub const DEAF_FOR: Duration = Duration::from_secs(30);
 /// listening: enough that a pod of a fleet rarely sees as many by chance.
 const CUTS_TO_TELL: usize = 8;
 /// Cuts "changed nothing" when the share of throttled records answered since
-/// the first of them is still at least this part of the share before it...
+/// the first of them is still at least this part of the share before it, and every
+/// throttled call was throttled only in part. (Past a quota, a pod's calls are
+/// throttled whole, except one that arrives as the second's quota runs out.)
 const UNMOVED: f64 = 0.6;
-/// ...and every throttled call was throttled only in part. Past a quota, a pod's
-/// calls are throttled whole, except one that arrives as the second's quota runs out.
 
-/// What one finished call tells the controller.
 /// Answers per record between two cuts.
 #[derive(Clone, Copy, Debug, Default)]
 struct Tally {
@@ -110,6 +109,7 @@ impl Tally {
     }
 }
 
+/// What one finished call tells the controller.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Signal {
     /// Records of the call when Firehose answered per record (a 200; 0 otherwise),
