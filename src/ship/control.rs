@@ -8,7 +8,8 @@
 //! - **Send rate** (records/s): unlimited until the first throttle, then set to what
 //!   the stream accepted from this pod over the last second, cut by [`RATE_BETA`] on
 //!   each later throttle and raised by [`RATE_ALPHA`] per second while the pod has
-//!   more to send and is not throttled. Additive increase with multiplicative decrease
+//!   more to send and is not throttled; lifted after a minute in which it held
+//!   nothing back. Additive increase with multiplicative decrease
 //!   makes equal pods converge to equal shares; the same absolute increase for every
 //!   pod is what makes it fair. A limit on calls in flight alone cannot do this: a call
 //!   takes milliseconds, so even one call in flight can send far more than a
@@ -38,21 +39,22 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Multiplicative decrease of the send rate on a throttled second. Goodput while
-/// overloaded is about (1 + β) / 2 of the quota for a sawtooth between β and 1.
-pub const RATE_BETA: f64 = 0.85;
-/// Additive increase of the send rate, records/s per second without throttling. The
-/// fleet's increase is this times the number of pods: small against a stream's quota
-/// (100,000 records/s in most regions) for hundreds of pods.
-pub const RATE_ALPHA: f64 = 10.0;
+/// Multiplicative decrease of the send rate on a throttled second. Only the pods
+/// throttled in a second cut, so the fleet's total falls by (1 − β) of what it sent
+/// past the quota, not of the whole: goodput stays near the quota.
+pub const RATE_BETA: f64 = 0.7;
+/// Additive increase of the send rate, records/s per second while not throttled.
+/// What the fleet sends past the quota settles near pods × α / (1 − β) a second, so
+/// retry amplification is about α / ((1 − β) × a pod's share): 0.15 for 50 pods
+/// sharing 2,000 records/s (the fleet simulation), 0.02 for a share of 400/s. A
+/// larger α converges faster from unequal starts and refuses more records.
+pub const RATE_ALPHA: f64 = 2.0;
 /// The rate never goes below this: a pod always makes some progress.
 pub const RATE_MIN: f64 = 5.0;
 /// The flush interval stretches to at most this many times `--flush-interval`.
 pub const MAX_STRETCH: f64 = 4.0;
-/// Without a throttle for this long, the rate limit is lifted.
+/// A limit that held nothing back for this long, without a throttle either, is lifted.
 const RATE_RELEASE: Duration = Duration::from_secs(60);
-/// Without a throttle for this long, the rate grows by a quarter a second.
-const FAST_AFTER: Duration = Duration::from_secs(10);
 /// The flush interval starts to return this long after the last throttle.
 const STRETCH_HOLD: Duration = Duration::from_secs(5);
 /// A call slower than this many times the latency baseline counts as congestion.
@@ -65,14 +67,17 @@ pub const DEAF_FOR: Duration = Duration::from_secs(30);
 /// listening: enough that a pod of a fleet rarely sees as many by chance.
 const CUTS_TO_TELL: usize = 8;
 /// Cuts "changed nothing" when the share of throttled records answered since
-/// the first of them is still at least this part of the share before it, and every
-/// throttled call was throttled only in part. (Past a quota, a pod's calls are
-/// throttled whole, except one that arrives as the second's quota runs out.)
+/// the first of them is still at least this part of the share before it, and nearly
+/// every call was throttled, only in part. (Past a quota, most of a pod's calls go
+/// through whole or are throttled whole; only one that arrives as the second's quota
+/// runs out is throttled in part.)
 const UNMOVED: f64 = 0.6;
 
 /// Answers per record between two cuts.
 #[derive(Clone, Copy, Debug, Default)]
 struct Tally {
+    /// Calls answered per record.
+    calls: u64,
     sent: u64,
     throttled: u64,
     throttled_calls: u64,
@@ -82,6 +87,7 @@ struct Tally {
 
 impl Tally {
     fn add(&mut self, s: &Signal) {
+        self.calls += u64::from(s.sent > 0);
         self.sent += u64::from(s.sent);
         self.throttled += u64::from(s.throttled_records);
         if s.throttled_records > 0 {
@@ -93,6 +99,7 @@ impl Tally {
     }
 
     fn merge(&mut self, o: &Tally) {
+        self.calls += o.calls;
         self.sent += o.sent;
         self.throttled += o.throttled;
         self.throttled_calls += o.throttled_calls;
@@ -155,6 +162,8 @@ pub struct Control {
     last_step: Instant,
     /// The rate held records back since the last step: only then may it grow.
     held_back: bool,
+    /// When it last did: a limit that holds nothing back for a minute is lifted.
+    last_held: Instant,
     latency_baseline: Option<f64>,
 }
 
@@ -178,6 +187,7 @@ impl Control {
             last_cut: None,
             last_step: now,
             held_back: false,
+            last_held: now,
             latency_baseline: None,
         }
     }
@@ -325,7 +335,10 @@ impl Control {
         }
         let after = since.share();
         self.intervals.pop_front();
-        let partial = since.partial_calls == since.throttled_calls && since.throttled_calls > 0;
+        // Nearly every call throttled, each only in part.
+        let partial = since.partial_calls == since.throttled_calls
+            && since.throttled_calls as f64 >= 0.8 * since.calls as f64
+            && since.throttled_calls > 0;
         if !(before > 0.0 && after >= before * UNMOVED && partial) {
             return false;
         }
@@ -361,21 +374,20 @@ impl Control {
         let calm = self
             .last_throttle
             .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        if self.held_back {
+            self.last_held = now;
+        }
         if let Some(rate) = self.rate {
-            if calm >= RATE_RELEASE {
+            let unused = now.saturating_duration_since(self.last_held);
+            if unused >= RATE_RELEASE && calm >= RATE_RELEASE {
                 self.rate = None;
                 self.intervals.clear();
             } else if self.held_back && calm >= SECOND {
+                // Additive, whatever the time since the last throttle: in a fleet a
+                // pod may go long without one while its peers are cut, and any
+                // faster growth would take their share.
                 self.refill(now);
-                // Additive while throttles are near; once they have been gone for
-                // a while the stream has room again, and the pod may have a backlog
-                // to catch up: grow by a quarter a second.
-                let step = if calm >= FAST_AFTER {
-                    RATE_ALPHA.max(rate / 4.0)
-                } else {
-                    RATE_ALPHA
-                };
-                self.rate = Some(rate + step * since.as_secs_f64().min(5.0));
+                self.rate = Some(rate + RATE_ALPHA * since.as_secs_f64().min(5.0));
             }
         }
         self.held_back = false;
@@ -475,22 +487,22 @@ mod tests {
         assert!(soon - at <= Duration::from_secs_f64(3.0 / rate) + Duration::from_millis(1));
     }
 
-    /// Equal pods that start with unequal rates converge toward equal rates: the
-    /// property that makes the fleet fair. A model of N pods sharing a quota of Q
-    /// records per second, where the pods that ask last in a second are throttled.
-    #[test]
-    fn aimd_converges_to_fair_shares_near_the_quota() {
+    /// A model of `n` backlogged pods sharing a quota of `quota` records a second,
+    /// where the pods that ask last in a second (a random order each second) are
+    /// throttled. Returns, over the last 200 of 400 seconds: Jain's index of what
+    /// each pod got through, goodput as a share of the quota, and retry
+    /// amplification (records refused over records accepted).
+    fn model(n: usize, quota: f64, seed: u64) -> (f64, f64, f64) {
         let t0 = Instant::now();
-        let n = 10;
-        let quota = 2_000.0;
         let mut pods: Vec<Control> = (0..n).map(|_| Control::new(true, 4, SECOND, t0)).collect();
-        // Unequal starts: pod i's first accepted second was i * 40 records.
+        // Unequal starts: pod i's first second got between 0.5 and 1.5 fair shares.
         for (i, p) in pods.iter_mut().enumerate() {
-            p.observe(t0, throttled(40 * i as u32 + 20));
+            let got = (quota / n as f64 * (0.5 + i as f64 / n as f64)) as u32;
+            p.observe(t0, throttled(got));
         }
-        let mut goodput = Vec::new();
+        let (mut accepted, mut refused) = (0.0, 0.0);
         let mut got_by_pod = vec![0.0f64; n];
-        let mut rng = fastrand::Rng::with_seed(7);
+        let mut rng = fastrand::Rng::with_seed(seed);
         for sec in 1..400u32 {
             let now = t0 + SECOND * sec;
             let mut wants: Vec<(usize, f64)> = pods
@@ -499,19 +511,18 @@ mod tests {
                 .map(|(i, p)| {
                     let _ = p.allow(now, 1_000_000);
                     // A pod that stopped listening sends all it has.
-                    (i, p.rate().unwrap_or(1_000.0))
+                    (i, p.rate().unwrap_or(quota / n as f64 * 4.0))
                 })
                 .collect();
-            // A different order every second: who asks first varies.
             rng.shuffle(&mut wants);
             let mut left = quota;
-            let mut accepted_total = 0.0;
             for (i, want) in wants {
                 let got = want.min(left);
                 left -= got;
-                accepted_total += got;
                 if sec > 200 {
                     got_by_pod[i] += got;
+                    accepted += got;
+                    refused += want - got;
                 }
                 let s = if got < want {
                     throttled_of(got as u32, want as u32)
@@ -521,22 +532,30 @@ mod tests {
                 pods[i].observe(now, s);
                 pods[i].held_back = true; // backlogged: the rate held records back
             }
-            if sec > 200 {
-                goodput.push(accepted_total / quota);
-            }
         }
-        // Jain's index over what each pod got through in the last 200 s.
-        let rates = &got_by_pod;
-        let sum: f64 = rates.iter().sum();
-        let sq: f64 = rates.iter().map(|r| r * r).sum();
+        let sum: f64 = got_by_pod.iter().sum();
+        let sq: f64 = got_by_pod.iter().map(|r| r * r).sum();
         let jain = sum * sum / (n as f64 * sq);
-        let mean_goodput = goodput.iter().sum::<f64>() / goodput.len() as f64;
-        // Not 1.0: now and then a pod that straddles the quota's end in several cuts
-        // running looks like a stream that throttles at random and stops listening
-        // for a while (see `unanswered`); the fleet's bar is 0.9.
-        eprintln!("aimd model: Jain {jain:.3}, goodput {mean_goodput:.3} of the quota");
-        assert!(jain > 0.9, "Jain {jain}: {rates:?}");
-        assert!(mean_goodput > 0.85, "goodput {mean_goodput}");
+        (jain, accepted / (quota * 199.0), refused / accepted)
+    }
+
+    /// Equal pods that start with unequal rates converge toward equal shares near
+    /// the quota, with few refused records: what makes a fleet fair and cheap.
+    /// The model predicted the fleet simulation's retry amplification (1.6 with an
+    /// earlier choice of α = 10, β = 0.85, where the simulation measured 1.59);
+    /// the constants were chosen with it.
+    #[test]
+    fn aimd_converges_to_fair_shares_near_the_quota() {
+        for (n, quota) in [(10, 2_000.0), (50, 2_000.0), (50, 20_000.0)] {
+            let (jain, goodput, amplification) = model(n, quota, 11);
+            eprintln!("aimd model, {n} pods, quota {quota}/s: Jain {jain:.3}, goodput {goodput:.3}, amplification {amplification:.3}");
+            assert!(jain > 0.9, "{n} pods, quota {quota}: Jain {jain}");
+            assert!(goodput > 0.95, "{n} pods, quota {quota}: goodput {goodput}");
+            assert!(
+                amplification < 0.3,
+                "{n} pods, quota {quota}: amplification {amplification}"
+            );
+        }
     }
 
     #[test]
@@ -599,26 +618,32 @@ mod tests {
         assert_eq!(c.allow(t0, 10_000), Allow::Now(usize::MAX));
     }
 
-    /// After throttling ends, a limited pod grows back by a quarter a second, not
-    /// by [`RATE_ALPHA`] alone: a backlog is caught up in seconds, not minutes.
+    /// A pod with a backlog grows its rate by [`RATE_ALPHA`] a second once not
+    /// throttled, however long ago the last throttle was; its limit is lifted only
+    /// after a minute in which it held nothing back.
     #[test]
-    fn the_rate_grows_back_fast_once_throttling_is_over() {
+    fn a_held_rate_grows_additively_and_an_unused_one_is_lifted() {
         let t0 = Instant::now();
         let mut c = Control::new(true, 4, SECOND, t0);
         c.observe(t0, throttled(1000));
         let start = c.rate().unwrap();
         let mut t = t0;
-        for _ in 0..25 {
+        for _ in 0..120 {
             t += SECOND;
             if let Allow::Now(n) = c.allow(t, 1_000_000) {
                 c.sent(n);
             }
         }
+        let grown = c.rate().unwrap() - start;
         assert!(
-            c.rate().unwrap() > start * 10.0,
-            "{:?} from {start}",
-            c.rate()
+            (RATE_ALPHA * 100.0..=RATE_ALPHA * 120.0).contains(&grown),
+            "grew {grown} in 120 s"
         );
+        for _ in 0..61 {
+            t += SECOND;
+            let _ = c.allow(t, 0);
+        }
+        assert_eq!(c.rate(), None);
     }
 
     #[test]
