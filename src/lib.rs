@@ -264,9 +264,9 @@ impl Pipeline {
         let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
         let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
         let following = health.following.clone();
-        let quiet = config.drain_quiet;
+        let (quiet, read_every) = (config.drain_quiet, tail::read_every(config.flush_interval));
         let tail = tokio::spawn(async move {
-            tail::run(follower, line_tx, drain_rx, quiet, following).await?;
+            tail::run(follower, line_tx, drain_rx, quiet, read_every, following).await?;
             Ok(())
         });
         let settings = batch::Settings {
