@@ -47,12 +47,14 @@ pub use framing::{Framer, Line, KEEP_OVERSIZE_BYTES, MAX_RECORD_BYTES};
 pub use identity::FINGERPRINT_LEN;
 use watcher::Watch;
 
-/// The slow poll behind inotify: catches what events miss (an overflowed event queue,
-/// a filesystem that sends none) and times `--rotate-wait`. Every second without
-/// inotify; every five with it, where it is only a safety net — an idle sidecar in every
-/// pod should cost nothing — or every second while rotated files are open.
+/// The slow poll behind inotify: catches what events miss (a filesystem that sends
+/// none; an overflowed event queue wakes the tail itself) and times `--rotate-wait`.
+/// Every second without inotify; every ten with it, where it is only a safety net —
+/// an idle sidecar in every pod should cost nothing (issue 15: the poll, its sibling
+/// scan and its timers are what an idle firetail does) — or every second while
+/// rotated files are open.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(5);
+const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(10);
 
 /// The longest the tail lets written lines wait before it reads them (see
 /// [`read_every`]).
