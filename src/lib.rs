@@ -264,9 +264,9 @@ impl Pipeline {
         let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
         let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
         let following = health.following.clone();
-        let quiet = config.drain_quiet;
+        let (quiet, read_every) = (config.drain_quiet, tail::read_every(config.flush_interval));
         let tail = tokio::spawn(async move {
-            tail::run(follower, line_tx, drain_rx, quiet, following).await?;
+            tail::run(follower, line_tx, drain_rx, quiet, read_every, following).await?;
             Ok(())
         });
         let pace = Arc::new(batch::Pace::new(config.flush_interval));
@@ -439,13 +439,21 @@ impl Pipeline {
 }
 
 /// Keeps `firetail_oldest_unacked_age_seconds` current: the age grows while nothing
-/// happens, so it is sampled on a timer rather than set by events.
+/// happens, so it is sampled on a timer rather than set by events — but only while
+/// something is unacknowledged: with nothing pending it is 0 until a batch is
+/// registered, and an idle sidecar does not wake for it (issue 15).
 async fn keep_age_gauge(progress: Arc<Progress>, metrics: Arc<Metrics>) {
-    let mut tick = tokio::time::interval(AGE_GAUGE_EVERY);
     loop {
-        tick.tick().await;
-        let age = progress.oldest_unacked_age().unwrap_or_default();
-        metrics.oldest_unacked_age.set(age.as_secs_f64());
+        match progress.oldest_unacked_age() {
+            Some(age) => {
+                metrics.oldest_unacked_age.set(age.as_secs_f64());
+                tokio::time::sleep(AGE_GAUGE_EVERY).await;
+            }
+            None => {
+                metrics.oldest_unacked_age.set(0.0);
+                progress.registered().await;
+            }
+        }
     }
 }
 

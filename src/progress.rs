@@ -163,6 +163,9 @@ pub struct Progress {
     changed: Notify,
     /// Woken when the duplicate window has room again: the tail sleeps on it.
     room: Notify,
+    /// Woken when a batch is registered: the age gauge sleeps on it while nothing is
+    /// unacknowledged, rather than ticking in an idle sidecar.
+    registered: Notify,
     /// `--max-unacked-bytes`.
     window: u64,
     gauges: Gauges,
@@ -181,6 +184,7 @@ impl Progress {
             files: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
             room: Notify::new(),
+            registered: Notify::new(),
             window,
             gauges,
         }
@@ -306,6 +310,13 @@ impl Progress {
                 f.registered_end = f.registered_end.max(s.end);
             }
         }
+        drop(files);
+        self.registered.notify_one();
+    }
+
+    /// Waits until a batch is registered (at once if one was since the last wait).
+    pub async fn registered(&self) {
+        self.registered.notified().await
     }
 
     /// Every line in `spans` is accepted by Firehose or in the dead-letter file.
@@ -430,6 +441,18 @@ mod tests {
             start,
             end,
         }
+    }
+
+    /// The age gauge sleeps while nothing is pending: a batch registered just before it
+    /// starts to wait must still wake it (else the gauge stays 0 behind a stuck batch).
+    #[tokio::test]
+    async fn a_registration_before_the_wait_still_wakes_the_waiter() {
+        let p = Progress::default();
+        p.open(0, &id(), Path::new("/log"), 0);
+        p.register(&[span(0, 10)]);
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(10), p.registered()).await;
+        assert!(woke.is_ok(), "the registration was lost");
+        assert!(p.oldest_unacked_age().is_some());
     }
 
     #[test]

@@ -199,7 +199,7 @@ impl Follower {
         if self.rescan || self.last_scan.elapsed() >= SCAN_EVERY {
             self.adopt_unknown_siblings()?;
         }
-        if self.read_once(out)? {
+        if self.read_once(out, true)? {
             return Ok(true);
         }
         self.retire_done(out, false);
@@ -207,13 +207,17 @@ impl Follower {
     }
 
     /// One read of the first file (oldest first) with bytes. True when it read, hit a
-    /// full window or a truncation (call again).
-    fn read_once(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+    /// full window or a truncation (call again). With `settle`, a read of the current
+    /// file that took every byte it held counts as its end: the next wake-up reads on,
+    /// rather than a second round of checks now (half the system calls of a wake-up
+    /// at a steady rate). Rotated files are always read until a read finds their end,
+    /// which is what starts their `--rotate-wait`.
+    fn read_once(&mut self, out: &mut Vec<Line>, settle: bool) -> io::Result<bool> {
         for i in 0..self.rotated.len() {
             let budget = self.progress.room();
             match self.rotated[i].read(&self.progress, budget, out)? {
                 Read::AtEnd => continue,
-                Read::Data(n) => self.bytes_read += n as u64,
+                Read::Data(n) | Read::ToEnd(n) => self.bytes_read += n as u64,
                 Read::WindowFull => {}
                 Read::Truncated => {
                     let old = self.rotated.remove(i).expect("index in range");
@@ -239,6 +243,10 @@ impl Follower {
         match cur.read(&self.progress, self.progress.room(), out)? {
             Read::AtEnd => return Ok(false),
             Read::Data(n) => self.bytes_read += n as u64,
+            Read::ToEnd(n) => {
+                self.bytes_read += n as u64;
+                return Ok(!settle);
+            }
             Read::WindowFull => {}
             Read::Truncated => {
                 let Current::Open(old) =
@@ -270,7 +278,7 @@ impl Follower {
             self.look_at_path()?;
             self.adopt_unknown_siblings()?;
         }
-        if self.progress.room() == 0 || self.read_once(out)? {
+        if self.progress.room() == 0 || self.read_once(out, false)? {
             return Ok(true);
         }
         self.retire_done(out, true);

@@ -26,8 +26,12 @@ pub const POLL_BUDGET: usize = 256 * 1024;
 /// What one read found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
-    /// Bytes were read (and their complete lines handed on).
+    /// Bytes were read (and their complete lines handed on); there may be more.
     Data(usize),
+    /// Bytes were read, every byte the file held at the check before the read: the
+    /// caller need not come back before the file changes (a second read at once would
+    /// only find the end, at the price of another round of checks).
+    ToEnd(usize),
     /// Nothing more in the file now.
     AtEnd,
     /// The content this handle was reading is gone (truncated, maybe written again):
@@ -177,8 +181,11 @@ impl Handle {
         // longer than the whole window must not stop the reading that would end it.
         progress.read_to(self.key, self.framer.line_offset());
         self.phase = Phase::Reading;
+        let available = meta.len() - at;
         Ok(if total == 0 {
             Read::AtEnd
+        } else if total as u64 == available {
+            Read::ToEnd(total)
         } else {
             Read::Data(total)
         })

@@ -20,7 +20,8 @@
 //! - [`follower`]: the set of open files through rotations and truncations;
 //!   `siblings`, its side of discovery (adopting missed files, finding copies); and
 //!   `resume`, the restart from the checkpoint;
-//! - this file: [`run`], the async shell (inotify, the slow poll, the drain).
+//! - `watcher`: inotify, read only when the tail is ready to read;
+//! - this file: [`run`], the async shell (the read cadence, the slow poll, the drain).
 //!
 //! Only `progress`, `config` and `metrics` are imported: the tail knows nothing of the
 //! stages after it.
@@ -32,42 +33,58 @@ mod handle;
 mod identity;
 mod resume;
 mod siblings;
+mod watcher;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 pub use discovery::raise_nofile_limit;
 pub use follower::{Follower, Settings, MAX_FINISHED_OPEN};
 pub use framing::{Framer, Line, KEEP_OVERSIZE_BYTES, MAX_RECORD_BYTES};
 pub use identity::FINGERPRINT_LEN;
+use watcher::Watch;
 
-/// The slow poll behind inotify: catches what events miss (an overflowed event queue,
-/// a filesystem that sends none) and times `--rotate-wait`. Every second without
-/// inotify; every five with it, where it is only a safety net — an idle sidecar in every
-/// pod should cost nothing — or every second while rotated files are open.
+/// The slow poll behind inotify: catches what events miss (a filesystem that sends
+/// none; an overflowed event queue wakes the tail itself) and times `--rotate-wait`.
+/// Every second without inotify; every ten with it, where it is only a safety net —
+/// an idle sidecar in every pod should cost nothing (issue 15: the poll, its sibling
+/// scan and its timers are what an idle firetail does) — or every second while
+/// rotated files are open.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(5);
+const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(10);
 
-/// How long a wake-up waits for more writes before reading (see `run`).
-const SETTLE: Duration = Duration::from_millis(25);
+/// The longest the tail lets written lines wait before it reads them (see
+/// [`read_every`]).
+const READ_EVERY_MAX: Duration = Duration::from_millis(100);
+
+/// How often, at most, the tail reads while the app writes: a tenth of
+/// `--flush-interval`, at most [`READ_EVERY_MAX`]. An app writes line by line, and
+/// inotify reports every write: reading on each would wake the pipeline hundreds of
+/// times a second at a moderate rate, each wake-up paying checks, a hand-over and a
+/// thread switch (issue 15 measured ~40 a second costing more than the lines
+/// themselves). A line waits for its batch's `--flush-interval` anyway; a tenth of it
+/// more is within the noise of a PutRecordBatch round trip.
+pub fn read_every(flush_interval: Duration) -> Duration {
+    (flush_interval / 10).min(READ_EVERY_MAX)
+}
 
 /// The async shell: polls the follower whenever inotify says a watched directory
-/// changed (or the slow poll fires), sends lines downstream, and on drain reads to the
-/// end, waits for `quiet` without a new byte, finishes every file in bounded steps and
-/// returns — dropping the sender, which is how the batch stage learns the input ended.
+/// changed (at most every `read_every`), or the slow poll fires; sends lines
+/// downstream; and on drain reads to the end, waits for `quiet` without a new byte,
+/// finishes every file in bounded steps and returns — dropping the sender, which is how
+/// the batch stage learns the input ended.
 pub async fn run(
     mut follower: Follower,
     tx: mpsc::Sender<Vec<Line>>,
     mut drain: watch::Receiver<bool>,
     quiet: Duration,
+    read_every: Duration,
     following: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<()> {
-    let wake = Arc::new(Notify::new());
-    let mut watcher = Watch::new(wake.clone());
+    let mut watcher = Watch::new();
     let metrics = follower.metrics.clone();
     let progress = follower.progress.clone();
     let mut last_bytes: Option<Instant> = None;
@@ -75,6 +92,7 @@ pub async fn run(
     loop {
         // The duplicate window is full: wait for a durable checkpoint to free room.
         progress.wait_for_room().await;
+        let polled = Instant::now();
         let before = follower.bytes_read();
         let mut lines = Vec::new();
         let more = follower.poll(&mut lines)?;
@@ -108,25 +126,26 @@ pub async fn run(
                 return finish(follower, &tx, &metrics).await;
             }
             tokio::select! {
-                _ = wake.notified() => {}
+                _ = watcher.changed() => {}
                 _ = tokio::time::sleep_until(quiet_until.min(Instant::now() + poll_every)) => {}
             }
         } else {
             tokio::select! {
-                _ = wake.notified() => {
-                    // An app writes line by line: let a burst of writes (and their
-                    // inotify events) gather and read them in one go, rather than wake
-                    // the pipeline per write. Far below --flush-interval; not in a drain.
-                    tokio::select! {
-                        _ = tokio::time::sleep(SETTLE) => {}
-                        _ = drain.changed() => {}
-                    }
-                }
+                _ = next_change(&mut watcher, polled + read_every) => {}
                 _ = tokio::time::sleep(poll_every) => {}
                 _ = drain.changed() => {}
             }
         }
     }
+}
+
+/// Waits for inotify to report a change, but not before `not_before`: writes that come
+/// faster than that gather (their events wait in the kernel's queue) and are read in
+/// one go, with one wake-up of the thread instead of one per write; the first write
+/// after a quiet spell is read at once.
+async fn next_change(watcher: &mut Watch, not_before: Instant) {
+    tokio::time::sleep_until(not_before).await;
+    watcher.changed().await;
 }
 
 /// Sends a chunk downstream; false once the batch stage is gone.
@@ -161,90 +180,4 @@ async fn finish(
     }
     tracing::info!("Drain: the file was quiet for the quiet period; reading stopped.");
     Ok(())
-}
-
-/// inotify on the path's directory and, for a symlinked path, its target's (the file
-/// itself may not exist yet, and rotation replaces it). Only events about the log file
-/// and its rotated siblings wake the tail: the app's other files, and firetail's own
-/// checkpoint and dead-letter writes beside it, do not. Failure is not fatal: the slow
-/// poll still finds everything.
-struct Watch {
-    wake: Arc<Notify>,
-    watcher: Option<notify::RecommendedWatcher>,
-    dirs: Vec<(PathBuf, String)>,
-    /// The file names whose events matter (the path's, the symlink target's).
-    names: Arc<std::sync::Mutex<Vec<String>>>,
-    failed: bool,
-}
-
-impl Watch {
-    fn new(wake: Arc<Notify>) -> Watch {
-        Watch {
-            wake,
-            watcher: None,
-            dirs: Vec::new(),
-            names: Arc::default(),
-            failed: false,
-        }
-    }
-
-    fn active(&self) -> bool {
-        self.watcher.is_some() && !self.failed
-    }
-
-    /// Watches `dirs` (a re-pointed symlink can bring a new one).
-    fn update(&mut self, dirs: &[(PathBuf, String)]) {
-        use notify::Watcher;
-        if self.dirs == dirs {
-            return;
-        }
-        *self.names.lock().unwrap_or_else(|e| e.into_inner()) =
-            dirs.iter().map(|(_, n)| n.clone()).collect();
-        if self.watcher.is_none() {
-            let (wake, names) = (self.wake.clone(), self.names.clone());
-            let handler = move |res: notify::Result<notify::Event>| {
-                let Ok(event) = res else { return };
-                let names = names.lock().unwrap_or_else(|e| e.into_inner());
-                let ours = event.paths.is_empty()
-                    || event.need_rescan()
-                    || event.paths.iter().any(|p| {
-                        p.file_name().is_some_and(|f| {
-                            let f = f.as_encoded_bytes();
-                            names.iter().any(|n| f.starts_with(n.as_bytes()))
-                        })
-                    });
-                if ours {
-                    wake.notify_one();
-                }
-            };
-            match notify::recommended_watcher(handler) {
-                Ok(w) => self.watcher = Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot use inotify; falling back to polling every second.");
-                    self.failed = true;
-                    self.dirs = dirs.to_vec();
-                    return;
-                }
-            }
-        }
-        let w = self.watcher.as_mut().expect("created above");
-        let old: Vec<&PathBuf> = self.dirs.iter().map(|(d, _)| d).collect();
-        let new: Vec<&PathBuf> = dirs.iter().map(|(d, _)| d).collect();
-        for d in &old {
-            if !new.contains(d) {
-                let _ = w.unwatch(d);
-            }
-        }
-        self.failed = false;
-        for d in new.iter().copied() {
-            if old.contains(&d) {
-                continue;
-            }
-            if let Err(e) = w.watch(d, notify::RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %d.display(), error = %e, "Cannot watch the directory with inotify; falling back to polling every second.");
-                self.failed = true;
-            }
-        }
-        self.dirs = dirs.to_vec();
-    }
 }
