@@ -160,6 +160,8 @@ pub struct Control {
     last_throttle: Option<Instant>,
     last_cut: Option<Instant>,
     last_step: Instant,
+    /// The part of a full bucket the next paced call waits for.
+    fill: f64,
     /// The rate held records back since the last step: only then may it grow.
     held_back: bool,
     /// When it last did: a limit that holds nothing back for a minute is lifted.
@@ -188,6 +190,7 @@ impl Control {
             last_step: now,
             held_back: false,
             last_held: now,
+            fill: 1.0,
             latency_baseline: None,
         }
     }
@@ -229,7 +232,7 @@ impl Control {
         let Some(rate) = self.rate else {
             return Allow::Now(usize::MAX);
         };
-        let need = (queued as f64).min(self.bucket(rate)).max(1.0);
+        let need = (queued as f64).min(self.bucket(rate) * self.fill).max(1.0);
         if self.tokens + 1e-9 >= need {
             // Less than what waits: the rate holds the rest back.
             self.held_back |= self.tokens < queued as f64;
@@ -244,6 +247,10 @@ impl Control {
     pub fn sent(&mut self, records: usize) {
         if self.rate.is_some() {
             self.tokens = (self.tokens - records as f64).max(0.0);
+            // The next paced call waits for a random half to all of a bucket: its
+            // moment in the quota's second is drawn anew, so no pod keeps a lucky
+            // (or unlucky) phase for long. The average rate does not change.
+            self.fill = 0.5 + 0.5 * fastrand::f64();
         }
     }
 
