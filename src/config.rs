@@ -56,6 +56,9 @@ pub const MAX_UNACKED_BYTES: RangeInclusive<u64> = (4 * MIB)..=(1024 * MIB);
 /// At least one 1 MiB line plus its envelope; at most what an emptyDir should hold.
 pub const DEAD_LETTER_MAX_BYTES: RangeInclusive<u64> = MIB..=(16 * 1024 * MIB);
 pub const MAX_IN_FLIGHT: RangeInclusive<usize> = 1..=64;
+/// Firehose's JSON de-aggregation (dynamic partitioning's multi-record deaggregation)
+/// splits at most 500 records out of one; a larger pack would have to be split by hand.
+pub const AGGREGATE_MAX_LINES: RangeInclusive<usize> = 1..=500;
 /// The batch stage cuts a batch at 1 MiB (README, "Batching").
 pub const BATCH_CUT: u64 = MIB;
 
@@ -145,6 +148,16 @@ pub struct Args {
     #[arg(long, env = "FIRETAIL_AGGREGATE", action = ArgAction::SetTrue)]
     aggregate: bool,
 
+    /// With --aggregate, the most lines one record may hold (1–500): Firehose's JSON
+    /// de-aggregation takes at most 500.
+    #[arg(
+        long,
+        env = "FIRETAIL_AGGREGATE_MAX_LINES",
+        default_value = "500",
+        value_name = "N"
+    )]
+    aggregate_max_lines: String,
+
     /// What to do with a line that is not valid JSON.
     #[arg(long, env = "FIRETAIL_INVALID_JSON", value_enum, default_value_t = InvalidJson::Ship)]
     invalid_json: InvalidJson,
@@ -160,6 +173,15 @@ pub struct Args {
         value_name = "N"
     )]
     max_in_flight: String,
+
+    /// Adapt to a throttled stream: the calls in flight (up to --max-in-flight), the send rate and the flush interval (up to 4×) follow Firehose's throttling; false keeps them fixed.
+    #[arg(
+        long,
+        env = "FIRETAIL_ADAPTIVE",
+        default_value = "true",
+        value_name = "BOOL"
+    )]
+    adaptive: String,
 
     /// Address for /metrics, /healthz and /readyz ([::] is dual-stack; 0.0.0.0 where the host has no IPv6).
     #[arg(
@@ -267,8 +289,10 @@ pub struct Config {
     pub drain_quiet: Duration,
     pub read_from: ReadFrom,
     pub aggregate: bool,
+    pub aggregate_max_lines: usize,
     pub invalid_json: InvalidJson,
     pub max_in_flight: usize,
+    pub adaptive: bool,
     pub metrics_addr: SocketAddr,
     pub log_format: LogFormat,
     #[serde(with = "humantime_serde_compat")]
@@ -374,8 +398,14 @@ fn validate(given: &Given) -> Result<Config, ConfigError> {
         drain_quiet,
         read_from: given.parsed("read_from", values::choice)?.0,
         aggregate: given.switch("aggregate")?,
+        aggregate_max_lines: given
+            .parsed("aggregate_max_lines", |s| {
+                values::count(s, &AGGREGATE_MAX_LINES)
+            })?
+            .0,
         invalid_json: given.parsed("invalid_json", values::choice)?.0,
         max_in_flight,
+        adaptive: given.parsed("adaptive", parse_bool)?.0,
         metrics_addr: given.parsed("metrics_addr", parse_addr)?.0,
         log_format: given.parsed("log_format", values::choice)?.0,
         call_timeout: dur("call_timeout", &CALL_TIMEOUT)?.0,
@@ -520,6 +550,8 @@ mod tests {
         assert_eq!(c.read_from, ReadFrom::Beginning);
         assert_eq!(c.invalid_json, InvalidJson::Ship);
         assert!(!c.aggregate);
+        assert_eq!(c.aggregate_max_lines, 500);
+        assert!(c.adaptive);
         assert_eq!(c.checkpoint, dir.path().join(".firetail-access.log.json"));
         assert_eq!(
             c.dead_letter,
@@ -577,6 +609,9 @@ mod tests {
         ("--max-in-flight", "0"),
         ("--max-in-flight", "65"),
         ("--max-in-flight", "four"),
+        ("--adaptive", "maybe"),
+        ("--aggregate-max-lines", "0"),
+        ("--aggregate-max-lines", "501"),
         ("--read-from", "middle"),
         ("--invalid-json", "drop"),
         ("--log-format", "xml"),
