@@ -4,6 +4,8 @@
 
 pub mod fake_firehose;
 pub mod firetail;
+pub mod fleet;
+pub mod fleet_figures;
 pub mod moto;
 pub mod pod;
 
