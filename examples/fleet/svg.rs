@@ -34,13 +34,13 @@ pub fn chart(runs: &[&Run]) -> String {
         .iter()
         .flat_map(|r| r.seconds.iter())
         .map(|x| x.counts.records_accepted.max(x.counts.records_rejected()) as f64)
-        .fold(first.plan.quota.records_per_second as f64, f64::max)
-        * 1.1;
+        .fold(first.plan.quota.records_per_second as f64, f64::max);
+    let rate_max = nice_ceiling(rate_max * 1.05);
     let lag_max = runs
         .iter()
         .flat_map(|r| r.samples.iter().map(|x| x.max_lag_seconds))
-        .fold(5.0, f64::max)
-        * 1.1;
+        .fold(5.0, f64::max);
+    let lag_max = nice_ceiling(lag_max * 1.05);
     let x = |t: f64| LEFT + (WIDTH - LEFT - RIGHT) * t / t_max;
     let y_top = |v: f64| TOP.1 - (TOP.1 - TOP.0) * v / rate_max;
     let y_bottom = |v: f64| BOTTOM.1 - (BOTTOM.1 - BOTTOM.0) * v / lag_max;
@@ -160,6 +160,17 @@ fn axes(
         (y1 + y2) / 2.0,
         (y1 + y2) / 2.0
     );
+}
+
+/// The next of 1, 2, 4, 5 or 8 times a power of ten at or above `v`, so that the
+/// four axis divisions fall on round numbers.
+fn nice_ceiling(v: f64) -> f64 {
+    let scale = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 4.0, 5.0, 8.0, 10.0]
+        .into_iter()
+        .map(|m| m * scale)
+        .find(|&c| c >= v)
+        .unwrap_or(10.0 * scale)
 }
 
 fn nice_step(rough: f64) -> f64 {

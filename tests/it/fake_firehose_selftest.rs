@@ -820,6 +820,7 @@ async fn quota_throttles_exactly_the_records_past_the_record_quota_across_source
                 .chain(&lines("b", 4))
                 .map(|l| l.len() as u64)
                 .sum(),
+            lines_accepted: 10,
             calls_admitted: 2,
             calls_rejected: 0,
         }

@@ -398,6 +398,8 @@ pub struct QuotaCounts {
     pub records_in_rejected_calls: u64,
     /// Decoded bytes accepted.
     pub bytes_accepted: u64,
+    /// Lines in the records accepted (more than the records with `--aggregate`).
+    pub lines_accepted: u64,
     /// Calls within the request quota.
     pub calls_admitted: u64,
     /// Calls rejected whole for the request quota.
@@ -411,11 +413,13 @@ impl QuotaCounts {
         self.records_throttled + self.records_in_rejected_calls
     }
 
-    fn add(&mut self, other: &QuotaCounts) {
+    /// Adds `other` in, e.g. to total the sources.
+    pub fn add(&mut self, other: &QuotaCounts) {
         self.records_accepted += other.records_accepted;
         self.records_throttled += other.records_throttled;
         self.records_in_rejected_calls += other.records_in_rejected_calls;
         self.bytes_accepted += other.bytes_accepted;
+        self.lines_accepted += other.lines_accepted;
         self.calls_admitted += other.calls_admitted;
         self.calls_rejected += other.calls_rejected;
     }
@@ -439,7 +443,7 @@ impl QuotaBook {
         quota: Quota,
         window: u64,
         source: &str,
-        sizes: &[usize],
+        batch: &DecodedBatch,
         failed: &[bool],
     ) -> Option<Vec<bool>> {
         if window != self.window {
@@ -449,17 +453,19 @@ impl QuotaBook {
         let mut counts = QuotaCounts::default();
         let throttled = if self.used.calls_admitted >= quota.requests_per_second {
             counts.calls_rejected = 1;
-            counts.records_in_rejected_calls = sizes.len() as u64;
+            counts.records_in_rejected_calls = batch.len() as u64;
             None
         } else {
             counts.calls_admitted = 1;
-            let mut throttled = vec![false; sizes.len()];
-            for (i, &size) in sizes.iter().enumerate().filter(|&(i, _)| !failed[i]) {
+            let mut throttled = vec![false; batch.len()];
+            for i in (0..batch.len()).filter(|&i| !failed[i]) {
+                let size = batch.record(i).len();
                 let records = self.used.records_accepted + counts.records_accepted;
                 let bytes = self.used.bytes_accepted + counts.bytes_accepted + size as u64;
                 if records < quota.records_per_second && bytes <= quota.bytes_per_second {
                     counts.records_accepted += 1;
                     counts.bytes_accepted += size as u64;
+                    counts.lines_accepted += count_lines(batch.record(i));
                 } else {
                     throttled[i] = true;
                     counts.records_throttled += 1;
@@ -1008,7 +1014,7 @@ impl Shared {
     fn apply_quota(
         &self,
         source: &str,
-        sizes: &[usize],
+        batch: &DecodedBatch,
         faults: RecordFaults,
     ) -> Option<RecordFaults> {
         let mut state = self.lock();
@@ -1017,12 +1023,12 @@ impl Shared {
         };
         let window = state.epoch.elapsed().as_secs();
         let mut verdicts = faults
-            .verdicts(sizes.len())
-            .unwrap_or_else(|| vec![None; sizes.len()]);
+            .verdicts(batch.len())
+            .unwrap_or_else(|| vec![None; batch.len()]);
         let failed: Vec<bool> = verdicts.iter().map(Option::is_some).collect();
         let throttled = state
             .quota_book
-            .decide(quota, window, source, sizes, &failed)?;
+            .decide(quota, window, source, batch, &failed)?;
         for (verdict, throttled) in verdicts.iter_mut().zip(throttled) {
             if throttled {
                 *verdict = Some(RecordError::SlowDown);
@@ -1503,7 +1509,7 @@ async fn handle(
         }
         None => record_faults,
     };
-    let Some(record_faults) = shared.apply_quota(&entry.stream, &sizes, record_faults) else {
+    let Some(record_faults) = shared.apply_quota(&entry.stream, &batch, record_faults) else {
         let error = CallError::ServiceUnavailable503;
         let message = error.message(&entry.stream);
         return Ok(answer_error(

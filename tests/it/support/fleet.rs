@@ -353,7 +353,7 @@ impl<'a> Driver<'a> {
         let sources = self.fake.quota_sources();
         let (mut max_lag_seconds, mut max_lag_lines) = (0.0f64, 0u64);
         for (i, &written) in written.iter().enumerate() {
-            let accepted = accepted(&sources, i);
+            let accepted = accepted_lines(&sources, i);
             max_lag_seconds = max_lag_seconds.max(self.history.lag_seconds(i, accepted, now));
             max_lag_lines = max_lag_lines.max(written.saturating_sub(accepted));
         }
@@ -380,7 +380,7 @@ impl<'a> Driver<'a> {
             .collect();
         let goodput = overloaded.iter().sum::<f64>() / overloaded.len().max(1) as f64 / quota;
         let total = sources.values().fold(QuotaCounts::default(), |mut sum, c| {
-            add(&mut sum, c);
+            sum.add(c);
             sum
         });
         let empty = BTreeMap::new();
@@ -429,12 +429,9 @@ fn accepted(sources: &BTreeMap<String, QuotaCounts>, i: usize) -> u64 {
     sources.get(&stream(i)).map_or(0, |c| c.records_accepted)
 }
 
-fn add(sum: &mut QuotaCounts, c: &QuotaCounts) {
-    sum.records_accepted += c.records_accepted;
-    sum.records_throttled += c.records_throttled;
-    sum.records_in_rejected_calls += c.records_in_rejected_calls;
-    sum.calls_admitted += c.calls_admitted;
-    sum.calls_rejected += c.calls_rejected;
+/// Lines of pod `i` accepted: its records unless it aggregates.
+fn accepted_lines(sources: &BTreeMap<String, QuotaCounts>, i: usize) -> u64 {
+    sources.get(&stream(i)).map_or(0, |c| c.lines_accepted)
 }
 
 /// SIGTERM to every pod at once, as a rollout's end does; then each exit and drain
