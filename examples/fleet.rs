@@ -34,6 +34,9 @@ mod fleet;
 #[allow(dead_code)]
 #[path = "../tests/it/support/fleet_figures.rs"]
 mod fleet_figures;
+#[allow(dead_code)]
+#[path = "../tests/it/support/fleet_pod.rs"]
+mod fleet_pod;
 #[path = "fleet/report.rs"]
 mod report;
 #[path = "fleet/svg.rs"]

@@ -16,7 +16,8 @@ pub fn row(run: &Run) -> String {
     let (t, f) = (&run.tally, &run.figures);
     format!(
         "{} {}: written {}, lost {}, duplicated {}, exits 0: {}/{}; goodput {:.0} %, \
-         amplification {:.2}, Jain {:.3}, max lag {:.1} s, catch-up {}, calls/pod/s {:.2}; {:.0} s",
+         amplification {:.2}, Jain {:.3}, max lag {:.1} s, catch-up {}, calls/pod/s {:.2}, \
+         in flight and flush {}; {:.0} s",
         run.plan.scenario.name(),
         run.plan.mode.name(),
         t.written,
@@ -30,12 +31,20 @@ pub fn row(run: &Run) -> String {
         f.max_lag_seconds,
         catch_up(run),
         f.requests_per_pod_second,
+        gauges(run),
         run.wall.as_secs_f64()
     )
 }
 
 fn exits_ok(run: &Run) -> usize {
     run.exit_codes.iter().filter(|&&c| c == Some(0)).count()
+}
+
+fn gauges(run: &Run) -> String {
+    match run.figures.overload_gauges {
+        Some((limit, interval)) => format!("{limit:.1}, {interval:.1} s"),
+        None => "not exported".into(),
+    }
 }
 
 fn catch_up(run: &Run) -> String {
@@ -71,14 +80,15 @@ pub fn table(runs: &[Run], load_before: &str, wall: Duration) -> String {
     let _ = writeln!(
         t,
         "| scenario | mode | lines written | lost | exit 0 | goodput (of record quota) | \
-         retry amplification | Jain (equal pods) | longest lag | catch-up | calls/pod/s at {RELIEF}× |"
+         retry amplification | Jain (equal pods) | longest lag | catch-up | calls/pod/s at {RELIEF}× | \
+         in flight, flush interval while overloaded |"
     );
-    let _ = writeln!(t, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(t, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for run in runs {
         let (n, f) = (&run.tally, &run.figures);
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {}/{} | {:.0} % | {:.2} | {:.3} | {:.1} s | {} | {:.2} |",
+            "| {} | {} | {} | {} | {}/{} | {:.0} % | {:.2} | {:.3} | {:.1} s | {} | {:.2} | {} |",
             run.plan.scenario.name(),
             run.plan.mode.name(),
             n.written,
@@ -90,7 +100,8 @@ pub fn table(runs: &[Run], load_before: &str, wall: Duration) -> String {
             f.jain,
             f.max_lag_seconds,
             catch_up(run),
-            f.requests_per_pod_second
+            f.requests_per_pod_second,
+            gauges(run)
         );
     }
     let _ = writeln!(t);
@@ -103,7 +114,8 @@ pub fn table(runs: &[Run], load_before: &str, wall: Duration) -> String {
          Jain: accepted records per pod during the overload, over the pods that write \
          alike. Lag: the age of a pod's oldest line not yet accepted, largest pod, sampled \
          each second. Catch-up: from the end of the overload until every pod's lag is at \
-         most {CAUGHT_UP_LAG} s."
+         most {CAUGHT_UP_LAG} s. In flight, flush interval: the means over pods and \
+         seconds of `firetail_in_flight_limit` and `firetail_flush_interval_seconds`."
     );
     let problems: usize = runs.iter().map(|r| r.problems.len()).sum();
     if problems > 0 {

@@ -10,15 +10,12 @@
 //! drain report, then counts every written line in what the fake accepted.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::fake_firehose::{FakeConfig, FakeFirehose, Quota, QuotaCounts};
-use super::fleet_figures::{jain, line, Tallier, Tally, WriteHistory};
+use super::fleet_figures::{jain, Tallier, Tally, WriteHistory};
+use super::fleet_pod::{stop_all, GaugeSample, Pod, Scraper};
 
 /// The stream family: pod `i` ships to `fleet-pod-i`.
 pub const STREAM: &str = "fleet";
@@ -167,6 +164,9 @@ pub struct Figures {
     pub catch_up_seconds: Option<f64>,
     /// PutRecordBatch calls per pod per second at 0.5× once caught up.
     pub requests_per_pod_second: f64,
+    /// The pods' mean effective in-flight limit and flush interval (s) while
+    /// overloaded, when exported.
+    pub overload_gauges: Option<(f64, f64)>,
 }
 
 /// What a run did.
@@ -181,6 +181,9 @@ pub struct Run {
     pub figures: Figures,
     pub seconds: Vec<Second>,
     pub samples: Vec<Sample>,
+    /// The pods' mean effective in-flight limit and flush interval, each second (empty
+    /// when the binary does not export them).
+    pub gauges: Vec<GaugeSample>,
     /// When the overload began and ended, on the driver's clock.
     pub overload: (f64, f64),
     pub wall: Duration,
@@ -197,8 +200,10 @@ pub fn run(plan: &Plan) -> Run {
     let fake_epoch = Instant::now();
     let mut pods: Vec<Pod> = (0..plan.pods).map(|i| Pod::prepare(plan, i)).collect();
     let t0 = Instant::now();
+    let scraper = Scraper::start(&pods, t0);
     let mut driver = Driver::new(plan, &fake);
     driver.drive(&mut pods, t0);
+    let gauges = scraper.finish();
 
     let mut problems = driver.problems.clone();
     let written: Vec<u64> = pods.iter().map(|p| p.written).collect();
@@ -225,7 +230,22 @@ pub fn run(plan: &Plan) -> Run {
         })
         .filter(|s| s.t > -1.0)
         .collect();
-    let figures = driver.figures(&seconds, &fake.quota_sources());
+    let mut figures = driver.figures(&seconds, &fake.quota_sources());
+    let overloaded: Vec<&GaugeSample> = gauges
+        .iter()
+        .filter(|g| g.t >= plan.overload_start() && g.t <= plan.overload_end())
+        .collect();
+    if !overloaded.is_empty() {
+        let n = overloaded.len() as f64;
+        figures.overload_gauges = Some((
+            overloaded.iter().map(|g| g.in_flight_limit).sum::<f64>() / n,
+            overloaded
+                .iter()
+                .map(|g| g.flush_interval_seconds)
+                .sum::<f64>()
+                / n,
+        ));
+    }
     Run {
         plan: plan.clone(),
         tally,
@@ -234,6 +254,7 @@ pub fn run(plan: &Plan) -> Run {
         figures,
         seconds,
         samples: driver.samples,
+        gauges,
         overload: (plan.overload_start(), plan.overload_end()),
         wall: t0.elapsed(),
     }
@@ -417,11 +438,12 @@ impl<'a> Driver<'a> {
                 .unwrap_or(0),
             catch_up_seconds: self.caught_up_at.map(|t| t - plan.overload_end()),
             requests_per_pod_second,
+            overload_gauges: None,
         }
     }
 }
 
-fn stream(i: usize) -> String {
+pub(crate) fn stream(i: usize) -> String {
     format!("{STREAM}-pod-{i}")
 }
 
@@ -432,167 +454,4 @@ fn accepted(sources: &BTreeMap<String, QuotaCounts>, i: usize) -> u64 {
 /// Lines of pod `i` accepted: its records unless it aggregates.
 fn accepted_lines(sources: &BTreeMap<String, QuotaCounts>, i: usize) -> u64 {
     sources.get(&stream(i)).map_or(0, |c| c.lines_accepted)
-}
-
-/// SIGTERM to every pod at once, as a rollout's end does; then each exit and drain
-/// report is checked.
-fn stop_all(pods: &mut [Pod], problems: &mut Vec<String>) -> Vec<Option<i32>> {
-    for pod in pods.iter() {
-        if let Some(child) = &pod.child {
-            // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    pods.iter_mut()
-        .map(|pod| pod.stop(deadline, problems))
-        .collect()
-}
-
-/// One pod: its file, its firetail process and what its log said.
-struct Pod {
-    index: usize,
-    dir: PathBuf,
-    file: File,
-    written: u64,
-    child: Option<Child>,
-    reader: Option<JoinHandle<PodLog>>,
-}
-
-#[derive(Default)]
-struct PodLog {
-    report: Option<serde_json::Value>,
-    errors: Vec<String>,
-}
-
-impl Pod {
-    fn prepare(plan: &Plan, index: usize) -> Pod {
-        let dir = plan.dir.join(format!("pod-{index}"));
-        std::fs::create_dir_all(&dir).expect("fleet: create the pod's directory");
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("access.log"))
-            .expect("fleet: create the pod's log file");
-        Pod {
-            index,
-            dir,
-            file,
-            written: 0,
-            child: None,
-            reader: None,
-        }
-    }
-
-    fn spawn(&mut self, plan: &Plan, endpoint: &str) {
-        let mut child = Command::new(&plan.binary)
-            .arg(format!("--path={}", self.dir.join("access.log").display()))
-            .arg(format!("--stream={}", stream(self.index)))
-            .arg("--metrics-addr=127.0.0.1:0")
-            .arg("--drain-timeout=30s")
-            .arg(format!(
-                "--termination-message-path={}",
-                self.dir.join("termination-log").display()
-            ))
-            .args(plan.mode.args())
-            .args(&plan.extra_args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .envs(aws_env(endpoint))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("fleet: spawn firetail");
-        let stderr = child.stderr.take().expect("piped stderr");
-        self.reader = Some(std::thread::spawn(move || read_log(stderr)));
-        self.child = Some(child);
-    }
-
-    fn write_up_to(&mut self, target: u64, bytes: usize) {
-        if target <= self.written {
-            return;
-        }
-        let mut buf = String::new();
-        for seq in self.written..target {
-            buf.push_str(&line(self.index, seq, bytes));
-            buf.push('\n');
-        }
-        self.file
-            .write_all(buf.as_bytes())
-            .expect("fleet: append to the pod's log file");
-        self.written = target;
-    }
-
-    /// Waits for the exit (SIGKILL at the deadline) and checks the drain report.
-    fn stop(&mut self, deadline: Instant, problems: &mut Vec<String>) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let name = format!("pod {}", self.index);
-        let code = loop {
-            if let Some(status) = child.try_wait().expect("fleet: try_wait") {
-                break status.code();
-            }
-            if Instant::now() >= deadline {
-                problems.push(format!("{name}: no exit 60 s after SIGTERM; killed."));
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let log = self.reader.take().map(|r| r.join().unwrap_or_default());
-        let log = log.unwrap_or_default();
-        if code != Some(0) {
-            problems.push(format!("{name}: exit {code:?}."));
-        }
-        problems.extend(log.errors.iter().map(|e| format!("{name}: ERROR {e}")));
-        match &log.report {
-            None => problems.push(format!("{name}: no drain report.")),
-            Some(r) => {
-                let read = r["lines_read"].as_u64();
-                if r["undelivered"] != 0
-                    || r["drain_end"] != "drained"
-                    || read != Some(self.written)
-                {
-                    problems.push(format!(
-                        "{name}: drain report {r} for {} lines written.",
-                        self.written
-                    ));
-                }
-            }
-        }
-        code
-    }
-}
-
-/// Loopback endpoint, a region and fake credentials; nothing else from the
-/// environment reaches the pods.
-fn aws_env(endpoint: &str) -> [(&'static str, &str); 6] {
-    [
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "fleet"),
-        ("AWS_SECRET_ACCESS_KEY", "fleet"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("NO_PROXY", "127.0.0.1,localhost"),
-    ]
-}
-
-/// Keeps what the driver checks from a pod's JSON log: the drain report and the
-/// first few ERROR lines.
-fn read_log(stderr: impl std::io::Read) -> PodLog {
-    let mut log = PodLog::default();
-    for text in BufReader::new(stderr).lines() {
-        let Ok(text) = text else { break };
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        if value["message"] == "Drain report." {
-            log.report = Some(value);
-        } else if value["level"] == "ERROR" && log.errors.len() < 5 {
-            log.errors.push(text);
-        }
-    }
-    log
 }

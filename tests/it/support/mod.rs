@@ -6,6 +6,7 @@ pub mod fake_firehose;
 pub mod firetail;
 pub mod fleet;
 pub mod fleet_figures;
+pub mod fleet_pod;
 pub mod moto;
 pub mod pod;
 
