@@ -1,6 +1,7 @@
 //! The fleet picture, as SVG text: per second, records accepted (solid) and rejected
-//! (dashed) against the record quota, and below it the largest pod's lag, one colour
-//! per mode, with the overload shaded. No plotting crate: a few polylines suffice.
+//! (dashed) against the record quota; below, the largest pod's lag; and, when the pods
+//! export them, the mean effective in-flight limit and flush interval. One colour per
+//! mode, the overload shaded. No plotting crate: a few polylines suffice.
 
 use std::fmt::Write as _;
 
@@ -11,7 +12,8 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const TOP: (f64, f64) = (40.0, 300.0);
 const BOTTOM: (f64, f64) = (350.0, 500.0);
-const HEIGHT: f64 = 550.0;
+/// The gauges' panel, drawn only when the pods export them.
+const GAUGES: (f64, f64) = (550.0, 680.0);
 
 fn colour(mode: Mode) -> &'static str {
     match mode {
@@ -41,13 +43,26 @@ pub fn chart(runs: &[&Run]) -> String {
         .flat_map(|r| r.samples.iter().map(|x| x.max_lag_seconds))
         .fold(5.0, f64::max);
     let lag_max = nice_ceiling(lag_max * 1.05);
+    let with_gauges = runs.iter().any(|r| !r.gauges.is_empty());
+    let height = if with_gauges {
+        GAUGES.1 + 50.0
+    } else {
+        BOTTOM.1 + 50.0
+    };
+    let gauge_max = runs
+        .iter()
+        .flat_map(|r| r.gauges.iter())
+        .map(|g| g.in_flight_limit.max(g.flush_interval_seconds))
+        .fold(1.0, f64::max);
+    let gauge_max = nice_ceiling(gauge_max * 1.05);
+    let y_gauges = |v: f64| GAUGES.1 - (GAUGES.1 - GAUGES.0) * v / gauge_max;
     let x = |t: f64| LEFT + (WIDTH - LEFT - RIGHT) * t / t_max;
     let y_top = |v: f64| TOP.1 - (TOP.1 - TOP.0) * v / rate_max;
     let y_bottom = |v: f64| BOTTOM.1 - (BOTTOM.1 - BOTTOM.0) * v / lag_max;
 
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
@@ -57,7 +72,12 @@ pub fn chart(runs: &[&Run]) -> String {
         first.plan.pods
     );
     let (o1, o2) = first.overload;
-    for (y1, y2) in [TOP, BOTTOM] {
+    let panels: &[(f64, f64)] = if with_gauges {
+        &[TOP, BOTTOM, GAUGES]
+    } else {
+        &[TOP, BOTTOM]
+    };
+    for &(y1, y2) in panels {
         let _ = writeln!(
             s,
             r##"<rect x="{:.1}" y="{y1}" width="{:.1}" height="{}" fill="#eeeeee"/>"##,
@@ -68,6 +88,9 @@ pub fn chart(runs: &[&Run]) -> String {
     }
     axes(&mut s, TOP, rate_max, "records/s", t_max, &x);
     axes(&mut s, BOTTOM, lag_max, "lag (s)", t_max, &x);
+    if with_gauges {
+        axes(&mut s, GAUGES, gauge_max, "in flight, flush (s)", t_max, &x);
+    }
     let quota = first.plan.quota.records_per_second as f64;
     let _ = writeln!(
         s,
@@ -97,6 +120,18 @@ pub fn chart(runs: &[&Run]) -> String {
         polyline(&mut s, &accepted, c, "");
         polyline(&mut s, &rejected, c, r#" stroke-dasharray="5 4""#);
         polyline(&mut s, &lag, c, "");
+        let limit: Vec<(f64, f64)> = run
+            .gauges
+            .iter()
+            .map(|g| (x(g.t), y_gauges(g.in_flight_limit)))
+            .collect();
+        let flush: Vec<(f64, f64)> = run
+            .gauges
+            .iter()
+            .map(|g| (x(g.t), y_gauges(g.flush_interval_seconds)))
+            .collect();
+        polyline(&mut s, &limit, c, "");
+        polyline(&mut s, &flush, c, r#" stroke-dasharray="5 4""#);
     }
     for (i, run) in runs.iter().enumerate() {
         let y = TOP.0 + 14.0 + 16.0 * i as f64;
@@ -112,9 +147,14 @@ pub fn chart(runs: &[&Run]) -> String {
     }
     let _ = writeln!(
         s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds (grey: offered 1.5× the record quota)</text>"#,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds (grey: offered 1.5× the record quota{})</text>"#,
         (LEFT + WIDTH - RIGHT) / 2.0,
-        HEIGHT - 12.0
+        height - 12.0,
+        if with_gauges {
+            "; bottom: mean in-flight limit solid, flush interval dashed"
+        } else {
+            ""
+        }
     );
     s.push_str("</svg>\n");
     s
