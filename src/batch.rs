@@ -10,9 +10,15 @@
 //! Logger header, empty lines). All of them — skipped ones too — are covered by the
 //! batch's [`Span`]s, so the checkpoint moves past them only when the batch is done.
 //!
-//! A batch is cut when full, when its oldest line has waited `--flush-interval`, or at
-//! once when the input ends (the drain). [`Batcher`] is pure and property-tested.
+//! A batch is cut when full, when its oldest line has waited the flush interval, or at
+//! once when the input ends (the drain). The flush interval is `--flush-interval`
+//! drawn down by up to 10 % for each batch, so that pods started together drift apart
+//! instead of calling Firehose in lockstep; under sustained throttling the ship stage
+//! stretches it (at most 4×, see [`Pace`]). A batch that is due while the ship stage
+//! has no room keeps taking lines until it is full: fuller calls under pressure.
+//! [`Batcher`] is pure and property-tested.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,9 +104,43 @@ pub struct Batch {
     pub spans: Vec<Span>,
 }
 
+/// The flush interval in effect: set by the ship stage's adaptive control, read here
+/// whenever a batch starts.
+#[derive(Debug)]
+pub struct Pace {
+    nanos: AtomicU64,
+}
+
+impl Pace {
+    pub fn new(flush_interval: Duration) -> Pace {
+        let pace = Pace {
+            nanos: AtomicU64::new(0),
+        };
+        pace.set(flush_interval);
+        pace
+    }
+
+    pub fn get(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.store(nanos, Ordering::Relaxed);
+    }
+}
+
+/// A batch's flush deadline: the flush interval minus up to 10 %, drawn per batch.
+/// Never later than the interval, so `--flush-interval` stays a promise.
+pub fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(1.0 - 0.1 * fastrand::f64())
+}
+
 /// Packs lines into batches. Pure: the caller supplies the clock.
 pub struct Batcher {
     aggregate: bool,
+    /// With `--aggregate`: the most lines one record holds (`--aggregate-max-lines`).
+    max_lines: u32,
     batch: Batch,
     /// With `--aggregate`: the record being filled with consecutive JSON lines.
     open: Option<(BytesMut, RecordMeta)>,
@@ -108,9 +148,10 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(aggregate: bool) -> Batcher {
+    pub fn new(aggregate: bool, max_lines: usize) -> Batcher {
         Batcher {
             aggregate,
+            max_lines: u32::try_from(max_lines).unwrap_or(u32::MAX).max(1),
             batch: Batch::default(),
             open: None,
             oldest: None,
@@ -171,7 +212,11 @@ impl Batcher {
         let len = line.data.len();
         let batch_ok = self.batch.bytes + len <= BATCH_BYTES;
         match self.open.as_mut() {
-            Some((buf, meta)) if batch_ok && buf.len() + len <= MAX_RECORD_BYTES => {
+            Some((buf, meta))
+                if batch_ok
+                    && buf.len() + len <= MAX_RECORD_BYTES
+                    && meta.lines < self.max_lines =>
+            {
                 buf.extend_from_slice(&line.data);
                 meta.lines += 1;
                 self.batch.bytes += len;
@@ -212,11 +257,13 @@ impl Batcher {
 }
 
 /// Settings of the batch stage.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     pub aggregate: bool,
+    pub aggregate_max_lines: usize,
     pub invalid_json: InvalidJson,
-    pub flush_interval: Duration,
+    /// The flush interval in effect (`--flush-interval`, or stretched by the ship stage).
+    pub pace: Arc<Pace>,
 }
 
 /// The async shell: classifies lines, writes dead letters, cuts batches when full or
@@ -229,17 +276,27 @@ pub async fn run(
     metrics: Arc<Metrics>,
     dead_letter: Arc<DeadLetter>,
 ) {
-    let mut batcher = Batcher::new(settings.aggregate);
+    let mut batcher = Batcher::new(settings.aggregate, settings.aggregate_max_lines);
+    // The open batch's start and its deadline.
+    let mut deadline: Option<(Instant, Instant)> = None;
     loop {
-        let due = batcher.oldest().map(|t| t + settings.flush_interval);
+        let started = batcher.oldest();
+        if started != deadline.map(|(s, _)| s) {
+            deadline = started.map(|s| (s, s + jittered(settings.pace.get())));
+        }
+        let due = deadline.is_some_and(|(_, d)| d <= Instant::now());
         let chunk = tokio::select! {
-            chunk = rx.recv() => chunk,
-            _ = sleep_until_opt(due) => {
+            biased;
+            permit = tx.reserve(), if due => {
+                let Ok(permit) = permit else { return };
                 if let Some(b) = batcher.take() {
-                    send(&tx, b, &progress, &dead_letter).await;
+                    settle_and_hand_on(b, &progress, &dead_letter, |b| permit.send(b)).await;
                 }
                 continue;
             }
+            _ = sleep_until_opt(deadline.map(|(_, d)| d)), if !due => continue,
+            // While a due batch waits for the ship stage, keep filling it.
+            chunk = rx.recv() => chunk,
         };
         let Some(lines) = chunk else {
             if let Some(b) = batcher.take() {
@@ -281,18 +338,30 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
-/// Makes the batch's dead letters durable, registers its spans (so the checkpoint
-/// cannot pass them) and hands it on.
+/// Hands a full batch (or the last one) on, waiting for the ship stage to take it.
 async fn send(
     tx: &mpsc::Sender<Batch>,
     batch: Batch,
     progress: &Progress,
     dead_letter: &DeadLetter,
 ) {
+    // The ship stage only goes away when the whole pipeline is being torn down.
+    if let Ok(permit) = tx.reserve().await {
+        settle_and_hand_on(batch, progress, dead_letter, |b| permit.send(b)).await;
+    }
+}
+
+/// Makes the batch's dead letters durable, registers its spans (so the checkpoint
+/// cannot pass them) and hands it on.
+async fn settle_and_hand_on(
+    batch: Batch,
+    progress: &Progress,
+    dead_letter: &DeadLetter,
+    hand_on: impl FnOnce(Batch),
+) {
     dead_letter.sync().await;
     progress.register(&batch.spans);
-    // The ship stage only goes away when the whole pipeline is being torn down.
-    let _ = tx.send(batch).await;
+    hand_on(batch);
 }
 
 #[cfg(test)]
@@ -364,7 +433,7 @@ mod tests {
 
     #[test]
     fn full_batch_is_cut_at_500_records() {
-        let mut b = Batcher::new(false);
+        let mut b = Batcher::new(false, 500);
         let now = Instant::now();
         let mut cut = Vec::new();
         for i in 0..1000u64 {
@@ -379,7 +448,7 @@ mod tests {
 
     #[test]
     fn skipped_lines_are_covered_by_spans() {
-        let mut b = Batcher::new(false);
+        let mut b = Batcher::new(false, 500);
         let now = Instant::now();
         assert!(b.add(&line(0, 0, 10), record(), now).is_none());
         assert!(b
@@ -399,7 +468,7 @@ mod tests {
 
     #[test]
     fn aggregation_packs_json_and_isolates_invalid_lines() {
-        let mut b = Batcher::new(true);
+        let mut b = Batcher::new(true, 500);
         let now = Instant::now();
         b.add(&line(0, 0, 10), record(), now);
         b.add(&line(0, 11, 10), record(), now);
@@ -424,15 +493,16 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
-        /// For any sequence of line sizes: no batch breaks a limit, every shippable line
-        /// appears exactly once and in order, oversize lines never appear in a batch, and
+        /// For any sequence of line sizes: no batch breaks a limit, no record holds more
+        /// than `--aggregate-max-lines`, every shippable line appears exactly once and in order, oversize lines never appear in a batch, and
         /// the spans cover every line exactly once.
         #[test]
         fn batches_respect_limits_and_keep_every_line(
             lines in prop::collection::vec(arb_line(), 1..1200),
             aggregate in any::<bool>(),
+            max_lines in prop_oneof![1usize..4, 4usize..=500],
         ) {
-            let mut b = Batcher::new(aggregate);
+            let mut b = Batcher::new(aggregate, max_lines);
             let now = Instant::now();
             let mut batches = Vec::new();
             let mut expected = Vec::new();
@@ -467,6 +537,7 @@ mod tests {
                 for (r, m) in batch.records.iter().zip(&batch.meta) {
                     prop_assert!(r.len() <= MAX_RECORD_BYTES);
                     prop_assert_eq!(r.iter().filter(|c| **c == b'\n').count(), m.lines as usize);
+                    prop_assert!(m.lines as usize <= max_lines);
                     got.extend(r.split_inclusive(|c| *c == b'\n').map(Bytes::copy_from_slice));
                 }
                 for s in &batch.spans {

@@ -269,10 +269,12 @@ impl Pipeline {
             tail::run(follower, line_tx, drain_rx, quiet, following).await?;
             Ok(())
         });
+        let pace = Arc::new(batch::Pace::new(config.flush_interval));
         let settings = batch::Settings {
             aggregate: config.aggregate,
+            aggregate_max_lines: config.aggregate_max_lines,
             invalid_json: config.invalid_json,
-            flush_interval: config.flush_interval,
+            pace: pace.clone(),
         };
         let batcher = tokio::spawn({
             let (progress, metrics, dead_letter) =
@@ -285,12 +287,19 @@ impl Pipeline {
         let shipper = Shipper::new(
             client,
             config.stream.clone(),
+            config.adaptive,
             progress.clone(),
             metrics.clone(),
             health.clone(),
             dead_letter,
         );
-        let ship = tokio::spawn(ship::run(batch_rx, Arc::new(shipper), config.max_in_flight));
+        let ship_settings = ship::Settings {
+            max_in_flight: config.max_in_flight,
+            adaptive: config.adaptive,
+            flush_interval: config.flush_interval,
+            pace,
+        };
+        let ship = tokio::spawn(ship::run(batch_rx, Arc::new(shipper), ship_settings));
         let (stop_tx, stop_rx) = watch::channel(false);
         let writer = tokio::spawn(checkpoint::run(checkpointer, progress.clone(), stop_rx));
         let age_gauge = tokio::spawn(keep_age_gauge(progress.clone(), metrics.clone()));

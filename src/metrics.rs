@@ -89,6 +89,9 @@ pub struct Metrics {
     pub skipped: Family<Reason, Counter>,
     pub invalid_json: Counter,
     pub in_flight: Gauge,
+    pub in_flight_limit: Gauge,
+    pub flush_interval_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub send_rate_limit: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub lag_bytes: Gauge,
     pub checkpoint_writes: Counter,
     pub checkpoint_corrupt: Counter,
@@ -135,6 +138,9 @@ impl Metrics {
             skipped: Family::default(),
             invalid_json: Counter::default(),
             in_flight: Gauge::default(),
+            in_flight_limit: Gauge::default(),
+            flush_interval_seconds: Gauge::default(),
+            send_rate_limit: Gauge::default(),
             lag_bytes: Gauge::default(),
             checkpoint_writes: Counter::default(),
             checkpoint_corrupt: Counter::default(),
@@ -211,6 +217,21 @@ impl Metrics {
             m.in_flight.clone(),
         );
         r.register(
+            "in_flight_limit",
+            "PutRecordBatch calls that may be under way now: --max-in-flight, or less while --adaptive backs off",
+            m.in_flight_limit.clone(),
+        );
+        r.register(
+            "flush_interval_seconds",
+            "The flush interval in effect: --flush-interval, stretched up to 4x while --adaptive meets sustained throttling",
+            m.flush_interval_seconds.clone(),
+        );
+        r.register(
+            "send_rate_limit_records",
+            "Records per second this pod may send while --adaptive meets throttling; 0 while unlimited",
+            m.send_rate_limit.clone(),
+        );
+        r.register(
             "lag_bytes",
             "Bytes of the followed files not yet covered by the checkpoint: file ends minus checkpointed offsets",
             m.lag_bytes.clone(),
@@ -232,7 +253,7 @@ impl Metrics {
         );
         r.register(
             "throttled_calls",
-            "Whole calls answered with a throttling error (ThrottlingException, LimitExceededException)",
+            "Whole calls answered with a throttling error (ThrottlingException, LimitExceededException, ServiceUnavailableException: over the stream's request quota, HTTP 429)",
             m.throttled_calls.clone(),
         );
         r.register(

@@ -2,8 +2,9 @@
 //!
 //! Input: [`Batch`]es from the batch stage. Output: every batch's spans acknowledged to
 //! [`Progress`] once each of its records was accepted by Firehose or written to the
-//! dead-letter file. At most `--max-in-flight` calls run at once; a batch waiting for
-//! a slot waits in the channel, which stops the batch stage, which stops the tail.
+//! dead-letter file. Which records go in the next call, and when, is `queue.rs`; how
+//! many calls and records per second, `control.rs`; this file is one call: the
+//! attempt, its answer, and what becomes of each record.
 //!
 //! Every answer is classified on HTTP status plus the error code string (DESIGN §4):
 //! - 200 with `FailedPutCount > 0`: resend exactly the entries with an `ErrorCode`,
@@ -18,9 +19,11 @@
 //! - Stream missing, access denied, no credentials or region: an ERROR that says what to
 //!   fix, `/readyz` 503, and slow retries until it is fixed — the data is kept.
 //!
-//! The SDK's own retries are off: this loop is the one policy, retries without limit
-//! (exponential backoff, full jitter, capped at seconds), and the drain deadline in
-//! `lib.rs` is what bounds it at shutdown.
+//! The SDK's own retries are off: this is the one policy, retries without limit
+//! (exponential backoff, full jitter, capped at seconds; a call holds its slot while
+//! it waits), and the drain deadline in `lib.rs` is what bounds it at shutdown.
+//! Records to resend go back to the front of the queue and ride in the next call with
+//! new ones: the checkpoint needs no order between calls.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,17 +32,20 @@ use std::time::Duration;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 use aws_sdk_firehose::Client;
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
+use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::batch::Batch;
+use crate::batch::RecordMeta;
 use crate::deadletter::DeadLetter;
 use crate::metrics::{billable, Health, LogThrottle, Metrics};
 use crate::progress::Progress;
 
 mod answer;
+mod control;
+mod queue;
 use answer::{classify, Answer, Detail};
+pub use control::Signal;
+pub use queue::{run, Settings};
 
 /// First backoff step; doubles per failed attempt up to the cap.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -109,10 +115,36 @@ impl Backoff {
     }
 }
 
-/// What every delivery task shares.
+/// One record on its way: its data, where it came from, which batch it settles, and
+/// how many attempts in a row it has failed without progress (its backoff step).
+#[derive(Clone, Debug)]
+pub struct Rec {
+    pub data: Bytes,
+    pub meta: RecordMeta,
+    pub batch: u64,
+    pub tries: u32,
+}
+
+/// What one call ended with. Every record of the call is in exactly one of
+/// `settled`, `again` and `split`.
+#[derive(Debug, Default)]
+pub struct Ended {
+    /// The batch of each record done with: accepted, or written to the dead-letter file.
+    pub settled: Vec<u64>,
+    /// Records to send again; the call already waited its backoff.
+    pub again: Vec<Rec>,
+    /// `again` must be sent as it is, alone: it is half of a refused call.
+    pub alone: bool,
+    /// The two halves of a call refused for its content or size, each to send alone.
+    pub split: Option<(Vec<Rec>, Vec<Rec>)>,
+    pub signal: Signal,
+}
+
+/// What every call shares.
 pub struct Shipper {
     client: Client,
     stream: String,
+    adaptive: bool,
     progress: Arc<Progress>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -128,6 +160,7 @@ impl Shipper {
     pub fn new(
         client: Client,
         stream: String,
+        adaptive: bool,
         progress: Arc<Progress>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
@@ -136,6 +169,7 @@ impl Shipper {
         Shipper {
             client,
             stream,
+            adaptive,
             progress,
             metrics,
             health,
@@ -159,71 +193,90 @@ impl Shipper {
         self
     }
 
-    /// Delivers one batch completely (accepted or dead-lettered), then acknowledges it.
-    async fn deliver(&self, batch: Batch) {
-        // Halves of a rejected call wait here; each is delivered like a call of its own.
-        let mut calls = vec![(0..batch.records.len()).collect::<Vec<_>>()];
-        while let Some(pending) = calls.pop() {
-            if let Some((first, second)) = self.deliver_call(&batch, pending).await {
-                calls.push(second);
-                calls.push(first);
-            }
-        }
-        self.progress.ack(&batch.spans);
-    }
-
-    /// Sends `pending` (indices into the batch) until every record is accepted. Returns
-    /// the two halves to send instead when the call is rejected as invalid or too large.
-    async fn deliver_call(
-        &self,
-        batch: &Batch,
-        mut pending: Vec<usize>,
-    ) -> Option<(Vec<usize>, Vec<usize>)> {
-        let mut backoff = Backoff::default();
-        while !pending.is_empty() {
-            let wait = match self.call(batch, &pending).await {
-                Answer::Accepted(codes) => {
-                    self.health.config_error.store(false, Ordering::Relaxed);
-                    let sent = pending.len();
-                    pending = self.settle(batch, &pending, &codes);
-                    if pending.is_empty() {
-                        return None;
-                    }
+    /// Sends `recs` once, settles what the answer settles, and — when records must be
+    /// sent again — waits their backoff before returning them, holding the call's
+    /// slot, so that a stream in trouble sees fewer calls. `alone`: the records are
+    /// half of a refused call.
+    pub async fn attempt(&self, recs: Vec<Rec>, alone: bool, in_flight_at_send: usize) -> Ended {
+        let started = Instant::now();
+        let answer = self.call(&recs).await;
+        let mut signal = Signal {
+            latency: started.elapsed(),
+            in_flight_at_send,
+            ..Signal::default()
+        };
+        let tries = recs.iter().map(|r| r.tries).max().unwrap_or(0);
+        let mut backoff = Backoff { attempt: tries };
+        let mut ended = Ended::default();
+        let wait = match answer {
+            Answer::Accepted(codes) => {
+                self.health.config_error.store(false, Ordering::Relaxed);
+                let sent = recs.len();
+                let (failed, throttled) = self.settle(recs, &codes, &mut ended.settled);
+                signal.sent = sent as u32;
+                signal.accepted = (sent - failed.len()) as u32;
+                signal.throttled_records = throttled as u32;
+                signal.throttled = throttled > 0;
+                signal.failed = failed.len() > throttled;
+                ended.again = failed;
+                if ended.again.is_empty() {
+                    None
+                } else if self.adaptive && !signal.failed {
+                    // Only throttled: the send rate answers that, not a longer wait.
+                    Some(Backoff::default().hold(BACKOFF_CAP))
+                } else if ended.again.len() < sent {
                     // Firehose took part of the call: it is working, so wait without
                     // escalating; only calls that make no progress back off further.
-                    if pending.len() < sent {
-                        backoff.hold(BACKOFF_CAP)
-                    } else {
-                        backoff.next(BACKOFF_CAP)
-                    }
+                    Some(backoff.hold(BACKOFF_CAP))
+                } else {
+                    Some(backoff.next(BACKOFF_CAP))
                 }
-                Answer::Retry {
-                    outcome,
-                    throttled,
-                    maybe_delivered,
-                    detail,
-                } => {
-                    self.retrying(outcome, throttled, maybe_delivered, &detail, pending.len());
-                    backoff.next(BACKOFF_CAP)
+            }
+            Answer::Retry {
+                outcome,
+                throttled,
+                maybe_delivered,
+                detail,
+            } => {
+                self.retrying(outcome, throttled, maybe_delivered, &detail, recs.len());
+                signal.throttled = throttled;
+                signal.failed = !throttled;
+                ended.again = recs;
+                ended.alone = alone;
+                if throttled && self.adaptive {
+                    Some(Backoff::default().hold(BACKOFF_CAP))
+                } else {
+                    Some(backoff.next(BACKOFF_CAP))
                 }
-                Answer::Invalid(detail) => {
-                    return self.refused(batch, pending, "invalid", &detail).await
+            }
+            Answer::Invalid(detail) => {
+                self.refused(recs, "invalid", &detail, &mut ended).await;
+                None
+            }
+            Answer::TooLarge(detail) => {
+                self.refused(recs, "too_large", &detail, &mut ended).await;
+                None
+            }
+            Answer::Config { what, detail } => {
+                self.metrics.call("config_error");
+                self.health.config_error.store(true, Ordering::Relaxed);
+                if let Some(n) = self.config_log.note(recs.len() as u64) {
+                    log_answer!(error, detail, stream = %self.stream, records_waiting = n, "Firehose refuses delivery: {what}. Lines are kept and retried until it is fixed.");
                 }
-                Answer::TooLarge(detail) => {
-                    return self.refused(batch, pending, "too_large", &detail).await
-                }
-                Answer::Config { what, detail } => {
-                    self.metrics.call("config_error");
-                    self.health.config_error.store(true, Ordering::Relaxed);
-                    if let Some(n) = self.config_log.note(pending.len() as u64) {
-                        log_answer!(error, detail, stream = %self.stream, records_waiting = n, "Firehose refuses delivery: {what}. Lines are kept and retried until it is fixed.");
-                    }
-                    backoff.next(CONFIG_BACKOFF_CAP)
-                }
-            };
+                ended.again = recs;
+                ended.alone = alone;
+                Some(backoff.next(CONFIG_BACKOFF_CAP))
+            }
+        };
+        if let Some(wait) = wait {
+            let tries = backoff.attempt;
+            for r in &mut ended.again {
+                r.tries = tries;
+            }
             tokio::time::sleep(wait).await;
         }
-        None
+        ended.signal = signal;
+        ended
     }
 
     /// Counts and logs (rate-limited) a call that will be sent again whole.
@@ -257,44 +310,47 @@ impl Shipper {
     }
 
     /// A call refused for its content (`invalid`) or its size (`too_large`, HTTP 413):
-    /// returns its halves to send instead, or dead-letters the one record it holds.
+    /// its halves are to be sent alone, or the one record it holds is dead-lettered.
     async fn refused(
         &self,
-        batch: &Batch,
-        mut pending: Vec<usize>,
+        mut recs: Vec<Rec>,
         outcome: &'static str,
         detail: &Detail,
-    ) -> Option<(Vec<usize>, Vec<usize>)> {
+        ended: &mut Ended,
+    ) {
         self.metrics.call(outcome);
-        if pending.len() > 1 {
-            let bytes: usize = pending.iter().map(|&i| batch.records[i].len()).sum();
+        if recs.len() > 1 {
+            let bytes: usize = recs.iter().map(|r| r.data.len()).sum();
             log_answer!(
                 warn,
                 detail,
                 outcome,
-                records = pending.len(),
+                records = recs.len(),
                 bytes,
                 "PutRecordBatch refused the call; splitting it in halves."
             );
-            let second = pending.split_off(pending.len() / 2);
-            return Some((pending, second));
+            let second = recs.split_off(recs.len() / 2);
+            ended.split = Some((recs, second));
+            return;
         }
         let reason = if outcome == "too_large" {
             TOO_LARGE_FOR_ENDPOINT
         } else {
             "rejected"
         };
-        self.reject(batch, pending[0], reason, detail).await;
-        None
+        for r in recs {
+            self.reject(&r, reason, detail).await;
+            ended.settled.push(r.batch);
+        }
     }
 
-    /// One PutRecordBatch attempt with the records at `pending`.
-    async fn call(&self, batch: &Batch, pending: &[usize]) -> Answer {
-        let records = pending
+    /// One PutRecordBatch attempt.
+    async fn call(&self, recs: &[Rec]) -> Answer {
+        let records = recs
             .iter()
-            .map(|&i| {
+            .map(|r| {
                 Record::builder()
-                    .data(Blob::new(batch.records[i].to_vec()))
+                    .data(Blob::new(r.data.to_vec()))
                     .build()
                     .expect("data is set")
             })
@@ -315,37 +371,42 @@ impl Shipper {
         classify(result)
     }
 
-    /// Counts the accepted records of a 200 answer; returns the ones to resend.
-    fn settle(&self, batch: &Batch, pending: &[usize], codes: &[Option<String>]) -> Vec<usize> {
-        if codes.len() != pending.len() {
+    /// Counts the accepted records of a 200 answer (their batches go to `settled`);
+    /// returns the ones to resend and how many of those were throttled.
+    fn settle(
+        &self,
+        recs: Vec<Rec>,
+        codes: &[Option<String>],
+        settled: &mut Vec<u64>,
+    ) -> (Vec<Rec>, usize) {
+        if codes.len() != recs.len() {
             // Cannot line the answer up with the request: resend all (duplicates possible).
-            if let Some(n) = self.retry_log.note(pending.len() as u64) {
-                tracing::warn!(records = n, sent = pending.len(), answered = codes.len(), "PutRecordBatch answer does not line up with the request; resending the whole call (duplicates possible).");
+            if let Some(n) = self.retry_log.note(recs.len() as u64) {
+                tracing::warn!(records = n, sent = recs.len(), answered = codes.len(), "PutRecordBatch answer does not line up with the request; resending the whole call (duplicates possible).");
             }
             self.metrics.call("bad_response");
-            self.metrics
-                .duplicates_possible
-                .inc_by(pending.len() as u64);
-            return pending.to_vec();
+            self.metrics.duplicates_possible.inc_by(recs.len() as u64);
+            return (recs, 0);
         }
         let mut failed = Vec::new();
-        let mut throttled = 0u64;
+        let mut throttled = 0usize;
         // Summed here and added once per call: four atomic adds per record add up.
         let (mut records, mut lines, mut bytes, mut billed) = (0u64, 0u64, 0u64, 0u64);
-        for (&i, code) in pending.iter().zip(codes) {
+        for (r, code) in recs.into_iter().zip(codes) {
             match code {
                 None => {
-                    let len = batch.records[i].len() as u64;
+                    let len = r.data.len() as u64;
                     records += 1;
-                    lines += u64::from(batch.meta[i].lines);
+                    lines += u64::from(r.meta.lines);
                     bytes += len;
                     billed += billable(len);
+                    settled.push(r.batch);
                 }
                 Some(code) => {
                     if code == "ServiceUnavailableException" {
                         throttled += 1;
                     }
-                    failed.push(i);
+                    failed.push(r);
                 }
             }
         }
@@ -357,8 +418,8 @@ impl Shipper {
             .call(if failed.is_empty() { "ok" } else { "partial" });
         if !failed.is_empty() {
             self.metrics.records_retried.inc_by(failed.len() as u64);
-            self.metrics.throttled.inc_by(throttled);
-            self.metrics.throttled_records.inc_by(throttled);
+            self.metrics.throttled.inc_by(throttled as u64);
+            self.metrics.throttled_records.inc_by(throttled as u64);
             if let Some(n) = self.retry_log.note(failed.len() as u64) {
                 tracing::warn!(
                     records = n,
@@ -367,16 +428,16 @@ impl Shipper {
                 );
             }
         }
-        failed
+        (failed, throttled)
     }
 
     /// A single record the endpoint will not take: to the dead-letter file. `reason`
     /// is `rejected` (Firehose's `InvalidArgumentException`) or
     /// [`TOO_LARGE_FOR_ENDPOINT`] (HTTP 413 for one record, which Firehose itself does
     /// not answer for a record within its 1,000 KiB limit).
-    async fn reject(&self, batch: &Batch, i: usize, reason: &'static str, detail: &Detail) {
-        let meta = batch.meta[i];
-        let data = &batch.records[i];
+    async fn reject(&self, r: &Rec, reason: &'static str, detail: &Detail) {
+        let meta = r.meta;
+        let data = &r.data;
         let file = self.progress.path_of(meta.file);
         if reason == TOO_LARGE_FOR_ENDPOINT {
             if let Some(records) = self.too_large_log.note(1) {
@@ -394,39 +455,6 @@ impl Shipper {
             .get_or_create(&crate::metrics::Reason { reason })
             .inc_by(u64::from(meta.lines));
     }
-}
-
-/// Runs deliveries, at most `max_in_flight` at once, until the batch channel closes
-/// and every delivery has ended. A delivery that fails (a panic: a bug) ends the stage
-/// with an error, so the one shutdown path reports it and exits 1 rather than leaving
-/// its lines unacknowledged without a word.
-pub async fn run(
-    mut rx: mpsc::Receiver<Batch>,
-    shipper: Arc<Shipper>,
-    max_in_flight: usize,
-) -> anyhow::Result<()> {
-    let slots = Arc::new(Semaphore::new(max_in_flight));
-    let mut deliveries = JoinSet::new();
-    loop {
-        let slot = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        while let Some(done) = deliveries.try_join_next() {
-            done.map_err(|e| anyhow::anyhow!("a delivery task failed: {e}"))?;
-        }
-        let Some(batch) = rx.recv().await else { break };
-        let shipper = shipper.clone();
-        deliveries.spawn(async move {
-            shipper.deliver(batch).await;
-            drop(slot);
-        });
-    }
-    while let Some(done) = deliveries.join_next().await {
-        done.map_err(|e| anyhow::anyhow!("a delivery task failed: {e}"))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

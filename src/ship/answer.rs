@@ -164,9 +164,11 @@ pub fn classify_status(status: u16, code: &str, detail: Detail) -> Answer {
         "ThrottlingException" | "LimitExceededException" | "TooManyRequestsException" => {
             retry("throttled", true, false)
         }
-        "ServiceUnavailableException" | "InternalFailure" | "InternalFailureException" => {
-            retry("unavailable", false, false)
-        }
+        // Firehose's answer to a stream over its quota (API reference: "If you continue
+        // to see the exception, throughput limits for the delivery stream may have been
+        // exceeded"): a throttle, which the adaptive control must see.
+        "ServiceUnavailableException" => retry("unavailable", true, false),
+        "InternalFailure" | "InternalFailureException" => retry("unavailable", false, false),
         "ResourceNotFoundException" => Answer::Config {
             what: "the delivery stream does not exist: check --stream and AWS_REGION",
             detail,
@@ -246,6 +248,14 @@ mod tests {
         ));
         assert!(matches!(
             class(503, "ServiceUnavailableException"),
+            Answer::Retry {
+                outcome: "unavailable",
+                throttled: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            class(500, "InternalFailure"),
             Answer::Retry {
                 throttled: false,
                 ..

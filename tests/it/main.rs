@@ -19,6 +19,7 @@ mod follower_model;
 mod memory;
 mod operate;
 mod operate_hardening;
+mod pressure;
 mod restarts;
 mod rotation;
 mod store;
