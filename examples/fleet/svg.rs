@@ -178,9 +178,10 @@ fn axes(
         let y = y2 - (y2 - y1) * f64::from(i) / 4.0;
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{v:.0}</text>"#,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
             LEFT - 6.0,
-            y + 4.0
+            y + 4.0,
+            tick(v)
         );
     }
     let step = nice_step(t_max / 8.0);
@@ -200,6 +201,18 @@ fn axes(
         (y1 + y2) / 2.0,
         (y1 + y2) / 2.0
     );
+}
+
+/// An axis label: whole numbers bare, others with up to two decimals.
+fn tick(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+    }
 }
 
 /// The next of 1, 2, 4, 5 or 8 times a power of ten at or above `v`, so that the
