@@ -5,11 +5,20 @@ hold different rules. Run it after editing the rules file:
 
     .venv/bin/python deploy/prometheus/render.py   (scripts/python-env.sh makes .venv)
 
+Every alert's runbook_url is a page (the README) plus the anchor of its entry
+under "Troubleshooting". The page is the one thing a fork or mirror changes,
+and this is the one place to change it: the rules file, the promtool unit
+tests (which expect the annotation) and the PrometheusRule all follow.
+
+    .venv/bin/python deploy/prometheus/render.py --runbook-base https://git.example.com/ops/firetail/blob/main/README.md
+
 deploy/tests/test_prometheus.py fails when the committed file differs from
-what this prints."""
+what this prints, or when the three files disagree on the page."""
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +27,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 RULES = HERE / "firetail-rules.yaml"
 PROMETHEUS_RULE = HERE / "prometheusrule.yaml"
+UNIT_TESTS = HERE / "tests" / "firetail-rules.test.yaml"
+# `runbook_url: <page>#<anchor>`, as the rules file and the unit tests write it.
+RUNBOOK_URL = re.compile(r"(runbook_url: )(\S+?)(#[\w-]+)$", re.MULTILINE)
 
 HEADER = """\
 # GENERATED from firetail-rules.yaml by render.py: edit that file, then run
@@ -50,11 +62,29 @@ def render() -> str:
     return HEADER + yaml.dump(rule, Dumper=_Dumper, sort_keys=False, width=4096)
 
 
-def main() -> int:
+def set_runbook_base(base: str) -> None:
+    """Point every runbook_url of the rules file and the unit tests at `base`,
+    keeping each anchor (and everything else, byte for byte)."""
+    if not re.fullmatch(r"https?://[^\s#]+", base):
+        sys.exit(f"render.py: --runbook-base {base!r}: give an http(s) URL without a #anchor.")
+    for path in (RULES, UNIT_TESTS):
+        text, count = RUNBOOK_URL.subn(lambda m: m.group(1) + base + m.group(3), path.read_text())
+        if not count:
+            sys.exit(f"render.py: {path} has no runbook_url to change.")
+        path.write_text(text)
+        print(f"{path}: {count} runbook_url(s) now under {base}", file=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runbook-base", metavar="URL", help="the page every runbook_url points into")
+    args = parser.parse_args(argv)
+    if args.runbook_base:
+        set_runbook_base(args.runbook_base)
     PROMETHEUS_RULE.write_text(render())
     print(f"wrote {PROMETHEUS_RULE}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

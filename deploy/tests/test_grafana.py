@@ -78,7 +78,7 @@ def test_dashboard_parses_and_has_panels():
 @pytest.mark.parametrize(
     "topic",
     ["lines in and out", "lag", "oldest unacknowledged", "throttled", "retried", "dead-letter",
-     "billable", "drain", "cpu", "memory"],
+     "billable", "drain", "cpu", "memory", "in flight allowed", "flush interval", "send rate limit"],
 )
 def test_dashboard_shows(topic):
     titles = [p["title"].lower() for p in panels()]

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -118,6 +121,61 @@ def test_every_alert_says_what_where_and_what_to_do():
         assert re.fullmatch(r"https://\S+/README\.md#[\w-]+", url), f"{name}: runbook_url {url!r}"
         anchor = url.split("#", 1)[1]
         assert anchor in anchors, f"{name}: #{anchor} is not a heading of the README's {TROUBLESHOOTING} section"
+
+
+def runbook_urls(path) -> list[str]:
+    """Every runbook_url a file holds, wherever it sits in the YAML."""
+    found: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "runbook_url":
+                    found.append(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for doc in load_yaml_documents(path):
+        walk(doc)
+    return found
+
+
+def test_runbook_urls_share_one_page_and_every_anchor_exists():
+    """The rules file, the PrometheusRule and the unit tests point into one page
+    (render.py --runbook-base changes it in all three), the page the README
+    names, and every anchor is an entry of the README's Troubleshooting."""
+    anchors = readme_section_anchors(README, TROUBLESHOOTING)
+    urls = {path.name: runbook_urls(path) for path in (RULES, PROMETHEUS_RULE, UNIT_TESTS)}
+    assert all(urls.values()), urls
+    bases = {url.split("#", 1)[0] for found in urls.values() for url in found}
+    assert len(bases) == 1, f"runbook_url points into several pages: {sorted(bases)}"
+    (base,) = bases
+    assert f"`{base}`" in README.read_text(), f"the README does not name the runbook page {base}"
+    for name, found in urls.items():
+        for url in found:
+            assert url.split("#", 1)[1] in anchors, f"{name}: {url}: no such heading under '## {TROUBLESHOOTING}'"
+
+
+def test_render_py_moves_every_runbook_to_another_page(tmp_path):
+    copy = tmp_path / "prometheus"
+    shutil.copytree(PROMETHEUS, copy)
+    page = "https://git.example.com/ops/firetail/-/blob/main/README.md"
+    out = subprocess.run(
+        [sys.executable, copy / "render.py", "--runbook-base", page], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    for name in ("firetail-rules.yaml", "prometheusrule.yaml", "tests/firetail-rules.test.yaml"):
+        before, after = runbook_urls(PROMETHEUS / name), runbook_urls(copy / name)
+        assert after == [page + "#" + url.split("#", 1)[1] for url in before], name
+    # The unit tests still pass: their expected annotations moved with the rules.
+    out = run_promtool("test", "rules", str(copy / "tests" / "firetail-rules.test.yaml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    bad = subprocess.run(
+        [sys.executable, copy / "render.py", "--runbook-base", page + "#troubleshooting"], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "without a #anchor" in bad.stderr
 
 
 def test_rules_read_only_series_that_exist():

@@ -8,7 +8,8 @@
 //! - **Send rate** (records/s): unlimited until the first throttle, then set to what
 //!   the stream accepted from this pod over the last second, cut by [`RATE_BETA`] on
 //!   each later throttle and raised by [`RATE_ALPHA`] per second while the pod has
-//!   more to send and is not throttled. Additive increase with multiplicative decrease
+//!   more to send and is not throttled; lifted after a minute in which it held
+//!   nothing back. Additive increase with multiplicative decrease
 //!   makes equal pods converge to equal shares; the same absolute increase for every
 //!   pod is what makes it fair. A limit on calls in flight alone cannot do this: a call
 //!   takes milliseconds, so even one call in flight can send far more than a
@@ -23,7 +24,7 @@
 //! Throttles are counted as one event per second at most: the quota's window is a
 //! second, and every call answered in that window reports the same congestion.
 //!
-//! A throttle that does not answer to the rate is not this pod's to fix: when three
+//! A throttle that does not answer to the rate is not this pod's to fix: when eight
 //! cuts in a row leave the share of throttled records where it was, and partial (a
 //! stream that throttles a steady part of every call whatever the rate), the
 //! controller lifts the rate and ignores throttles for [`DEAF_FOR`], instead of
@@ -38,18 +39,21 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Multiplicative decrease of the send rate on a throttled second. Goodput while
-/// overloaded is about (1 + β) / 2 of the quota for a sawtooth between β and 1.
-pub const RATE_BETA: f64 = 0.85;
-/// Additive increase of the send rate, records/s per second without throttling. The
-/// fleet's increase is this times the number of pods: small against a stream's quota
-/// (100,000 records/s in most regions) for hundreds of pods.
-pub const RATE_ALPHA: f64 = 10.0;
+/// Multiplicative decrease of the send rate on a throttled second. Only the pods
+/// throttled in a second cut, so the fleet's total falls by (1 − β) of what it sent
+/// past the quota, not of the whole: goodput stays near the quota.
+pub const RATE_BETA: f64 = 0.7;
+/// Additive increase of the send rate, records/s per second while not throttled.
+/// What the fleet sends past the quota settles near pods × α / (1 − β) a second, so
+/// retry amplification is about α / ((1 − β) × a pod's share): 0.15 for 50 pods
+/// sharing 2,000 records/s (the fleet simulation), 0.02 for a share of 400/s. A
+/// larger α converges faster from unequal starts and refuses more records.
+pub const RATE_ALPHA: f64 = 2.0;
 /// The rate never goes below this: a pod always makes some progress.
 pub const RATE_MIN: f64 = 5.0;
 /// The flush interval stretches to at most this many times `--flush-interval`.
 pub const MAX_STRETCH: f64 = 4.0;
-/// Without a throttle for this long, the rate limit is lifted.
+/// A limit that held nothing back for this long, without a throttle either, is lifted.
 const RATE_RELEASE: Duration = Duration::from_secs(60);
 /// The flush interval starts to return this long after the last throttle.
 const STRETCH_HOLD: Duration = Duration::from_secs(5);
@@ -57,42 +61,36 @@ const STRETCH_HOLD: Duration = Duration::from_secs(5);
 const LATENCY_FACTOR: f64 = 3.0;
 const LATENCY_FLOOR: Duration = Duration::from_millis(100);
 const SECOND: Duration = Duration::from_secs(1);
-/// After three cuts that changed nothing, throttles are not acted on for this long.
+/// After eight cuts in a row that changed nothing, throttles are not acted on for this long.
 pub const DEAF_FOR: Duration = Duration::from_secs(30);
-/// Four cuts "changed nothing" when the share of throttled records answered since
-/// the first of them is still at least this part of the share before it...
+/// Cuts in a row that must have "changed nothing" before the controller stops
+/// listening: enough that a pod of a fleet rarely sees as many by chance.
+const CUTS_TO_TELL: usize = 8;
+/// Cuts "changed nothing" when the share of throttled records answered since
+/// the first of them is still at least this part of the share before it, and nearly
+/// every call was throttled, only in part. (Past a quota, most of a pod's calls go
+/// through whole or are throttled whole; only one that arrives as the second's quota
+/// runs out is throttled in part.)
 const UNMOVED: f64 = 0.6;
-/// ...and every throttled call was throttled in part, by shares within a factor of
-/// two of each other: a steady part of every call. Past a quota, a pod's calls are
-/// throttled whole, except one that arrives as the second's quota runs out, and
-/// that one by any share.
-const SPREAD: f64 = 2.0;
 
-/// What one finished call tells the controller.
 /// Answers per record between two cuts.
 #[derive(Clone, Copy, Debug, Default)]
 struct Tally {
+    /// Calls answered per record.
+    calls: u64,
     sent: u64,
     throttled: u64,
     throttled_calls: u64,
     /// Calls throttled in part: some records accepted, some "Slow down.".
     partial_calls: u64,
-    /// The least and the greatest throttled share of a throttled call.
-    least: f64,
-    most: f64,
 }
 
 impl Tally {
     fn add(&mut self, s: &Signal) {
+        self.calls += u64::from(s.sent > 0);
         self.sent += u64::from(s.sent);
         self.throttled += u64::from(s.throttled_records);
         if s.throttled_records > 0 {
-            let share = f64::from(s.throttled_records) / f64::from(s.sent.max(1));
-            if self.throttled_calls == 0 {
-                (self.least, self.most) = (share, share);
-            }
-            self.least = self.least.min(share);
-            self.most = self.most.max(share);
             self.throttled_calls += 1;
             if s.accepted > 0 {
                 self.partial_calls += 1;
@@ -101,13 +99,7 @@ impl Tally {
     }
 
     fn merge(&mut self, o: &Tally) {
-        if o.throttled_calls > 0 {
-            if self.throttled_calls == 0 {
-                (self.least, self.most) = (o.least, o.most);
-            }
-            self.least = self.least.min(o.least);
-            self.most = self.most.max(o.most);
-        }
+        self.calls += o.calls;
         self.sent += o.sent;
         self.throttled += o.throttled;
         self.throttled_calls += o.throttled_calls;
@@ -124,6 +116,7 @@ impl Tally {
     }
 }
 
+/// What one finished call tells the controller.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Signal {
     /// Records of the call when Firehose answered per record (a 200; 0 otherwise),
@@ -160,7 +153,7 @@ pub struct Control {
     /// Calls of the last second: (when, sent, accepted, throttled records).
     recent: VecDeque<(Instant, u32, u32, u32)>,
     /// (records answered per record, of them throttled) per interval between cuts,
-    /// the last four; and the same counted since the last cut.
+    /// the last nine; and the same counted since the last cut.
     intervals: VecDeque<Tally>,
     since_cut: Tally,
     deaf_until: Option<Instant>,
@@ -169,6 +162,8 @@ pub struct Control {
     last_step: Instant,
     /// The rate held records back since the last step: only then may it grow.
     held_back: bool,
+    /// When it last did: a limit that holds nothing back for a minute is lifted.
+    last_held: Instant,
     latency_baseline: Option<f64>,
 }
 
@@ -192,6 +187,7 @@ impl Control {
             last_cut: None,
             last_step: now,
             held_back: false,
+            last_held: now,
             latency_baseline: None,
         }
     }
@@ -235,6 +231,8 @@ impl Control {
         };
         let need = (queued as f64).min(self.bucket(rate)).max(1.0);
         if self.tokens + 1e-9 >= need {
+            // Less than what waits: the rate holds the rest back.
+            self.held_back |= self.tokens < queued as f64;
             Allow::Now(self.tokens.floor().max(1.0) as usize)
         } else {
             self.held_back = true;
@@ -321,13 +319,13 @@ impl Control {
         self.held_back = false;
     }
 
-    /// Whether the last four cuts left the throttled share where it was; if so,
+    /// Whether the last eight cuts left the throttled share where it was; if so,
     /// stop listening to throttles for a while. Shares are counted over the whole
     /// intervals between cuts: a second's worth of records is too few to compare.
     fn unanswered(&mut self, now: Instant) -> bool {
         let interval = std::mem::take(&mut self.since_cut);
         self.intervals.push_back(interval);
-        if self.intervals.len() < 5 {
+        if self.intervals.len() < CUTS_TO_TELL + 1 {
             return false;
         }
         let before = self.intervals[0].share();
@@ -337,9 +335,10 @@ impl Control {
         }
         let after = since.share();
         self.intervals.pop_front();
+        // Nearly every call throttled, each only in part.
         let partial = since.partial_calls == since.throttled_calls
-            && since.throttled_calls > 0
-            && since.most <= SPREAD * since.least;
+            && since.throttled_calls as f64 >= 0.8 * since.calls as f64
+            && since.throttled_calls > 0;
         if !(before > 0.0 && after >= before * UNMOVED && partial) {
             return false;
         }
@@ -351,9 +350,17 @@ impl Control {
         self.stretch = 1.0;
         tracing::info!(
             throttled_share = share,
-            "Throttling does not follow this pod's send rate (four cuts changed nothing); not cutting it further for 30 s."
+            "Throttling does not follow this pod's send rate (eight cuts changed nothing); not cutting it further for 30 s."
         );
         true
+    }
+
+    /// The drain: every line read must go before the grace period ends, and a stream
+    /// that throttles will say so call by call; the rate limit and the stretched
+    /// flush no longer help anyone.
+    pub fn drain(&mut self) {
+        self.rate = None;
+        self.stretch = 1.0;
     }
 
     /// Once a second: raise the rate if it held records back and nothing was
@@ -367,11 +374,18 @@ impl Control {
         let calm = self
             .last_throttle
             .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        if self.held_back {
+            self.last_held = now;
+        }
         if let Some(rate) = self.rate {
-            if calm >= RATE_RELEASE {
+            let unused = now.saturating_duration_since(self.last_held);
+            if unused >= RATE_RELEASE && calm >= RATE_RELEASE {
                 self.rate = None;
                 self.intervals.clear();
             } else if self.held_back && calm >= SECOND {
+                // Additive, whatever the time since the last throttle: in a fleet a
+                // pod may go long without one while its peers are cut, and any
+                // faster growth would take their share.
                 self.refill(now);
                 self.rate = Some(rate + RATE_ALPHA * since.as_secs_f64().min(5.0));
             }
@@ -473,22 +487,22 @@ mod tests {
         assert!(soon - at <= Duration::from_secs_f64(3.0 / rate) + Duration::from_millis(1));
     }
 
-    /// Equal pods that start with unequal rates converge toward equal rates: the
-    /// property that makes the fleet fair. A model of N pods sharing a quota of Q
-    /// records per second, where the pods that ask last in a second are throttled.
-    #[test]
-    fn aimd_converges_to_fair_shares_near_the_quota() {
+    /// A model of `n` backlogged pods sharing a quota of `quota` records a second,
+    /// where the pods that ask last in a second (a random order each second) are
+    /// throttled. Returns, over the last 200 of 400 seconds: Jain's index of what
+    /// each pod got through, goodput as a share of the quota, and retry
+    /// amplification (records refused over records accepted).
+    fn model(n: usize, quota: f64, seed: u64) -> (f64, f64, f64) {
         let t0 = Instant::now();
-        let n = 10;
-        let quota = 2_000.0;
         let mut pods: Vec<Control> = (0..n).map(|_| Control::new(true, 4, SECOND, t0)).collect();
-        // Unequal starts: pod i's first accepted second was i * 40 records.
+        // Unequal starts: pod i's first second got between 0.5 and 1.5 fair shares.
         for (i, p) in pods.iter_mut().enumerate() {
-            p.observe(t0, throttled(40 * i as u32 + 20));
+            let got = (quota / n as f64 * (0.5 + i as f64 / n as f64)) as u32;
+            p.observe(t0, throttled(got));
         }
-        let mut goodput = Vec::new();
+        let (mut accepted, mut refused) = (0.0, 0.0);
         let mut got_by_pod = vec![0.0f64; n];
-        let mut rng = fastrand::Rng::with_seed(7);
+        let mut rng = fastrand::Rng::with_seed(seed);
         for sec in 1..400u32 {
             let now = t0 + SECOND * sec;
             let mut wants: Vec<(usize, f64)> = pods
@@ -497,19 +511,18 @@ mod tests {
                 .map(|(i, p)| {
                     let _ = p.allow(now, 1_000_000);
                     // A pod that stopped listening sends all it has.
-                    (i, p.rate().unwrap_or(1_000.0))
+                    (i, p.rate().unwrap_or(quota / n as f64 * 4.0))
                 })
                 .collect();
-            // A different order every second: who asks first varies.
             rng.shuffle(&mut wants);
             let mut left = quota;
-            let mut accepted_total = 0.0;
             for (i, want) in wants {
                 let got = want.min(left);
                 left -= got;
-                accepted_total += got;
                 if sec > 200 {
                     got_by_pod[i] += got;
+                    accepted += got;
+                    refused += want - got;
                 }
                 let s = if got < want {
                     throttled_of(got as u32, want as u32)
@@ -519,21 +532,30 @@ mod tests {
                 pods[i].observe(now, s);
                 pods[i].held_back = true; // backlogged: the rate held records back
             }
-            if sec > 200 {
-                goodput.push(accepted_total / quota);
-            }
         }
-        // Jain's index over what each pod got through in the last 200 s.
-        let rates = &got_by_pod;
-        let sum: f64 = rates.iter().sum();
-        let sq: f64 = rates.iter().map(|r| r * r).sum();
+        let sum: f64 = got_by_pod.iter().sum();
+        let sq: f64 = got_by_pod.iter().map(|r| r * r).sum();
         let jain = sum * sum / (n as f64 * sq);
-        let mean_goodput = goodput.iter().sum::<f64>() / goodput.len() as f64;
-        // Not 1.0: now and then a pod that straddles the quota's end in several cuts
-        // running looks like a stream that throttles at random and stops listening
-        // for a while (see `unanswered`); the fleet's bar is 0.9.
-        assert!(jain > 0.9, "Jain {jain}: {rates:?}");
-        assert!(mean_goodput > 0.85, "goodput {mean_goodput}");
+        (jain, accepted / (quota * 199.0), refused / accepted)
+    }
+
+    /// Equal pods that start with unequal rates converge toward equal shares near
+    /// the quota, with few refused records: what makes a fleet fair and cheap.
+    /// The model predicted the fleet simulation's retry amplification (1.6 with an
+    /// earlier choice of α = 10, β = 0.85, where the simulation measured 1.59);
+    /// the constants were chosen with it.
+    #[test]
+    fn aimd_converges_to_fair_shares_near_the_quota() {
+        for (n, quota) in [(10, 2_000.0), (50, 2_000.0), (50, 20_000.0)] {
+            let (jain, goodput, amplification) = model(n, quota, 11);
+            eprintln!("aimd model, {n} pods, quota {quota}/s: Jain {jain:.3}, goodput {goodput:.3}, amplification {amplification:.3}");
+            assert!(jain > 0.9, "{n} pods, quota {quota}: Jain {jain}");
+            assert!(goodput > 0.95, "{n} pods, quota {quota}: goodput {goodput}");
+            assert!(
+                amplification < 0.3,
+                "{n} pods, quota {quota}: amplification {amplification}"
+            );
+        }
     }
 
     #[test]
@@ -558,19 +580,19 @@ mod tests {
         assert_eq!(c.rate(), None);
     }
 
-    /// A stream that throttles a fifth of every call whatever the rate: three cuts
+    /// A stream that throttles a fifth of every call whatever the rate: eight cuts
     /// change nothing, so the pod stops cutting instead of starving at the minimum.
     #[test]
     fn throttling_that_ignores_the_rate_does_not_starve_the_pod() {
         let t0 = Instant::now();
         let mut c = Control::new(true, 4, SECOND, t0);
         let mut lowest = f64::MAX;
-        for i in 0..20u32 {
+        for i in 0..30u32 {
             c.observe(t0 + SECOND * i, throttled_of(800, 1000));
             lowest = lowest.min(c.rate().unwrap_or(f64::MAX));
         }
         assert!(
-            lowest >= 800.0 * RATE_BETA.powi(4) - 1e-6,
+            lowest >= 800.0 * RATE_BETA.powi(CUTS_TO_TELL as i32) - 1e-6,
             "rate fell to {lowest}"
         );
         assert_eq!(
@@ -579,9 +601,49 @@ mod tests {
             "still limited after the cuts changed nothing"
         );
         // And it listens again later.
-        let later = t0 + SECOND * 20 + DEAF_FOR;
+        let later = t0 + SECOND * 30 + DEAF_FOR;
         c.observe(later, throttled_of(500, 1000));
         assert!(c.rate().is_some());
+    }
+
+    #[test]
+    fn the_drain_lifts_the_rate_and_the_stretch() {
+        let t0 = Instant::now();
+        let mut c = Control::new(true, 4, SECOND, t0);
+        c.observe(t0, throttled(100));
+        assert!(c.rate().is_some() && c.flush_interval() > SECOND);
+        c.drain();
+        assert_eq!(c.rate(), None);
+        assert_eq!(c.flush_interval(), SECOND);
+        assert_eq!(c.allow(t0, 10_000), Allow::Now(usize::MAX));
+    }
+
+    /// A pod with a backlog grows its rate by [`RATE_ALPHA`] a second once not
+    /// throttled, however long ago the last throttle was; its limit is lifted only
+    /// after a minute in which it held nothing back.
+    #[test]
+    fn a_held_rate_grows_additively_and_an_unused_one_is_lifted() {
+        let t0 = Instant::now();
+        let mut c = Control::new(true, 4, SECOND, t0);
+        c.observe(t0, throttled(1000));
+        let start = c.rate().unwrap();
+        let mut t = t0;
+        for _ in 0..120 {
+            t += SECOND;
+            if let Allow::Now(n) = c.allow(t, 1_000_000) {
+                c.sent(n);
+            }
+        }
+        let grown = c.rate().unwrap() - start;
+        assert!(
+            (RATE_ALPHA * 100.0..=RATE_ALPHA * 120.0).contains(&grown),
+            "grew {grown} in 120 s"
+        );
+        for _ in 0..61 {
+            t += SECOND;
+            let _ = c.allow(t, 0);
+        }
+        assert_eq!(c.rate(), None);
     }
 
     #[test]

@@ -183,7 +183,10 @@ pub async fn run(
             }
             batch = rx.recv(), if open && queue.has_room() => match batch {
                 Some(b) => queue.push_batch(b, &progress),
-                None => open = false,
+                None => {
+                    open = false;
+                    control.drain();
+                }
             },
             _ = sleep_until_opt(wake) => {}
         }
