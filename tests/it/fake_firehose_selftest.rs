@@ -15,8 +15,9 @@ use aws_sdk_firehose::types::Record;
 use aws_sdk_firehose::Client;
 
 use crate::support::fake_firehose::{
-    CallError, Counters, FakeConfig, FakeFirehose, Fault, Faults, Outcome, RawAnswer, RecordError,
-    DEFAULT_STREAM, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, MAX_RECORD_BYTES,
+    CallError, Counters, FakeConfig, FakeFirehose, Fault, Faults, Outcome, Quota, QuotaCounts,
+    RawAnswer, RecordError, DEFAULT_STREAM, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL,
+    MAX_RECORD_BYTES,
 };
 
 type PutResult = Result<PutRecordBatchOutput, SdkError<PutRecordBatchError>>;
@@ -735,4 +736,178 @@ async fn fail_marker_fails_the_marked_record_in_every_call() {
     fake.update_faults(|f| f.fail_marker = None);
     put(&client, &data[1..2]).await.expect("a 200");
     assert_eq!(fake.counters().records_accepted, 7);
+}
+
+// ----- quota mode ---------------------------------------------------------------------
+
+fn quota_fake(records: u64, requests: u64, bytes: u64) -> FakeFirehose {
+    FakeFirehose::start(FakeConfig {
+        quota: Some(Quota {
+            records_per_second: records,
+            requests_per_second: requests,
+            bytes_per_second: bytes,
+        }),
+        stream_family: true,
+        ..FakeConfig::default()
+    })
+}
+
+/// Waits for a quota window to begin and returns it, so that the few calls a test
+/// makes next fall in one window (they take milliseconds; the window lasts a second).
+fn fresh_window(fake: &FakeFirehose) -> u64 {
+    let now = fake.quota_window();
+    assert!(crate::support::eventually(Duration::from_secs(3), || {
+        fake.quota_window() > now
+    }));
+    fake.quota_window()
+}
+
+/// The request indices answered "Slow down." inside the 200, checked entry by entry.
+fn slowed_down(out: &PutRecordBatchOutput) -> Vec<usize> {
+    let mut slowed = Vec::new();
+    for (i, entry) in out.request_responses().iter().enumerate() {
+        match entry.error_code() {
+            Some(code) => {
+                assert_eq!(code, "ServiceUnavailableException", "entry {i}");
+                assert_eq!(entry.error_message(), Some("Slow down."), "entry {i}");
+                assert_eq!(entry.record_id(), None, "entry {i}");
+                slowed.push(i);
+            }
+            None => assert!(entry.record_id().is_some(), "entry {i}"),
+        }
+    }
+    assert_eq!(out.failed_put_count(), slowed.len() as i32);
+    slowed
+}
+
+#[tokio::test]
+async fn quota_throttles_exactly_the_records_past_the_record_quota_across_sources() {
+    let fake = quota_fake(10, 100, 1 << 20);
+    let client = client(&fake, None);
+    let (a, b) = (
+        format!("{DEFAULT_STREAM}-pod-a"),
+        format!("{DEFAULT_STREAM}-pod-b"),
+    );
+    let window = fresh_window(&fake);
+
+    let first = put_to(&client, &a, &lines("a", 6)).await.expect("200");
+    let second = put_to(&client, &b, &lines("b", 6)).await.expect("200");
+    assert_eq!(
+        fake.quota_window(),
+        window,
+        "the calls straddled two windows"
+    );
+
+    assert_eq!(slowed_down(&first), Vec::<usize>::new());
+    assert_eq!(slowed_down(&second), vec![4, 5], "the excess, at the end");
+    assert_eq!(fake.records_accepted(), 10);
+    let sources = fake.quota_sources();
+    assert_eq!(sources[&a].records_accepted, 6);
+    assert_eq!(
+        (sources[&b].records_accepted, sources[&b].records_throttled),
+        (4, 2)
+    );
+    let series = fake.quota_series();
+    assert_eq!(series.len() as u64, window + 1);
+    assert_eq!(
+        series[window as usize],
+        QuotaCounts {
+            records_accepted: 10,
+            records_throttled: 2,
+            records_in_rejected_calls: 0,
+            bytes_accepted: lines("a", 6)
+                .iter()
+                .chain(&lines("b", 4))
+                .map(|l| l.len() as u64)
+                .sum(),
+            lines_accepted: 10,
+            calls_admitted: 2,
+            calls_rejected: 0,
+        }
+    );
+    // A name outside the family is still unknown.
+    let (err, _) = service_error(put_to(&client, "other-pod-a", &lines("x", 1)).await);
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+}
+
+#[tokio::test]
+async fn quota_throttles_the_records_past_the_byte_quota() {
+    let data = lines("bytes", 5);
+    let size = data[0].len() as u64;
+    let fake = quota_fake(1000, 100, 3 * size);
+    let client = client(&fake, None);
+    let window = fresh_window(&fake);
+
+    let out = put(&client, &data).await.expect("200");
+    assert_eq!(
+        fake.quota_window(),
+        window,
+        "the call straddled two windows"
+    );
+
+    assert_eq!(slowed_down(&out), vec![3, 4]);
+    assert_eq!(fake.accepted(), data[..3].to_vec());
+}
+
+#[tokio::test]
+async fn quota_rejects_the_calls_past_the_request_quota_whole() {
+    let fake = quota_fake(1000, 2, 1 << 20);
+    let client = client(&fake, None);
+    let window = fresh_window(&fake);
+
+    put(&client, &lines("one", 2))
+        .await
+        .expect("first call admitted");
+    put(&client, &lines("two", 2))
+        .await
+        .expect("second call admitted");
+    let (err, status) = service_error(put(&client, &lines("three", 3)).await);
+    assert_eq!(
+        fake.quota_window(),
+        window,
+        "the calls straddled two windows"
+    );
+
+    assert!(err.is_service_unavailable_exception(), "{err:?}");
+    assert_eq!((err.message(), status), (Some("Slow down."), 503));
+    assert_eq!(fake.records_accepted(), 4, "nothing of the third call");
+    let counts = fake.quota_series()[window as usize];
+    assert_eq!((counts.calls_admitted, counts.calls_rejected), (2, 1));
+    assert_eq!(counts.records_rejected(), 3);
+    assert_eq!(
+        fake.counters().errors_by_code["ServiceUnavailableException"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn quota_windows_reset_every_second() {
+    let fake = quota_fake(5, 2, 1 << 20);
+    let client = client(&fake, None);
+    let window = fresh_window(&fake);
+    put(&client, &lines("full", 5)).await.expect("200");
+    let out = put(&client, &lines("over", 1)).await.expect("200");
+    assert_eq!(slowed_down(&out), vec![0]);
+    let (err, _) = service_error(put(&client, &lines("rejected", 1)).await);
+    assert!(err.is_service_unavailable_exception());
+    assert_eq!(
+        fake.quota_window(),
+        window,
+        "the calls straddled two windows"
+    );
+
+    let next = fresh_window(&fake);
+    let out = put(&client, &lines("next", 5)).await.expect("200");
+    assert_eq!(fake.quota_window(), next, "the call straddled two windows");
+
+    assert_eq!(
+        slowed_down(&out),
+        Vec::<usize>::new(),
+        "a new window, a new quota"
+    );
+    let series = fake.quota_series();
+    assert_eq!(series[window as usize].records_accepted, 5);
+    assert_eq!(series[window as usize].records_rejected(), 2);
+    assert_eq!(series[next as usize].records_accepted, 5);
+    assert_eq!(series[next as usize].records_rejected(), 0);
 }

@@ -14,6 +14,7 @@ mod core;
 mod delivery;
 mod faults;
 mod files;
+mod fleet;
 mod follower_model;
 mod memory;
 mod operate;

@@ -8,6 +8,12 @@
 //! (§4) and injects faults, either by rate (seeded, so a failing run can be replayed)
 //! or by script (a queue of answers, one per call, used before any rate applies).
 //!
+//! With a [`Quota`] it is the shared stream of the fleet simulation (issue 15): records,
+//! requests and bytes per one-second window, the excess records answered "Slow down."
+//! inside a 200 and the excess calls rejected whole with a 503, as Firehose does; with
+//! `stream_family` each pod may use its own stream name (`{stream}-{pod}`) so that the
+//! per-source counters tell pods apart while they share the one quota.
+//!
 //! Every answer has the shape the AWS SDK for Rust parses (checked against
 //! aws-sdk-firehose 1.128 `operation/put_record_batch.rs` and aws-smithy-json 0.65
 //! `protocol/error.rs`): success is HTTP 200 with `FailedPutCount`, `Encrypted` and a
@@ -341,6 +347,13 @@ pub struct FakeConfig {
     pub faults: Faults,
     /// Scripted answers for the first calls.
     pub script: Vec<Fault>,
+    /// A stream quota over one-second windows (the fleet simulation); `None` enforces
+    /// only the per-call limits.
+    pub quota: Option<Quota>,
+    /// When true, every name `{stream_name}-{source}` is known too, all of them sharing
+    /// the one quota: a fleet driver gives each pod its own name so the per-source
+    /// counters tell pods apart while they compete as they would for one stream.
+    pub stream_family: bool,
 }
 
 impl Default for FakeConfig {
@@ -352,7 +365,125 @@ impl Default for FakeConfig {
             seed: 0x5eed_f17e,
             faults: Faults::default(),
             script: Vec::new(),
+            quota: None,
+            stream_family: false,
         }
+    }
+}
+
+/// A delivery stream's throughput quota, enforced over one-second windows counted from
+/// the fake's start. Firehose states its quota per second (records, requests, bytes:
+/// §4) and answers the excess with "Slow down."; fixed windows are the plainest reading
+/// of that, and make every decision explainable from the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Records accepted per window; the records past it get "Slow down." inside a 200.
+    pub records_per_second: u64,
+    /// Calls admitted per window; the calls past it get a whole-call 503
+    /// `ServiceUnavailableException` "Slow down." and take none of the other quotas.
+    pub requests_per_second: u64,
+    /// Decoded bytes accepted per window; a record that would pass it gets "Slow
+    /// down." inside a 200.
+    pub bytes_per_second: u64,
+}
+
+/// What the quota did, in one window or to one source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotaCounts {
+    /// Records accepted (within every quota).
+    pub records_accepted: u64,
+    /// Records answered "Slow down." inside an admitted call.
+    pub records_throttled: u64,
+    /// Records carried by calls rejected whole.
+    pub records_in_rejected_calls: u64,
+    /// Decoded bytes accepted.
+    pub bytes_accepted: u64,
+    /// Lines in the records accepted (more than the records with `--aggregate`).
+    pub lines_accepted: u64,
+    /// Calls within the request quota.
+    pub calls_admitted: u64,
+    /// Calls rejected whole for the request quota.
+    pub calls_rejected: u64,
+}
+
+impl QuotaCounts {
+    /// Records the quota turned away, one by one or with their call: what callers must
+    /// send again.
+    pub fn records_rejected(&self) -> u64 {
+        self.records_throttled + self.records_in_rejected_calls
+    }
+
+    /// Adds `other` in, e.g. to total the sources.
+    pub fn add(&mut self, other: &QuotaCounts) {
+        self.records_accepted += other.records_accepted;
+        self.records_throttled += other.records_throttled;
+        self.records_in_rejected_calls += other.records_in_rejected_calls;
+        self.bytes_accepted += other.bytes_accepted;
+        self.lines_accepted += other.lines_accepted;
+        self.calls_admitted += other.calls_admitted;
+        self.calls_rejected += other.calls_rejected;
+    }
+}
+
+/// The quota's bookkeeping: the current window's use, a time series by window and a
+/// total by source (stream name).
+#[derive(Default)]
+struct QuotaBook {
+    window: u64,
+    used: QuotaCounts,
+    series: Vec<QuotaCounts>,
+    sources: BTreeMap<String, QuotaCounts>,
+}
+
+impl QuotaBook {
+    /// Decides one call in `window`: `None` rejects it whole; otherwise the records to
+    /// throttle. Records already `failed` by an injected fault take no quota.
+    fn decide(
+        &mut self,
+        quota: Quota,
+        window: u64,
+        source: &str,
+        batch: &DecodedBatch,
+        failed: &[bool],
+    ) -> Option<Vec<bool>> {
+        if window != self.window {
+            self.window = window;
+            self.used = QuotaCounts::default();
+        }
+        let mut counts = QuotaCounts::default();
+        let throttled = if self.used.calls_admitted >= quota.requests_per_second {
+            counts.calls_rejected = 1;
+            counts.records_in_rejected_calls = batch.len() as u64;
+            None
+        } else {
+            counts.calls_admitted = 1;
+            let mut throttled = vec![false; batch.len()];
+            for i in (0..batch.len()).filter(|&i| !failed[i]) {
+                let size = batch.record(i).len();
+                let records = self.used.records_accepted + counts.records_accepted;
+                let bytes = self.used.bytes_accepted + counts.bytes_accepted + size as u64;
+                if records < quota.records_per_second && bytes <= quota.bytes_per_second {
+                    counts.records_accepted += 1;
+                    counts.bytes_accepted += size as u64;
+                    counts.lines_accepted += count_lines(batch.record(i));
+                } else {
+                    throttled[i] = true;
+                    counts.records_throttled += 1;
+                }
+            }
+            Some(throttled)
+        };
+        self.used.add(&counts);
+        let index = usize::try_from(window).expect("window index fits usize");
+        if self.series.len() <= index {
+            self.series.resize(index + 1, QuotaCounts::default());
+        }
+        self.series[index].add(&counts);
+        self.sources
+            .entry(source.to_owned())
+            .or_default()
+            .add(&counts);
+        throttled
     }
 }
 
@@ -615,6 +746,37 @@ impl FakeFirehose {
         self.shared.lock().counters.records_accepted
     }
 
+    // ----- the quota ----------------------------------------------------------------
+
+    /// Sets or lifts the quota from the next call; the windows keep counting from the
+    /// fake's start, and the series and per-source totals are kept.
+    pub fn set_quota(&self, quota: Option<Quota>) {
+        self.shared.lock().quota = quota;
+    }
+
+    /// The current quota window: whole seconds since the fake started.
+    pub fn quota_window(&self) -> u64 {
+        self.shared.lock().epoch.elapsed().as_secs()
+    }
+
+    /// What the quota did in each window so far, indexed by window (whole seconds since
+    /// the fake started); windows without calls are zero.
+    pub fn quota_series(&self) -> Vec<QuotaCounts> {
+        self.shared.lock().quota_book.series.clone()
+    }
+
+    /// What the quota did to each source (the stream name a call asked for), in total.
+    pub fn quota_sources(&self) -> BTreeMap<String, QuotaCounts> {
+        self.shared.lock().quota_book.sources.clone()
+    }
+
+    /// Calls `f` with every accepted line (as [`FakeFirehose::accepted_lines`] splits
+    /// them) without copying them out, for runs that accept millions of lines.
+    pub fn for_each_accepted_line(&self, mut f: impl FnMut(&[u8])) {
+        let state = self.shared.lock();
+        state.records().flat_map(split_lines).for_each(&mut f);
+    }
+
     // ----- waiting ----------------------------------------------------------------
 
     /// Blocks until at least `n` lines were accepted or `timeout` passed; true when
@@ -691,6 +853,11 @@ struct State {
     ends: Vec<usize>,
     calls: Vec<CallLog>,
     counters: Counters,
+    stream_family: bool,
+    quota: Option<Quota>,
+    /// Window 0 of the quota starts here (the fake's start).
+    epoch: Instant,
+    quota_book: QuotaBook,
 }
 
 impl State {
@@ -739,6 +906,10 @@ impl Shared {
                 ends: Vec::new(),
                 calls: Vec::new(),
                 counters: Counters::default(),
+                stream_family: config.stream_family,
+                quota: config.quota,
+                epoch: Instant::now(),
+                quota_book: QuotaBook::default(),
             }),
             changed: Condvar::new(),
         }
@@ -833,7 +1004,37 @@ impl Shared {
             faults,
             stream_name: Arc::clone(&state.stream_name),
             stream_missing: state.stream_missing,
+            stream_family: state.stream_family,
         }
+    }
+
+    /// Applies the quota (when set) to a call that passed every other check: `None`
+    /// when the call is rejected whole, else its per-record verdicts with the
+    /// throttled records marked "Slow down.".
+    fn apply_quota(
+        &self,
+        source: &str,
+        batch: &DecodedBatch,
+        faults: RecordFaults,
+    ) -> Option<RecordFaults> {
+        let mut state = self.lock();
+        let Some(quota) = state.quota else {
+            return Some(faults);
+        };
+        let window = state.epoch.elapsed().as_secs();
+        let mut verdicts = faults
+            .verdicts(batch.len())
+            .unwrap_or_else(|| vec![None; batch.len()]);
+        let failed: Vec<bool> = verdicts.iter().map(Option::is_some).collect();
+        let throttled = state
+            .quota_book
+            .decide(quota, window, source, batch, &failed)?;
+        for (verdict, throttled) in verdicts.iter_mut().zip(throttled) {
+            if throttled {
+                *verdict = Some(RecordError::SlowDown);
+            }
+        }
+        Some(RecordFaults::Verdicts(verdicts))
     }
 }
 
@@ -844,6 +1045,7 @@ struct Plan {
     faults: Arc<Faults>,
     stream_name: Arc<str>,
     stream_missing: bool,
+    stream_family: bool,
 }
 
 enum Action {
@@ -859,6 +1061,7 @@ enum RecordFaults {
     None,
     Indices(Vec<usize>, RecordError),
     All(RecordError),
+    Verdicts(Vec<Option<RecordError>>),
     Random {
         rng: fastrand::Rng,
         slow_down: f64,
@@ -881,6 +1084,7 @@ impl RecordFaults {
                 Some(v)
             }
             RecordFaults::All(error) => Some(vec![Some(error); n]),
+            RecordFaults::Verdicts(verdicts) => Some(verdicts),
             RecordFaults::Random {
                 mut rng,
                 slow_down,
@@ -1242,7 +1446,10 @@ async fn handle(
 
     // What the real service checks, in a plausible order: the stream, the quotas,
     // then the records' contents.
-    if plan.stream_missing || *parsed.delivery_stream_name != *plan.stream_name {
+    let known = *parsed.delivery_stream_name == *plan.stream_name
+        || (plan.stream_family
+            && is_family_member(&parsed.delivery_stream_name, &plan.stream_name));
+    if plan.stream_missing || !known {
         let message = stream_not_found(&parsed.delivery_stream_name);
         return Ok(answer_error(
             &shared,
@@ -1302,7 +1509,25 @@ async fn handle(
         }
         None => record_faults,
     };
+    let Some(record_faults) = shared.apply_quota(&entry.stream, &batch, record_faults) else {
+        let error = CallError::ServiceUnavailable503;
+        let message = error.message(&entry.stream);
+        return Ok(answer_error(
+            &shared,
+            entry,
+            error.status(),
+            error.code(),
+            &message,
+        ));
+    };
     Ok(accept(&shared, entry, &batch, record_faults, then.as_ref()))
+}
+
+/// `{stream}-{source}` with a non-empty source.
+fn is_family_member(name: &str, stream: &str) -> bool {
+    name.strip_prefix(stream)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|source| !source.is_empty())
 }
 
 /// Answers 200 for a call that passed every check: records the accepted records,

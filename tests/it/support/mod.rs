@@ -4,6 +4,9 @@
 
 pub mod fake_firehose;
 pub mod firetail;
+pub mod fleet;
+pub mod fleet_figures;
+pub mod fleet_pod;
 pub mod moto;
 pub mod pod;
 
