@@ -26,7 +26,7 @@ fn short_plan(mode: Mode, dir: PathBuf) -> Plan {
         warmup: Duration::from_secs(2),
         overload: Duration::from_secs(7),
         settle: Duration::from_secs(1),
-        catch_up_limit: Duration::from_secs(25),
+        catch_up_limit: Duration::from_secs(15),
         line_bytes: 200,
         binary: PathBuf::from(env!("CARGO_BIN_EXE_firetail")),
         dir,
