@@ -55,6 +55,8 @@ pub const RATE_MIN: f64 = 5.0;
 pub const MAX_STRETCH: f64 = 4.0;
 /// A limit that held nothing back for this long, without a throttle either, is lifted.
 const RATE_RELEASE: Duration = Duration::from_secs(60);
+/// The window over which what the app offers is measured.
+const OFFERED_OVER: Duration = Duration::from_secs(5);
 /// The flush interval starts to return this long after the last throttle.
 const STRETCH_HOLD: Duration = Duration::from_secs(5);
 /// A call slower than this many times the latency baseline counts as congestion.
@@ -150,6 +152,8 @@ pub struct Control {
     rate: Option<f64>,
     tokens: f64,
     refilled: Instant,
+    /// Records that arrived from the batch stage over the last [`OFFERED_OVER`].
+    intake: VecDeque<(Instant, u32)>,
     /// Calls of the last second: (when, sent, accepted, throttled records).
     recent: VecDeque<(Instant, u32, u32, u32)>,
     /// (records answered per record, of them throttled) per interval between cuts,
@@ -181,6 +185,7 @@ impl Control {
             rate: None,
             tokens: 0.0,
             refilled: now,
+            intake: VecDeque::new(),
             recent: VecDeque::new(),
             intervals: VecDeque::new(),
             since_cut: Tally::default(),
@@ -254,6 +259,29 @@ impl Control {
         }
     }
 
+    /// `records` arrived from the batch stage: what the app offers.
+    pub fn arrived(&mut self, now: Instant, records: usize) {
+        self.intake.push_back((now, records as u32));
+        while self
+            .intake
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > OFFERED_OVER)
+        {
+            self.intake.pop_front();
+        }
+    }
+
+    /// Records per second the app offered over the last [`OFFERED_OVER`].
+    fn offered(&self, now: Instant) -> f64 {
+        let n: u64 = self
+            .intake
+            .iter()
+            .filter(|(t, _)| now.saturating_duration_since(*t) <= OFFERED_OVER)
+            .map(|(_, n)| u64::from(*n))
+            .sum();
+        n as f64 / OFFERED_OVER.as_secs_f64()
+    }
+
     /// Learns from one finished call.
     pub fn observe(&mut self, now: Instant, s: Signal) {
         self.recent
@@ -315,8 +343,11 @@ impl Control {
         let rate = match self.rate {
             Some(r) => r * RATE_BETA,
             None => {
+                // What the stream took from this pod in the last second is luck
+                // when many pods start at once; what the app offered is the same
+                // for pods that write alike. The larger of the two.
                 let got: u32 = self.recent.iter().map(|(_, _, a, _)| a).sum();
-                f64::from(got) * RATE_BETA
+                f64::from(got).max(self.offered(now)) * RATE_BETA
             }
         };
         self.rate = Some(rate.max(RATE_MIN));
@@ -611,6 +642,21 @@ mod tests {
         let later = t0 + SECOND * 30 + DEAF_FOR;
         c.observe(later, throttled_of(500, 1000));
         assert!(c.rate().is_some());
+    }
+
+    /// Pods that start together get what luck gives them in the first second; the
+    /// first rate is at least what the app offers, so equal pods start alike.
+    #[test]
+    fn the_first_rate_is_at_least_what_the_app_offers() {
+        let t0 = Instant::now();
+        let mut c = Control::new(true, 4, SECOND, t0);
+        for i in 0..50u32 {
+            c.arrived(t0 + Duration::from_millis(100) * i, 6); // 60 records/s
+        }
+        // Nothing got through in the last second.
+        c.observe(t0 + SECOND * 5, throttled_of(0, 500));
+        let rate = c.rate().unwrap();
+        assert!((rate - 60.0 * RATE_BETA).abs() < 2.0, "{rate}");
     }
 
     #[test]

@@ -182,7 +182,10 @@ pub async fn run(
                 queue.ended(ended, &progress);
             }
             batch = rx.recv(), if open && queue.has_room() => match batch {
-                Some(b) => queue.push_batch(b, &progress),
+                Some(b) => {
+                    control.arrived(Instant::now(), b.records.len());
+                    queue.push_batch(b, &progress);
+                }
                 None => {
                     open = false;
                     control.drain();
