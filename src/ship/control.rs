@@ -307,7 +307,7 @@ impl Control {
             self.last_throttle = Some(now);
         }
         if s.throttled || s.failed || slow {
-            self.cut(now, s.throttled);
+            self.cut(now, s.throttled, s.throttled_records > 0);
         } else if s.in_flight_at_send >= self.in_flight_limit() {
             self.limit = (self.limit + 1.0 / self.limit).min(self.max_in_flight as f64);
         }
@@ -327,7 +327,7 @@ impl Control {
 
     /// One congestion event per second at most: halve the calls in flight; on a
     /// throttle, also cut the rate and stretch the flush interval.
-    fn cut(&mut self, now: Instant, throttled: bool) {
+    fn cut(&mut self, now: Instant, throttled: bool, per_record: bool) {
         if self
             .last_cut
             .is_some_and(|t| now.saturating_duration_since(t) < SECOND)
@@ -336,7 +336,15 @@ impl Control {
         }
         self.last_cut = Some(now);
         self.limit = (self.limit / 2.0).max(1.0);
-        if !throttled || self.unanswered(now) {
+        if !throttled {
+            return;
+        }
+        // Fewer, fuller calls answer a request quota (and an outage's 503s, which
+        // look the same); only records answered "Slow down." say the records are
+        // too many. A rate cut on whole-call throttles would leave a pod crawling
+        // after an outage.
+        self.stretch = (self.stretch * 1.5).min(MAX_STRETCH);
+        if !per_record || self.unanswered(now) {
             return;
         }
         self.refill(now);
@@ -352,7 +360,6 @@ impl Control {
         };
         self.rate = Some(rate.max(RATE_MIN));
         self.tokens = self.tokens.min(self.bucket(rate.max(RATE_MIN)));
-        self.stretch = (self.stretch * 1.5).min(MAX_STRETCH);
         self.last_step = now;
         self.held_back = false;
     }
@@ -657,6 +664,28 @@ mod tests {
         c.observe(t0 + SECOND * 5, throttled_of(0, 500));
         let rate = c.rate().unwrap();
         assert!((rate - 60.0 * RATE_BETA).abs() < 2.0, "{rate}");
+    }
+
+    /// Whole calls throttled (the request quota, or an outage's 503s) stretch the
+    /// flush interval and halve the calls in flight, but leave the send rate alone:
+    /// when the stream comes back, the pod is not left crawling.
+    #[test]
+    fn whole_call_throttles_do_not_cut_the_rate() {
+        let t0 = Instant::now();
+        let mut c = Control::new(true, 4, SECOND, t0);
+        for i in 0..30u32 {
+            c.observe(
+                t0 + SECOND * i,
+                Signal {
+                    throttled: true,
+                    latency: Duration::from_millis(5),
+                    ..Signal::default()
+                },
+            );
+        }
+        assert_eq!(c.rate(), None);
+        assert_eq!(c.flush_interval(), SECOND.mul_f64(MAX_STRETCH));
+        assert_eq!(c.in_flight_limit(), 1);
     }
 
     #[test]
