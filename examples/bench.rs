@@ -38,6 +38,9 @@
 
 #[path = "bench/child.rs"]
 mod child;
+#[path = "shared/release.rs"]
+mod release;
+use release::{command_output, firetail_binary, loadavg};
 #[allow(dead_code)]
 #[path = "../tests/it/support/fake_firehose.rs"]
 mod fake_firehose;
@@ -285,7 +288,7 @@ fn secs(d: Duration) -> f64 {
 fn main() {
     let opts = Opts::parse();
     let (transports, modes_agg, scenarios) = plan(&opts);
-    let bin = firetail_binary(&opts);
+    let bin = firetail_binary(opts.firetail.as_deref(), |m| say(m));
     let machine = machine();
     let load_before = loadavg();
     say(format!("machine: {machine}; load average {load_before}"));
@@ -403,33 +406,6 @@ fn plan(opts: &Opts) -> (Vec<bool>, Vec<bool>, Vec<Scenario>) {
         vec![false]
     };
     (transports, modes, scenarios)
-}
-
-/// Builds the release binary (a no-op when it is up to date) and returns its path:
-/// `target/release/firetail`, beside this example's `target/release/examples/bench`.
-fn firetail_binary(opts: &Opts) -> PathBuf {
-    if let Some(p) = &opts.firetail {
-        return p.clone();
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    say("cargo build --release --bin firetail");
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--bin", "firetail"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build --release --bin firetail failed"
-    );
-    let exe = std::env::current_exe().expect("current_exe");
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/release/examples/bench");
-    let bin = release.join("firetail");
-    assert!(bin.is_file(), "{} was not built", bin.display());
-    bin
 }
 
 // ===== scenarios ======================================================================
@@ -824,26 +800,6 @@ fn machine() -> String {
         .to_owned();
     let mem_gib = child::status_kib("/proc/meminfo", "MemTotal").unwrap_or(0) as f64 / 1048576.0;
     format!("nproc {nproc} × {model}, {mem_gib:.0} GiB RAM, Linux {kernel}")
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn command_output(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {

@@ -37,13 +37,14 @@ mod fleet_figures;
 #[allow(dead_code)]
 #[path = "../tests/it/support/fleet_pod.rs"]
 mod fleet_pod;
+#[path = "shared/release.rs"]
+mod release;
 #[path = "fleet/report.rs"]
 mod report;
 #[path = "fleet/svg.rs"]
 mod svg;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -95,7 +96,7 @@ struct Opts {
 
 fn main() {
     let opts = Opts::parse();
-    let binary = firetail_binary(&opts);
+    let binary = release::firetail_binary(opts.firetail.as_deref(), |m| say(m));
     let scenarios: Vec<Scenario> = Scenario::ALL
         .into_iter()
         .filter(|s| opts.scenario == "all" || opts.scenario == s.name())
@@ -104,7 +105,7 @@ fn main() {
         .into_iter()
         .filter(|m| opts.mode == "both" || opts.mode == m.name())
         .collect();
-    let load_before = report::loadavg();
+    let load_before = release::loadavg();
     let started = Instant::now();
     let mut runs: Vec<Run> = Vec::new();
     for &scenario in &scenarios {
@@ -168,33 +169,6 @@ fn plan(opts: &Opts, scenario: Scenario, mode: Mode, binary: &Path, dir: &Path) 
         dir: dir.to_path_buf(),
         extra_args: opts.pod_args.clone(),
     }
-}
-
-/// Builds the release binary (a no-op when it is up to date) and returns its path,
-/// beside this example's `target/release/examples/fleet`.
-fn firetail_binary(opts: &Opts) -> PathBuf {
-    if let Some(p) = &opts.firetail {
-        return p.clone();
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    say("cargo build --release --bin firetail");
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--bin", "firetail"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build --release --bin firetail failed"
-    );
-    let exe = std::env::current_exe().expect("current_exe");
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/release/examples/fleet");
-    let bin = release.join("firetail");
-    assert!(bin.is_file(), "{} was not built", bin.display());
-    bin
 }
 
 fn say(text: impl AsRef<str>) {

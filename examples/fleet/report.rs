@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::fleet::{Run, CAUGHT_UP_LAG, OVERLOAD, RELIEF};
@@ -73,7 +72,7 @@ pub fn table(runs: &[Run], load_before: &str, wall: Duration) -> String {
         q.requests_per_second,
         q.bytes_per_second / 1024,
         plan.line_bytes,
-        loadavg(),
+        crate::release::loadavg(),
         wall.as_secs_f64()
     );
     let _ = writeln!(t);
@@ -141,24 +140,13 @@ pub fn table(runs: &[Run], load_before: &str, wall: Duration) -> String {
     t
 }
 
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn command_output(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    let out = crate::release::command_output(cmd, args);
+    if out.is_empty() {
+        "unknown".into()
+    } else {
+        out
+    }
 }
 
 /// Replaces the text between the fleet markers.
