@@ -431,6 +431,17 @@ mod tests {
         assert!(!just_fits.is_oversize());
     }
 
+    /// The README's promise: a deadline is drawn between 90 % and 100 % of the
+    /// interval, never past it, and not always the same.
+    #[test]
+    fn flush_deadlines_are_drawn_within_the_last_tenth_of_the_interval() {
+        let d = Duration::from_secs(1);
+        let draws: Vec<Duration> = (0..1000).map(|_| jittered(d)).collect();
+        assert!(draws.iter().all(|j| *j <= d && *j >= d.mul_f64(0.9)));
+        let spread = *draws.iter().max().unwrap() - *draws.iter().min().unwrap();
+        assert!(spread > Duration::from_millis(50), "{spread:?}");
+    }
+
     #[test]
     fn full_batch_is_cut_at_500_records() {
         let mut b = Batcher::new(false, 500);
