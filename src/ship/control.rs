@@ -154,6 +154,8 @@ pub struct Control {
     refilled: Instant,
     /// Records that arrived from the batch stage over the last [`OFFERED_OVER`].
     intake: VecDeque<(Instant, u32)>,
+    /// When this pod started: what it offered is measured over the time it has run.
+    born: Instant,
     /// Calls of the last second: (when, sent, accepted, throttled records).
     recent: VecDeque<(Instant, u32, u32, u32)>,
     /// (records answered per record, of them throttled) per interval between cuts,
@@ -186,6 +188,7 @@ impl Control {
             tokens: 0.0,
             refilled: now,
             intake: VecDeque::new(),
+            born: now,
             recent: VecDeque::new(),
             intervals: VecDeque::new(),
             since_cut: Tally::default(),
@@ -271,7 +274,9 @@ impl Control {
         }
     }
 
-    /// Records per second the app offered over the last [`OFFERED_OVER`].
+    /// Records per second the app offered over the last [`OFFERED_OVER`], or over the
+    /// time the pod has run if shorter (a pod of a rollout is throttled within a
+    /// second or two of its start).
     fn offered(&self, now: Instant) -> f64 {
         let n: u64 = self
             .intake
@@ -279,7 +284,10 @@ impl Control {
             .filter(|(t, _)| now.saturating_duration_since(*t) <= OFFERED_OVER)
             .map(|(_, n)| u64::from(*n))
             .sum();
-        n as f64 / OFFERED_OVER.as_secs_f64()
+        let over = now
+            .saturating_duration_since(self.born)
+            .clamp(SECOND, OFFERED_OVER);
+        n as f64 / over.as_secs_f64()
     }
 
     /// Learns from one finished call.
@@ -443,325 +451,4 @@ impl Control {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A call of `sent` records of which `accepted` went through.
-    fn throttled_of(accepted: u32, sent: u32) -> Signal {
-        Signal {
-            sent,
-            accepted,
-            throttled_records: sent - accepted,
-            throttled: true,
-            latency: Duration::from_millis(5),
-            ..Signal::default()
-        }
-    }
-
-    /// Half the call throttled.
-    fn throttled(accepted: u32) -> Signal {
-        throttled_of(accepted, accepted * 2 + 1)
-    }
-
-    fn clean(accepted: u32, in_flight_at_send: usize) -> Signal {
-        Signal {
-            sent: accepted,
-            accepted,
-            latency: Duration::from_millis(5),
-            in_flight_at_send,
-            ..Signal::default()
-        }
-    }
-
-    #[test]
-    fn fixed_mode_never_adapts() {
-        let t0 = Instant::now();
-        let mut c = Control::new(false, 4, SECOND, t0);
-        for i in 0..20 {
-            c.observe(t0 + SECOND * i, throttled(10));
-        }
-        assert_eq!(c.in_flight_limit(), 4);
-        assert_eq!(c.flush_interval(), SECOND);
-        assert_eq!(c.rate(), None);
-        assert_eq!(c.allow(t0 + SECOND * 30, 500), Allow::Now(usize::MAX));
-    }
-
-    #[test]
-    fn the_first_throttle_sets_the_rate_from_what_was_accepted() {
-        let t0 = Instant::now();
-        let mut c = Control::new(true, 4, SECOND, t0);
-        c.observe(t0, clean(400, 1));
-        c.observe(t0 + Duration::from_millis(500), throttled(200));
-        let want = 600.0 * RATE_BETA;
-        assert!((c.rate().unwrap() - want).abs() < 1e-6, "{:?}", c.rate());
-        assert!(c.flush_interval() > SECOND);
-        // A second throttle within the same second is the same event.
-        c.observe(t0 + Duration::from_millis(700), throttled(0));
-        assert!((c.rate().unwrap() - want).abs() < 1e-6);
-    }
-
-    #[test]
-    fn a_limited_rate_spaces_calls_and_fills_them() {
-        let t0 = Instant::now();
-        let mut c = Control::new(true, 4, SECOND, t0);
-        c.observe(t0, throttled(100)); // rate 85/s
-        let rate = c.rate().unwrap();
-        // The bucket starts empty: a big queue waits for a full bucket. (The rate may
-        // grow meanwhile, and the bucket with it: ask again when told.)
-        let Allow::At(mut at) = c.allow(t0, 10_000) else {
-            panic!("should wait")
-        };
-        let n = loop {
-            match c.allow(at, 10_000) {
-                Allow::Now(n) => break n,
-                Allow::At(later) => {
-                    assert!(later > at && later - t0 < SECOND * 10, "{later:?}");
-                    at = later;
-                }
-            }
-        };
-        let bucket = c.rate().unwrap() * c.flush_interval().as_secs_f64();
-        assert!(rate <= c.rate().unwrap());
-        assert!((n as f64 - bucket.floor()).abs() <= 1.0, "{n} vs {bucket}");
-        c.sent(n);
-        assert!(matches!(c.allow(at, 10_000), Allow::At(_)));
-        // A small queue goes as soon as the tokens cover it.
-        let Allow::At(soon) = c.allow(at, 3) else {
-            panic!()
-        };
-        assert!(soon - at <= Duration::from_secs_f64(3.0 / rate) + Duration::from_millis(1));
-    }
-
-    /// A model of `n` backlogged pods sharing a quota of `quota` records a second,
-    /// where the pods that ask last in a second (a random order each second) are
-    /// throttled. Returns, over the last 200 of 400 seconds: Jain's index of what
-    /// each pod got through, goodput as a share of the quota, and retry
-    /// amplification (records refused over records accepted).
-    fn model(n: usize, quota: f64, seed: u64) -> (f64, f64, f64) {
-        let t0 = Instant::now();
-        let mut pods: Vec<Control> = (0..n).map(|_| Control::new(true, 4, SECOND, t0)).collect();
-        // Unequal starts: pod i's first second got between 0.5 and 1.5 fair shares.
-        for (i, p) in pods.iter_mut().enumerate() {
-            let got = (quota / n as f64 * (0.5 + i as f64 / n as f64)) as u32;
-            p.observe(t0, throttled(got));
-        }
-        let (mut accepted, mut refused) = (0.0, 0.0);
-        let mut got_by_pod = vec![0.0f64; n];
-        let mut rng = fastrand::Rng::with_seed(seed);
-        for sec in 1..400u32 {
-            let now = t0 + SECOND * sec;
-            let mut wants: Vec<(usize, f64)> = pods
-                .iter_mut()
-                .enumerate()
-                .map(|(i, p)| {
-                    let _ = p.allow(now, 1_000_000);
-                    // A pod that stopped listening sends all it has.
-                    (i, p.rate().unwrap_or(quota / n as f64 * 4.0))
-                })
-                .collect();
-            rng.shuffle(&mut wants);
-            let mut left = quota;
-            for (i, want) in wants {
-                let got = want.min(left);
-                left -= got;
-                if sec > 200 {
-                    got_by_pod[i] += got;
-                    accepted += got;
-                    refused += want - got;
-                }
-                let s = if got < want {
-                    throttled_of(got as u32, want as u32)
-                } else {
-                    clean(got as u32, 1)
-                };
-                pods[i].observe(now, s);
-                pods[i].held_back = true; // backlogged: the rate held records back
-            }
-        }
-        let sum: f64 = got_by_pod.iter().sum();
-        let sq: f64 = got_by_pod.iter().map(|r| r * r).sum();
-        let jain = sum * sum / (n as f64 * sq);
-        (jain, accepted / (quota * 199.0), refused / accepted)
-    }
-
-    /// Equal pods that start with unequal rates converge toward equal shares near
-    /// the quota, with few refused records: what makes a fleet fair and cheap.
-    /// The model predicted the fleet simulation's retry amplification (1.6 with an
-    /// earlier choice of α = 10, β = 0.85, where the simulation measured 1.59);
-    /// the constants were chosen with it.
-    #[test]
-    fn aimd_converges_to_fair_shares_near_the_quota() {
-        for (n, quota) in [(10, 2_000.0), (50, 2_000.0), (50, 20_000.0)] {
-            let (jain, goodput, amplification) = model(n, quota, 11);
-            eprintln!("aimd model, {n} pods, quota {quota}/s: Jain {jain:.3}, goodput {goodput:.3}, amplification {amplification:.3}");
-            assert!(jain > 0.9, "{n} pods, quota {quota}: Jain {jain}");
-            assert!(goodput > 0.95, "{n} pods, quota {quota}: goodput {goodput}");
-            assert!(
-                amplification < 0.3,
-                "{n} pods, quota {quota}: amplification {amplification}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_flush_interval_stretches_at_most_four_times_and_returns() {
-        let t0 = Instant::now();
-        let mut c = Control::new(true, 4, SECOND, t0);
-        // Throttling that answers each cut: its share falls, but does not end.
-        for i in 0..12 {
-            let share = 0.9 * 0.7f64.powi(i);
-            let accepted = (1000.0 * (1.0 - share)).round() as u32;
-            c.observe(t0 + SECOND * i as u32, throttled_of(accepted, 1000));
-            assert!(c.flush_interval() <= SECOND.mul_f64(MAX_STRETCH));
-        }
-        assert_eq!(c.flush_interval(), SECOND.mul_f64(MAX_STRETCH));
-        let mut t = t0 + SECOND * 20;
-        for _ in 0..60 {
-            t += SECOND;
-            let _ = c.allow(t, 0);
-        }
-        assert_eq!(c.flush_interval(), SECOND);
-        // And after a quiet minute the rate limit is lifted.
-        assert_eq!(c.rate(), None);
-    }
-
-    /// A stream that throttles a fifth of every call whatever the rate: eight cuts
-    /// change nothing, so the pod stops cutting instead of starving at the minimum.
-    #[test]
-    fn throttling_that_ignores_the_rate_does_not_starve_the_pod() {
-        let t0 = Instant::now();
-        let mut c = Control::new(true, 4, SECOND, t0);
-        let mut lowest = f64::MAX;
-        for i in 0..30u32 {
-            c.observe(t0 + SECOND * i, throttled_of(800, 1000));
-            lowest = lowest.min(c.rate().unwrap_or(f64::MAX));
-        }
-        assert!(
-            lowest >= 800.0 * RATE_BETA.powi(CUTS_TO_TELL as i32) - 1e-6,
-            "rate fell to {lowest}"
-        );
-        assert_eq!(
-            c.rate(),
-            None,
-            "still limited after the cuts changed nothing"
-        );
-        // And it listens again later.
-        let later = t0 + SECOND * 30 + DEAF_FOR;
-        c.observe(later, throttled_of(500, 1000));
-        assert!(c.rate().is_some());
-    }
-
-    /// Pods that start together get what luck gives them in the first second; the
-    /// first rate is at least what the app offers, so equal pods start alike.
-    #[test]
-    fn the_first_rate_is_at_least_what_the_app_offers() {
-        let t0 = Instant::now();
-        let mut c = Control::new(true, 4, SECOND, t0);
-        for i in 0..50u32 {
-            c.arrived(t0 + Duration::from_millis(100) * i, 6); // 60 records/s
-        }
-        // Nothing got through in the last second.
-        c.observe(t0 + SECOND * 5, throttled_of(0, 500));
-        let rate = c.rate().unwrap();
-        assert!((rate - 60.0 * RATE_BETA).abs() < 2.0, "{rate}");
-    }
-
-    /// Whole calls throttled (the request quota, or an outage's 503s) stretch the
-    /// flush interval and halve the calls in flight, but leave the send rate alone:
-    /// when the stream comes back, the pod is not left crawling.
-    #[test]
-    fn whole_call_throttles_do_not_cut_the_rate() {
-        let t0 = Instant::now();
-        let mut c = Control::new(true, 4, SECOND, t0);
-        for i in 0..30u32 {
-            c.observe(
-                t0 + SECOND * i,
-                Signal {
-                    throttled: true,
-                    latency: Duration::from_millis(5),
-                    ..Signal::default()
-                },
-            );
-        }
-        assert_eq!(c.rate(), None);
-        assert_eq!(c.flush_interval(), SECOND.mul_f64(MAX_STRETCH));
-        assert_eq!(c.in_flight_limit(), 1);
-    }
-
-    #[test]
-    fn the_drain_lifts_the_rate_and_the_stretch() {
-        let t0 = Instant::now();
-        let mut c = Control::new(true, 4, SECOND, t0);
-        c.observe(t0, throttled(100));
-        assert!(c.rate().is_some() && c.flush_interval() > SECOND);
-        c.drain();
-        assert_eq!(c.rate(), None);
-        assert_eq!(c.flush_interval(), SECOND);
-        assert_eq!(c.allow(t0, 10_000), Allow::Now(usize::MAX));
-    }
-
-    /// A pod with a backlog grows its rate by [`RATE_ALPHA`] a second once not
-    /// throttled, however long ago the last throttle was; its limit is lifted only
-    /// after a minute in which it held nothing back.
-    #[test]
-    fn a_held_rate_grows_additively_and_an_unused_one_is_lifted() {
-        let t0 = Instant::now();
-        let mut c = Control::new(true, 4, SECOND, t0);
-        c.observe(t0, throttled(1000));
-        let start = c.rate().unwrap();
-        let mut t = t0;
-        for _ in 0..120 {
-            t += SECOND;
-            if let Allow::Now(n) = c.allow(t, 1_000_000) {
-                c.sent(n);
-            }
-        }
-        let grown = c.rate().unwrap() - start;
-        assert!(
-            (RATE_ALPHA * 100.0..=RATE_ALPHA * 120.0).contains(&grown),
-            "grew {grown} in 120 s"
-        );
-        for _ in 0..61 {
-            t += SECOND;
-            let _ = c.allow(t, 0);
-        }
-        assert_eq!(c.rate(), None);
-    }
-
-    #[test]
-    fn the_in_flight_limit_grows_when_used_and_halves_on_trouble() {
-        let t0 = Instant::now();
-        let mut c = Control::new(true, 8, SECOND, t0);
-        assert_eq!(c.in_flight_limit(), 1);
-        // Calls that did not use every slot say nothing about the limit.
-        for _ in 0..50 {
-            c.observe(t0, clean(500, 0));
-        }
-        assert_eq!(c.in_flight_limit(), 1);
-        let mut t = t0;
-        for _ in 0..100 {
-            let l = c.in_flight_limit();
-            c.observe(t, clean(500, l));
-            t += Duration::from_millis(10);
-        }
-        assert_eq!(c.in_flight_limit(), 8);
-        c.observe(
-            t,
-            Signal {
-                failed: true,
-                ..clean(0, 8)
-            },
-        );
-        assert_eq!(c.in_flight_limit(), 4);
-        // A call far slower than the baseline is congestion too.
-        t += SECOND * 2;
-        c.observe(
-            t,
-            Signal {
-                latency: Duration::from_secs(2),
-                ..clean(500, 4)
-            },
-        );
-        assert_eq!(c.in_flight_limit(), 2);
-    }
-}
+mod tests;

@@ -1,0 +1,509 @@
+use super::*;
+
+/// A call of `sent` records of which `accepted` went through.
+fn throttled_of(accepted: u32, sent: u32) -> Signal {
+    Signal {
+        sent,
+        accepted,
+        throttled_records: sent - accepted,
+        throttled: true,
+        latency: Duration::from_millis(5),
+        ..Signal::default()
+    }
+}
+
+/// Half the call throttled.
+fn throttled(accepted: u32) -> Signal {
+    throttled_of(accepted, accepted * 2 + 1)
+}
+
+fn clean(accepted: u32, in_flight_at_send: usize) -> Signal {
+    Signal {
+        sent: accepted,
+        accepted,
+        latency: Duration::from_millis(5),
+        in_flight_at_send,
+        ..Signal::default()
+    }
+}
+
+#[test]
+fn fixed_mode_never_adapts() {
+    let t0 = Instant::now();
+    let mut c = Control::new(false, 4, SECOND, t0);
+    for i in 0..20 {
+        c.observe(t0 + SECOND * i, throttled(10));
+    }
+    assert_eq!(c.in_flight_limit(), 4);
+    assert_eq!(c.flush_interval(), SECOND);
+    assert_eq!(c.rate(), None);
+    assert_eq!(c.allow(t0 + SECOND * 30, 500), Allow::Now(usize::MAX));
+}
+
+#[test]
+fn the_first_throttle_sets_the_rate_from_what_was_accepted() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 4, SECOND, t0);
+    c.observe(t0, clean(400, 1));
+    c.observe(t0 + Duration::from_millis(500), throttled(200));
+    let want = 600.0 * RATE_BETA;
+    assert!((c.rate().unwrap() - want).abs() < 1e-6, "{:?}", c.rate());
+    assert!(c.flush_interval() > SECOND);
+    // A second throttle within the same second is the same event.
+    c.observe(t0 + Duration::from_millis(700), throttled(0));
+    assert!((c.rate().unwrap() - want).abs() < 1e-6);
+}
+
+#[test]
+fn a_limited_rate_spaces_calls_and_fills_them() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 4, SECOND, t0);
+    c.observe(t0, throttled(100)); // rate 85/s
+    let rate = c.rate().unwrap();
+    // The bucket starts empty: a big queue waits for a full bucket. (The rate may
+    // grow meanwhile, and the bucket with it: ask again when told.)
+    let Allow::At(mut at) = c.allow(t0, 10_000) else {
+        panic!("should wait")
+    };
+    let n = loop {
+        match c.allow(at, 10_000) {
+            Allow::Now(n) => break n,
+            Allow::At(later) => {
+                assert!(later > at && later - t0 < SECOND * 10, "{later:?}");
+                at = later;
+            }
+        }
+    };
+    let bucket = c.rate().unwrap() * c.flush_interval().as_secs_f64();
+    assert!(rate <= c.rate().unwrap());
+    assert!((n as f64 - bucket.floor()).abs() <= 1.0, "{n} vs {bucket}");
+    c.sent(n);
+    assert!(matches!(c.allow(at, 10_000), Allow::At(_)));
+    // A small queue goes as soon as the tokens cover it.
+    let Allow::At(soon) = c.allow(at, 3) else {
+        panic!()
+    };
+    assert!(soon - at <= Duration::from_secs_f64(3.0 / rate) + Duration::from_millis(1));
+}
+
+/// A model of `n` backlogged pods sharing a quota of `quota` records a second,
+/// where the pods that ask last in a second (a random order each second) are
+/// throttled. Returns, over the last 200 of 400 seconds: Jain's index of what
+/// each pod got through, goodput as a share of the quota, and retry
+/// amplification (records refused over records accepted).
+fn model(n: usize, quota: f64, seed: u64) -> (f64, f64, f64) {
+    let t0 = Instant::now();
+    let mut pods: Vec<Control> = (0..n).map(|_| Control::new(true, 4, SECOND, t0)).collect();
+    // Unequal starts: pod i's first second got between 0.5 and 1.5 fair shares.
+    for (i, p) in pods.iter_mut().enumerate() {
+        let got = (quota / n as f64 * (0.5 + i as f64 / n as f64)) as u32;
+        p.observe(t0, throttled(got));
+    }
+    let (mut accepted, mut refused) = (0.0, 0.0);
+    let mut got_by_pod = vec![0.0f64; n];
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for sec in 1..400u32 {
+        let now = t0 + SECOND * sec;
+        let mut wants: Vec<(usize, f64)> = pods
+            .iter_mut()
+            .enumerate()
+            .map(|(i, p)| {
+                let _ = p.allow(now, 1_000_000);
+                // A pod that stopped listening sends all it has.
+                (i, p.rate().unwrap_or(quota / n as f64 * 4.0))
+            })
+            .collect();
+        rng.shuffle(&mut wants);
+        let mut left = quota;
+        for (i, want) in wants {
+            let got = want.min(left);
+            left -= got;
+            if sec > 200 {
+                got_by_pod[i] += got;
+                accepted += got;
+                refused += want - got;
+            }
+            let s = if got < want {
+                throttled_of(got as u32, want as u32)
+            } else {
+                clean(got as u32, 1)
+            };
+            pods[i].observe(now, s);
+            pods[i].held_back = true; // backlogged: the rate held records back
+        }
+    }
+    let sum: f64 = got_by_pod.iter().sum();
+    let sq: f64 = got_by_pod.iter().map(|r| r * r).sum();
+    let jain = sum * sum / (n as f64 * sq);
+    (jain, accepted / (quota * 199.0), refused / accepted)
+}
+
+/// Equal pods that start with unequal rates converge toward equal shares near
+/// the quota, with few refused records: what makes a fleet fair and cheap.
+/// The model predicted the fleet simulation's retry amplification (1.6 with an
+/// earlier choice of α = 10, β = 0.85, where the simulation measured 1.59);
+/// the constants were chosen with it.
+#[test]
+fn aimd_converges_to_fair_shares_near_the_quota() {
+    for (n, quota) in [(10, 2_000.0), (50, 2_000.0), (50, 20_000.0)] {
+        let (jain, goodput, amplification) = model(n, quota, 11);
+        eprintln!("aimd model, {n} pods, quota {quota}/s: Jain {jain:.3}, goodput {goodput:.3}, amplification {amplification:.3}");
+        assert!(jain > 0.9, "{n} pods, quota {quota}: Jain {jain}");
+        assert!(goodput > 0.95, "{n} pods, quota {quota}: goodput {goodput}");
+        assert!(
+            amplification < 0.3,
+            "{n} pods, quota {quota}: amplification {amplification}"
+        );
+    }
+}
+
+#[test]
+fn the_flush_interval_stretches_at_most_four_times_and_returns() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 4, SECOND, t0);
+    // Throttling that answers each cut: its share falls, but does not end.
+    for i in 0..12 {
+        let share = 0.9 * 0.7f64.powi(i);
+        let accepted = (1000.0 * (1.0 - share)).round() as u32;
+        c.observe(t0 + SECOND * i as u32, throttled_of(accepted, 1000));
+        assert!(c.flush_interval() <= SECOND.mul_f64(MAX_STRETCH));
+    }
+    assert_eq!(c.flush_interval(), SECOND.mul_f64(MAX_STRETCH));
+    let mut t = t0 + SECOND * 20;
+    for _ in 0..60 {
+        t += SECOND;
+        let _ = c.allow(t, 0);
+    }
+    assert_eq!(c.flush_interval(), SECOND);
+    // And after a quiet minute the rate limit is lifted.
+    assert_eq!(c.rate(), None);
+}
+
+/// A stream that throttles a fifth of every call whatever the rate: eight cuts
+/// change nothing, so the pod stops cutting instead of starving at the minimum.
+#[test]
+fn throttling_that_ignores_the_rate_does_not_starve_the_pod() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 4, SECOND, t0);
+    let mut lowest = f64::MAX;
+    for i in 0..30u32 {
+        c.observe(t0 + SECOND * i, throttled_of(800, 1000));
+        lowest = lowest.min(c.rate().unwrap_or(f64::MAX));
+    }
+    assert!(
+        lowest >= 800.0 * RATE_BETA.powi(CUTS_TO_TELL as i32) - 1e-6,
+        "rate fell to {lowest}"
+    );
+    assert_eq!(
+        c.rate(),
+        None,
+        "still limited after the cuts changed nothing"
+    );
+    // And it listens again later.
+    let later = t0 + SECOND * 30 + DEAF_FOR;
+    c.observe(later, throttled_of(500, 1000));
+    assert!(c.rate().is_some());
+}
+
+/// Pods that start together get what luck gives them in the first second; the
+/// first rate is at least what the app offers, so equal pods start alike.
+#[test]
+fn the_first_rate_is_at_least_what_the_app_offers() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 4, SECOND, t0);
+    for i in 0..50u32 {
+        c.arrived(t0 + Duration::from_millis(100) * i, 6); // 60 records/s
+    }
+    // Nothing got through in the last second.
+    c.observe(t0 + SECOND * 5, throttled_of(0, 500));
+    let rate = c.rate().unwrap();
+    assert!((rate - 60.0 * RATE_BETA).abs() < 2.0, "{rate}");
+}
+
+/// A pod of a rollout is throttled a second or two after it starts: what it offered
+/// is measured over the time it has run, not over five seconds it has not.
+#[test]
+fn a_young_pod_measures_its_offer_over_the_time_it_has_run() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 4, SECOND, t0);
+    for i in 0..15u32 {
+        c.arrived(t0 + Duration::from_millis(100) * i, 6); // 60 records/s for 1.5 s
+    }
+    c.observe(t0 + Duration::from_millis(1500), throttled_of(0, 90));
+    let rate = c.rate().unwrap();
+    assert!((rate - 60.0 * RATE_BETA).abs() < 2.0, "{rate}");
+}
+
+/// Whole calls throttled (the request quota, or an outage's 503s) stretch the
+/// flush interval and halve the calls in flight, but leave the send rate alone:
+/// when the stream comes back, the pod is not left crawling.
+#[test]
+fn whole_call_throttles_do_not_cut_the_rate() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 4, SECOND, t0);
+    for i in 0..30u32 {
+        c.observe(
+            t0 + SECOND * i,
+            Signal {
+                throttled: true,
+                latency: Duration::from_millis(5),
+                ..Signal::default()
+            },
+        );
+    }
+    assert_eq!(c.rate(), None);
+    assert_eq!(c.flush_interval(), SECOND.mul_f64(MAX_STRETCH));
+    assert_eq!(c.in_flight_limit(), 1);
+}
+
+#[test]
+fn the_drain_lifts_the_rate_and_the_stretch() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 4, SECOND, t0);
+    c.observe(t0, throttled(100));
+    assert!(c.rate().is_some() && c.flush_interval() > SECOND);
+    c.drain();
+    assert_eq!(c.rate(), None);
+    assert_eq!(c.flush_interval(), SECOND);
+    assert_eq!(c.allow(t0, 10_000), Allow::Now(usize::MAX));
+}
+
+/// A pod with a backlog grows its rate by [`RATE_ALPHA`] a second once not
+/// throttled, however long ago the last throttle was; its limit is lifted only
+/// after a minute in which it held nothing back.
+#[test]
+fn a_held_rate_grows_additively_and_an_unused_one_is_lifted() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 4, SECOND, t0);
+    c.observe(t0, throttled(1000));
+    let start = c.rate().unwrap();
+    let mut t = t0;
+    for _ in 0..120 {
+        t += SECOND;
+        if let Allow::Now(n) = c.allow(t, 1_000_000) {
+            c.sent(n);
+        }
+    }
+    let grown = c.rate().unwrap() - start;
+    assert!(
+        (RATE_ALPHA * 100.0..=RATE_ALPHA * 120.0).contains(&grown),
+        "grew {grown} in 120 s"
+    );
+    for _ in 0..61 {
+        t += SECOND;
+        let _ = c.allow(t, 0);
+    }
+    assert_eq!(c.rate(), None);
+}
+
+#[test]
+fn the_in_flight_limit_grows_when_used_and_halves_on_trouble() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 8, SECOND, t0);
+    assert_eq!(c.in_flight_limit(), 1);
+    // Calls that did not use every slot say nothing about the limit.
+    for _ in 0..50 {
+        c.observe(t0, clean(500, 0));
+    }
+    assert_eq!(c.in_flight_limit(), 1);
+    let mut t = t0;
+    for _ in 0..100 {
+        let l = c.in_flight_limit();
+        c.observe(t, clean(500, l));
+        t += Duration::from_millis(10);
+    }
+    assert_eq!(c.in_flight_limit(), 8);
+    c.observe(
+        t,
+        Signal {
+            failed: true,
+            ..clean(0, 8)
+        },
+    );
+    assert_eq!(c.in_flight_limit(), 4);
+    // A call far slower than the baseline is congestion too.
+    t += SECOND * 2;
+    c.observe(
+        t,
+        Signal {
+            latency: Duration::from_secs(2),
+            ..clean(500, 4)
+        },
+    );
+    assert_eq!(c.in_flight_limit(), 2);
+}
+
+/// The fleet as the fake Firehose and the pods make it, to the 10 ms: the quota over
+/// fixed one-second windows, first come first served; each pod's lines written every
+/// 50 ms at its offered rate (as the fleet driver writes), read at most every 100 ms
+/// (the tail's cadence), cut into batches by a jittered flush deadline, sent through
+/// [`Control`] one call at a time, throttled records sent again after the adaptive
+/// backoff (up to 100 ms). What decides a pod's share here is when in the second its
+/// calls arrive, which the other model leaves out.
+struct WindowFleet {
+    quota: f64,
+    /// Offered records/s per pod: `(until, rate)` phases.
+    phases: Vec<(f64, f64)>,
+    starts: Vec<f64>,
+    /// Jain, goodput and amplification are measured over these seconds.
+    measure: (f64, f64),
+}
+
+#[derive(Default)]
+struct ModelPod {
+    arrived: f64,
+    batch: usize,
+    deadline: f64,
+    queued: usize,
+    retry_at: f64,
+    got: f64,
+    pending: usize,
+    last_read: f64,
+}
+
+impl WindowFleet {
+    fn offered(&self, t: f64) -> f64 {
+        self.phases
+            .iter()
+            .find(|(until, _)| t < *until)
+            .map_or(0.0, |(_, r)| *r)
+    }
+
+    /// (Jain, goodput, amplification, per-pod accepted) over `measure`.
+    fn run(&self, seed: u64) -> (f64, f64, f64, Vec<f64>) {
+        fastrand::seed(seed);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let n = self.starts.len();
+        let t0 = Instant::now();
+        let at = |t: f64| t0 + Duration::from_secs_f64(t);
+        let mut control: Vec<Control> = (0..n).map(|_| Control::new(true, 4, SECOND, t0)).collect();
+        let mut pods: Vec<ModelPod> = (0..n).map(|_| ModelPod::default()).collect();
+        let (mut accepted, mut refused) = (0.0, 0.0);
+        let (mut window, mut left) = (u64::MAX, 0.0);
+        let mut order: Vec<usize> = (0..n).collect();
+        let end = self.phases.last().map_or(0.0, |p| p.0);
+        let mut tick = 0u64;
+        loop {
+            let t = tick as f64 * 0.01;
+            if t >= end {
+                break;
+            }
+            tick += 1;
+            if t as u64 != window {
+                window = t as u64;
+                left = self.quota;
+            }
+            let measured = t >= self.measure.0 && t < self.measure.1;
+            rng.shuffle(&mut order);
+            for &i in &order {
+                let (p, c) = (&mut pods[i], &mut control[i]);
+                if t < self.starts[i] {
+                    continue;
+                }
+                p.arrived += self.offered(t) * 0.01;
+                // The driver writes every 50 ms; the tail reads at most every 100 ms.
+                if tick % 5 == 1 {
+                    let lines = p.arrived.floor();
+                    p.arrived -= lines;
+                    p.pending += lines as usize;
+                }
+                let lines = if t - p.last_read < 0.1 {
+                    0
+                } else {
+                    std::mem::take(&mut p.pending)
+                };
+                if lines > 0 {
+                    p.last_read = t;
+                }
+                if p.batch == 0 && lines > 0 {
+                    p.deadline = t + crate::batch::jittered(c.flush_interval()).as_secs_f64();
+                }
+                p.batch += lines;
+                if p.batch > 0 && (t >= p.deadline || p.batch >= 500) {
+                    c.arrived(at(t), p.batch);
+                    p.queued += p.batch;
+                    p.batch = 0;
+                }
+                if p.queued == 0 || t < p.retry_at {
+                    continue;
+                }
+                let Allow::Now(k) = c.allow(at(t), p.queued) else {
+                    continue;
+                };
+                let sent = k.min(p.queued).min(500);
+                c.sent(sent);
+                let took = (sent as f64).min(left.floor());
+                left -= took;
+                p.queued -= took as usize;
+                if measured {
+                    p.got += took;
+                    accepted += took;
+                    refused += sent as f64 - took;
+                }
+                let s = if (took as usize) < sent {
+                    p.retry_at = t + 0.1 * rng.f64();
+                    throttled_of(took as u32, sent as u32)
+                } else {
+                    clean(sent as u32, 1)
+                };
+                c.observe(at(t + 0.01), s);
+            }
+        }
+        let got: Vec<f64> = pods.iter().map(|p| p.got).collect();
+        let sum: f64 = got.iter().sum();
+        let sq: f64 = got.iter().map(|r| r * r).sum();
+        let seconds = self.measure.1 - self.measure.0;
+        (
+            sum * sum / (n as f64 * sq),
+            accepted / (self.quota * seconds),
+            refused / accepted.max(1.0),
+            got,
+        )
+    }
+}
+
+/// The fleet simulation's overload and rollout scenarios (50 pods, 2,000 records/s),
+/// phases and all: every pod gets its share, not the ones whose calls happen to
+/// arrive early in the quota's second.
+#[test]
+fn pods_share_a_windowed_quota_fairly_whatever_their_phase() {
+    let (n, quota) = (50usize, 2_000.0);
+    let share = quota / n as f64;
+    let overload = WindowFleet {
+        quota,
+        phases: vec![
+            (10.0, 0.5 * share),
+            (70.0, 1.5 * share),
+            (100.0, 0.5 * share),
+        ],
+        starts: (0..n).map(|i| 5.0 * i as f64 / n as f64).collect(),
+        measure: (10.0, 70.0),
+    };
+    let rollout = WindowFleet {
+        quota,
+        phases: vec![(30.0, 1.5 * share), (60.0, 0.5 * share)],
+        starts: (0..n).map(|i| 0.1 * i as f64 / n as f64).collect(),
+        measure: (0.0, 30.0),
+    };
+    for (name, fleet) in [("overload", overload), ("rollout", rollout)] {
+        for seed in [1, 2, 3] {
+            let (jain, goodput, amplification, mut got) = fleet.run(seed);
+            got.sort_by(f64::total_cmp);
+            eprintln!(
+                "window model {name} seed {seed}: Jain {jain:.3}, goodput {goodput:.3}, \
+                 amplification {amplification:.3}, least {:.0}, most {:.0}",
+                got[0],
+                got[n - 1]
+            );
+            // With deadlines drawn from the last tenth of the interval, the rollout
+            // gave 0.80-0.87 here (and 0.77-0.85 in the fleet simulation): a third of
+            // the pods, never throttled, took all they offered.
+            assert!(jain > 0.9, "{name}, seed {seed}: Jain {jain}");
+            assert!(goodput > 0.93, "{name}, seed {seed}: goodput {goodput}");
+            assert!(
+                amplification < 0.3,
+                "{name}, seed {seed}: amplification {amplification}"
+            );
+        }
+    }
+}
