@@ -30,7 +30,7 @@
 //! the sink; billable bytes from firetail's `/metrics` (scenarios 1–3) or from the
 //! records the sink kept (scenario 4, which ends with the process). Nothing is
 //! asserted: targets are reported as met or not. The whole run takes about 4.5 minutes
-//! on 2 cores.
+//! on 2 cores, and Fluent Bit adds about 2.
 //!
 //! Fluent Bit 1.8.15 runs scenarios 2 and 3 beside firetail, over TLS and without
 //! `--aggregate` (its peer): the same lines, the same sink behind the same kind of TLS

@@ -17,7 +17,8 @@
 # default), so both agents use glibc's malloc.
 #
 # Idempotent: a second run reuses the tarball, the source and the build, and only prints
-# the path. Builds with all cores (`make -j$(nproc)`); do not run two at once.
+# the path. Builds with all cores (`make -j$(nproc)`); a run started meanwhile waits for
+# it (flock on the cache directory).
 #
 # Environment:
 #   FIRETAIL_FLUENT_BIT_DIR   cache directory (default: <repo>/target/fluent-bit)
@@ -168,6 +169,11 @@ build() {
 }
 
 install_build_deps
+mkdir -p "$cache"
+# One build at a time: a second run waits for the first, then reuses its build.
+exec 9>"$cache/.lock"
+flock 9
+[[ -x "$binary" ]] && { printf '%s\n' "$binary"; exit 0; }
 fetch_source
 stand_in_onigmo
 configure
