@@ -14,7 +14,8 @@
 # the `tail` input and the `kinesis_firehose` output. Every other plugin, LuaJIT, the
 # stream processor, the HTTP server and the Go plugin proxy are off: they would only add
 # code that the benchmark's configuration never runs. Jemalloc stays off (the CMake
-# default), so both agents use glibc's malloc.
+# default), so both agents use glibc's malloc. Debian 12's GCC 12 builds it as it is
+# (no -fcommon or other flags for old C were needed).
 #
 # Idempotent: a second run reuses the tarball, the source and the build, and only prints
 # the path. Builds with all cores (`make -j$(nproc)`); a run started meanwhile waits for
@@ -48,7 +49,7 @@ fi
 install_build_deps() {
     declare -A wanted=(
         [cmake]=cmake [make]=make [gcc]=gcc [g++]=g++ [flex]=flex [bison]=bison
-        [pkg-config]=pkg-config [npm]=npm
+        [pkg-config]=pkg-config [npm]=npm [openssl]=openssl
     )
     local missing=() command
     for command in "${!wanted[@]}"; do
