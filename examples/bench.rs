@@ -808,24 +808,25 @@ fn start_agent(
     dir: &tempfile::TempDir,
 ) -> (Sink, Child, Option<f64>, Vec<String>) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let Some(fluent_bit) = ctx
-        .fluent_bit
-        .as_ref()
-        .filter(|_| agent == Agent::FluentBit)
-    else {
-        let sink = Sink::start(ctx, mode.tls, false);
-        let args = firetail_args(log, mode.aggregate);
-        let mut child = Child::spawn(&ctx.bin, &args, &sink.env(ctx));
-        let ready = child.wait_ready(Duration::from_secs(30)).map(ms);
-        return (sink, child, ready, Vec::new());
-    };
-    let sink = Sink::start_for_fluent_bit(ctx, fluent_bit);
-    let child = fluent_bit.spawn(log, dir.path(), DEFAULT_STREAM, &ctx.certs.ca_file);
-    let note = match fluentbit::wait_started(&child, dir.path(), Duration::from_secs(30)) {
-        Some(d) => format!("tail input open {:.0} ms after spawn", ms(d)),
-        None => "tail input not open after 30 s".to_owned(),
-    };
-    (sink, child, None, vec![note])
+    match (agent, ctx.fluent_bit.as_ref()) {
+        (Agent::FluentBit, Some(fluent_bit)) => {
+            let sink = Sink::start_for_fluent_bit(ctx, fluent_bit);
+            let child = fluent_bit.spawn(log, dir.path(), DEFAULT_STREAM, &ctx.certs.ca_file);
+            let note = match fluentbit::wait_started(&child, dir.path(), Duration::from_secs(30)) {
+                Some(d) => format!("tail input open {:.0} ms after spawn", ms(d)),
+                None => "tail input not open after 30 s".to_owned(),
+            };
+            (sink, child, None, vec![note])
+        }
+        (Agent::FluentBit, None) => unreachable!("Fluent Bit runs only when it was found"),
+        (Agent::Firetail, _) => {
+            let sink = Sink::start(ctx, mode.tls, false);
+            let args = firetail_args(log, mode.aggregate);
+            let mut child = Child::spawn(&ctx.bin, &args, &sink.env(ctx));
+            let ready = child.wait_ready(Duration::from_secs(30)).map(ms);
+            (sink, child, ready, Vec::new())
+        }
+    }
 }
 
 fn agg_label(mode: Mode) -> &'static str {
