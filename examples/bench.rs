@@ -1201,21 +1201,23 @@ fn fluent_bit_beside(rows: &[Row]) -> String {
             r.agent == Agent::FluentBit && r.scenario == s && (rate == 0 || r.offered == rate)
         })
     };
-    let mut line = |name: &str, value: Option<f64>| {
+    let mut line = |name: &str, value: Option<f64>, digits: usize| {
         if let Some(v) = value {
             let _ = writeln!(
                 t,
-                "| {name}, Fluent Bit 1.8.15 in the same run | — | {v:.2} | — |"
+                "| {name}, Fluent Bit 1.8.15 in the same run | — | {v:.digits$} | — |"
             );
         }
     };
     line(
         "2: CPU % of a core at 5,000 lines/s",
         fb(Scenario::Steady, 5000).and_then(|r| r.cpu_pct),
+        2,
     );
     line(
         "2: CPU % of a core at 500 lines/s",
         fb(Scenario::Steady, 500).and_then(|r| r.cpu_pct),
+        2,
     );
     line(
         "2: peak RSS MiB (any steady rate)",
@@ -1223,10 +1225,12 @@ fn fluent_bit_beside(rows: &[Row]) -> String {
             .filter(|r| r.agent == Agent::FluentBit && r.scenario == Scenario::Steady)
             .filter_map(|r| r.peak_rss_kib.map(mib))
             .reduce(f64::max),
+        1,
     );
     line(
         "3: idle CPU ms per minute",
         fb(Scenario::Idle, 0).and_then(|r| r.idle_ms_per_min),
+        1,
     );
     t
 }
