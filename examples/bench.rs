@@ -30,7 +30,12 @@
 //! the sink; billable bytes from firetail's `/metrics` (scenarios 1–3) or from the
 //! records the sink kept (scenario 4, which ends with the process). Nothing is
 //! asserted: targets are reported as met or not. The whole run takes about 4.5 minutes
-//! on 2 cores.
+//! on 2 cores, and Fluent Bit adds about 2.
+//!
+//! Fluent Bit 1.8.15 runs scenarios 2 and 3 beside firetail, over TLS and without
+//! `--aggregate` (its peer): the same lines, the same sink behind the same kind of TLS
+//! proxy, the same accounting, one row per agent (`bench/fluentbit.rs`; build it with
+//! `scripts/fluent-bit.sh`, or pass `--fluent-bit PATH`; `--no-fluent-bit` skips it).
 //!
 //! `--perf FILE` runs only scenario 1 over TLS with `perf record -e cpu-clock
 //! --call-graph dwarf` attached to firetail (Debian: `apt-get install linux-perf`);
@@ -38,6 +43,8 @@
 
 #[path = "bench/child.rs"]
 mod child;
+#[path = "bench/fluentbit.rs"]
+mod fluentbit;
 #[path = "shared/release.rs"]
 mod release;
 use release::{command_output, firetail_binary, loadavg};
@@ -59,6 +66,7 @@ use clap::Parser;
 
 use child::{thread_cpu, Child};
 use fake_firehose::{FakeConfig, FakeFirehose, DEFAULT_STREAM};
+use fluentbit::FluentBit;
 use lines::Lines;
 
 const BILLING_INCREMENT: u64 = 5120;
@@ -113,6 +121,29 @@ struct Opts {
     /// Use this firetail binary instead of building target/release/firetail.
     #[arg(long, value_name = "PATH")]
     firetail: Option<PathBuf>,
+    /// The Fluent Bit binary to run beside firetail in scenarios 2 and 3 (default: the
+    /// output of scripts/fluent-bit.sh, when it is there).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_fluent_bit")]
+    fluent_bit: Option<PathBuf>,
+    /// Run firetail only.
+    #[arg(long)]
+    no_fluent_bit: bool,
+}
+
+/// The agent measured in a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Agent {
+    Firetail,
+    FluentBit,
+}
+
+impl Agent {
+    fn label(self) -> &'static str {
+        match self {
+            Agent::Firetail => "firetail",
+            Agent::FluentBit => "Fluent Bit 1.8.15",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +168,7 @@ impl Scenario {
 /// One line of the results table.
 #[derive(Clone, Debug)]
 struct Row {
+    agent: Agent,
     scenario: Scenario,
     tls: bool,
     aggregate: bool,
@@ -164,6 +196,7 @@ struct Row {
 impl Row {
     fn new(scenario: Scenario, mode: Mode) -> Row {
         Row {
+            agent: Agent::Firetail,
             scenario,
             tls: mode.tls,
             aggregate: mode.aggregate,
@@ -212,6 +245,7 @@ impl Mode {
 /// What every run shares.
 struct Ctx {
     bin: PathBuf,
+    fluent_bit: Option<FluentBit>,
     lines: Lines,
     certs: tls::Certs,
     tmp: tempfile::TempDir,
@@ -232,6 +266,19 @@ impl Sink {
         });
         let proxy = tls.then(|| tls::Proxy::start(&ctx.certs, fake.addr()));
         Sink { fake, proxy }
+    }
+
+    /// The same fake behind the same kind of proxy, on Fluent Bit's address and port.
+    fn start_for_fluent_bit(ctx: &Ctx, fluent_bit: &FluentBit) -> Sink {
+        let fake = FakeFirehose::start(FakeConfig {
+            store: false,
+            ..FakeConfig::default()
+        });
+        let proxy = tls::Proxy::start_at(&ctx.certs, fluent_bit.sink_addr(), fake.addr());
+        Sink {
+            fake,
+            proxy: Some(proxy),
+        }
     }
 
     fn env(&self, ctx: &Ctx) -> Vec<(String, String)> {
@@ -288,6 +335,7 @@ fn secs(d: Duration) -> f64 {
 fn main() {
     let opts = Opts::parse();
     let (transports, modes_agg, scenarios) = plan(&opts);
+    let fluent_bit = find_fluent_bit(&opts, &transports, &modes_agg, &scenarios);
     let bin = firetail_binary(opts.firetail.as_deref(), |m| say(m));
     let machine = machine();
     let load_before = loadavg();
@@ -310,9 +358,11 @@ fn main() {
         .prefix("firetail-bench-")
         .tempdir()
         .expect("temp dir");
-    let certs = tls::Certs::make(tmp.path());
+    let fb_ips: Vec<_> = fluent_bit.iter().map(|f| f.ip).collect();
+    let certs = tls::Certs::make(tmp.path(), &fb_ips);
     let ctx = Ctx {
         bin,
+        fluent_bit,
         lines,
         certs,
         tmp,
@@ -351,11 +401,20 @@ fn main() {
             let steady = scenarios.contains(&Scenario::Steady);
             // With both transports, idle runs over TLS only (no calls are made).
             let idle = scenarios.contains(&Scenario::Idle) && (tls || transports.len() == 1);
-            if steady || idle {
-                rows.extend(steady_idle(&ctx, mode, ctx.opts.steady_rate, steady, idle));
+            // Fluent Bit runs beside firetail over TLS without --aggregate, its peer.
+            let mut agents = vec![Agent::Firetail];
+            if ctx.fluent_bit.is_some() && tls && !aggregate {
+                agents.push(Agent::FluentBit);
             }
-            if steady && ctx.opts.quiet_rate > 0 {
-                rows.extend(steady_idle(&ctx, mode, ctx.opts.quiet_rate, true, false));
+            for &agent in &agents {
+                let rate = ctx.opts.steady_rate;
+                if steady || idle {
+                    rows.extend(steady_idle(&ctx, agent, mode, rate, steady, idle));
+                }
+                if steady && ctx.opts.quiet_rate > 0 {
+                    let quiet = ctx.opts.quiet_rate;
+                    rows.extend(steady_idle(&ctx, agent, mode, quiet, true, false));
+                }
             }
         }
     }
@@ -365,6 +424,41 @@ fn main() {
     print!("{text}");
     if ctx.opts.write_readme {
         write_readme(&ctx.opts.readme, &text);
+    }
+}
+
+/// Fluent Bit, when the plan has a run for it (scenario 2 or 3 over TLS without
+/// --aggregate): a missing default binary is said and skipped; a missing `--fluent-bit`
+/// is an error.
+fn find_fluent_bit(
+    opts: &Opts,
+    transports: &[bool],
+    modes_agg: &[bool],
+    scenarios: &[Scenario],
+) -> Option<FluentBit> {
+    let wanted = transports.contains(&true)
+        && modes_agg.contains(&false)
+        && (scenarios.contains(&Scenario::Steady) || scenarios.contains(&Scenario::Idle));
+    if opts.no_fluent_bit || opts.perf.is_some() || !wanted {
+        return None;
+    }
+    match FluentBit::find(opts.fluent_bit.as_deref()) {
+        Ok(found) => {
+            say(format!(
+                "Fluent Bit: {}; its sink listens on {}",
+                found.bin.display(),
+                found.sink_addr()
+            ));
+            Some(found)
+        }
+        Err(e) if opts.fluent_bit.is_some() => {
+            say(format!("error: {e}"));
+            std::process::exit(2);
+        }
+        Err(e) => {
+            say(format!("{e}; running firetail only"));
+            None
+        }
     }
 }
 
@@ -525,10 +619,18 @@ fn drain(ctx: &Ctx, mode: Mode) -> Row {
 }
 
 /// Scenarios 2 and 3 in one process: a steady writer, then idle after catching up.
-fn steady_idle(ctx: &Ctx, mode: Mode, rate: usize, steady: bool, idle: bool) -> Vec<Row> {
+fn steady_idle(
+    ctx: &Ctx,
+    agent: Agent,
+    mode: Mode,
+    rate: usize,
+    steady: bool,
+    idle: bool,
+) -> Vec<Row> {
     let seconds = ctx.opts.steady_seconds;
     say(format!(
-        "scenario{} {}{}: {}",
+        "{}, scenario{} {}{}: {}",
+        agent.label(),
         if steady && idle {
             "s 2+3"
         } else if steady {
@@ -554,15 +656,7 @@ fn steady_idle(ctx: &Ctx, mode: Mode, rate: usize, steady: bool, idle: bool) -> 
     let dir = run_dir(ctx);
     let log = dir.path().join("access.log");
     std::fs::File::create(&log).expect("create the log");
-    let sink = Sink::start(ctx, mode.tls, false);
-    let mut child = Child::spawn(
-        &ctx.bin,
-        &firetail_args(&log, mode.aggregate),
-        &sink.env(ctx),
-    );
-    let ready_ms = child
-        .wait_ready(Duration::from_secs(30))
-        .map(|d| d.as_secs_f64() * 1e3);
+    let (sink, mut child, ready_ms, mut agent_notes) = start_agent(ctx, agent, mode, &log, &dir);
 
     let mut written = 0usize;
     if steady {
@@ -636,11 +730,19 @@ fn steady_idle(ctx: &Ctx, mode: Mode, rate: usize, steady: bool, idle: bool) -> 
             "caught up {:.2}s after the last write",
             secs(t_caught - t_end)
         ));
-        row.billable_bytes = billable_from_metrics(&child, row.lines);
         let c = sink.fake.counters();
         row.calls = c.calls;
         row.records = c.records_accepted;
         row.raw_bytes = c.bytes_accepted;
+        row.billable_bytes = match agent {
+            Agent::Firetail => billable_from_metrics(&child, row.lines),
+            // One record per line, and every line is far below the 5 KiB increment.
+            Agent::FluentBit => Some(row.records * BILLING_INCREMENT),
+        };
+        if agent == Agent::FluentBit && row.records != row.lines {
+            row.notes
+                .push(format!("{} records for {} lines", row.records, row.lines));
+        }
         written = total;
         rows.push(row);
     } else if idle {
@@ -677,8 +779,13 @@ fn steady_idle(ctx: &Ctx, mode: Mode, rate: usize, steady: bool, idle: bool) -> 
         ));
         rows.push(row);
     }
+    if agent == Agent::FluentBit {
+        agent_notes.push(fluentbit::process_tree(child.pid));
+    }
     let exit = stop(&mut child);
     for row in &mut rows {
+        row.agent = agent;
+        row.notes.extend(agent_notes.iter().cloned());
         row.exit = exit.code;
         if row.scenario == Scenario::Idle {
             row.peak_rss_kib = Some(exit.peak_rss_kib);
@@ -688,6 +795,38 @@ fn steady_idle(ctx: &Ctx, mode: Mode, rate: usize, steady: bool, idle: bool) -> 
         }
     }
     rows
+}
+
+/// The sink and the agent on `log`, started: firetail until `/readyz` answers 200
+/// (its ready time), Fluent Bit until its tail input has opened the DB (said in a note:
+/// it has no readiness endpoint).
+fn start_agent(
+    ctx: &Ctx,
+    agent: Agent,
+    mode: Mode,
+    log: &Path,
+    dir: &tempfile::TempDir,
+) -> (Sink, Child, Option<f64>, Vec<String>) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    match (agent, ctx.fluent_bit.as_ref()) {
+        (Agent::FluentBit, Some(fluent_bit)) => {
+            let sink = Sink::start_for_fluent_bit(ctx, fluent_bit);
+            let child = fluent_bit.spawn(log, dir.path(), DEFAULT_STREAM, &ctx.certs.ca_file);
+            let note = match fluentbit::wait_started(&child, dir.path(), Duration::from_secs(30)) {
+                Some(d) => format!("tail input open {:.0} ms after spawn", ms(d)),
+                None => "tail input not open after 30 s".to_owned(),
+            };
+            (sink, child, None, vec![note])
+        }
+        (Agent::FluentBit, None) => unreachable!("Fluent Bit runs only when it was found"),
+        (Agent::Firetail, _) => {
+            let sink = Sink::start(ctx, mode.tls, false);
+            let args = firetail_args(log, mode.aggregate);
+            let mut child = Child::spawn(&ctx.bin, &args, &sink.env(ctx));
+            let ready = child.wait_ready(Duration::from_secs(30)).map(ms);
+            (sink, child, ready, Vec::new())
+        }
+    }
 }
 
 fn agg_label(mode: Mode) -> &'static str {
@@ -841,15 +980,20 @@ fn table(
     let _ = writeln!(t);
     let _ = writeln!(t, "Lines: unique JSON access-log lines of {avg:.0} bytes on average. Sink: the fake Firehose of the tests (`tests/it/support/fake_firehose.rs`, records not kept), in the bench process and sharing the cores with firetail; over TLS through a rustls proxy on loopback, its CA trusted with `SSL_CERT_FILE`. firetail flags: `--path --stream --metrics-addr 127.0.0.1:0`, plus `--aggregate` where marked; everything else default (`--flush-interval 1s`, `--drain-quiet 1s`, `--drain-timeout 10s`, `--max-in-flight 4`).");
     let _ = writeln!(t);
-    let _ = writeln!(t, "| Scenario | Transport | --aggregate | Lines | Lines/s | CPU-s per M lines | CPU % of a core | Peak RSS MiB | Calls | Records | Billable MiB | Billable / raw | Ready ms | Drain s | Idle CPU ms/min | Exit |");
+    if rows.iter().any(|r| r.agent == Agent::FluentBit) {
+        let _ = writeln!(t, "Fluent Bit 1.8.15 (built by `scripts/fluent-bit.sh` from the npm package `fluent-bit` 0.0.3's source: release build, only the `tail` input and the `kinesis_firehose` output, no jemalloc) runs scenarios 2 and 3 beside firetail over TLS, on the same lines and the same fake behind the same kind of proxy (on port 443 of a loopback address of its own: its Firehose output connects to no other port). Its configuration (`examples/bench/fluentbit.rs`): `Flush 1`; `tail` with a `DB`, `Read_from_Head On` and `Parser json` (so that it sends each line's JSON, not an escaped string); the `kinesis_firehose` output with `endpoint`, `tls.ca_file` and fake keys in the environment; one record per line, as firetail without `--aggregate`; everything else default. It is one process, measured as firetail is.");
+        let _ = writeln!(t);
+    }
+    let _ = writeln!(t, "| Agent | Scenario | Transport | --aggregate | Lines | Lines/s | CPU-s per M lines | CPU % of a core | Peak RSS MiB | Calls | Records | Billable MiB | Billable / raw | Ready ms | Drain s | Idle CPU ms/min | Exit |");
     let _ = writeln!(
         t,
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
     for r in rows {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.agent.label(),
             r.scenario.label(),
             if r.tls { "TLS" } else { "HTTP" },
             if r.aggregate { "yes" } else { "no" },
@@ -869,7 +1013,7 @@ fn table(
         );
     }
     let _ = writeln!(t);
-    let _ = writeln!(t, "Lines/s: from spawning firetail until the sink holds every line (scenario 1; with `--aggregate` this includes the last, partial record waiting `--flush-interval`, 1 s); the offered rate in scenario 2 (5,000 and, in a process of its own, 500 lines/s). CPU: user + system time of firetail's process from `wait4` (scenarios 1 and 4, whole life), or its CPU clock over the window (2: while writing, per M lines until caught up; 3: the idle window). Peak RSS: `VmHWM` from `/proc`, sampled every 10 ms until exit (1, 3, 4) or at the end of the writing (2); `ru_maxrss` is not used because Linux counts the parent's RSS at the fork in it. Billable: each record rounded up to 5 KiB.");
+    let _ = writeln!(t, "Lines/s: from spawning the agent until the sink holds every line (scenario 1; with `--aggregate` this includes the last, partial record waiting `--flush-interval`, 1 s); the offered rate in scenario 2 (5,000 and, in a process of its own, 500 lines/s). CPU: user + system time of the agent's process from `wait4` (scenarios 1 and 4, whole life), or its CPU clock over the window (2: while writing, per M lines until caught up; 3: the idle window). Peak RSS: `VmHWM` from `/proc`, sampled every 10 ms until exit (1, 3, 4) or at the end of the writing (2); `ru_maxrss` is not used because Linux counts the parent's RSS at the fork in it. Billable: each record rounded up to 5 KiB.");
     let notes: Vec<String> = rows
         .iter()
         .filter_map(|r| {
@@ -884,7 +1028,8 @@ fn table(
             }
             (!n.is_empty()).then(|| {
                 format!(
-                    "- {}{} {}{}: {}",
+                    "- {}, {}{} {}{}: {}",
+                    r.agent.label(),
                     r.scenario.label(),
                     if r.offered > 0 {
                         format!(" {} lines/s", thousands(r.offered as u64))
@@ -909,8 +1054,14 @@ fn table(
     t
 }
 
-/// The targets against the TLS figures (reported, never asserted).
-fn targets(rows: &[Row]) -> String {
+/// The targets against firetail's TLS figures (reported, never asserted), with
+/// Fluent Bit's figures from the same run beside the per-pod cost ones.
+fn targets(all: &[Row]) -> String {
+    let rows: Vec<Row> = all
+        .iter()
+        .filter(|r| r.agent == Agent::Firetail)
+        .cloned()
+        .collect();
     let find = |s: Scenario, tls: bool, agg: bool| {
         rows.iter()
             .find(|r| r.scenario == s && r.tls == tls && r.aggregate == agg)
@@ -1037,6 +1188,50 @@ fn targets(rows: &[Row]) -> String {
             "| billable / raw without --aggregate (expected ~17) | — | {v:.1} | — |"
         );
     }
+    t.push_str(&fluent_bit_beside(all));
+    t
+}
+
+/// Fluent Bit's per-pod cost figures, reported beside the targets with no goal of
+/// their own.
+fn fluent_bit_beside(rows: &[Row]) -> String {
+    let mut t = String::new();
+    let fb = |s: Scenario, rate: usize| {
+        rows.iter().find(|r| {
+            r.agent == Agent::FluentBit && r.scenario == s && (rate == 0 || r.offered == rate)
+        })
+    };
+    let mut line = |name: &str, value: Option<f64>, digits: usize| {
+        if let Some(v) = value {
+            let _ = writeln!(
+                t,
+                "| {name}, Fluent Bit 1.8.15 in the same run | — | {v:.digits$} | — |"
+            );
+        }
+    };
+    line(
+        "2: CPU % of a core at 5,000 lines/s",
+        fb(Scenario::Steady, 5000).and_then(|r| r.cpu_pct),
+        2,
+    );
+    line(
+        "2: CPU % of a core at 500 lines/s",
+        fb(Scenario::Steady, 500).and_then(|r| r.cpu_pct),
+        2,
+    );
+    line(
+        "2: peak RSS MiB (any steady rate)",
+        rows.iter()
+            .filter(|r| r.agent == Agent::FluentBit && r.scenario == Scenario::Steady)
+            .filter_map(|r| r.peak_rss_kib.map(mib))
+            .reduce(f64::max),
+        1,
+    );
+    line(
+        "3: idle CPU ms per minute",
+        fb(Scenario::Idle, 0).and_then(|r| r.idle_ms_per_min),
+        1,
+    );
     t
 }
 

@@ -13,7 +13,7 @@
 //! connection: TLS 1.3 (aws-lc-rs, as the client) in, plain TCP to the fake out, with
 //! 64 KiB copy buffers. Its CPU is measured separately (thread `tls-proxy`).
 
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -31,14 +31,15 @@ use tokio_rustls::TlsAcceptor;
 pub const PROXY_THREAD: &str = "tls-proxy";
 
 /// A CA certificate file for `SSL_CERT_FILE` and the server side of a leaf it signed
-/// for `127.0.0.1` and `localhost`.
+/// for `127.0.0.1`, `localhost` and any further loopback addresses asked for (Fluent
+/// Bit's, see `fluentbit.rs`).
 pub struct Certs {
     pub ca_file: PathBuf,
     config: Arc<ServerConfig>,
 }
 
 impl Certs {
-    pub fn make(dir: &Path) -> Certs {
+    pub fn make(dir: &Path, more_ips: &[Ipv4Addr]) -> Certs {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -52,6 +53,10 @@ impl Certs {
         let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).expect("leaf params");
         leaf.subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        for ip in more_ips {
+            leaf.subject_alt_names
+                .push(SanType::IpAddress((*ip).into()));
+        }
         leaf.distinguished_name
             .push(DnType::CommonName, "fake firehose");
         leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -84,7 +89,13 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(certs: &Certs, upstream: SocketAddr) -> Proxy {
-        let listener = StdTcpListener::bind("127.0.0.1:0").expect("proxy: bind 127.0.0.1:0");
+        Proxy::start_at(certs, SocketAddr::from(([127, 0, 0, 1], 0)), upstream)
+    }
+
+    /// Listens on `bind` (Fluent Bit's fixed port 443 on an address of its own).
+    pub fn start_at(certs: &Certs, bind: SocketAddr, upstream: SocketAddr) -> Proxy {
+        let listener = StdTcpListener::bind(bind)
+            .unwrap_or_else(|e| panic!("proxy: cannot listen on {bind}: {e}"));
         listener.set_nonblocking(true).expect("proxy: nonblocking");
         let addr = listener.local_addr().expect("proxy: local_addr");
         let acceptor = TlsAcceptor::from(certs.config.clone());
