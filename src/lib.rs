@@ -264,9 +264,12 @@ impl Pipeline {
         let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
         let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
         let following = health.following.clone();
-        let (quiet, read_every) = (config.drain_quiet, tail::read_every(config.flush_interval));
+        let (quiet, cadence) = (
+            config.drain_quiet,
+            tail::Cadence::new(config.flush_interval),
+        );
         let tail = tokio::spawn(async move {
-            tail::run(follower, line_tx, drain_rx, quiet, read_every, following).await?;
+            tail::run(follower, line_tx, drain_rx, quiet, cadence, following).await?;
             Ok(())
         });
         let pace = Arc::new(batch::Pace::new(config.flush_interval));
