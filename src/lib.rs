@@ -82,8 +82,6 @@ const DRAIN_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// After a complete drain, how long a stage may take to return once its input ended
 /// (it only returns from its loop; anything longer is a bug, and it is aborted).
 const STAGE_END_WAIT: Duration = Duration::from_secs(1);
-/// How often the age of the oldest unacknowledged batch is sampled for its gauge.
-const AGE_GAUGE_EVERY: Duration = Duration::from_secs(1);
 
 /// A pipeline task that failed, for its ERROR and the drain report.
 struct Failure {
@@ -205,8 +203,6 @@ struct Pipeline {
     batcher: Option<JoinHandle<anyhow::Result<()>>>,
     ship: Option<JoinHandle<anyhow::Result<()>>>,
     writer: Option<JoinHandle<Checkpointer>>,
-    /// Keeps `firetail_oldest_unacked_age_seconds` current.
-    age_gauge: JoinHandle<()>,
     /// Tells the tail the drain started.
     drain_tx: watch::Sender<bool>,
     /// Tells the checkpoint writer to hand itself back for the final write.
@@ -264,9 +260,12 @@ impl Pipeline {
         let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
         let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
         let following = health.following.clone();
-        let (quiet, read_every) = (config.drain_quiet, tail::read_every(config.flush_interval));
+        let (quiet, cadence) = (
+            config.drain_quiet,
+            tail::Cadence::new(config.flush_interval),
+        );
         let tail = tokio::spawn(async move {
-            tail::run(follower, line_tx, drain_rx, quiet, read_every, following).await?;
+            tail::run(follower, line_tx, drain_rx, quiet, cadence, following).await?;
             Ok(())
         });
         let pace = Arc::new(batch::Pace::new(config.flush_interval));
@@ -302,13 +301,15 @@ impl Pipeline {
         let ship = tokio::spawn(ship::run(batch_rx, Arc::new(shipper), ship_settings));
         let (stop_tx, stop_rx) = watch::channel(false);
         let writer = tokio::spawn(checkpoint::run(checkpointer, progress.clone(), stop_rx));
-        let age_gauge = tokio::spawn(keep_age_gauge(progress.clone(), metrics.clone()));
+        metrics.sample_age({
+            let progress = progress.clone();
+            move || progress.oldest_unacked_age()
+        });
         Ok(Pipeline {
             tail: Some(tail),
             batcher: Some(batcher),
             ship: Some(ship),
             writer: Some(writer),
-            age_gauge,
             drain_tx,
             stop_tx,
             progress,
@@ -418,7 +419,6 @@ impl Pipeline {
                 handle.abort();
             }
         }
-        self.age_gauge.abort();
         failures
     }
 
@@ -434,25 +434,6 @@ impl Pipeline {
         .unwrap_or_else(|| Checkpointer::new(&config.checkpoint, self.metrics.clone()));
         if let Err(e) = checkpointer.write(&self.progress) {
             tracing::error!(file = %config.checkpoint.display(), error = %e, "Cannot write the final checkpoint; a restart will ship acknowledged lines again.");
-        }
-    }
-}
-
-/// Keeps `firetail_oldest_unacked_age_seconds` current: the age grows while nothing
-/// happens, so it is sampled on a timer rather than set by events — but only while
-/// something is unacknowledged: with nothing pending it is 0 until a batch is
-/// registered, and an idle sidecar does not wake for it (issue 15).
-async fn keep_age_gauge(progress: Arc<Progress>, metrics: Arc<Metrics>) {
-    loop {
-        match progress.oldest_unacked_age() {
-            Some(age) => {
-                metrics.oldest_unacked_age.set(age.as_secs_f64());
-                tokio::time::sleep(AGE_GAUGE_EVERY).await;
-            }
-            None => {
-                metrics.oldest_unacked_age.set(0.0);
-                progress.registered().await;
-            }
         }
     }
 }

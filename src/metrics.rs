@@ -72,6 +72,9 @@ pub const DEAD_LETTER_REASONS: &[&str] = &[
 /// Every `reason` of `lines_skipped` (batch.rs).
 pub const SKIP_REASONS: &[&str] = &["header", "empty"];
 
+/// The age of the oldest unacknowledged batch, `None` when none waits.
+type AgeSource = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
+
 /// Every series firetail exports. Names get the `firetail_` prefix at registration;
 /// counters get `_total` from the encoder.
 pub struct Metrics {
@@ -105,6 +108,8 @@ pub struct Metrics {
     pub billable_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub unacked_bytes: Gauge,
     pub oldest_unacked_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Where `oldest_unacked_age` is read at each scrape (see [`Metrics::sample_age`]).
+    age_source: std::sync::OnceLock<AgeSource>,
     pub throttled_records: Counter,
     pub throttled_calls: Counter,
     pub checkpoint_write_failures: Counter,
@@ -156,6 +161,7 @@ impl Metrics {
             billable_ratio: Gauge::default(),
             unacked_bytes: Gauge::default(),
             oldest_unacked_age: Gauge::default(),
+            age_source: std::sync::OnceLock::new(),
             throttled_records: Counter::default(),
             throttled_calls: Counter::default(),
             checkpoint_write_failures: Counter::default(),
@@ -358,8 +364,21 @@ impl Metrics {
         self.skipped.get_or_create(&Reason { reason }).inc();
     }
 
+    /// Reads `firetail_oldest_unacked_age_seconds` from `source` at each scrape. The
+    /// age grows while nothing happens, so it cannot be set by events; a timer that
+    /// set it every second woke the runtime thread once a second whenever anything
+    /// was unacknowledged, which at a steady rate is always (issue 15). Only the
+    /// first source counts.
+    pub fn sample_age(&self, source: impl Fn() -> Option<Duration> + Send + Sync + 'static) {
+        let _ = self.age_source.set(Box::new(source));
+    }
+
     /// Every series in OpenMetrics text (what `prometheus-client` encodes).
     pub fn encode(&self) -> String {
+        if let Some(age) = self.age_source.get() {
+            self.oldest_unacked_age
+                .set(age().map_or(0.0, |a| a.as_secs_f64()));
+        }
         let shipped = self.bytes_shipped.get();
         if shipped > 0 {
             self.billable_ratio

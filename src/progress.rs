@@ -163,9 +163,6 @@ pub struct Progress {
     changed: Notify,
     /// Woken when the duplicate window has room again: the tail sleeps on it.
     room: Notify,
-    /// Woken when a batch is registered: the age gauge sleeps on it while nothing is
-    /// unacknowledged, rather than ticking in an idle sidecar.
-    registered: Notify,
     /// `--max-unacked-bytes`.
     window: u64,
     gauges: Gauges,
@@ -184,7 +181,6 @@ impl Progress {
             files: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
             room: Notify::new(),
-            registered: Notify::new(),
             window,
             gauges,
         }
@@ -310,13 +306,6 @@ impl Progress {
                 f.registered_end = f.registered_end.max(s.end);
             }
         }
-        drop(files);
-        self.registered.notify_one();
-    }
-
-    /// Waits until a batch is registered (at once if one was since the last wait).
-    pub async fn registered(&self) {
-        self.registered.notified().await
     }
 
     /// Every line in `spans` is accepted by Firehose or in the dead-letter file.
@@ -443,16 +432,32 @@ mod tests {
         }
     }
 
-    /// The age gauge sleeps while nothing is pending: a batch registered just before it
-    /// starts to wait must still wake it (else the gauge stays 0 behind a stuck batch).
-    #[tokio::test]
-    async fn a_registration_before_the_wait_still_wakes_the_waiter() {
-        let p = Progress::default();
+    /// The age gauge is read from the ledger at each scrape (no timer keeps it): it
+    /// follows a batch from registration to acknowledgement.
+    #[test]
+    fn the_oldest_unacked_age_is_read_at_each_scrape() {
+        let p = std::sync::Arc::new(Progress::default());
         p.open(0, &id(), Path::new("/log"), 0);
+        let metrics = crate::metrics::Metrics::new();
+        metrics.sample_age({
+            let p = p.clone();
+            move || p.oldest_unacked_age()
+        });
+        let age = |m: &crate::metrics::Metrics| {
+            let text = m.encode();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("firetail_oldest_unacked_age_seconds "))
+                .expect("the gauge is exported")
+                .to_owned();
+            line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
+        };
+        assert_eq!(age(&metrics), 0.0, "nothing registered");
         p.register(&[span(0, 10)]);
-        let woke = tokio::time::timeout(std::time::Duration::from_secs(10), p.registered()).await;
-        assert!(woke.is_ok(), "the registration was lost");
-        assert!(p.oldest_unacked_age().is_some());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(age(&metrics) >= 0.02, "a registered batch ages");
+        p.ack(&[span(0, 10)]);
+        assert_eq!(age(&metrics), 0.0, "acknowledged");
     }
 
     #[test]

@@ -21,11 +21,13 @@
 //!   `siblings`, its side of discovery (adopting missed files, finding copies); and
 //!   `resume`, the restart from the checkpoint;
 //! - `watcher`: inotify, read only when the tail is ready to read;
+//! - `cadence`: how soon the tail reads again while the app writes;
 //! - this file: [`run`], the async shell (the read cadence, the slow poll, the drain).
 //!
 //! Only `progress`, `config` and `metrics` are imported: the tail knows nothing of the
 //! stages after it.
 
+mod cadence;
 mod discovery;
 mod follower;
 mod framing;
@@ -41,6 +43,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+pub use cadence::Cadence;
 pub use discovery::raise_nofile_limit;
 pub use follower::{Follower, Settings, MAX_FINISHED_OPEN};
 pub use framing::{Framer, Line, KEEP_OVERSIZE_BYTES, MAX_RECORD_BYTES};
@@ -56,23 +59,8 @@ use watcher::Watch;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(10);
 
-/// The longest the tail lets written lines wait before it reads them (see
-/// [`read_every`]).
-const READ_EVERY_MAX: Duration = Duration::from_millis(100);
-
-/// How often, at most, the tail reads while the app writes: a tenth of
-/// `--flush-interval`, at most [`READ_EVERY_MAX`]. An app writes line by line, and
-/// inotify reports every write: reading on each would wake the pipeline hundreds of
-/// times a second at a moderate rate, each wake-up paying checks, a hand-over and a
-/// thread switch (issue 15 measured ~40 a second costing more than the lines
-/// themselves). A line waits for its batch's `--flush-interval` anyway; a tenth of it
-/// more is within the noise of a PutRecordBatch round trip.
-pub fn read_every(flush_interval: Duration) -> Duration {
-    (flush_interval / 10).min(READ_EVERY_MAX)
-}
-
 /// The async shell: polls the follower whenever inotify says a watched directory
-/// changed (at most every `read_every`), or the slow poll fires; sends lines
+/// changed (at most as often as the [`Cadence`] allows), or the slow poll fires; sends lines
 /// downstream; and on drain reads to the end, waits for `quiet` without a new byte,
 /// finishes every file in bounded steps and returns — dropping the sender, which is how
 /// the batch stage learns the input ended.
@@ -81,7 +69,7 @@ pub async fn run(
     tx: mpsc::Sender<Vec<Line>>,
     mut drain: watch::Receiver<bool>,
     quiet: Duration,
-    read_every: Duration,
+    mut cadence: Cadence,
     following: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<()> {
     let mut watcher = Watch::new();
@@ -96,6 +84,7 @@ pub async fn run(
         let before = follower.bytes_read();
         let mut lines = Vec::new();
         let more = follower.poll(&mut lines)?;
+        cadence.read(lines.len());
         // Ready once the path is watched and the first look is done — the file itself
         // may not exist yet: in a pod the app creates it only after this probe passes.
         following.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -131,7 +120,7 @@ pub async fn run(
             }
         } else {
             tokio::select! {
-                _ = next_change(&mut watcher, polled + read_every) => {}
+                _ = next_change(&mut watcher, polled + cadence.wait(polled)) => {}
                 _ = tokio::time::sleep(poll_every) => {}
                 _ = drain.changed() => {}
             }
