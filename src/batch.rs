@@ -286,18 +286,20 @@ pub async fn run(
     dead_letter: Arc<DeadLetter>,
 ) {
     let mut batcher = Batcher::new(settings.aggregate, settings.aggregate_max_lines);
-    // The open batch's start and its deadline.
+    // The open batch's start and its deadline; when the last batch was handed on.
     let mut deadline: Option<(Instant, Instant)> = None;
+    let mut last_cut: Option<Instant> = None;
     loop {
         let started = batcher.oldest();
         if started != deadline.map(|(s, _)| s) {
-            deadline = started.map(|s| (s, s + jittered(settings.pace.get())));
+            deadline = started.map(|s| (s, due_at(s, last_cut, jittered(settings.pace.get()))));
         }
         let due = deadline.is_some_and(|(_, d)| d <= Instant::now());
         let chunk = tokio::select! {
             biased;
             permit = tx.reserve(), if due => {
                 let Ok(permit) = permit else { return };
+                last_cut = Some(Instant::now());
                 if let Some(b) = batcher.take() {
                     settle_and_hand_on(b, &progress, &dead_letter, |b| permit.send(b)).await;
                 }
@@ -334,9 +336,28 @@ pub async fn run(
                 Disposition::Record { json: true } => {}
             }
             if let Some(b) = batcher.add(line, d, now) {
+                last_cut = Some(now);
                 send(&tx, b, &progress, &dead_letter).await;
             }
         }
+    }
+}
+
+/// When a batch that opened at `started` is due: `jitter` (a draw of [`jittered`])
+/// after the last cut while lines keep coming, else after its own start; never more
+/// than `jitter` after its start.
+///
+/// Why from the last cut: the tail reads on a cadence (every quarter interval for
+/// a quiet app), so a batch opens at one of a few moments of a second that repeat
+/// every second. Counted from its opening, a pod's deadlines fell in the same fifth
+/// of the quota's second for as long as it ran (the window model in
+/// `ship/control/tests.rs`: Jain 0.82 in a rollout). Counted from the last cut, a
+/// steady pod's calls are a renewal process of mean 0.9 interval, whose moment in
+/// the second wanders through all of it within seconds.
+pub(crate) fn due_at(started: Instant, last_cut: Option<Instant>, jitter: Duration) -> Instant {
+    match last_cut {
+        Some(cut) if started < cut + jitter => cut + jitter,
+        _ => started + jitter,
     }
 }
 
@@ -449,6 +470,25 @@ mod tests {
         assert!(draws.iter().all(|j| *j <= d && *j >= d.mul_f64(0.8)));
         let spread = *draws.iter().max().unwrap() - *draws.iter().min().unwrap();
         assert!(spread > Duration::from_millis(150), "{spread:?}");
+    }
+
+    /// A line never waits longer than the draw, and a steady stream's deadlines are
+    /// spaced by the draw itself, not by when the tail happened to read.
+    #[test]
+    fn a_deadline_counts_from_the_last_cut_while_lines_keep_coming() {
+        let t0 = Instant::now();
+        let j = Duration::from_millis(850);
+        let ms = Duration::from_millis;
+        assert_eq!(due_at(t0, None, j), t0 + j);
+        // Opened 200 ms after the last cut: due 850 ms after the cut.
+        assert_eq!(due_at(t0 + ms(200), Some(t0), j), t0 + j);
+        // Opened after the draw had passed: 850 ms after its own start.
+        assert_eq!(due_at(t0 + ms(900), Some(t0), j), t0 + ms(900) + j);
+        for open in [0, 100, 849, 850, 2000] {
+            let d = due_at(t0 + ms(open), Some(t0), j);
+            assert!(d > t0 + ms(open));
+            assert!(d - (t0 + ms(open)) <= j);
+        }
     }
 
     #[test]

@@ -335,8 +335,8 @@ fn the_in_flight_limit_grows_when_used_and_halves_on_trouble() {
 
 /// The fleet as the fake Firehose and the pods make it, to the 10 ms: the quota over
 /// fixed one-second windows, first come first served; each pod's lines written every
-/// 50 ms at its offered rate (as the fleet driver writes), read at most every 100 ms
-/// (the tail's cadence), cut into batches by a jittered flush deadline, sent through
+/// 50 ms at its offered rate (as the fleet driver writes), read at most every 250 ms
+/// (the tail's cadence for a quiet app), cut into batches by a jittered flush deadline, sent through
 /// [`Control`] one call at a time, throttled records sent again after the adaptive
 /// backoff (up to 100 ms). What decides a pod's share here is when in the second its
 /// calls arrive, which the other model leaves out.
@@ -349,6 +349,10 @@ struct WindowFleet {
     measure: (f64, f64),
 }
 
+/// The tail's read cadence for a quiet app (`tail/cadence.rs`): a quarter of the
+/// flush interval.
+const READ_EVERY: f64 = 0.25;
+
 #[derive(Default)]
 struct ModelPod {
     arrived: f64,
@@ -359,6 +363,7 @@ struct ModelPod {
     got: f64,
     pending: usize,
     last_read: f64,
+    last_flush: f64,
 }
 
 impl WindowFleet {
@@ -401,13 +406,13 @@ impl WindowFleet {
                     continue;
                 }
                 p.arrived += self.offered(t) * 0.01;
-                // The driver writes every 50 ms; the tail reads at most every 100 ms.
+                // The driver writes every 50 ms; the tail reads at most every READ_EVERY.
                 if tick % 5 == 1 {
                     let lines = p.arrived.floor();
                     p.arrived -= lines;
                     p.pending += lines as usize;
                 }
-                let lines = if t - p.last_read < 0.1 {
+                let lines = if t - p.last_read < READ_EVERY {
                     0
                 } else {
                     std::mem::take(&mut p.pending)
@@ -416,13 +421,20 @@ impl WindowFleet {
                     p.last_read = t;
                 }
                 if p.batch == 0 && lines > 0 {
-                    p.deadline = t + crate::batch::jittered(c.flush_interval()).as_secs_f64();
+                    let j = crate::batch::jittered(c.flush_interval()).as_secs_f64();
+                    // As `batch::due_at`.
+                    p.deadline = if t < p.last_flush + j {
+                        p.last_flush + j
+                    } else {
+                        t + j
+                    };
                 }
                 p.batch += lines;
                 if p.batch > 0 && (t >= p.deadline || p.batch >= 500) {
                     c.arrived(at(t), p.batch);
                     p.queued += p.batch;
                     p.batch = 0;
+                    p.last_flush = t;
                 }
                 if p.queued == 0 || t < p.retry_at {
                     continue;
