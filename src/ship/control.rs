@@ -5,8 +5,9 @@
 //! `ServiceUnavailableException`. Every pod sees only its own answers, so each one
 //! must find its share from them, the way TCP flows share a link:
 //!
-//! - **Send rate** (records/s): unlimited until the first throttle, then set to what
-//!   the stream accepted from this pod over the last second, cut by [`RATE_BETA`] on
+//! - **Send rate** (records/s): unlimited until the first throttle, then set to
+//!   [`RATE_BETA`] × the larger of what the stream accepted from this pod over the
+//!   last second and what the app offers now, cut by [`RATE_BETA`] on
 //!   each later throttle and raised by [`RATE_ALPHA`] per second while the pod has
 //!   more to send and is not throttled; lifted after a minute in which it held
 //!   nothing back. Additive increase with multiplicative decrease
@@ -56,7 +57,7 @@ pub const MAX_STRETCH: f64 = 4.0;
 /// A limit that held nothing back for this long, without a throttle either, is lifted.
 const RATE_RELEASE: Duration = Duration::from_secs(60);
 /// The window over which what the app offers is measured.
-const OFFERED_OVER: Duration = Duration::from_secs(5);
+const OFFERED_OVER: Duration = Duration::from_secs(3);
 /// The flush interval starts to return this long after the last throttle.
 const STRETCH_HOLD: Duration = Duration::from_secs(5);
 /// A call slower than this many times the latency baseline counts as congestion.
@@ -274,16 +275,28 @@ impl Control {
         }
     }
 
-    /// Records per second the app offered over the last [`OFFERED_OVER`], or over the
-    /// time the pod has run if shorter (a pod of a rollout is throttled within a
-    /// second or two of its start).
+    /// Records per second the app offered lately: from the batches that arrived over
+    /// the last [`OFFERED_OVER`], the records after the first over the time from the
+    /// first to the last (each batch holds what came since the one before it). A
+    /// rate over a fixed window would count a batch more or less by chance, and
+    /// would mix in what the app wrote before an overload began: pods throttled at
+    /// its start would then get a first rate far below that of pods throttled a few
+    /// seconds later, and additive growth takes long to even that out. With fewer
+    /// than two batches a second apart, the records over the time the pod has run.
     fn offered(&self, now: Instant) -> f64 {
-        let n: u64 = self
+        let recent: Vec<&(Instant, u32)> = self
             .intake
             .iter()
             .filter(|(t, _)| now.saturating_duration_since(*t) <= OFFERED_OVER)
-            .map(|(_, n)| u64::from(*n))
-            .sum();
+            .collect();
+        if let (Some(first), Some(last)) = (recent.first(), recent.last()) {
+            let span = last.0.saturating_duration_since(first.0);
+            if span >= SECOND {
+                let after: u64 = recent[1..].iter().map(|(_, n)| u64::from(*n)).sum();
+                return after as f64 / span.as_secs_f64();
+            }
+        }
+        let n: u64 = recent.iter().map(|(_, n)| u64::from(*n)).sum();
         let over = now
             .saturating_duration_since(self.born)
             .clamp(SECOND, OFFERED_OVER);

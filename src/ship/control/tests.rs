@@ -234,6 +234,27 @@ fn a_young_pod_measures_its_offer_over_the_time_it_has_run() {
     assert!((rate - 60.0 * RATE_BETA).abs() < 2.0, "{rate}");
 }
 
+/// An overload begins: the app wrote 20 records/s for a minute, then 60. A pod
+/// throttled two seconds into it starts from what the app offers now, not from an
+/// average that still holds the quiet minute.
+#[test]
+fn the_first_rate_follows_what_the_app_offers_now() {
+    let t0 = Instant::now();
+    let mut c = Control::new(true, 4, SECOND, t0);
+    let mut t = t0;
+    for _ in 0..60 {
+        t += Duration::from_millis(900);
+        c.arrived(t, 18); // 20 records/s in batches every 0.9 s
+    }
+    for _ in 0..3 {
+        t += Duration::from_millis(900);
+        c.arrived(t, 54); // 60 records/s
+    }
+    c.observe(t, throttled_of(0, 54));
+    let rate = c.rate().unwrap();
+    assert!((rate - 60.0 * RATE_BETA).abs() < 2.0, "{rate}");
+}
+
 /// Whole calls throttled (the request quota, or an outage's 503s) stretch the
 /// flush interval and halve the calls in flight, but leave the send rate alone:
 /// when the stream comes back, the pod is not left crawling.
