@@ -512,7 +512,7 @@ fn kill_9_three_times_under_continuous_writing_loses_nothing() {
     //   one round of the slots);
     // - one batch of 500 being cut and handed over as the kill lands;
     // - what was acknowledged since the last checkpoint write: writes come every
-    //   250 ms, and the test kills only after firetail has caught up (below), so acks
+    //   500 ms at most, and the test kills only after firetail has caught up (below), so acks
     //   come at the writer's rate; 1 s of it covers the interval plus an fsync and
     //   scheduling on a loaded 2-core machine.
     const PER_KILL: usize = 2 * MAX_IN_FLIGHT * 500 + 500 + MAX_LINES_PER_SEC;
