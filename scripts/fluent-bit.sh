@@ -58,13 +58,7 @@ install_build_deps() {
     [[ -f /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
     [[ -f /usr/include/oniguruma.h ]] || missing+=(libonig-dev)
     [[ ${#missing[@]} -eq 0 ]] && return 0
-    if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-        die "missing Debian packages: ${missing[*]} (apt-get install -y ${missing[*]})"
-    fi
-    say "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2 || true
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    "$repo/scripts/apt-install.sh" fluent-bit "${missing[@]}"
 }
 
 # npm records integrity as "sha512-" + base64 of the tarball's SHA-512.

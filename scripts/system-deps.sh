@@ -31,17 +31,9 @@ for command in "${!wanted[@]}"; do
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
-if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    say "missing Debian packages: ${missing[*]} (apt-get install -y ${missing[*]})"
-    exit 1
-fi
-
-say "installing Debian packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >&2 || true
 # Only promtool is used from the `prometheus` package (no init system starts the
 # server it also ships).
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+"$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" system-deps "${missing[@]}"
 for command in "${!wanted[@]}"; do
     have "$command" || { say "error: $command still missing after installing ${wanted[$command]}"; exit 1; }
 done

@@ -205,18 +205,25 @@ fn throttling_that_ignores_the_rate_does_not_starve_the_pod() {
     assert!(c.rate().is_some());
 }
 
+/// The first rate a pod sets when a call of `sent` records is throttled whole at
+/// `throttled_at`, after batches of `(when, records)` arrived from the batch stage.
+fn first_rate(t0: Instant, batches: &[(Instant, usize)], throttled_at: Instant, sent: u32) -> f64 {
+    let mut c = Control::new(true, 4, SECOND, t0);
+    for &(t, n) in batches {
+        c.arrived(t, n);
+    }
+    c.observe(throttled_at, throttled_of(0, sent));
+    c.rate().expect("a throttle sets the rate")
+}
+
 /// Pods that start together get what luck gives them in the first second; the
 /// first rate is at least what the app offers, so equal pods start alike.
 #[test]
 fn the_first_rate_is_at_least_what_the_app_offers() {
     let t0 = Instant::now();
-    let mut c = Control::new(true, 4, SECOND, t0);
-    for i in 0..50u32 {
-        c.arrived(t0 + Duration::from_millis(100) * i, 6); // 60 records/s
-    }
-    // Nothing got through in the last second.
-    c.observe(t0 + SECOND * 5, throttled_of(0, 500));
-    let rate = c.rate().unwrap();
+    // 60 records/s for 5 s; nothing got through in the last second.
+    let batches: Vec<_> = (0..50u32).map(|i| (t0 + SECOND * i / 10, 6)).collect();
+    let rate = first_rate(t0, &batches, t0 + SECOND * 5, 500);
     assert!((rate - 60.0 * RATE_BETA).abs() < 2.0, "{rate}");
 }
 
@@ -225,12 +232,9 @@ fn the_first_rate_is_at_least_what_the_app_offers() {
 #[test]
 fn a_young_pod_measures_its_offer_over_the_time_it_has_run() {
     let t0 = Instant::now();
-    let mut c = Control::new(true, 4, SECOND, t0);
-    for i in 0..15u32 {
-        c.arrived(t0 + Duration::from_millis(100) * i, 6); // 60 records/s for 1.5 s
-    }
-    c.observe(t0 + Duration::from_millis(1500), throttled_of(0, 90));
-    let rate = c.rate().unwrap();
+    // 60 records/s for 1.5 s.
+    let batches: Vec<_> = (0..15u32).map(|i| (t0 + SECOND * i / 10, 6)).collect();
+    let rate = first_rate(t0, &batches, t0 + SECOND * 3 / 2, 90);
     assert!((rate - 60.0 * RATE_BETA).abs() < 2.0, "{rate}");
 }
 
@@ -240,18 +244,11 @@ fn a_young_pod_measures_its_offer_over_the_time_it_has_run() {
 #[test]
 fn the_first_rate_follows_what_the_app_offers_now() {
     let t0 = Instant::now();
-    let mut c = Control::new(true, 4, SECOND, t0);
-    let mut t = t0;
-    for _ in 0..60 {
-        t += Duration::from_millis(900);
-        c.arrived(t, 18); // 20 records/s in batches every 0.9 s
-    }
-    for _ in 0..3 {
-        t += Duration::from_millis(900);
-        c.arrived(t, 54); // 60 records/s
-    }
-    c.observe(t, throttled_of(0, 54));
-    let rate = c.rate().unwrap();
+    // Batches every 0.9 s: 18 records (20/s) for a minute, then 54 (60/s).
+    let batches: Vec<_> = (1..=63u32)
+        .map(|i| (t0 + SECOND * i * 9 / 10, if i <= 60 { 18 } else { 54 }))
+        .collect();
+    let rate = first_rate(t0, &batches, batches[62].0, 54);
     assert!((rate - 60.0 * RATE_BETA).abs() < 2.0, "{rate}");
 }
 
@@ -357,9 +354,9 @@ fn the_in_flight_limit_grows_when_used_and_halves_on_trouble() {
 /// The fleet as the fake Firehose and the pods make it, to the 10 ms: the quota over
 /// fixed one-second windows, first come first served; each pod's lines written every
 /// 50 ms at its offered rate (as the fleet driver writes), read at most every 250 ms
-/// (the tail's cadence for a quiet app), cut into batches by a jittered flush deadline, sent through
-/// [`Control`] one call at a time, throttled records sent again after the adaptive
-/// backoff (up to 100 ms). What decides a pod's share here is when in the second its
+/// (the tail's cadence for a quiet app), cut into batches at the deadlines
+/// `batch::due_at` draws, sent through [`Control`] one call at a time, throttled
+/// records sent again after the adaptive backoff (up to 100 ms). What decides a pod's share here is when in the second its
 /// calls arrive, which the other model leaves out.
 struct WindowFleet {
     quota: f64,
@@ -384,7 +381,7 @@ struct ModelPod {
     got: f64,
     pending: usize,
     last_read: f64,
-    last_flush: f64,
+    last_flush: Option<f64>,
 }
 
 impl WindowFleet {
@@ -442,20 +439,16 @@ impl WindowFleet {
                     p.last_read = t;
                 }
                 if p.batch == 0 && lines > 0 {
-                    let j = crate::batch::jittered(c.flush_interval()).as_secs_f64();
-                    // As `batch::due_at`.
-                    p.deadline = if t < p.last_flush + j {
-                        p.last_flush + j
-                    } else {
-                        t + j
-                    };
+                    let jitter = crate::batch::jittered(c.flush_interval());
+                    let due = crate::batch::due_at(at(t), p.last_flush.map(at), jitter);
+                    p.deadline = (due - t0).as_secs_f64();
                 }
                 p.batch += lines;
                 if p.batch > 0 && (t >= p.deadline || p.batch >= 500) {
                     c.arrived(at(t), p.batch);
                     p.queued += p.batch;
                     p.batch = 0;
-                    p.last_flush = t;
+                    p.last_flush = Some(t);
                 }
                 if p.queued == 0 || t < p.retry_at {
                     continue;
