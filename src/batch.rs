@@ -30,7 +30,7 @@ use crate::config::InvalidJson;
 use crate::deadletter::DeadLetter;
 use crate::metrics::Metrics;
 use crate::progress::{FileKey, Progress, Span};
-use crate::tail::{Line, MAX_RECORD_BYTES};
+use crate::tail::{Due, Line, LEAD, MAX_RECORD_BYTES};
 
 /// PutRecordBatch takes at most 500 records (Firehose quotas page).
 pub const MAX_BATCH_RECORDS: usize = 500;
@@ -273,6 +273,8 @@ pub struct Settings {
     pub invalid_json: InvalidJson,
     /// The flush interval in effect (`--flush-interval`, or stretched by the ship stage).
     pub pace: Arc<Pace>,
+    /// Where the tail learns when the batch its next lines would join is due.
+    pub due: Arc<Due>,
 }
 
 /// The async shell: classifies lines, writes dead letters, cuts batches when full or
@@ -289,17 +291,24 @@ pub async fn run(
     // The open batch's start and its deadline; when the last batch was handed on.
     let mut deadline: Option<(Instant, Instant)> = None;
     let mut last_cut: Option<Instant> = None;
+    // Drawn at each cut, for the next batch: the tail learns its deadline before it opens.
+    let mut jitter = jittered(settings.pace.get());
     loop {
         let started = batcher.oldest();
         if started != deadline.map(|(s, _)| s) {
-            deadline = started.map(|s| (s, due_at(s, last_cut, jittered(settings.pace.get()))));
+            deadline = started.map(|s| (s, due_at(s, last_cut, jitter)));
         }
+        settings.due.set(match deadline {
+            Some((_, d)) => Some(d),
+            None => last_cut.map(|c| c + jitter),
+        });
         let due = deadline.is_some_and(|(_, d)| d <= Instant::now());
         let chunk = tokio::select! {
             biased;
             permit = tx.reserve(), if due => {
                 let Ok(permit) = permit else { return };
                 last_cut = Some(Instant::now());
+                jitter = jittered(settings.pace.get());
                 if let Some(b) = batcher.take() {
                     settle_and_hand_on(b, &progress, &dead_letter, |b| permit.send(b)).await;
                 }
@@ -337,6 +346,7 @@ pub async fn run(
             }
             if let Some(b) = batcher.add(line, d, now) {
                 last_cut = Some(now);
+                jitter = jittered(settings.pace.get());
                 send(&tx, b, &progress, &dead_letter).await;
             }
         }
@@ -345,7 +355,9 @@ pub async fn run(
 
 /// When a batch that opened at `started` is due: `jitter` (a draw of [`jittered`])
 /// after the last cut while lines keep coming, else after its own start; never more
-/// than `jitter` after its start.
+/// than `jitter` after its start. A batch that opens less than [`LEAD`] after the
+/// deadline is due at once: its lines are the ones the tail read for that deadline
+/// (it reads a quiet app just before it), late by a slow read.
 ///
 /// Why from the last cut: the tail reads on a cadence (every quarter interval for
 /// a quiet app), so a batch opens at one of a few moments of a second that repeat
@@ -356,7 +368,7 @@ pub async fn run(
 /// the second wanders through all of it within seconds.
 pub(crate) fn due_at(started: Instant, last_cut: Option<Instant>, jitter: Duration) -> Instant {
     match last_cut {
-        Some(cut) if started < cut + jitter => cut + jitter,
+        Some(cut) if started < cut + jitter + LEAD => (cut + jitter).max(started),
         _ => started + jitter,
     }
 }
@@ -484,11 +496,84 @@ mod tests {
         assert_eq!(due_at(t0 + ms(200), Some(t0), j), t0 + j);
         // Opened after the draw had passed: 850 ms after its own start.
         assert_eq!(due_at(t0 + ms(900), Some(t0), j), t0 + ms(900) + j);
-        for open in [0, 100, 849, 850, 2000] {
+        for open in [0, 100, 849, 850, 870, 2000] {
             let d = due_at(t0 + ms(open), Some(t0), j);
-            assert!(d > t0 + ms(open));
+            assert!(d >= t0 + ms(open));
             assert!(d - (t0 + ms(open)) <= j);
         }
+    }
+
+    /// The tail's cadence and the batch deadlines together, on a simulated clock (ms
+    /// steps, reads taking no time): a steady writer's lines wait at most one
+    /// interval plus `LEAD` from write to cut (the README's latency), and a quiet
+    /// app is read about once per batch instead of every quarter interval.
+    #[test]
+    fn steady_lines_wait_at_most_an_interval_and_lead_with_one_read_per_batch() {
+        let interval = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        for (every_ms, max_reads_per_s) in [(2u64, 1.6), (10, 1.6), (1, 4.0)] {
+            let due = Arc::new(Due::new());
+            let t0 = Instant::now();
+            let mut cadence = crate::tail::Cadence::new(interval, due.clone());
+            let (mut unread, mut open) = (Vec::new(), Vec::new());
+            let (mut deadline, mut last_cut): (Option<Instant>, Option<Instant>) = (None, None);
+            let mut jitter = jittered(interval);
+            let (mut not_before, mut reads, mut worst) = (t0, 0u32, Duration::ZERO);
+            for step in 0..60_000u64 {
+                let t = t0 + ms(step);
+                if step % every_ms == 0 {
+                    unread.push(t);
+                }
+                // The tail: asleep until `not_before`, then reads what inotify reported.
+                if t >= not_before {
+                    match cadence.later(t) {
+                        Some(later) if later > not_before => not_before = later,
+                        _ if !unread.is_empty() => {
+                            reads += 1;
+                            if open.is_empty() {
+                                deadline = Some(due_at(t, last_cut, jitter));
+                            }
+                            cadence.read(unread.len());
+                            open.append(&mut unread);
+                            not_before = t + cadence.wait(t);
+                        }
+                        _ => {}
+                    }
+                }
+                // The batch stage: cut when due (or at 500 records), publish the next.
+                if deadline.is_some_and(|d| d <= t) || open.len() >= 500 {
+                    worst = worst.max(t - open[0]);
+                    open.clear();
+                    (deadline, last_cut, jitter) = (None, Some(t), jittered(interval));
+                }
+                due.set(deadline.or(last_cut.map(|c| c + jitter)));
+            }
+            let per_s = f64::from(reads) / 60.0;
+            assert!(
+                worst <= interval + LEAD,
+                "1 line per {every_ms} ms: waited {worst:?}"
+            );
+            assert!(
+                per_s <= max_reads_per_s,
+                "1 line per {every_ms} ms: {per_s} reads/s"
+            );
+        }
+    }
+
+    /// The tail reads a quiet app `LEAD` before the deadline; lines that reach the
+    /// batch stage a little after it (a slow read) go at once, not a whole draw later.
+    #[test]
+    fn a_batch_that_opens_just_after_its_deadline_goes_at_once() {
+        let t0 = Instant::now();
+        let j = Duration::from_millis(850);
+        let late = t0 + j + LEAD / 2;
+        assert_eq!(due_at(late, Some(t0), j), late);
+        let later = t0 + j + LEAD;
+        assert_eq!(
+            due_at(later, Some(t0), j),
+            later + j,
+            "a new spell of writes"
+        );
     }
 
     #[test]

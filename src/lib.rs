@@ -260,9 +260,10 @@ impl Pipeline {
         let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
         let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
         let following = health.following.clone();
+        let due = Arc::new(tail::Due::new());
         let (quiet, cadence) = (
             config.drain_quiet,
-            tail::Cadence::new(config.flush_interval),
+            tail::Cadence::new(config.flush_interval, due.clone()),
         );
         let tail = tokio::spawn(async move {
             tail::run(follower, line_tx, drain_rx, quiet, cadence, following).await?;
@@ -274,6 +275,7 @@ impl Pipeline {
             aggregate_max_lines: config.aggregate_max_lines,
             invalid_json: config.invalid_json,
             pace: pace.clone(),
+            due,
         };
         let batcher = tokio::spawn({
             let (progress, metrics, dead_letter) =

@@ -135,12 +135,27 @@ async fn check_region() -> Result<(), String> {
     }
 }
 
-/// JSON (default) or text logs on stderr; the level comes from RUST_LOG (default info).
+/// JSON (default) or text logs on stderr; the level comes from RUST_LOG (default info):
+/// a level, or `target=level` pairs separated by commas (`info,aws_smithy_runtime=debug`).
+/// Parsed with `filter::Targets` rather than `EnvFilter`, whose span and field
+/// directives a sidecar has no use for and whose regex engine added about a quarter
+/// of a MiB to every pod's RSS (issue 15). A RUST_LOG that does not parse is a WARN
+/// naming it, and the level stays `info`.
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let default = Targets::new().with_default(LevelFilter::INFO);
+    let (filter, bad) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => match v.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (default, Some((v, e))),
+        },
+        _ => (default, None),
+    };
+    // The builder's own filter would stop at INFO: `filter` decides.
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder
@@ -148,9 +163,16 @@ fn init_tracing(format: LogFormat) {
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
+            .finish()
+            .with(filter)
             .init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .finish()
+            .with(filter)
             .init(),
+    }
+    if let Some((value, error)) = bad {
+        tracing::warn!(rust_log = %value, error = %error, "RUST_LOG does not parse (a level, or target=level pairs separated by commas); logging at info.");
     }
 }

@@ -43,7 +43,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-pub use cadence::Cadence;
+pub use cadence::{Cadence, Due, LEAD};
 pub use discovery::raise_nofile_limit;
 pub use follower::{Follower, Settings, MAX_FINISHED_OPEN};
 pub use framing::{Framer, Line, KEEP_OVERSIZE_BYTES, MAX_RECORD_BYTES};
@@ -119,8 +119,9 @@ pub async fn run(
                 _ = tokio::time::sleep_until(quiet_until.min(Instant::now() + poll_every)) => {}
             }
         } else {
+            let not_before = polled + cadence.wait(polled);
             tokio::select! {
-                _ = next_change(&mut watcher, polled + cadence.wait(polled)) => {}
+                _ = next_change(&mut watcher, &cadence, not_before) => {}
                 _ = tokio::time::sleep(poll_every) => {}
                 _ = drain.changed() => {}
             }
@@ -131,9 +132,16 @@ pub async fn run(
 /// Waits for inotify to report a change, but not before `not_before`: writes that come
 /// faster than that gather (their events wait in the kernel's queue) and are read in
 /// one go, with one wake-up of the thread instead of one per write; the first write
-/// after a quiet spell is read at once.
-async fn next_change(watcher: &mut Watch, not_before: Instant) {
-    tokio::time::sleep_until(not_before).await;
+/// after a quiet spell is read at once. A batch cut while it slept publishes the next
+/// deadline: then it gathers on until just before that one ([`Cadence::later`]).
+async fn next_change(watcher: &mut Watch, cadence: &Cadence, mut not_before: Instant) {
+    loop {
+        tokio::time::sleep_until(not_before).await;
+        match cadence.later(Instant::now()) {
+            Some(t) if t > not_before => not_before = t,
+            _ => break,
+        }
+    }
     watcher.changed().await;
 }
 

@@ -511,3 +511,72 @@ fn the_termination_message_tells_the_drain_outcome() {
         "{text}"
     );
 }
+
+/// RUST_LOG takes a level or `target=level` pairs: `warn` drops every INFO line, and
+/// `warn,firetail=info,aws_smithy_runtime=debug` keeps firetail's INFO and the SDK's
+/// DEBUG lines and nothing else below WARN. One that does not parse is a WARN naming
+/// it, and logging stays at info.
+#[test]
+fn rust_log_sets_levels_per_target_and_a_bad_one_is_named() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let args = base_args(&log, &fake.stream_name());
+    let run = |rust_log: &str, lines: std::ops::Range<usize>| {
+        let mut env = aws_env(&fake.endpoint());
+        env.push(("RUST_LOG".into(), rust_log.into()));
+        let mut ft = Firetail::start(&args, &env);
+        append(&log, &access_lines("rust-log", lines.clone()));
+        assert!(
+            fake.wait_for_lines(lines.end as u64, LONG),
+            "{:?}",
+            ft.logs()
+        );
+        ft.term();
+        let code = ft.exit_code(LONG);
+        assert_eq!(
+            code,
+            0,
+            "{:?}",
+            ft.logs().iter().rev().take(5).collect::<Vec<_>>()
+        );
+        ft.logs()
+    };
+    let below_warn = |logs: &[serde_json::Value]| -> Vec<(String, String)> {
+        logs.iter()
+            .filter(|v| v["level"] == "INFO" || v["level"] == "DEBUG")
+            .map(|v| (v["level"].to_string(), v["target"].to_string()))
+            .collect()
+    };
+
+    let logs = run("warn", 0..10);
+    assert_eq!(below_warn(&logs), vec![], "{logs:?}");
+
+    let logs = run("warn,firetail=info,aws_smithy_runtime=debug", 10..20);
+    let kept = below_warn(&logs);
+    assert!(
+        kept.iter()
+            .any(|(l, t)| l == "\"INFO\"" && t == "\"firetail\""),
+        "{kept:?}"
+    );
+    assert!(
+        kept.iter()
+            .any(|(l, t)| l == "\"DEBUG\"" && t.starts_with("\"aws_smithy_runtime")),
+        "{kept:?}"
+    );
+    assert!(
+        kept.iter()
+            .all(|(l, t)| (l == "\"INFO\"" && t.starts_with("\"firetail"))
+                || t.starts_with("\"aws_smithy_runtime")),
+        "{kept:?}"
+    );
+
+    let logs = run("info,[span{x=1}]=debug", 20..30);
+    assert!(
+        logs.iter()
+            .any(|v| v["level"] == "WARN" && v["rust_log"] == "info,[span{x=1}]=debug"),
+        "{logs:?}"
+    );
+    assert!(logs.iter().any(|v| v["message"] == "firetail started."));
+    assert!(logs.iter().all(|v| v["level"] != "DEBUG"), "still info");
+}
