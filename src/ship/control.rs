@@ -56,7 +56,7 @@ pub const RATE_BETA: f64 = 0.7;
 /// past the quota settles near pods × α × (mean weight) / (1 − β) a second, so
 /// retry amplification is about α × weight / ((1 − β) × a pod's share): 0.15 ×
 /// weight for 50 pods sharing 2,000 records/s (the fleet simulation measured
-/// 0.19-0.23 in its overload, 0.10 before the weight), 0.02 × weight for a share of
+/// 0.17-0.18 in its overload, 0.10 before the weight), 0.02 × weight for a share of
 /// 400/s. A larger α converges faster from unequal starts and refuses more records.
 pub const RATE_ALPHA: f64 = 2.0;
 /// The rate never goes below this: a pod always makes some progress.
@@ -467,9 +467,10 @@ impl Control {
         true
     }
 
-    /// The weight on the additive increase: (β × demand / rate)², bounded. 1 for a
-    /// pod at its first rate; more for one that luck cut below it, less for one that
-    /// grew above it. Without a measured demand (none arrived), plain AIMD.
+    /// The weight on the additive increase: (β × demand / rate)², bounded. 1 at
+    /// β × demand (a first rate set from what the app offered); more for a pod that
+    /// luck cut below it, less for one that grew above it. Without a measured
+    /// demand, plain AIMD.
     fn growth(&self, rate: f64) -> f64 {
         if self.demand <= 0.0 {
             return 1.0;
