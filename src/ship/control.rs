@@ -11,10 +11,17 @@
 //!   each later throttle and raised by [`RATE_ALPHA`] per second while the pod has
 //!   more to send and is not throttled; lifted after a minute in which it held
 //!   nothing back. Additive increase with multiplicative decrease
-//!   makes equal pods converge to equal shares; the same absolute increase for every
-//!   pod is what makes it fair. A limit on calls in flight alone cannot do this: a call
-//!   takes milliseconds, so even one call in flight can send far more than a
-//!   per-second quota.
+//!   makes equal pods converge to equal shares. A limit on calls in flight alone
+//!   cannot do this: a call takes milliseconds, so even one call in flight can send
+//!   far more than a per-second quota.
+//! - **Who grows faster**: the quota is first come first served within its second,
+//!   so which pods are throttled in a second is luck, not their rate. Plain AIMD
+//!   then shares fairly only on average: an unlucky pod's cuts add up, and over a
+//!   minute equal pods got 0.5 to 1.5 times their share. So the increase is
+//!   weighted by how far below its app's demand a pod is held: (0.7 × demand /
+//!   rate)², between ¼ and 2 ([`GROWTH_MIN`], [`GROWTH_MAX`]). Demand is the same
+//!   for pods that write alike, so the ones luck cut most recover fastest, and a
+//!   pod above its peers grows slowest: negative feedback on what each pod got.
 //! - **Calls in flight**: `--max-in-flight` is the ceiling; the limit is cut in half
 //!   on throttles, server errors, timeouts and a latency far above its baseline, and
 //!   grows by one per limit's worth of clean calls that used every slot.
@@ -44,14 +51,25 @@ use tokio::time::Instant;
 /// throttled in a second cut, so the fleet's total falls by (1 − β) of what it sent
 /// past the quota, not of the whole: goodput stays near the quota.
 pub const RATE_BETA: f64 = 0.7;
-/// Additive increase of the send rate, records/s per second while not throttled.
-/// What the fleet sends past the quota settles near pods × α / (1 − β) a second, so
-/// retry amplification is about α / ((1 − β) × a pod's share): 0.15 for 50 pods
-/// sharing 2,000 records/s (the fleet simulation), 0.02 for a share of 400/s. A
-/// larger α converges faster from unequal starts and refuses more records.
+/// Additive increase of the send rate, records/s per second while not throttled,
+/// times the growth weight (see "Who grows faster" above). What the fleet sends
+/// past the quota settles near pods × α × (mean weight) / (1 − β) a second, so
+/// retry amplification is about α × weight / ((1 − β) × a pod's share): 0.15 ×
+/// weight for 50 pods sharing 2,000 records/s (the fleet simulation measured
+/// 0.17-0.18 in its overload, 0.10 before the weight), 0.02 × weight for a share of
+/// 400/s. A larger α converges faster from unequal starts and refuses more records.
 pub const RATE_ALPHA: f64 = 2.0;
 /// The rate never goes below this: a pod always makes some progress.
 pub const RATE_MIN: f64 = 5.0;
+/// Bounds of the weight on the additive increase, (β × demand / rate)²: a pod far
+/// below its demand grows at most twice as fast, one above it at least a quarter as
+/// fast. The upper bound keeps what the fleet sends past the quota, and so retry
+/// amplification, within twice that of plain AIMD; it also bounds how much faster a
+/// pod that writes ten times its share grows than its peers (4 gave pods that write
+/// less than their share Jain 0.989-0.993 in the window model, 2 gives 0.992-0.994,
+/// plain AIMD 0.995-0.997).
+pub const GROWTH_MIN: f64 = 0.25;
+pub const GROWTH_MAX: f64 = 2.0;
 /// The flush interval stretches to at most this many times `--flush-interval`.
 pub const MAX_STRETCH: f64 = 4.0;
 /// A limit that held nothing back for this long, without a throttle either, is lifted.
@@ -157,6 +175,12 @@ pub struct Control {
     intake: VecDeque<(Instant, u32)>,
     /// When this pod started: what it offered is measured over the time it has run.
     born: Instant,
+    /// Records/s the app offered at most since the rate was set, measured only from
+    /// batches that came at the batch stage's own pace (see [`Control::backed_up`]).
+    demand: f64,
+    /// When the ship stage last held a full call's worth and took no batch: batches
+    /// that arrive then come when there is room, not when the app wrote them.
+    backed_up: Option<Instant>,
     /// Calls of the last second: (when, sent, accepted, throttled records).
     recent: VecDeque<(Instant, u32, u32, u32)>,
     /// (records answered per record, of them throttled) per interval between cuts,
@@ -190,6 +214,8 @@ impl Control {
             refilled: now,
             intake: VecDeque::new(),
             born: now,
+            demand: 0.0,
+            backed_up: None,
             recent: VecDeque::new(),
             intervals: VecDeque::new(),
             since_cut: Tally::default(),
@@ -263,8 +289,23 @@ impl Control {
         }
     }
 
-    /// `records` arrived from the batch stage: what the app offers.
+    /// The ship stage holds a call's worth and takes no more batches: the batch stage
+    /// (and the file) hold the rest, and batches come as room appears.
+    pub fn backed_up(&mut self, now: Instant) {
+        self.backed_up = Some(now);
+    }
+
+    /// `records` arrived from the batch stage: what the app offers, unless the ship
+    /// stage was backed up within the last flush interval (the batch then waited for
+    /// room, and its arrival says how fast this pod sends, not what the app wrote).
     pub fn arrived(&mut self, now: Instant, records: usize) {
+        let paced_by_us = self
+            .backed_up
+            .is_some_and(|t| now.saturating_duration_since(t) <= self.flush_interval());
+        if paced_by_us {
+            self.intake.clear();
+            return;
+        }
         self.intake.push_back((now, records as u32));
         while self
             .intake
@@ -374,9 +415,13 @@ impl Control {
             None => {
                 // What the stream took from this pod in the last second is luck
                 // when many pods start at once; what the app offered is the same
-                // for pods that write alike. The larger of the two.
-                let got: u32 = self.recent.iter().map(|(_, _, a, _)| a).sum();
-                f64::from(got).max(self.offered(now)) * RATE_BETA
+                // for pods that write alike. The larger of the two sets the rate;
+                // the demand that weighs its growth is what the app offered, not
+                // luck (what was taken only when nothing arrived at the app's pace).
+                let got = f64::from(self.recent.iter().map(|(_, _, a, _)| a).sum::<u32>());
+                let offered = self.offered(now);
+                self.demand = if offered > 0.0 { offered } else { got };
+                got.max(offered) * RATE_BETA
             }
         };
         self.rate = Some(rate.max(RATE_MIN));
@@ -413,12 +458,26 @@ impl Control {
         self.deaf_until = Some(now + DEAF_FOR);
         self.last_throttle = None;
         self.rate = None;
+        self.demand = 0.0;
         self.stretch = 1.0;
         tracing::info!(
             throttled_share = share,
             "Throttling does not follow this pod's send rate (eight cuts changed nothing); not cutting it further for 30 s."
         );
         true
+    }
+
+    /// The weight on the additive increase: (β × demand / rate)², bounded. 1 at
+    /// β × demand (a first rate set from what the app offered); more for a pod that
+    /// luck cut below it, less for one that grew above it. Without a measured
+    /// demand, plain AIMD.
+    fn growth(&self, rate: f64) -> f64 {
+        if self.demand <= 0.0 {
+            return 1.0;
+        }
+        (RATE_BETA * self.demand / rate)
+            .powi(2)
+            .clamp(GROWTH_MIN, GROWTH_MAX)
     }
 
     /// The drain: every line read must go before the grace period ends, and a stream
@@ -444,16 +503,19 @@ impl Control {
             self.last_held = now;
         }
         if let Some(rate) = self.rate {
+            self.demand = self.demand.max(self.offered(now));
             let unused = now.saturating_duration_since(self.last_held);
             if unused >= RATE_RELEASE && calm >= RATE_RELEASE {
                 self.rate = None;
+                self.demand = 0.0;
                 self.intervals.clear();
             } else if self.held_back && calm >= SECOND {
                 // Additive, whatever the time since the last throttle: in a fleet a
-                // pod may go long without one while its peers are cut, and any
-                // faster growth would take their share.
+                // pod may go long without one while its peers are cut, and growth
+                // that sped up with time would take their share.
                 self.refill(now);
-                self.rate = Some(rate + RATE_ALPHA * since.as_secs_f64().min(5.0));
+                let step = RATE_ALPHA * self.growth(rate) * since.as_secs_f64().min(5.0);
+                self.rate = Some(rate + step);
             }
         }
         self.held_back = false;

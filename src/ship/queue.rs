@@ -172,6 +172,9 @@ pub async fn run(
     loop {
         let wake = start_calls(&mut queue, &mut control, &mut calls, &shipper);
         publish(&control, &settings.pace, &metrics);
+        if !queue.has_room() {
+            control.backed_up(Instant::now());
+        }
         if !open && queue.is_empty() && calls.is_empty() {
             return Ok(());
         }

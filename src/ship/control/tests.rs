@@ -286,7 +286,7 @@ fn the_drain_lifts_the_rate_and_the_stretch() {
     assert_eq!(c.allow(t0, 10_000), Allow::Now(usize::MAX));
 }
 
-/// A pod with a backlog grows its rate by [`RATE_ALPHA`] a second once not
+/// A pod with a backlog grows its rate by up to [`RATE_ALPHA`] a second once not
 /// throttled, however long ago the last throttle was; its limit is lifted only
 /// after a minute in which it held nothing back.
 #[test]
@@ -302,9 +302,11 @@ fn a_held_rate_grows_additively_and_an_unused_one_is_lifted() {
             c.sent(n);
         }
     }
+    // Its demand (the 1,000 records accepted in the first second) puts the first
+    // rate at weight 1; above it the weight falls, to 0.6 at 900 records/s.
     let grown = c.rate().unwrap() - start;
     assert!(
-        (RATE_ALPHA * 100.0..=RATE_ALPHA * 120.0).contains(&grown),
+        (RATE_ALPHA * 0.6 * 100.0..=RATE_ALPHA * 120.0).contains(&grown),
         "grew {grown} in 120 s"
     );
     for _ in 0..61 {
@@ -362,6 +364,8 @@ struct WindowFleet {
     quota: f64,
     /// Offered records/s per pod: `(until, rate)` phases.
     phases: Vec<(f64, f64)>,
+    /// The first `heavy` pods offer ten times as much; Jain counts the others.
+    heavy: usize,
     starts: Vec<f64>,
     /// Jain, goodput and amplification are measured over these seconds.
     measure: (f64, f64),
@@ -423,7 +427,8 @@ impl WindowFleet {
                 if t < self.starts[i] {
                     continue;
                 }
-                p.arrived += self.offered(t) * 0.01;
+                let weight = if i < self.heavy { 10.0 } else { 1.0 };
+                p.arrived += weight * self.offered(t) * 0.01;
                 // The driver writes every 50 ms; the tail reads at most every READ_EVERY.
                 if tick % 5 == 1 {
                     let lines = p.arrived.floor();
@@ -475,12 +480,12 @@ impl WindowFleet {
                 c.observe(at(t + 0.01), s);
             }
         }
-        let got: Vec<f64> = pods.iter().map(|p| p.got).collect();
+        let got: Vec<f64> = pods[self.heavy..].iter().map(|p| p.got).collect();
         let sum: f64 = got.iter().sum();
         let sq: f64 = got.iter().map(|r| r * r).sum();
         let seconds = self.measure.1 - self.measure.0;
         (
-            sum * sum / (n as f64 * sq),
+            sum * sum / (got.len() as f64 * sq),
             accepted / (self.quota * seconds),
             refused / accepted.max(1.0),
             got,
@@ -488,30 +493,67 @@ impl WindowFleet {
     }
 }
 
-/// The fleet simulation's overload and rollout scenarios (50 pods, 2,000 records/s),
-/// phases and all: every pod gets its share, not the ones whose calls happen to
-/// arrive early in the quota's second.
-#[test]
-fn pods_share_a_windowed_quota_fairly_whatever_their_phase() {
-    let (n, quota) = (50usize, 2_000.0);
-    let share = quota / n as f64;
-    let overload = WindowFleet {
-        quota,
+const FLEET_PODS: usize = 50;
+const FLEET_QUOTA: f64 = 2_000.0;
+
+/// The fleet simulation's overload: pods started over 5 s, 0.5× the quota for 10 s,
+/// 1.5× for 60 s (measured), then 0.5× again.
+fn overload_fleet() -> WindowFleet {
+    let (n, share) = (FLEET_PODS, FLEET_QUOTA / FLEET_PODS as f64);
+    WindowFleet {
+        quota: FLEET_QUOTA,
         phases: vec![
             (10.0, 0.5 * share),
             (70.0, 1.5 * share),
             (100.0, 0.5 * share),
         ],
         starts: (0..n).map(|i| 5.0 * i as f64 / n as f64).collect(),
+        heavy: 0,
         measure: (10.0, 70.0),
-    };
-    let rollout = WindowFleet {
-        quota,
+    }
+}
+
+/// The fleet simulation's unequal pods: as the overload, but a tenth of the pods
+/// write ten times as much as the others.
+fn unequal_fleet() -> WindowFleet {
+    let heavy = FLEET_PODS / 10;
+    let light = FLEET_QUOTA / (FLEET_PODS + 9 * heavy) as f64;
+    WindowFleet {
+        phases: vec![
+            (10.0, 0.5 * light),
+            (70.0, 1.5 * light),
+            (100.0, 0.5 * light),
+        ],
+        heavy,
+        ..overload_fleet()
+    }
+}
+
+/// The fleet simulation's rollout: every pod started within 0.1 s, 1.5× the quota
+/// from the start for 30 s (measured), then 0.5×.
+fn rollout_fleet() -> WindowFleet {
+    let (n, share) = (FLEET_PODS, FLEET_QUOTA / FLEET_PODS as f64);
+    WindowFleet {
+        quota: FLEET_QUOTA,
         phases: vec![(30.0, 1.5 * share), (60.0, 0.5 * share)],
         starts: (0..n).map(|i| 0.1 * i as f64 / n as f64).collect(),
+        heavy: 0,
         measure: (0.0, 30.0),
-    };
-    for (name, fleet) in [("overload", overload), ("rollout", rollout)] {
+    }
+}
+
+/// The fleet simulation's three scenarios (50 pods, 2,000 records/s), phases and
+/// all: every pod gets its share, not the ones whose calls happen to arrive early
+/// in the quota's second.
+#[test]
+fn pods_share_a_windowed_quota_fairly_whatever_their_phase() {
+    let (overload, rollout) = (overload_fleet(), rollout_fleet());
+    let fleets = [
+        ("overload", overload),
+        ("rollout", rollout),
+        ("unequal", unequal_fleet()),
+    ];
+    for (name, fleet) in fleets {
         for seed in [1, 2, 3] {
             let (jain, goodput, amplification, mut got) = fleet.run(seed);
             got.sort_by(f64::total_cmp);
@@ -519,7 +561,7 @@ fn pods_share_a_windowed_quota_fairly_whatever_their_phase() {
                 "window model {name} seed {seed}: Jain {jain:.3}, goodput {goodput:.3}, \
                  amplification {amplification:.3}, least {:.0}, most {:.0}",
                 got[0],
-                got[n - 1]
+                got[got.len() - 1]
             );
             // With deadlines drawn from the last tenth of the interval, the rollout
             // gave 0.80-0.87 here (and 0.77-0.85 in the fleet simulation): a third of
@@ -530,6 +572,96 @@ fn pods_share_a_windowed_quota_fairly_whatever_their_phase() {
                 amplification < 0.3,
                 "{name}, seed {seed}: amplification {amplification}"
             );
+        }
+    }
+}
+
+/// Which pods the quota's second throttles is luck, not their rate, so with the same
+/// increase for every pod the cuts of an unlucky pod added up: over the minute of
+/// overload equal pods got Jain 0.948-0.975 here (seeds 1-5; the fleet simulation
+/// measured 0.961-0.967, against 0.962-0.973 for fixed pods). Weighting the
+/// increase by how far below its demand a pod is held evens that luck out: 0.983-0.987.
+#[test]
+fn luck_in_the_quota_second_evens_out_over_an_overload() {
+    let fleet = overload_fleet();
+    for seed in 1..=5 {
+        let (jain, goodput, amplification, _) = fleet.run(seed);
+        eprintln!(
+            "window model overload seed {seed}: Jain {jain:.3}, goodput {goodput:.3}, \
+             amplification {amplification:.3}"
+        );
+        assert!(jain > 0.978, "seed {seed}: Jain {jain}");
+        assert!(goodput > 0.98, "seed {seed}: goodput {goodput}");
+        assert!(
+            amplification < 0.3,
+            "seed {seed}: amplification {amplification}"
+        );
+    }
+}
+
+/// A pod that writes 60 records/s: batches every 100 ms for 5 s from `t0`, then a
+/// call throttled whole, which sets its rate to 0.7 × 60.
+fn limited_at_60_per_second(t0: Instant) -> (Control, Instant) {
+    let mut c = Control::new(true, 4, SECOND, t0);
+    for i in 0..50u32 {
+        c.arrived(t0 + SECOND * i / 10, 6);
+    }
+    let t = t0 + SECOND * 5;
+    c.observe(t, throttled_of(0, 60));
+    (c, t)
+}
+
+/// The rate's next step, one second after `t`, for a pod with a backlog.
+fn one_step(c: &mut Control, t: Instant) -> f64 {
+    let before = c.rate().expect("limited");
+    c.held_back = true;
+    c.last_step = t;
+    c.step(t + SECOND);
+    c.rate().expect("limited") - before
+}
+
+/// Two pods whose apps write alike: the one that luck cut twice more grows back
+/// twice as fast as the one at its first rate; a pod above its first rate grows
+/// slower.
+#[test]
+fn a_pod_cut_below_its_demand_grows_faster() {
+    let t0 = Instant::now();
+    let (mut lucky, t) = limited_at_60_per_second(t0);
+    let (mut unlucky, _) = limited_at_60_per_second(t0);
+    for k in 1..=2u32 {
+        unlucky.observe(t + SECOND * k, throttled_of(0, 20));
+    }
+    let t = t + SECOND * 3;
+    // 42 records/s against 20.6 = 42 × 0.7²: weights 1 and 4.2, bounded to 2.
+    assert!((one_step(&mut lucky, t) - RATE_ALPHA).abs() < 1e-9);
+    assert!((one_step(&mut unlucky, t) - RATE_ALPHA * GROWTH_MAX).abs() < 1e-9);
+    lucky.rate = Some(63.0);
+    let above = one_step(&mut lucky, t + SECOND);
+    assert!(
+        (above - RATE_ALPHA * (42.0f64 / 63.0).powi(2)).abs() < 1e-9,
+        "{above}"
+    );
+}
+
+/// Once the ship stage is backed up, batches come whenever a call frees room (full
+/// ones, in bursts): they say how fast this pod sends, not what its app writes, and
+/// must not raise its demand, which would speed its growth past its peers'.
+#[test]
+fn batches_that_waited_for_room_are_not_demand() {
+    for backed_up in [true, false] {
+        let (mut c, mut t) = limited_at_60_per_second(Instant::now());
+        for _ in 0..6 {
+            t += SECOND;
+            if backed_up {
+                c.backed_up(t - SECOND / 10);
+            }
+            c.arrived(t, 500);
+            let _ = c.allow(t, 500);
+        }
+        if backed_up {
+            assert!((c.demand - 60.0).abs() < 3.0, "demand {}", c.demand);
+        } else {
+            assert!(c.demand > 200.0, "demand {}", c.demand);
         }
     }
 }
