@@ -355,11 +355,15 @@ fn the_in_flight_limit_grows_when_used_and_halves_on_trouble() {
 
 /// The fleet as the fake Firehose and the pods make it, to the 10 ms: the quota over
 /// fixed one-second windows, first come first served; each pod's lines written every
-/// 50 ms at its offered rate (as the fleet driver writes), read at most every 250 ms
-/// (the tail's cadence for a quiet app), cut into batches at the deadlines
-/// `batch::due_at` draws, sent through [`Control`] one call at a time, throttled
-/// records sent again after the adaptive backoff (up to 100 ms). What decides a pod's share here is when in the second its
-/// calls arrive, which the other model leaves out.
+/// 50 ms at its offered rate (as the fleet driver writes), read every 250 ms, cut
+/// into batches at the deadlines `batch::due_at` draws, sent through [`Control`] one
+/// call at a time, throttled records sent again after the adaptive backoff (up to
+/// 100 ms). What decides a pod's share here is when in the second its calls arrive,
+/// which the other model leaves out.
+///
+/// The tail reads a quiet app once per batch, just before it is due
+/// (`tail/cadence.rs`), not every 250 ms; while lines keep coming both give the same
+/// cut times, since a batch is due a draw after the last cut whenever it opened.
 struct WindowFleet {
     quota: f64,
     /// Offered records/s per pod: `(until, rate)` phases.
@@ -371,8 +375,7 @@ struct WindowFleet {
     measure: (f64, f64),
 }
 
-/// The tail's read cadence for a quiet app (`tail/cadence.rs`): a quarter of the
-/// flush interval.
+/// How often the model reads (the tail's cadence with no batch open).
 const READ_EVERY: f64 = 0.25;
 
 #[derive(Default)]
