@@ -303,7 +303,13 @@ pub async fn run(
             None => last_cut.map(|c| c + jitter),
         });
         let due = deadline.is_some_and(|(_, d)| d <= Instant::now());
-        let chunk = tokio::select! {
+        // A due batch first takes what the tail has already handed over: lines it read
+        // for this deadline, late only because both stages woke in one turn of the
+        // runtime (a CPU-throttled container). Left behind, they would wait another draw.
+        let ready = if due { rx.try_recv().ok() } else { None };
+        let chunk = match ready {
+            Some(lines) => Some(lines),
+            None => tokio::select! {
             biased;
             permit = tx.reserve(), if due => {
                 let Ok(permit) = permit else { return };
@@ -317,6 +323,7 @@ pub async fn run(
             _ = sleep_until_opt(deadline.map(|(_, d)| d)), if !due => continue,
             // While a due batch waits for the ship stage, keep filling it.
             chunk = rx.recv() => chunk,
+            },
         };
         let Some(lines) = chunk else {
             if let Some(b) = batcher.take() {
@@ -558,6 +565,54 @@ mod tests {
                 "1 line per {every_ms} ms: {per_s} reads/s"
             );
         }
+    }
+
+    /// A stalled runtime (a CPU-throttled container) wakes the tail and the batch
+    /// stage in one turn, after the deadline: the lines the tail handed over for it
+    /// go with the due batch, not a draw later.
+    #[test]
+    fn lines_handed_over_before_a_late_cut_go_with_the_due_batch() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let dead_letter = Arc::new(DeadLetter::new(
+            &dir.path().join("dead.jsonl"),
+            1 << 20,
+            metrics.clone(),
+        ));
+        let progress = Arc::new(Progress::new(u64::MAX, Default::default()));
+        let settings = Settings {
+            aggregate: false,
+            aggregate_max_lines: 500,
+            invalid_json: InvalidJson::Ship,
+            pace: Arc::new(Pace::new(Duration::from_millis(200))),
+            due: Arc::new(Due::new()),
+        };
+        let due = settings.due.clone();
+        let (line_tx, line_rx) = mpsc::channel(1);
+        let (batch_tx, mut batch_rx) = mpsc::channel(1);
+        let stages = (line_rx, batch_tx, settings, progress, metrics, dead_letter);
+        let first = rt.block_on(async {
+            let (a, b, c, d, e, f) = stages;
+            tokio::spawn(run(a, b, c, d, e, f));
+            line_tx.send(vec![line(0, 0, 10)]).await.unwrap();
+            // The batch stage opens the batch, publishes its deadline and sleeps.
+            tokio::task::yield_now().await;
+            let deadline = due.get().expect("a deadline published");
+            // The tail's next read, `LEAD` before it, as the cadence times it.
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline - LEAD).await;
+                line_tx.send(vec![line(0, 11, 10)]).await.unwrap();
+            });
+            tokio::task::yield_now().await;
+            // The stall: the thread gets no CPU until both timers have passed.
+            std::thread::sleep(deadline - Instant::now() + Duration::from_millis(100));
+            batch_rx.recv().await.unwrap()
+        });
+        assert_eq!(first.records.len(), 2, "both reads in the due batch");
     }
 
     /// The tail reads a quiet app `LEAD` before the deadline; lines that reach the

@@ -157,6 +157,15 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A cadence of the default interval, the cell its batch stage publishes in, and
+    /// the start of its first wait.
+    fn with_due() -> (Arc<Due>, Cadence, Instant) {
+        let due = Arc::new(Due::new());
+        let c = Cadence::new(Duration::from_secs(1), due.clone());
+        let t0 = c.since;
+        (due, c, t0)
+    }
+
     #[test]
     fn the_default_flush_interval_reads_every_quarter_or_tenth_second() {
         let c = Cadence::new(Duration::from_secs(1), Arc::new(Due::new()));
@@ -203,9 +212,7 @@ mod tests {
     /// deadline, instead of three more on the quiet cadence.
     #[test]
     fn a_quiet_app_is_read_just_before_the_open_batch_is_due() {
-        let due = Arc::new(Due::new());
-        let mut c = Cadence::new(Duration::from_secs(1), due.clone());
-        let t0 = c.since;
+        let (due, mut c, t0) = with_due();
         due.set(Some(t0 + 250 * MS + 900 * MS));
         c.read(125);
         assert_eq!(c.wait(t0 + 250 * MS), 900 * MS - LEAD);
@@ -215,9 +222,7 @@ mod tests {
     /// worth gathers before the deadline: it is read then.
     #[test]
     fn a_call_s_worth_is_read_before_the_deadline() {
-        let due = Arc::new(Due::new());
-        let mut c = Cadence::new(Duration::from_secs(1), due.clone());
-        let t0 = c.since;
+        let (due, mut c, t0) = with_due();
         due.set(Some(t0 + 250 * MS + 900 * MS));
         c.read(375);
         let wait = c.wait(t0 + 250 * MS);
@@ -228,9 +233,7 @@ mod tests {
     /// publishes the next deadline, the wait goes on until just before it.
     #[test]
     fn a_near_or_missing_deadline_falls_back_to_the_quiet_cadence() {
-        let due = Arc::new(Due::new());
-        let mut c = Cadence::new(Duration::from_secs(1), due.clone());
-        let t0 = c.since;
+        let (due, mut c, t0) = with_due();
         c.read(125);
         assert_eq!(c.wait(t0 + 250 * MS), 250 * MS, "no deadline");
         due.set(Some(t0 + 500 * MS + 60 * MS));
@@ -252,9 +255,7 @@ mod tests {
     /// several calls' worth at once makes calls overlap.
     #[test]
     fn a_busy_app_does_not_wait_for_the_deadline() {
-        let due = Arc::new(Due::new());
-        let mut c = Cadence::new(Duration::from_secs(1), due.clone());
-        let t0 = c.since;
+        let (due, mut c, t0) = with_due();
         due.set(Some(t0 + 1_000 * MS));
         c.read(500);
         assert_eq!(c.wait(t0 + 100 * MS), 100 * MS);
