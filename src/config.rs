@@ -24,6 +24,8 @@ pub use paths::{not_a_regular_file, parent_dir};
 pub use values::{format_size, parse_bool, size as parse_size};
 use values::{Given, Origin};
 
+use crate::firehose::{BATCH_BYTES, MAX_DEAGGREGATED_RECORDS};
+
 /// Firehose caps a stream name at 64 characters of `[a-zA-Z0-9_.-]` (API reference,
 /// `DeliveryStreamName`); checking here turns a typo into exit 2 instead of a
 /// `ResourceNotFoundException` loop.
@@ -50,17 +52,16 @@ pub const DRAIN_QUIET: RangeInclusive<Duration> = ms(10)..=secs(600);
 /// connection holds an in-flight slot for longer than any grace period.
 pub const CALL_TIMEOUT: RangeInclusive<Duration> = secs(1)..=secs(300);
 pub const ROTATE_WAIT: RangeInclusive<Duration> = secs(1)..=secs(3600);
-/// Also at least `--max-in-flight` × [`BATCH_CUT`], so the window never throttles
-/// the configured concurrency.
+/// Also at least `--max-in-flight` × the batch cut ([`BATCH_BYTES`], 1 MiB:
+/// docs/design.md#firehose-rules), so the window never throttles the configured
+/// concurrency.
 pub const MAX_UNACKED_BYTES: RangeInclusive<u64> = (4 * MIB)..=(1024 * MIB);
 /// At least one 1 MiB line plus its envelope; at most what an emptyDir should hold.
 pub const DEAD_LETTER_MAX_BYTES: RangeInclusive<u64> = MIB..=(16 * 1024 * MIB);
 pub const MAX_IN_FLIGHT: RangeInclusive<usize> = 1..=64;
 /// Firehose's JSON de-aggregation (dynamic partitioning's multi-record deaggregation)
 /// splits at most 500 records out of one; a larger pack would have to be split by hand.
-pub const AGGREGATE_MAX_LINES: RangeInclusive<usize> = 1..=500;
-/// The batch stage cuts a batch at 1 MiB (README, "Batching").
-pub const BATCH_CUT: u64 = MIB;
+pub const AGGREGATE_MAX_LINES: RangeInclusive<usize> = 1..=MAX_DEAGGREGATED_RECORDS;
 
 /// `firetail --version`: which build this is, down to the commit.
 pub const VERSION: &str = concat!(
@@ -380,7 +381,7 @@ fn validate(given: &Given) -> Result<Config, ConfigError> {
     let (max_unacked_bytes, unacked_origin) = given.parsed("max_unacked_bytes", |s| {
         values::size_within(s, &MAX_UNACKED_BYTES)
     })?;
-    let floor = max_in_flight as u64 * BATCH_CUT;
+    let floor = max_in_flight as u64 * BATCH_BYTES as u64;
     if max_unacked_bytes < floor {
         return Err(unacked_origin.bad(format!(
             "{} is below --max-in-flight ({max_in_flight}) × the 1MiB batch cut = {}; the window would throttle the calls in flight",

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firetail::config::{Config, LogFormat, ParseError};
-use firetail::metrics::{Health, Metrics};
+use firetail::health::Health;
+use firetail::metrics::Metrics;
 
 /// The region lookup may ask EC2 instance metadata, which off EC2 (or with an IMDSv2
 /// hop limit of 1 from a pod) answers only after its own timeouts and retries; past

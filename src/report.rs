@@ -1,23 +1,13 @@
 //! The drain report: what happened to every line, logged once at exit, and the exit
-//! code it implies (DESIGN §6, §8).
+//! code it implies (docs/design.md#shutdown-and-drain, docs/design.md#command-line).
 
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 
-use crate::metrics::{Metrics, Reason};
+use crate::metrics::Metrics;
+use crate::outcome::{DeadLetterReason, DrainEnd, SkipReason};
 use crate::progress::{Progress, Unacknowledged};
-use crate::ship::TOO_LARGE_FOR_ENDPOINT;
-
-/// Dead-letter reasons, each a field of the report.
-const DEAD_LETTER_REASONS: [&str; 4] = [
-    "oversize",
-    "invalid_json",
-    "rejected",
-    TOO_LARGE_FOR_ENDPOINT,
-];
 
 /// What happened to every line, logged once at exit.
 #[derive(Debug, Serialize)]
@@ -36,7 +26,7 @@ pub struct Report {
     pub checkpoint_offset: Option<u64>,
     pub drain_seconds: f64,
     /// How the drain ended: `drained`, `deadline`, `second_signal`, `error`.
-    pub drain_end: &'static str,
+    pub drain_end: DrainEnd,
     /// The pipeline tasks that failed (`tail`, `batch`, `ship`, `checkpoint`), comma
     /// separated; absent when none did. Any failure means exit 1.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,7 +42,10 @@ impl Report {
     /// 0 when every line read was shipped, dead-lettered or skipped and no task
     /// failed, else 1.
     pub fn exit_code(&self) -> u8 {
-        if self.undelivered == 0 && self.drain_end == "drained" && self.failed_task.is_none() {
+        if self.undelivered == 0
+            && self.drain_end == DrainEnd::Drained
+            && self.failed_task.is_none()
+        {
             0
         } else {
             1
@@ -60,40 +53,29 @@ impl Report {
     }
 }
 
-fn reason(f: &Family<Reason, Counter>, reason: &'static str) -> u64 {
-    f.get_or_create(&Reason { reason }).get()
-}
-
 /// Lines that reached their end: shipped, dead-lettered or skipped.
 pub fn settled(m: &Metrics) -> u64 {
     m.lines_shipped.get()
-        + DEAD_LETTER_REASONS
+        + DeadLetterReason::ALL
             .iter()
-            .map(|r| reason(&m.dead_lettered, r))
+            .map(|r| m.dead_lettered(*r))
             .sum::<u64>()
-        + ["header", "empty"]
-            .iter()
-            .map(|r| reason(&m.skipped, r))
-            .sum::<u64>()
+        + SkipReason::ALL.iter().map(|r| m.skipped(*r)).sum::<u64>()
 }
 
 /// The report as the counters and the ledger stand now.
-pub fn report(
-    m: &Metrics,
-    progress: &Progress,
-    drain: Duration,
-    drain_end: &'static str,
-) -> Report {
+pub fn report(m: &Metrics, progress: &Progress, drain: Duration, drain_end: DrainEnd) -> Report {
     Report {
         lines_read: m.lines_read.get(),
         lines_shipped: m.lines_shipped.get(),
         records_shipped: m.records_shipped.get(),
-        dead_lettered_oversize: reason(&m.dead_lettered, "oversize"),
-        dead_lettered_invalid_json: reason(&m.dead_lettered, "invalid_json"),
-        dead_lettered_rejected: reason(&m.dead_lettered, "rejected"),
-        dead_lettered_too_large_for_endpoint: reason(&m.dead_lettered, TOO_LARGE_FOR_ENDPOINT),
-        skipped_header: reason(&m.skipped, "header"),
-        skipped_empty: reason(&m.skipped, "empty"),
+        dead_lettered_oversize: m.dead_lettered(DeadLetterReason::Oversize),
+        dead_lettered_invalid_json: m.dead_lettered(DeadLetterReason::InvalidJson),
+        dead_lettered_rejected: m.dead_lettered(DeadLetterReason::Rejected),
+        dead_lettered_too_large_for_endpoint: m
+            .dead_lettered(DeadLetterReason::TooLargeForEndpoint),
+        skipped_header: m.skipped(SkipReason::Header),
+        skipped_empty: m.skipped(SkipReason::Empty),
         undelivered: m.lines_read.get().saturating_sub(settled(m)),
         duplicates_possible: m.duplicates_possible.get(),
         checkpoint_offset: progress.current_offset(),
@@ -114,7 +96,7 @@ pub fn log_report(metrics: &Metrics, report: &Report) {
         tracing::error!(
             undelivered = report.undelivered,
             unacknowledged = %serde_json::to_string(&report.unacknowledged).unwrap_or_default(),
-            drain_end = report.drain_end,
+            drain_end = report.drain_end.as_str(),
             failed_task = report.failed_task.as_deref(),
             "Lines left undelivered; they stay unacknowledged in the checkpoint and a restart on it ships them."
         );
@@ -133,7 +115,7 @@ pub fn log_report(metrics: &Metrics, report: &Report) {
         duplicates_possible = report.duplicates_possible,
         checkpoint_offset = report.checkpoint_offset,
         drain_seconds = report.drain_seconds,
-        drain_end = report.drain_end,
+        drain_end = report.drain_end.as_str(),
         failed_task = report.failed_task.as_deref(),
         failed_error = report.failed_error.as_deref(),
         "Drain report."
@@ -188,7 +170,7 @@ mod tests {
     fn a_failed_task_means_exit_1_even_when_everything_was_delivered() {
         let m = Metrics::new();
         let p = Progress::default();
-        let mut r = report(&m, &p, Duration::ZERO, "drained");
+        let mut r = report(&m, &p, Duration::ZERO, DrainEnd::Drained);
         assert_eq!(r.exit_code(), 0);
         r.failed_task = Some("tail".into());
         assert_eq!(r.exit_code(), 1);
@@ -205,7 +187,7 @@ mod tests {
     fn the_termination_message_fits_the_kubelets_limit_and_leads_with_the_outcome() {
         let m = Metrics::new();
         let p = Progress::default();
-        let mut r = report(&m, &p, Duration::ZERO, "error");
+        let mut r = report(&m, &p, Duration::ZERO, DrainEnd::Error);
         r.failed_task = Some("tail".into());
         r.failed_error = Some("é".repeat(10_000));
         let text = termination_message(&r, 1);

@@ -36,7 +36,9 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Health, LogThrottle, Metrics};
+use super::Metrics;
+use crate::health::Health;
+use crate::log_throttle::LogThrottle;
 
 /// What one connection may take.
 #[derive(Debug, Clone, Copy)]

@@ -1,4 +1,5 @@
-//! How hard this pod pushes on a stream that many pods share (issue "Fleet").
+//! How hard this pod pushes on a stream that many pods share
+//! (docs/design.md#firehose-rules).
 //!
 //! Firehose's quota is per stream and per second (records, requests, bytes). Over it,
 //! Firehose answers "Slow down." per record inside a 200, or a whole-call

@@ -2,8 +2,8 @@
 //!
 //! An app writes line by line and inotify reports every write: reading on each would
 //! wake the pipeline hundreds of times a second, each wake-up paying checks, a
-//! hand-over and a thread switch (issue 15 measured ~40 a second costing more than
-//! the lines themselves). So writes gather between reads, for a time that depends on
+//! hand-over and a thread switch (~40 a second, measured, cost more than the lines
+//! themselves). So writes gather between reads, for a time that depends on
 //! the rate:
 //! - a quiet app (most pods of a fleet) is read at most every quarter of
 //!   `--flush-interval` (250 ms at most): at 500 lines/s, ten reads a second with
@@ -22,65 +22,18 @@
 //! spell is read at once, and with no batch open a line waits at most a quarter of
 //! an interval before it is read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How long before the open batch is due the tail reads: time for the read and the
-/// hand-over to the batch stage on a loaded node. A batch that opens this late still
-/// goes at its deadline (`batch::due_at`).
-pub const LEAD: Duration = Duration::from_millis(30);
+use crate::firehose::MAX_BATCH_RECORDS;
+use crate::flush_clock::{Due, LEAD};
 
 /// The longest a quiet app's lines wait before they are read.
 const QUIET_MAX: Duration = Duration::from_millis(250);
 /// The longest a busy app's lines wait before they are read.
 const BUSY_MAX: Duration = Duration::from_millis(100);
-/// A full `PutRecordBatch` call's worth of lines: an app that writes this many in a
-/// quiet cadence's time is busy.
-const FULL_CALL_LINES: usize = 500;
-
-/// When the batch that lines read now would join is due: set by the batch stage
-/// (the open batch's deadline, or after a cut the next one), read by the tail. The tail
-/// knows nothing of the stages after it; this cell is its side of the hand-over.
-#[derive(Debug)]
-pub struct Due {
-    base: Instant,
-    /// Nanoseconds after `base`; 0: none.
-    nanos: AtomicU64,
-}
-
-impl Due {
-    pub fn new() -> Due {
-        Due {
-            base: Instant::now(),
-            nanos: AtomicU64::new(0),
-        }
-    }
-
-    pub fn set(&self, at: Option<Instant>) {
-        let nanos = at.map_or(0, |t| {
-            let d = t.saturating_duration_since(self.base).as_nanos();
-            u64::try_from(d).unwrap_or(u64::MAX).max(1)
-        });
-        self.nanos.store(nanos, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> Option<Instant> {
-        match self.nanos.load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(self.base + Duration::from_nanos(n)),
-        }
-    }
-}
-
-impl Default for Due {
-    fn default() -> Due {
-        Due::new()
-    }
-}
-
 /// A read closer than this to the last one is not worth a wake-up of its own: the
 /// batch is about to be cut, and its next deadline is published then.
 const MIN_WAIT: Duration = Duration::from_millis(10);
@@ -125,7 +78,7 @@ impl Cadence {
         let elapsed = now.saturating_duration_since(self.since);
         let busy = is_busy(self.lines, elapsed, self.quiet);
         self.full_by = (!busy)
-            .then(|| now + elapsed.mul_f64(FULL_CALL_LINES as f64 / self.lines.max(1) as f64));
+            .then(|| now + elapsed.mul_f64(MAX_BATCH_RECORDS as f64 / self.lines.max(1) as f64));
         self.lines = 0;
         self.since = now;
         if busy {
@@ -145,15 +98,17 @@ impl Cadence {
     }
 }
 
-/// True when `lines` read over `elapsed` means a full call's worth per `quiet`.
+/// True when `lines` read over `elapsed` means a full call's worth
+/// ([`MAX_BATCH_RECORDS`]) per `quiet`.
 fn is_busy(lines: usize, elapsed: Duration, quiet: Duration) -> bool {
     lines > 0
-        && lines as f64 * quiet.as_secs_f64() >= FULL_CALL_LINES as f64 * elapsed.as_secs_f64()
+        && lines as f64 * quiet.as_secs_f64() >= MAX_BATCH_RECORDS as f64 * elapsed.as_secs_f64()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flush_clock::{due_at, jittered};
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -262,18 +217,60 @@ mod tests {
         assert_eq!(c.later(t0 + 200 * MS), None);
     }
 
+    /// The tail's cadence and the batch deadlines together, on a simulated clock (ms
+    /// steps, reads taking no time): a steady writer's lines wait at most one
+    /// interval plus `LEAD` from write to cut (the README's latency), and a quiet
+    /// app is read about once per batch instead of every quarter interval.
     #[test]
-    fn due_keeps_an_instant_or_none() {
-        let due = Due::new();
-        assert_eq!(due.get(), None);
-        let t = Instant::now() + 700 * MS;
-        due.set(Some(t));
-        let got = due.get().unwrap();
-        assert!(
-            got <= t && t - got < Duration::from_micros(1),
-            "{got:?} {t:?}"
-        );
-        due.set(None);
-        assert_eq!(due.get(), None);
+    fn steady_lines_wait_at_most_an_interval_and_lead_with_one_read_per_batch() {
+        let interval = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        for (every_ms, max_reads_per_s) in [(2u64, 1.6), (10, 1.6), (1, 4.0)] {
+            let due = Arc::new(Due::new());
+            let t0 = Instant::now();
+            let mut cadence = Cadence::new(interval, due.clone());
+            let (mut unread, mut open) = (Vec::new(), Vec::new());
+            let (mut deadline, mut last_cut): (Option<Instant>, Option<Instant>) = (None, None);
+            let mut jitter = jittered(interval);
+            let (mut not_before, mut reads, mut worst) = (t0, 0u32, Duration::ZERO);
+            for step in 0..60_000u64 {
+                let t = t0 + ms(step);
+                if step % every_ms == 0 {
+                    unread.push(t);
+                }
+                // The tail: asleep until `not_before`, then reads what inotify reported.
+                if t >= not_before {
+                    match cadence.later(t) {
+                        Some(later) if later > not_before => not_before = later,
+                        _ if !unread.is_empty() => {
+                            reads += 1;
+                            if open.is_empty() {
+                                deadline = Some(due_at(t, last_cut, jitter));
+                            }
+                            cadence.read(unread.len());
+                            open.append(&mut unread);
+                            not_before = t + cadence.wait(t);
+                        }
+                        _ => {}
+                    }
+                }
+                // The batch stage: cut when due (or at 500 records), publish the next.
+                if deadline.is_some_and(|d| d <= t) || open.len() >= 500 {
+                    worst = worst.max(t - open[0]);
+                    open.clear();
+                    (deadline, last_cut, jitter) = (None, Some(t), jittered(interval));
+                }
+                due.set(deadline.or(last_cut.map(|c| c + jitter)));
+            }
+            let per_s = f64::from(reads) / 60.0;
+            assert!(
+                worst <= interval + LEAD,
+                "1 line per {every_ms} ms: waited {worst:?}"
+            );
+            assert!(
+                per_s <= max_reads_per_s,
+                "1 line per {every_ms} ms: {per_s} reads/s"
+            );
+        }
     }
 }

@@ -33,7 +33,8 @@ use super::discovery::{AtPath, Scope};
 use super::framing::Line;
 use super::handle::{Handle, Phase, Read};
 use crate::config::ReadFrom;
-use crate::metrics::{Health, Metrics};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::progress::{FileEntry, FileKey, Identity, Progress};
 
 /// Finished rotated files kept open for late writers: more than any rotation scheme
@@ -47,7 +48,7 @@ const DELETED_GRACE: Duration = Duration::from_secs(1);
 
 /// What the follower needs to know besides the ledger.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct TailSettings {
     pub path: PathBuf,
     pub read_from: ReadFrom,
     pub rotate_wait: Duration,
@@ -115,7 +116,7 @@ impl Follower {
     /// Starts following: from the checkpoint's entries when there are any; else the
     /// file at the path now per `read_from`, and every sibling present now is old.
     pub fn new(
-        settings: &Settings,
+        settings: &TailSettings,
         checkpoint: &[FileEntry],
         progress: Arc<Progress>,
         metrics: Arc<Metrics>,
@@ -476,7 +477,7 @@ mod tests {
     use std::io::Write;
 
     fn follower(path: &Path, progress: Arc<Progress>) -> Follower {
-        let settings = Settings {
+        let settings = TailSettings {
             path: path.to_path_buf(),
             read_from: ReadFrom::Beginning,
             rotate_wait: Duration::from_secs(30),
@@ -569,7 +570,7 @@ mod tests {
         let path = dir.path().join("access.log");
         let progress = Arc::new(Progress::default());
         let metrics = Arc::new(Metrics::new());
-        let settings = Settings {
+        let settings = TailSettings {
             path: path.clone(),
             read_from: ReadFrom::Beginning,
             rotate_wait: Duration::from_secs(3600),

@@ -12,11 +12,8 @@ use std::os::unix::fs::FileExt;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::firehose::MAX_RECORD_BYTES;
 use crate::progress::FileKey;
-
-/// Firehose's per-record limit: 1,000 KiB of data (Firehose quotas page). A line
-/// (with its `\n`) above this can never be a record.
-pub const MAX_RECORD_BYTES: usize = 1_024_000;
 
 /// How much of an oversize line is kept for the dead-letter file. Bounds memory
 /// whatever the writer does (a 1 GiB line without a newline must not be 1 GiB of RSS):

@@ -24,9 +24,10 @@ use std::time::Duration;
 
 use firetail::checkpoint::Checkpointer;
 use firetail::config::ReadFrom;
-use firetail::metrics::{Health, Metrics};
+use firetail::health::Health;
+use firetail::metrics::Metrics;
 use firetail::progress::{FileEntry, Progress, Span};
-use firetail::tail::{Follower, Line, Settings};
+use firetail::tail::{Follower, Line, TailSettings as Settings};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]

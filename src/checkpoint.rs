@@ -30,9 +30,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::metrics::{Health, Metrics};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::progress::{FileEntry, Progress};
-use crate::store::{Backoff, Disk, Store};
+use crate::store::{Disk, Store};
+use crate::wait::Backoff;
 
 /// Reads and writes the checkpoint file.
 #[derive(Clone)]

@@ -30,8 +30,11 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::metrics::{LogThrottle, Metrics};
-use crate::store::{Backoff, Disk, Store};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::Metrics;
+use crate::outcome::DeadLetterReason;
+use crate::store::{Disk, Store};
+use crate::wait::Backoff;
 use entry::Pending;
 use writer::Writer;
 
@@ -72,7 +75,7 @@ impl DeadLetter {
         &self,
         file: &Path,
         offset: u64,
-        reason: &'static str,
+        reason: DeadLetterReason,
         data: &Bytes,
         size: u64,
     ) {
@@ -94,7 +97,7 @@ impl DeadLetter {
                 file = %file.display(),
                 offset,
                 size,
-                reason,
+                reason = reason.as_str(),
                 lines,
                 dead_letter = %self.path.display(),
                 "Lines written to the dead-letter file (this one's file, offset, size and reason; `lines` counts all since the last such log line)."

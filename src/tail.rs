@@ -43,10 +43,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-pub use cadence::{Cadence, Due, LEAD};
+pub use cadence::Cadence;
 pub use discovery::raise_nofile_limit;
-pub use follower::{Follower, Settings, MAX_FINISHED_OPEN};
-pub use framing::{Framer, Line, KEEP_OVERSIZE_BYTES, MAX_RECORD_BYTES};
+pub use follower::{Follower, TailSettings, MAX_FINISHED_OPEN};
+pub use framing::{Framer, Line, KEEP_OVERSIZE_BYTES};
 pub use identity::FINGERPRINT_LEN;
 use watcher::Watch;
 
