@@ -1,4 +1,5 @@
-//! The dead-letter file: lines Firehose can never take (DESIGN §5).
+//! The dead-letter file: lines Firehose can never take
+//! (docs/design.md#files-and-lines).
 //!
 //! JSON lines `{"time", "file", "offset", "reason", "size", "line"}`; the line is a
 //! string when it is UTF-8, else base64 with `"line_base64": true`, and
@@ -45,7 +46,7 @@ pub struct DeadLetter {
     log: LogThrottle,
     /// An entry was written since the last [`DeadLetter::sync`] began: without one,
     /// a sync (asked for before every batch) costs nothing, not a blocking thread's
-    /// wake-up (issue 15: ten a second at 5,000 lines/s).
+    /// wake-up (ten a second at 5,000 lines/s).
     dirty: AtomicBool,
 }
 

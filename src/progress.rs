@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use prometheus_client::metrics::gauge::Gauge;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -33,8 +33,8 @@ use tokio::time::Instant;
 /// order.
 pub type FileKey = u32;
 
-/// A file's identity: (device, inode) plus a fingerprint of its first bytes (DESIGN
-/// §5). The fingerprint tells a re-created file, or a reused inode, from the one in
+/// A file's identity: (device, inode) plus a fingerprint of its first bytes
+/// (docs/design.md#files-and-lines). The fingerprint tells a re-created file, or a reused inode, from the one in
 /// the checkpoint; its length is part of it, so a short file is never "refreshed".
 /// Reading a file's identity is the tail's business (`tail::identity`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -55,33 +55,18 @@ pub struct Span {
     pub end: u64,
 }
 
-/// One file as the checkpoint file stores it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One file as the checkpoint records it. How it is written to disk is the
+/// checkpoint's business (`checkpoint::format`, one private type per version).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
     /// Where the file was when last seen (it follows the file through renames).
     pub path: PathBuf,
-    pub dev: u64,
-    pub inode: u64,
-    /// Bytes covered by `fingerprint` (FNV-1a of the first bytes, hex).
-    pub fingerprint_len: u64,
-    pub fingerprint: String,
+    pub identity: Identity,
     /// Every line before this offset is acknowledged.
     pub offset: u64,
     /// The file's modification time when last seen, in nanoseconds since the epoch:
     /// when the file is gone at restart, siblings newer than this are the ones to ship.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime_ns: Option<u64>,
-}
-
-impl FileEntry {
-    pub fn identity(&self) -> Identity {
-        Identity {
-            dev: self.dev,
-            ino: self.inode,
-            fp_len: self.fingerprint_len,
-            fp_hash: u64::from_str_radix(&self.fingerprint, 16).unwrap_or(0),
-        }
-    }
 }
 
 /// The gauges the ledger keeps current as reads and acknowledgements happen.
@@ -145,10 +130,7 @@ impl FileProgress {
     fn entry(&self) -> FileEntry {
         FileEntry {
             path: self.path.clone(),
-            dev: self.identity.dev,
-            inode: self.identity.ino,
-            fingerprint_len: self.identity.fp_len,
-            fingerprint: format!("{:016x}", self.identity.fp_hash),
+            identity: self.identity.clone(),
             offset: self.committed(),
             mtime_ns: self.mtime_ns,
         }

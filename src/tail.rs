@@ -6,7 +6,7 @@
 //! never runs more than the duplicate window (`--max-unacked-bytes`) ahead of the
 //! durable checkpoint.
 //!
-//! Guarantees (DESIGN §5): files are followed through their open handles, never
+//! Guarantees (docs/design.md#files-and-lines): files are followed through their open handles, never
 //! re-opened by path; a read never straddles a truncation; rotated files are read to
 //! their end before they are let go; only complete lines leave, except at the very end
 //! (drain, a rotated file retired), where a partial last line leaves with a `\n`
@@ -53,7 +53,7 @@ use watcher::Watch;
 /// The slow poll behind inotify: catches what events miss (a filesystem that sends
 /// none; an overflowed event queue wakes the tail itself) and times `--rotate-wait`.
 /// Every second without inotify; every ten with it, where it is only a safety net —
-/// an idle sidecar in every pod should cost nothing (issue 15: the poll, its sibling
+/// an idle sidecar in every pod should cost nothing (measured: the poll, its sibling
 /// scan and its timers are what an idle firetail does) — or every second while
 /// rotated files are open.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);

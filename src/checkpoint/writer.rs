@@ -12,8 +12,8 @@ use super::Checkpointer;
 use crate::progress::Progress;
 use crate::wait::{sleep_until_opt, Backoff};
 
-/// "At most every few hundred milliseconds" (DESIGN §7): ≤ 2 writes a second, each
-/// two fsyncs and a rename, off the runtime thread. Issue 15 measured the writes at
+/// "At most every few hundred milliseconds" (docs/design.md#checkpoint): ≤ 2 writes a
+/// second, each two fsyncs and a rename, off the runtime thread. Measured, writes at
 /// 4 a second as about a tenth of firetail's CPU at 5,000 lines/s (a blocking
 /// thread's wake-up, and the fsyncs in the kernel); a restart re-ships at most this
 /// long's acknowledgements more, far inside the duplicate window. Skipped when half

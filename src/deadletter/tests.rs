@@ -69,7 +69,7 @@ async fn entries_are_synced_json_lines() {
     assert_eq!(offsets(&path), vec![7, 15]);
 }
 
-/// Issue 13, observed 3: the disk fills mid-entry. The line waits (the call does not
+/// A full disk: it fills mid-entry. The line waits (the call does not
 /// return), the file keeps parsing, and once there is room the entry is there once.
 #[tokio::test]
 async fn a_full_disk_holds_the_line_and_tears_nothing() {

@@ -1,5 +1,6 @@
 //! The listener for `/metrics`, `/healthz` and `/readyz`, built so that nothing that
-//! arrives on the port can take from shipping what shipping needs (DESIGN §9).
+//! arrives on the port can take from shipping what shipping needs
+//! (docs/design.md#observability).
 //!
 //! Anything in the cluster can open connections to the port. Left unbounded, 1,100
 //! idle connections used every file descriptor of a 1,024 limit: the tail could not

@@ -2,7 +2,7 @@
 //!
 //! A [`Handle`] is a file followed through the descriptor it was opened with, never
 //! through its path, until the follower retires it. Each read is bracketed by checks
-//! (DESIGN §5): `fstat` before it (a size below the offset is a truncation, seen before
+//! (docs/design.md#files-and-lines): `fstat` before it (a size below the offset is a truncation, seen before
 //! any byte is read; the first bytes are compared too, since a file truncated and
 //! written again past the offset while we waited has a size that looks fine), and the
 //! same checks after it, before its lines are handed on — so a read never straddles a
