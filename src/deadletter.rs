@@ -3,9 +3,11 @@
 //!
 //! JSON lines `{"time", "file", "offset", "reason", "size", "line"}`; the line is a
 //! string when it is UTF-8, else base64 with `"line_base64": true`, and
-//! `"line_cut": true` when only its first bytes are kept. Reasons: `oversize` (over
-//! 1,024,000 bytes), `invalid_json` (with `--invalid-json dead-letter`), `rejected`
-//! (Firehose refused the record alone with `InvalidArgumentException`).
+//! `"line_cut": true` when only its first bytes are kept. Reasons
+//! ([`DeadLetterReason`]): `oversize` (over 1,024,000 bytes), `invalid_json` (with
+//! `--invalid-json dead-letter`), `rejected` (Firehose refused the record alone with
+//! `InvalidArgumentException`), `too_large_for_endpoint` (a single record answered
+//! HTTP 413).
 //!
 //! Guarantees:
 //! - An entry is in the file whole or not at all: a failed or short write is cut back

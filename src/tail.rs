@@ -24,8 +24,9 @@
 //! - `cadence`: how soon the tail reads again while the app writes;
 //! - this file: [`run`], the async shell (the read cadence, the slow poll, the drain).
 //!
-//! Only `progress`, `config` and `metrics` are imported: the tail knows nothing of the
-//! stages after it.
+//! Only the shared modules below the stages are imported (`progress`, `flush_clock`,
+//! `firehose`, `config`, `metrics`, `health`): the tail knows nothing of the stages
+//! after it, and learns when the open batch is due from [`crate::flush_clock::Due`].
 
 mod cadence;
 mod discovery;

@@ -528,7 +528,15 @@ fn check(w: &World) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(160))]
+    // Beside the unit tests' regressions: one folder for the crate.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "proptest-regressions/it/follower_model.txt",
+            ),
+        )),
+        ..ProptestConfig::with_cases(160)
+    })]
 
     #[test]
     fn every_recoverable_line_once_nothing_invented(ops in prop::collection::vec(arb_op(), 1..80)) {

@@ -153,7 +153,15 @@ fn resume_offset(checkpoint: &Path) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    // Beside the unit tests' regressions: one folder for the crate.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "proptest-regressions/it/window.txt",
+            ),
+        )),
+        ..ProptestConfig::with_cases(96)
+    })]
 
     /// Whatever the completion order, however long one batch is stuck, wherever the
     /// kill falls: the restart resumes at or before the first unanswered line (nothing
