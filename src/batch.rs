@@ -31,7 +31,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use batcher::{Batch, Batcher, RecordMeta};
+pub use crate::handover::{Batch, RecordMeta};
+pub use batcher::Batcher;
 pub use disposition::Disposition;
 
 use crate::config::InvalidJson;
@@ -39,10 +40,10 @@ use crate::deadletter::DeadLetter;
 use crate::flush_clock::{Due, Pace};
 // Also the fleet model's (`ship/control/tests.rs`): it draws deadlines as this stage does.
 pub(crate) use crate::flush_clock::{due_at, jittered};
+use crate::handover::Line;
 use crate::metrics::Metrics;
 use crate::outcome::DeadLetterReason;
 use crate::progress::Progress;
-use crate::tail::Line;
 use crate::wait::sleep_until_opt;
 
 /// What the batch stage is told at start.

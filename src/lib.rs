@@ -11,8 +11,9 @@
 //!  complete lines only      cut when full or due             resend failed only    which all is acked
 //! ```
 //!
-//! Imports run one way, down this list: a stage imports the stages after it only
-//! through what it hands them, and every stage imports the shared modules below.
+//! Imports run one way, down this list. No stage imports another: each takes what the
+//! one before hands it ([`handover`]) and the shared modules below it; only
+//! [`pipeline`] knows them all.
 //!
 //! The wiring:
 //! - [`pipeline`]: starts the stages, watches every task, owns the one shutdown path.
@@ -31,6 +32,7 @@
 //! - [`deadletter`]: the file for lines Firehose can never take.
 //!
 //! Shared below the stages:
+//! - [`handover`]: what one stage hands the next — a `Line`, a `Batch` of records.
 //! - [`progress`]: the ledger — file keys, identities, spans, acknowledged and durable
 //!   offsets, the duplicate window.
 //! - [`flush_clock`]: when a batch is due — the flush interval in effect, its jitter,
@@ -53,6 +55,7 @@ pub mod config;
 pub mod deadletter;
 pub mod firehose;
 pub mod flush_clock;
+pub mod handover;
 pub mod health;
 pub mod log_throttle;
 pub mod metrics;

@@ -29,7 +29,7 @@ use crate::flush_clock::{Due, Pace};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outcome::DrainEnd;
-use crate::progress::Progress;
+use crate::progress::{FileEntry, Progress};
 use crate::report::{log_report, report, settled, Report};
 use crate::ship::{self, ShipSettings, Shipper};
 use crate::tail::{self, Follower, TailSettings};
@@ -203,37 +203,22 @@ impl Pipeline {
         ));
         let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
         let resume_from = checkpointer.load_retrying(&health).await;
-        tail::raise_nofile_limit();
-        let settings = TailSettings {
-            path: config.path.clone(),
-            read_from: config.read_from,
-            rotate_wait: config.rotate_wait,
-            own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
-        };
-        let follower = Follower::new(
-            &settings,
-            &resume_from,
-            progress.clone(),
-            metrics.clone(),
-            health.clone(),
-        )
-        .with_context(|| format!("cannot follow {}", config.path.display()))?;
+        let follower = follow(config, &resume_from, &progress, &metrics, &health)?;
         log_start(config, addr, resume_from.len());
 
         let (drain_tx, drain_rx) = watch::channel(false);
         let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
         let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
-        let following = health.following.clone();
+        // The flush clock: the batch stage publishes when the open batch is due (`due`)
+        // for the tail; the ship stage sets the flush interval (`pace`) for the batch stage.
         let due = Arc::new(Due::new());
-        let (quiet, cadence) = (
-            config.drain_quiet,
-            tail::Cadence::new(config.flush_interval, due.clone()),
-        );
+        let pace = Arc::new(Pace::new(config.flush_interval));
+        let (quiet, following) = (config.drain_quiet, health.following.clone());
+        let cadence = tail::Cadence::new(config.flush_interval, due.clone());
         let tail = tokio::spawn(async move {
             tail::run(follower, line_tx, drain_rx, quiet, cadence, following).await?;
             Ok(())
         });
-        let pace = Arc::new(Pace::new(config.flush_interval));
         let settings = BatchSettings {
             aggregate: config.aggregate,
             aggregate_max_lines: config.aggregate_max_lines,
@@ -258,13 +243,16 @@ impl Pipeline {
             health.clone(),
             dead_letter,
         );
-        let ship_settings = ShipSettings {
-            max_in_flight: config.max_in_flight,
-            adaptive: config.adaptive,
-            flush_interval: config.flush_interval,
-            pace,
-        };
-        let ship = tokio::spawn(ship::run(batch_rx, Arc::new(shipper), ship_settings));
+        let ship = tokio::spawn(ship::run(
+            batch_rx,
+            Arc::new(shipper),
+            ShipSettings {
+                max_in_flight: config.max_in_flight,
+                adaptive: config.adaptive,
+                flush_interval: config.flush_interval,
+                pace,
+            },
+        ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let writer = tokio::spawn(checkpoint::run(checkpointer, progress.clone(), stop_rx));
         metrics.sample_age({
@@ -402,6 +390,31 @@ impl Pipeline {
             tracing::error!(file = %config.checkpoint.display(), error = %e, "Cannot write the final checkpoint; a restart will ship acknowledged lines again.");
         }
     }
+}
+
+/// The tail's follower, resumed from the checkpoint's entries.
+fn follow(
+    config: &Config,
+    resume_from: &[FileEntry],
+    progress: &Arc<Progress>,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> anyhow::Result<Follower> {
+    tail::raise_nofile_limit();
+    let settings = TailSettings {
+        path: config.path.clone(),
+        read_from: config.read_from,
+        rotate_wait: config.rotate_wait,
+        own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
+    };
+    Follower::new(
+        &settings,
+        resume_from,
+        progress.clone(),
+        metrics.clone(),
+        health.clone(),
+    )
+    .with_context(|| format!("cannot follow {}", config.path.display()))
 }
 
 /// The start-up line: the effective configuration.

@@ -33,7 +33,7 @@
 
 use bytes::Bytes;
 
-use crate::batch::RecordMeta;
+use crate::handover::RecordMeta;
 
 pub mod answer;
 pub mod call;

@@ -44,10 +44,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+pub use crate::handover::Line;
 pub use cadence::Cadence;
 pub use discovery::raise_nofile_limit;
 pub use follower::{Follower, TailSettings, MAX_FINISHED_OPEN};
-pub use framing::{Framer, Line, KEEP_OVERSIZE_BYTES};
+pub use framing::{Framer, KEEP_OVERSIZE_BYTES};
 pub use identity::FINGERPRINT_LEN;
 use watcher::Watch;
 

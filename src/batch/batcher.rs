@@ -2,32 +2,13 @@
 //! caller supplies the clock and each line's [`Disposition`], and property tests
 //! check the limits and that every line is covered exactly once.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::time::Instant;
 
 use super::Disposition;
 use crate::firehose::{BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES};
-use crate::progress::{FileKey, Span};
-use crate::tail::Line;
-
-/// Where a record's (first) line came from, and how many lines it holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecordMeta {
-    pub file: FileKey,
-    pub offset: u64,
-    pub lines: u32,
-}
-
-/// One PutRecordBatch worth of records, plus the file ranges it settles.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub records: Vec<Bytes>,
-    pub meta: Vec<RecordMeta>,
-    /// Sum of the records' lengths.
-    pub bytes: usize,
-    /// Every line the batch accounts for (records, skipped, dead-lettered), per file.
-    pub spans: Vec<Span>,
-}
+use crate::handover::{Batch, Line, RecordMeta};
+use crate::progress::Span;
 
 /// Packs lines into batches. Pure: the caller supplies the clock.
 pub struct Batcher {
@@ -153,6 +134,8 @@ impl Batcher {
 mod tests {
     use super::*;
     use crate::outcome::{DeadLetterReason, SkipReason};
+    use crate::progress::FileKey;
+    use bytes::Bytes;
     use proptest::prelude::*;
 
     fn line(file: FileKey, start: u64, body_len: usize) -> Line {

@@ -2,8 +2,8 @@
 //! dead-letter file (docs/design.md#files-and-lines). Pure.
 
 use crate::config::InvalidJson;
+use crate::handover::Line;
 use crate::outcome::{DeadLetterReason, SkipReason};
-use crate::tail::Line;
 
 /// What becomes of one line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

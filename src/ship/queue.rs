@@ -23,9 +23,9 @@ use tokio::time::Instant;
 
 use super::control::{Allow, Control};
 use super::{Ended, Rec, Shipper};
-use crate::batch::Batch;
 use crate::firehose::{BATCH_BYTES, MAX_BATCH_RECORDS};
 use crate::flush_clock::Pace;
+use crate::handover::Batch;
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Span};
 use crate::wait::sleep_until_opt;
@@ -239,7 +239,7 @@ fn publish(control: &Control, pace: &Pace, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::RecordMeta;
+    use crate::handover::RecordMeta;
     use bytes::Bytes;
 
     fn progress() -> Progress {

@@ -30,9 +30,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::discovery::{AtPath, Scope};
-use super::framing::Line;
 use super::handle::{Handle, Phase, Read};
 use crate::config::ReadFrom;
+use crate::handover::Line;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::progress::{FileEntry, FileKey, Identity, Progress};

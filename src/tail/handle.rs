@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use tokio::time::Instant;
 
 use super::discovery::mtime_ns;
-use super::framing::{Framer, Line};
+use super::framing::Framer;
+use crate::handover::Line;
 use crate::progress::{FileKey, Identity, Progress};
 
 /// Bytes read per call before control returns to the async shell, so a huge backlog
