@@ -1,11 +1,11 @@
 //! Command line and environment → one validated [`Config`].
 //!
-//! Every option is a flag and a `FIRETAIL_*` variable (docs/design.md#command-line). clap parses the
-//! command line into raw text; [`parse_from`] then looks each value up (flag, then
-//! variable, then default — see `values::Given`) and validates it into a typed
-//! [`Config`]; nothing downstream re-checks a flag. Every problem is a
-//! [`ConfigError`] naming the flag, or the variable when the value came from the
-//! environment, and `main` exits 2 on it. The environment is a lookup function so
+//! Every option is a flag and a `FIRETAIL_*` variable (docs/design.md#command-line).
+//! clap parses the command line into raw text ([`args`]); [`parse_from`] then looks
+//! each value up (flag, then variable, then default — see `values::Given`) and
+//! validates it into a typed [`Config`]; nothing downstream re-checks a flag. Every
+//! problem is a [`ConfigError`] naming the flag, or the variable when the value came
+//! from the environment, and `main` exits 2 on it. The environment is a lookup function so
 //! tests parse from a map and never touch the process environment.
 
 mod args;

@@ -1,5 +1,5 @@
-//! pipeline: the wiring — starts tail → batch → ship and the checkpoint writer, watches
-//! every task, and owns the one shutdown path (docs/design.md#pipeline,
+//! pipeline: the wiring — starts tail → batch → ship and the checkpoint writer,
+//! watches every task, and owns the one shutdown path (docs/design.md#pipeline,
 //! docs/design.md#shutdown-and-drain).
 //!
 //! The first signal starts the drain: the tail reads to the end of the file, waits for

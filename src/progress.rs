@@ -34,8 +34,8 @@ use tokio::time::Instant;
 pub type FileKey = u32;
 
 /// A file's identity: (device, inode) plus a fingerprint of its first bytes
-/// (docs/design.md#files-and-lines). The fingerprint tells a re-created file, or a reused inode, from the one in
-/// the checkpoint; its length is part of it, so a short file is never "refreshed".
+/// (docs/design.md#files-and-lines). The fingerprint tells a re-created file, or a
+/// reused inode, from the one in the checkpoint; its length is part of it, so a short file is never "refreshed".
 /// Reading a file's identity is the tail's business (`tail::identity`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {

@@ -6,8 +6,8 @@
 //! never runs more than the duplicate window (`--max-unacked-bytes`) ahead of the
 //! durable checkpoint.
 //!
-//! Guarantees (docs/design.md#files-and-lines): files are followed through their open handles, never
-//! re-opened by path; a read never straddles a truncation; rotated files are read to
+//! Guarantees (docs/design.md#files-and-lines): files are followed through their open
+//! handles, never re-opened by path; a read never straddles a truncation; rotated files are read to
 //! their end before they are let go; only complete lines leave, except at the very end
 //! (drain, a rotated file retired), where a partial last line leaves with a `\n`
 //! appended rather than being lost.

@@ -5,8 +5,8 @@
 //! slot is free (the in-flight limit) and the send rate allows, filling it up to the
 //! batch cut — 500 records or 1 MiB — from the records waiting, resent ones first.
 //! So while calls wait for a slot or a retry, what waits coalesces into full calls
-//! instead of many small ones (docs/design.md#firehose-rules), and a resent record rides along with
-//! new ones. It takes a new batch only while less than one call's worth waits, so
+//! instead of many small ones (docs/design.md#firehose-rules), and a resent record
+//! rides along with new ones. It takes a new batch only while less than one call's worth waits, so
 //! memory stays bounded and the batch stage (and the tail) wait instead.
 //!
 //! A batch is acknowledged to [`Progress`] when its last record is settled, whatever
