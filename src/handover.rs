@@ -16,8 +16,7 @@ pub struct Line {
     /// File offset just after the line (after its `\n`, if the file has one).
     pub end: u64,
     /// The line with its trailing `\n` (appended when the file ended without one);
-    /// for an oversize line, only its first
-    /// [`KEEP_OVERSIZE_BYTES`](crate::tail::KEEP_OVERSIZE_BYTES).
+    /// for an oversize line, only its first bytes (the tail's `KEEP_OVERSIZE_BYTES`).
     pub data: Bytes,
     /// Size of the whole line with its `\n`; differs from `data.len()` only when oversize
     /// and cut.

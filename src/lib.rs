@@ -11,16 +11,15 @@
 //!  complete lines only      cut when full or due             resend failed only    which all is acked
 //! ```
 //!
-//! Imports run one way, down this list. No stage imports another: each takes what the
-//! one before hands it ([`handover`]) and the shared modules below it; only
-//! [`pipeline`] knows them all.
+//! Imports run downward, in the order of this map: the wiring imports the stages; a
+//! stage imports no other stage (each takes what the one before hands it, a
+//! [`handover`] type), only the dead-letter sink and the shared modules; a shared
+//! module imports only shared modules below it.
 //!
 //! The wiring:
 //! - [`pipeline`]: starts the stages, watches every task, owns the one shutdown path.
 //! - [`report`](mod@report): the drain report, the exit code it implies, and the
 //!   termination message Kubernetes shows.
-//! - [`config`]: flags and `FIRETAIL_*` variables → a validated `Config` (exit 2 on
-//!   error).
 //! - [`shutdown`]: the SIGTERM/SIGINT handlers.
 //!
 //! The stages, in the order lines flow:
@@ -29,23 +28,26 @@
 //! - [`ship`]: batches → Firehose; classification, retries, bisection, in-flight bound.
 //! - [`checkpoint`]: acknowledgements → the checkpoint file (atomic, batched writes),
 //!   and the file's on-disk format.
-//! - [`deadletter`]: the file for lines Firehose can never take.
+//! - [`deadletter`]: the file for lines Firehose can never take (batch and ship write
+//!   to it).
 //!
 //! Shared below the stages:
+//! - [`config`]: flags and `FIRETAIL_*` variables → a validated `Config` (exit 2 on
+//!   error).
 //! - [`handover`]: what one stage hands the next — a `Line`, a `Batch` of records.
 //! - [`progress`]: the ledger — file keys, identities, spans, acknowledged and durable
 //!   offsets, the duplicate window.
 //! - [`flush_clock`]: when a batch is due — the flush interval in effect, its jitter,
 //!   and the deadline the batch stage publishes for the tail.
-//! - [`firehose`]: the service's limits and billing, each with its source.
-//! - [`outcome`]: the closed sets of dead-letter reasons, skip reasons, call outcomes
-//!   and drain ends, as metrics, logs and the report spell them.
 //! - [`metrics`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` listener.
 //! - [`health`]: what the probes answer from.
+//! - [`log_throttle`]: one log line per interval for an event that repeats.
+//! - [`outcome`]: the closed sets of dead-letter reasons, skip reasons, call outcomes
+//!   and drain ends, as metrics, logs and the report spell them.
+//! - [`firehose`]: the service's limits and billing, each with its source.
 //! - [`store`]: the few file operations checkpoint and dead-letter need, behind a
 //!   trait so tests can make the disk fail.
 //! - [`wait`]: backoff between retries, and sleeping until a deadline that may not be.
-//! - [`log_throttle`]: one log line per interval for an event that repeats.
 //!
 //! Where each rule comes from, and why: docs/design.md.
 
