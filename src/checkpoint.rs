@@ -4,7 +4,7 @@
 //! accepted (or the dead-letter file took) every line in them. Output: a small
 //! versioned JSON file, per file followed: identity, last path, offset below which
 //! every line is acknowledged, and modification time. The file's schema is this
-//! module's own ([`format`]: a private type per version).
+//! module's own (`format`: a private type per version).
 //!
 //! Guarantees (docs/design.md#guarantees, docs/design.md#checkpoint):
 //! - At-least-once: an offset is written only after every line before it was

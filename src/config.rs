@@ -1,7 +1,7 @@
 //! Command line and environment → one validated [`Config`].
 //!
 //! Every option is a flag and a `FIRETAIL_*` variable (docs/design.md#command-line).
-//! clap parses the command line into raw text ([`args`]); [`parse_from`] then looks
+//! clap parses the command line into raw text (`args`); [`parse_from`] then looks
 //! each value up (flag, then variable, then default — see `values::Given`) and
 //! validates it into a typed [`Config`]; nothing downstream re-checks a flag. Every
 //! problem is a [`ConfigError`] naming the flag, or the variable when the value came

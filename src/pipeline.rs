@@ -12,7 +12,7 @@
 //! an end before the drain — is an ERROR naming it; the drain still ships what was
 //! read, and the report's `failed_task` makes the exit code 1.
 //!
-//! This file starts the stages and runs the script ([`run`]); [`drain`] watches them
+//! This file starts the stages and runs the script ([`run`]); `drain` watches them
 //! and ends them.
 
 use std::sync::atomic::Ordering;
