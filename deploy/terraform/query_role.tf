@@ -1,5 +1,4 @@
-# The role firetail-query runs as (README, "Searching and verifying what was
-# shipped"): an operator's search, or a chaos test's `verify` run as a Job in
+# The role firetail-query runs as (docs/query.md): an operator's search, or a chaos test's `verify` run as a Job in
 # the cluster. Least privilege, as in the original design:
 #   - Athena: run, watch, read and stop queries in the one workgroup;
 #   - Glue: read the catalog, the database and the table (the schema Athena

@@ -122,8 +122,39 @@ def github_anchor(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+def markdown_headings(text: str) -> list[tuple[int, str]]:
+    """(level, title) of every ATX heading outside fenced code blocks."""
+    headings, fence = [], None
+    for line in text.splitlines():
+        m = re.match(r"^ {0,3}(`{3,}|~{3,})", line)
+        if m:
+            if fence is None:
+                fence = m.group(1)[0]
+            elif m.group(1)[0] == fence:
+                fence = None
+            continue
+        m = re.match(r"^(#{1,6}) +(.+?) *#* *$", line)
+        if fence is None and m:
+            headings.append((len(m.group(1)), m.group(2)))
+    return headings
+
+
+def page_anchors(page: Path, level: int | None = None) -> set[str]:
+    """Anchors GitHub gives the headings of a Markdown page (of one level, if
+    given). Two headings with the same text get `-1`, `-2`… after the first."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    for depth, title in markdown_headings(page.read_text()):
+        anchor = github_anchor(title)
+        n = seen.get(anchor, 0)
+        seen[anchor] = n + 1
+        if level is None or depth == level:
+            anchors.add(anchor if n == 0 else f"{anchor}-{n}")
+    return anchors
+
+
 def readme_section_anchors(readme: Path, section: str) -> set[str]:
-    """Anchors of the headings inside one `## section` of the README."""
+    """Anchors of the headings inside one `## section` of a Markdown page."""
     anchors, inside = set(), False
     for line in readme.read_text().splitlines():
         if line.startswith("## "):

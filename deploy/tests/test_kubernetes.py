@@ -28,6 +28,7 @@ from packaging.version import Version
 from deploycheck import (
     DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_METRICS_ADDR,
+    DEPLOYING_GUIDE,
     EXAMPLE_DEPLOYMENT,
     KUBERNETES,
     SIDECAR_COMPONENT,
@@ -484,9 +485,9 @@ def test_app_entrypoint_execs_so_sigterm_reaches_the_app():
 
 
 def test_deploying_guide_quotes_the_same_sum():
-    guide = (KUBERNETES.parent.parent / "README.md").read_text()
+    guide = DEPLOYING_GUIDE.read_text()
     m = re.search(r"^\s*(\d+) = (\d+)\s+\+ (\d+)\s+\+ (\d+)\s+\+ (\d+)\s*$", guide, re.MULTILINE)
-    assert m, "README.md (Deploying) lost its grace-period example"
+    assert m, "docs/deploying.md lost its grace-period example"
     claimed = GRACE_COMMENT.search(EXAMPLE_DEPLOYMENT.read_text())
     assert [int(g) for g in m.groups()] == [
         int(claimed[k]) for k in ("total", "sleep", "sidekiq", "drain", "margin")
