@@ -160,11 +160,17 @@ pub fn write_doc(path: &Path, text: &str) {
         return;
     };
     let (Some(a), Some(b)) = (doc.find(DOC_START), doc.find(DOC_END)) else {
-        eprintln!("[fleet] {} has no fleet markers; results printed only", path.display());
+        eprintln!(
+            "[fleet] {} has no fleet markers; results printed only",
+            path.display()
+        );
         return;
     };
     if b < a {
-        eprintln!("[fleet] {} fleet markers are out of order; results printed only", path.display());
+        eprintln!(
+            "[fleet] {} fleet markers are out of order; results printed only",
+            path.display()
+        );
         return;
     }
     let updated = format!("{}{DOC_START}\n{text}{}", &doc[..a], &doc[b..]);
