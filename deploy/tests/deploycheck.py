@@ -35,7 +35,7 @@ DEPLOYING_GUIDE = DOCS / "deploying.md"
 TROUBLESHOOTING_GUIDE = DOCS / "troubleshooting.md"
 
 SIDECAR_NAME = "firetail"
-# firetail's defaults (DESIGN.md §8), used when a flag is not given.
+# firetail's defaults (docs/configuration.md), used when a flag is not given.
 DEFAULT_METRICS_ADDR = "[::]:9797"
 DEFAULT_DRAIN_TIMEOUT_S = 10.0
 

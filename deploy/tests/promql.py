@@ -38,7 +38,7 @@ KUBE_STATE_METRICS_SERIES = {
     "kube_pod_container_resource_limits",
     "kube_pod_init_container_resource_limits",
 }
-# Promised by issue 14 and added to src/metrics.rs by its Rust half. Each one
+# Promised to the alerts and the dashboard, and added to src/metrics.rs by the Rust side. Each one
 # is accepted until src/metrics.rs registers it; then
 # test_pending_series_are_not_yet_registered fails, and it comes off this list.
 PENDING_FIRETAIL_SERIES = {"firetail_build_info"}

@@ -1,4 +1,4 @@
-//! Issue 7: the pod-lifecycle chaos suite. What happens to the last lines when a pod
+//! The pod-lifecycle chaos suite. What happens to the last lines when a pod
 //! dies, proved with real processes and real signals, in bounded time.
 //!
 //! Each test plays one pod without a cluster (`support/pod.rs`): the app container
@@ -409,7 +409,8 @@ fn grace_period_runs_out(name: &str, drain_timeout: &str) -> bool {
     exited.is_some()
 }
 
-/// Scenario 3, sized as DESIGN §1 says (`--drain-timeout` inside the grace period):
+/// Scenario 3, sized as docs/deploying.md's grace-period sum says (`--drain-timeout`
+/// inside the grace period):
 /// firetail gives up first, exits 1 and reports what it could not deliver.
 #[test]
 fn grace_period_running_out_with_drain_timeout_inside_it_reports_undelivered() {

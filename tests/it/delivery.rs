@@ -1,4 +1,4 @@
-//! Issue 13: answers that are not Firehose's JSON, and failures that are never silent —
+//! Answers that are not Firehose's JSON, and failures that are never silent —
 //! the built binary against the fake Firehose.
 //!
 //! A proxy in front of Firehose (nginx, an egress gateway) answers with its own pages:

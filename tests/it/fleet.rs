@@ -1,4 +1,4 @@
-//! The short fleet run (issue 15): ten debug firetail processes share one stream quota
+//! The short fleet run (docs/fleet.md): ten debug firetail processes share one stream quota
 //! in the fake Firehose, offered 1.5× the record quota for a while, then 0.5× until
 //! caught up. What users keep is asserted: every written line arrives, every pod
 //! exits 0 with a clean drain report, and retries do not outnumber the records that

@@ -1,4 +1,4 @@
-//! Issue 13: memory under hostile lines. Lines of control bytes (which JSON escaping
+//! Memory under hostile lines. Lines of control bytes (which JSON escaping
 //! multiplies by six), 5 MB lines, and a run of consecutive oversize lines must not
 //! take the agent's peak RSS (`VmHWM`) past 32 MiB, half the memory limit in deploy/.
 //!
@@ -22,7 +22,7 @@ use crate::support::fake_firehose::{FakeConfig, FakeFirehose};
 use crate::support::firetail::{aws_env, base_args, Firetail};
 
 const LONG: Duration = Duration::from_secs(300);
-/// The target (README, "Performance and cost").
+/// The target (docs/performance.md, "Memory under hostile lines").
 const TARGET: u64 = 32 * 1024 * 1024;
 /// The release binary's peak RSS on the benign workload (10.6 MiB measured, rounded
 /// up): what the target leaves for hostile lines is `TARGET` minus this.
@@ -65,7 +65,7 @@ fn write_lines(path: &Path, oversize_run: Option<usize>) -> (u64, u64) {
     let Some(oversize_run) = oversize_run else {
         return finish(f, shipped, dead);
     };
-    // A 6 MB line of control bytes: the 6× escaping case (issue 13, item 9).
+    // A 6 MB line of control bytes: the 6× escaping case.
     f.write_all(&control_bytes(6_000_000)).unwrap();
     f.write_all(b"\n").unwrap();
     dead += 1;

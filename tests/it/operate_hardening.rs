@@ -1,5 +1,6 @@
-//! Issue 13: an agent nothing can knock over from outside — a flooded metrics port,
-//! signals at any moment, and every bad value of every option (DESIGN §6, §8, §9).
+//! An agent nothing can knock over from outside — a flooded metrics port, signals at
+//! any moment, and every bad value of every option (docs/design.md#shutdown-and-drain,
+//! #command-line, #observability).
 //!
 //! The built binary against the fake Firehose; real signals, real descriptor limits
 //! (`prlimit`, util-linux), CPU time read from `/proc/PID/stat`.

@@ -1,4 +1,4 @@
-//! Issue 12: restarts in the world as it is — the checkpointed file shifted out or
+//! Restarts in the world as it is — the checkpointed file shifted out or
 //! copytruncated while firetail was down, thousands of siblings under a low soft
 //! open-files limit, and `--read-from end` killed before the first acknowledgement —
 //! with the built binary, the fake Firehose, and the real tools (see `rotation.rs`).

@@ -1,4 +1,4 @@
-//! Issue 12: files in the world as it is — the built binary and the fake Firehose under
+//! Files in the world as it is — the built binary and the fake Firehose under
 //! continuous writing, rotated by the real tools (Debian's `logrotate` with a generated
 //! config and state file, Ruby's `Logger` in real `ruby` processes), FIFOs,
 //! directories and symlinks at the path, firetail's own files named like siblings, and
@@ -450,7 +450,7 @@ fn a_repointed_symlink_is_a_rotation() {
     assert_eq!(dups, 0);
 }
 
-/// Issue 13 item 7: the drain's quiet period restarts on every byte read, a partial
+/// The drain's quiet period restarts on every byte read, a partial
 /// line's too: a line written slowly during the drain arrives whole, not cut in two.
 #[test]
 fn the_drain_quiet_period_restarts_on_bytes_of_a_partial_line() {
@@ -485,7 +485,7 @@ fn the_drain_quiet_period_restarts_on_bytes_of_a_partial_line() {
     assert_eq!(dups, 0);
 }
 
-/// What the README says can be lost with `copytruncate` + `compress` without
+/// What docs/how-it-works.md says can be lost with `copytruncate` + `compress` without
 /// `delaycompress`: logrotate compresses the copy at once, so the part firetail had
 /// not read yet (it is far behind) may exist only in the `.gz`. At most that part is
 /// lost — a contiguous run of lines just before the truncation — with a WARN; every

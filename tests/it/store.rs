@@ -1,4 +1,4 @@
-//! Issue 13, observed 2 and 3: the checkpoint's and the dead-letter file's disk
+//! The checkpoint's and the dead-letter file's disk
 //! misbehaves under the built binary — really: a small tmpfs filled to the last page
 //! (ENOSPC) and remounted read-only (EROFS), a checkpoint made unreadable with mode
 //! 000 for a firetail run as root without the capabilities that bypass file modes
@@ -165,7 +165,7 @@ fn not_json(tag: usize, len: usize) -> String {
 
 // ===== the dead-letter file ========================================================
 
-/// Issue 13, observed 3. The dead-letter disk is full when a bad line arrives: the
+/// The dead-letter disk is full when a bad line arrives: the
 /// line waits (one ERROR), the checkpoint does not pass it, nothing is torn; once
 /// there is room it is written once and everything after it is delivered.
 #[test]
@@ -358,7 +358,7 @@ fn the_dead_letter_file_rotates_and_counts_what_it_drops() {
 
 // ===== the checkpoint ===============================================================
 
-/// Issue 13, observed 2. The checkpoint's disk fills, goes read-only while full, comes
+/// The checkpoint's disk fills, goes read-only while full, comes
 /// back read-write but still full, then has room — and no line is acknowledged after
 /// it heals. The checkpoint must catch up on its own: a `kill -9` then re-ships
 /// nothing.
