@@ -151,15 +151,3 @@ def page_anchors(page: Path, level: int | None = None) -> set[str]:
         if level is None or depth == level:
             anchors.add(anchor if n == 0 else f"{anchor}-{n}")
     return anchors
-
-
-def readme_section_anchors(readme: Path, section: str) -> set[str]:
-    """Anchors of the headings inside one `## section` of a Markdown page."""
-    anchors, inside = set(), False
-    for line in readme.read_text().splitlines():
-        if line.startswith("## "):
-            inside = line[3:].strip() == section
-            continue
-        if inside and line.startswith("### "):
-            anchors.add(github_anchor(line[4:]))
-    return anchors
