@@ -4,5 +4,7 @@
 
 mod against_fake;
 mod against_moto;
+mod engine;
+mod engine_world;
 mod support;
 mod usage;

@@ -1,0 +1,309 @@
+//! The world the engine tests query: rows of the access-log table spread over several
+//! days, a time range, and filters whose values are built to break quoting; plus the
+//! reference filter, written here without SQL, that says which rows a query must return.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proptest::prelude::*;
+use proptest::sample::Index;
+use serde_json::Value as Json;
+
+use firetail_query::sql::{DayRange, Filter, Ident, LikeMatch, TimeBounds, Value};
+use firetail_query::timerange::{parse_time, utc_day, TimeRange};
+
+use crate::support::engine::table_columns;
+
+const DAY: u64 = 86_400;
+
+/// 2026-12-27T00:00:00Z: the days generated cross a month and a year.
+const BASE: u64 = 1_798_329_600;
+
+/// Pieces of string values: SQL quotes, LIKE wildcards and the escape character,
+/// placeholders, line breaks and other control bytes (no NUL), non-ASCII, an injection.
+const PIECES: &[&str] = &[
+    "'",
+    "''",
+    "\\",
+    "%",
+    "_",
+    "?",
+    "\n",
+    "\r\t",
+    "\u{1}\u{1f}\u{7f}",
+    "é",
+    "日本",
+    "🔥",
+    "a",
+    "A",
+    "\\%",
+    "/*",
+    " ",
+    "run_1-",
+    "'; DROP TABLE \"shop_access_log\"; --",
+];
+
+/// A generated row: its cells in `table_columns` order, and when it was written and
+/// received (`datepath` is the day of `received`).
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub cells: Vec<Json>,
+    pub written: Option<SystemTime>,
+    pub received: SystemTime,
+}
+
+/// Where a filter's text comes from: made up, or cut from a row (so that it matches).
+#[derive(Clone, Debug)]
+pub enum Text {
+    Fresh(String),
+    FromRow(Index, Index, Index),
+}
+
+#[derive(Clone, Debug)]
+pub enum FilterSpec {
+    Eq(&'static str, Text),
+    Like(&'static str, LikeMatch, Text),
+    Number(&'static str, Text),
+}
+
+#[derive(Clone, Debug)]
+pub struct World {
+    pub rows: Vec<Row>,
+    pub range: TimeRange,
+    pub filters: Vec<FilterSpec>,
+    pub order: Option<(&'static str, bool)>,
+    pub limit: u32,
+}
+
+pub fn column(name: &str) -> usize {
+    table_columns()
+        .iter()
+        .position(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+}
+
+fn at(secs: u64, millis: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis)
+}
+
+fn nasty() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(PIECES), 0..4).prop_map(|v| v.concat())
+}
+
+fn text() -> impl Strategy<Value = Text> {
+    prop_oneof![
+        nasty().prop_map(Text::Fresh),
+        (any::<Index>(), any::<Index>(), any::<Index>())
+            .prop_map(|(r, a, b)| Text::FromRow(r, a, b)),
+    ]
+}
+
+/// A time range starting at any second of six days, or at a midnight or a second
+/// either side of one, and lasting from a second to three days.
+fn range() -> impl Strategy<Value = TimeRange> {
+    let start = prop_oneof![
+        0..6 * DAY,
+        (0..6u64, 0..3u64).prop_map(|(d, s)| (d * DAY + DAY + s).saturating_sub(1)),
+    ];
+    (start, 1..3 * DAY).prop_map(|(s, len)| {
+        TimeRange::new(at(BASE + s, 0), at(BASE + s + len, 0)).expect("from < to")
+    })
+}
+
+/// Written at any moment of the days around the range, or exactly on or just beside
+/// one of its bounds; received from six hours early (a skewed app clock) to two and a
+/// half days late; sometimes with no time or one that is not a time.
+fn row(range: TimeRange) -> impl Strategy<Value = Row> {
+    let edge = prop::sample::select(vec![
+        range.from,
+        range.to,
+        range.from - Duration::from_millis(1),
+        range.to - Duration::from_millis(1),
+    ]);
+    let written = prop_oneof![
+        (0..10 * DAY, 0..1000u64).prop_map(|(s, ms)| at(BASE - 2 * DAY + s, ms)),
+        edge,
+    ];
+    let time_text = prop_oneof![
+        8 => Just(None),
+        1 => Just(Some("not a time".to_string())),
+        1 => Just(Some(String::new())),
+    ];
+    let string = || prop::option::weighted(0.9, nasty());
+    let status = prop::sample::select(vec![200, 404, 500, -1, i32::MAX, i32::MIN]);
+    let bytes = prop::sample::select(vec![0, 5120, 9_000_000_000, i64::MAX, -i64::MAX]);
+    let duration = prop::sample::select(vec![0.0, 12.5, 0.1, 1e-7, 1e300, -3.0, 123_456.789]);
+    let strings = (string(), string(), string(), string(), string(), string());
+    let numbers = (
+        prop::option::weighted(0.9, status),
+        prop::option::weighted(0.9, bytes),
+        prop::option::weighted(0.9, duration),
+    );
+    let delay = 0..(2 * DAY + DAY / 2 + DAY / 4);
+    (written, time_text, delay, strings, numbers).prop_map(
+        move |(written, time_text, delay, s, (status, bytes, duration))| {
+            let received = written + Duration::from_secs(delay) - Duration::from_secs(DAY / 4);
+            let time = match &time_text {
+                None => humantime::format_rfc3339_millis(written).to_string(),
+                Some(t) => t.clone(),
+            };
+            let cells = vec![
+                time.into(),
+                s.0.into(),
+                s.1.into(),
+                s.2.into(),
+                status.into(),
+                duration.into(),
+                s.3.into(),
+                s.4.into(),
+                bytes.into(),
+                s.5.into(),
+                utc_day(received).into(),
+            ];
+            Row {
+                cells,
+                written: time_text.is_none().then_some(written),
+                received,
+            }
+        },
+    )
+}
+
+fn filter() -> impl Strategy<Value = FilterSpec> {
+    let strings = || {
+        prop::sample::select(vec![
+            "request_id",
+            "method",
+            "path",
+            "remote_ip",
+            "user_agent",
+            "level",
+            "time",
+        ])
+    };
+    let kinds = prop::sample::select(vec![
+        LikeMatch::Prefix,
+        LikeMatch::Suffix,
+        LikeMatch::Contains,
+    ]);
+    let numbers = prop::sample::select(vec!["status", "bytes", "duration_ms"]);
+    prop_oneof![
+        1 => (strings(), text()).prop_map(|(c, t)| FilterSpec::Eq(c, t)),
+        2 => (strings(), kinds, text()).prop_map(|(c, k, t)| FilterSpec::Like(c, k, t)),
+        1 => (numbers, text()).prop_map(|(c, t)| FilterSpec::Number(c, t)),
+    ]
+}
+
+pub fn world() -> impl Strategy<Value = World> {
+    range().prop_flat_map(|range| {
+        let order = prop::option::of((
+            prop::sample::select(vec!["time", "path", "status", "bytes", "duration_ms"]),
+            any::<bool>(),
+        ));
+        (
+            prop::collection::vec(row(range), 0..40),
+            prop::collection::vec(filter(), 0..4),
+            order,
+            1..50u32,
+        )
+            .prop_map(move |(rows, filters, order, limit)| World {
+                rows,
+                range,
+                filters,
+                order,
+                limit,
+            })
+    })
+}
+
+impl World {
+    /// The filters as the query builder takes them.
+    pub fn filters(&self) -> Vec<Filter> {
+        self.filters.iter().map(|f| self.build(f)).collect()
+    }
+
+    fn build(&self, spec: &FilterSpec) -> Filter {
+        let ident = |c: &str| Ident::new("column", c).expect("a valid column");
+        match spec {
+            FilterSpec::Eq(c, t) => Filter::Eq(ident(c), Value::Str(self.text(c, t, true))),
+            FilterSpec::Like(c, kind, t) => {
+                Filter::like(ident(c), *kind, &self.text(c, t, false)).expect("a string column")
+            }
+            FilterSpec::Number(c, t) => {
+                let text = match t {
+                    Text::Fresh(s) => s.len().to_string(),
+                    Text::FromRow(..) => self.text(c, t, true),
+                };
+                // "null" when the row had none: any number then, as a made-up one.
+                let value = Value::for_column(&ident(c), &text);
+                Filter::Eq(ident(c), value.unwrap_or(Value::Int(7)))
+            }
+        }
+    }
+
+    /// A made-up text, or a row's value of column `c` (whole, or a piece of it).
+    fn text(&self, c: &str, t: &Text, whole: bool) -> String {
+        let Text::FromRow(r, a, b) = t else {
+            let Text::Fresh(s) = t else { unreachable!() };
+            return s.clone();
+        };
+        if self.rows.is_empty() {
+            return String::new();
+        }
+        let cell = &self.rows[r.index(self.rows.len())].cells[column(c)];
+        let value = match cell {
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if whole {
+            return value;
+        }
+        let chars: Vec<char> = value.chars().collect();
+        let (a, b) = (a.index(chars.len() + 1), b.index(chars.len() + 1));
+        chars[a.min(b)..a.max(b)].iter().collect()
+    }
+}
+
+/// The reference filter: does this row satisfy `filter`, by the meaning of each kind of
+/// filter rather than by SQL.
+pub fn matches(row: &Row, filter: &Filter) -> bool {
+    match filter {
+        Filter::Eq(c, v) => {
+            let cell = &row.cells[column(c.as_str())];
+            match v {
+                Value::Str(s) => cell.as_str() == Some(s.as_str()),
+                Value::Int(i) => cell.as_i64() == Some(*i),
+                Value::Double(d) => cell.as_f64() == Some(*d),
+            }
+        }
+        Filter::Like(c, kind, text) => {
+            let Some(cell) = row.cells[column(c.as_str())].as_str() else {
+                return false;
+            };
+            match kind {
+                LikeMatch::Prefix => cell.starts_with(text.as_str()),
+                LikeMatch::Suffix => cell.ends_with(text.as_str()),
+                LikeMatch::Contains => cell.contains(text.as_str()),
+            }
+        }
+    }
+}
+
+pub fn in_days(row: &Row, days: &DayRange) -> bool {
+    let day = row.cells[column("datepath")].as_str().expect("a datepath");
+    days.first.as_str() <= day && day <= days.last.as_str()
+}
+
+/// `time` read as Athena's `try(from_iso8601_timestamp(time))` does, within the bounds.
+pub fn in_time(row: &Row, bounds: &TimeBounds) -> bool {
+    let Some(time) = row.cells[column("time")].as_str() else {
+        return false;
+    };
+    let (Ok(t), Ok(from), Ok(to)) = (
+        parse_time(time),
+        parse_time(&bounds.from),
+        parse_time(&bounds.to),
+    ) else {
+        return false;
+    };
+    from <= t && t < to
+}
