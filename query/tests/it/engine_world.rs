@@ -18,14 +18,11 @@ const DAY: u64 = 86_400;
 /// 2026-12-27T00:00:00Z: the days generated cross a month and a year.
 const BASE: u64 = 1_798_329_600;
 
-/// Pieces of string values: SQL quotes, LIKE wildcards and the escape character,
-/// placeholders, line breaks and other control bytes (no NUL), non-ASCII, an injection.
+/// Pieces of string values: SQL quotes, placeholders, line breaks and other control
+/// bytes (no NUL), non-ASCII, an injection.
 const PIECES: &[&str] = &[
     "'",
     "''",
-    "\\",
-    "%",
-    "_",
     "?",
     "\n",
     "\r\t",
@@ -33,13 +30,15 @@ const PIECES: &[&str] = &[
     "é",
     "日本",
     "🔥",
-    "a",
-    "A",
-    "\\%",
     "/*",
     " ",
-    "run_1-",
     "'; DROP TABLE \"shop_access_log\"; --",
+];
+
+/// LIKE's wildcards and escape character, and what they would wrongly match if left
+/// unescaped: drawn as often as all the other pieces.
+const LIKE_PIECES: &[&str] = &[
+    "%", "_", "\\", "\\%", "%_", "a", "A", "x", "run_1-", "runx1-", "run%1-",
 ];
 
 /// A generated row: its cells in `table_columns` order, and when it was written and
@@ -70,6 +69,7 @@ pub struct World {
     pub rows: Vec<Row>,
     pub range: TimeRange,
     pub filters: Vec<FilterSpec>,
+    pub id_prefix: Option<Text>,
     pub order: Option<(&'static str, bool)>,
     pub limit: u32,
 }
@@ -86,7 +86,11 @@ fn at(secs: u64, millis: u64) -> SystemTime {
 }
 
 fn nasty() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(PIECES), 0..4).prop_map(|v| v.concat())
+    let piece = prop_oneof![
+        prop::sample::select(PIECES),
+        prop::sample::select(LIKE_PIECES)
+    ];
+    prop::collection::vec(piece, 0..4).prop_map(|v| v.concat())
 }
 
 fn text() -> impl Strategy<Value = Text> {
@@ -109,8 +113,8 @@ fn range() -> impl Strategy<Value = TimeRange> {
     })
 }
 
-/// Written at any moment of the days around the range, or exactly on or just beside
-/// one of its bounds; received from six hours early (a skewed app clock) to two and a
+/// Written within a day of the range, or at any moment of the days around it, or
+/// exactly on or just beside one of its bounds; received from six hours early (a skewed app clock) to two and a
 /// half days late; sometimes with no time or one that is not a time.
 fn row(range: TimeRange) -> impl Strategy<Value = Row> {
     let edge = prop::sample::select(vec![
@@ -119,7 +123,10 @@ fn row(range: TimeRange) -> impl Strategy<Value = Row> {
         range.from - Duration::from_millis(1),
         range.to - Duration::from_millis(1),
     ]);
+    let near = range.from - Duration::from_secs(DAY);
+    let span = range.to.duration_since(range.from).unwrap().as_millis() as u64 + 2 * DAY * 1000;
     let written = prop_oneof![
+        (0..span).prop_map(move |ms| near + Duration::from_millis(ms)),
         (0..10 * DAY, 0..1000u64).prop_map(|(s, ms)| at(BASE - 2 * DAY + s, ms)),
         edge,
     ];
@@ -201,14 +208,16 @@ pub fn world() -> impl Strategy<Value = World> {
         ));
         (
             prop::collection::vec(row(range), 0..40),
-            prop::collection::vec(filter(), 0..4),
+            prop::collection::vec(filter(), 0..3),
+            prop::option::of(text()),
             order,
             1..50u32,
         )
-            .prop_map(move |(rows, filters, order, limit)| World {
+            .prop_map(move |(rows, filters, id_prefix, order, limit)| World {
                 rows,
                 range,
                 filters,
+                id_prefix,
                 order,
                 limit,
             })
@@ -221,46 +230,62 @@ impl World {
         self.filters.iter().map(|f| self.build(f)).collect()
     }
 
+    /// Verify's `--id-prefix`, a LIKE on the id column.
+    pub fn id_prefix(&self) -> Option<Filter> {
+        let t = self.id_prefix.as_ref()?;
+        let text = self.text("request_id", t, Some(LikeMatch::Prefix));
+        Some(Filter::like(ident("request_id"), LikeMatch::Prefix, &text).expect("a string"))
+    }
+
     fn build(&self, spec: &FilterSpec) -> Filter {
-        let ident = |c: &str| Ident::new("column", c).expect("a valid column");
         match spec {
-            FilterSpec::Eq(c, t) => Filter::Eq(ident(c), Value::Str(self.text(c, t, true))),
+            FilterSpec::Eq(c, t) => Filter::Eq(ident(c), Value::Str(self.text(c, t, None))),
             FilterSpec::Like(c, kind, t) => {
-                Filter::like(ident(c), *kind, &self.text(c, t, false)).expect("a string column")
+                Filter::like(ident(c), *kind, &self.text(c, t, Some(*kind))).expect("a string")
             }
             FilterSpec::Number(c, t) => {
                 let text = match t {
+                    // A small made-up number, which rows seldom hold.
                     Text::Fresh(s) => s.len().to_string(),
-                    Text::FromRow(..) => self.text(c, t, true),
+                    Text::FromRow(..) => self.text(c, t, None),
                 };
-                // "null" when the row had none: any number then, as a made-up one.
-                let value = Value::for_column(&ident(c), &text);
-                Filter::Eq(ident(c), value.unwrap_or(Value::Int(7)))
+                // "null" when the row had none: then a made-up one too.
+                let value = Value::for_column(&ident(c), &text)
+                    .or_else(|_| Value::for_column(&ident(c), "7"))
+                    .unwrap();
+                Filter::Eq(ident(c), value)
             }
         }
     }
 
-    /// A made-up text, or a row's value of column `c` (whole, or a piece of it).
-    fn text(&self, c: &str, t: &Text, whole: bool) -> String {
-        let Text::FromRow(r, a, b) = t else {
-            let Text::Fresh(s) = t else { unreachable!() };
-            return s.clone();
+    /// A made-up text, or a row's value of column `c`: whole, or the piece of it that
+    /// the LIKE `cut` anchors (a prefix, a suffix, any part).
+    fn text(&self, c: &str, t: &Text, cut: Option<LikeMatch>) -> String {
+        let (r, a, b) = match t {
+            Text::Fresh(s) => return s.clone(),
+            Text::FromRow(r, a, b) => (r, a, b),
         };
         if self.rows.is_empty() {
             return String::new();
         }
-        let cell = &self.rows[r.index(self.rows.len())].cells[column(c)];
-        let value = match cell {
+        let value = match &self.rows[r.index(self.rows.len())].cells[column(c)] {
             Json::String(s) => s.clone(),
             other => other.to_string(),
         };
-        if whole {
-            return value;
-        }
+        let Some(kind) = cut else { return value };
         let chars: Vec<char> = value.chars().collect();
         let (a, b) = (a.index(chars.len() + 1), b.index(chars.len() + 1));
-        chars[a.min(b)..a.max(b)].iter().collect()
+        let (from, to) = match kind {
+            LikeMatch::Prefix => (0, b),
+            LikeMatch::Suffix => (a, chars.len()),
+            LikeMatch::Contains => (a.min(b), a.max(b)),
+        };
+        chars[from..to].iter().collect()
     }
+}
+
+fn ident(c: &str) -> Ident {
+    Ident::new("column", c).expect("a valid column")
 }
 
 /// The reference filter: does this row satisfy `filter`, by the meaning of each kind of
