@@ -190,8 +190,8 @@ fn queries_return_exactly_the_rows_a_reference_filter_selects_and_no_other_day()
     };
     let engine = RefCell::new(engine);
     let coverage = RefCell::new(Coverage::default());
+    // 256 cases unless PROPTEST_CASES says otherwise (proptest's default).
     let config = Config {
-        cases: 256,
         source_file: Some(file!()),
         ..Config::default()
     };

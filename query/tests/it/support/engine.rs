@@ -37,7 +37,10 @@ impl Engine {
             Ok(out) if !out.status.success() => format!(
                 "{} cannot import sqlglot and duckdb (run scripts/python-env.sh): {}",
                 python.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
             ),
             Ok(_) => return Some(Engine::spawn(&python)),
         };
