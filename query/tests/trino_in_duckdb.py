@@ -107,6 +107,9 @@ def run(con, query):
 
 def main():
     con = duckdb.connect(":memory:")
+    # Athena runs queries in UTC; DuckDB would read a time without a zone in the
+    # machine's zone.
+    con.execute("SET TimeZone = 'UTC'")
     for line in sys.stdin:
         try:
             case = json.loads(line)

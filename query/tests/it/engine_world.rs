@@ -113,6 +113,41 @@ fn range() -> impl Strategy<Value = TimeRange> {
     })
 }
 
+/// How a row's `time` is written: as the app does (UTC, milliseconds), in whole
+/// seconds, with an offset of so many minutes, or something else (NULL, not a time).
+#[derive(Clone, Debug)]
+enum TimeText {
+    Millis,
+    Seconds,
+    Offset(i64),
+    Other(Option<&'static str>),
+}
+
+impl TimeText {
+    fn format(&self, t: SystemTime) -> Json {
+        match self {
+            TimeText::Millis => humantime::format_rfc3339_millis(t).to_string().into(),
+            TimeText::Seconds => humantime::format_rfc3339_seconds(t).to_string().into(),
+            TimeText::Offset(minutes) => {
+                // The wall clock at that offset, then the offset itself.
+                let shift = Duration::from_secs(minutes.unsigned_abs() * 60);
+                let local = if *minutes >= 0 { t + shift } else { t - shift };
+                let text = humantime::format_rfc3339_millis(local).to_string();
+                let sign = if *minutes < 0 { '-' } else { '+' };
+                let m = minutes.unsigned_abs();
+                format!(
+                    "{}{sign}{:02}:{:02}",
+                    &text[..text.len() - 1],
+                    m / 60,
+                    m % 60
+                )
+                .into()
+            }
+            TimeText::Other(text) => (*text).into(),
+        }
+    }
+}
+
 /// Written within a day of the range, or at any moment of the days around it, or
 /// exactly on or just beside one of its bounds; received from six hours early (a skewed app clock) to two and a
 /// half days late; sometimes with no time or one that is not a time.
@@ -131,9 +166,10 @@ fn row(range: TimeRange) -> impl Strategy<Value = Row> {
         edge,
     ];
     let time_text = prop_oneof![
-        8 => Just(None),
-        1 => Just(Some("not a time".to_string())),
-        1 => Just(Some(String::new())),
+        6 => Just(TimeText::Millis),
+        1 => Just(TimeText::Seconds),
+        2 => prop::sample::select(vec![60, -300, 330, 840, -720, 0]).prop_map(TimeText::Offset),
+        1 => prop::sample::select(vec![None, Some("not a time"), Some("")]).prop_map(TimeText::Other),
     ];
     let string = || prop::option::weighted(0.9, nasty());
     let status = prop::sample::select(vec![200, 404, 500, -1, i32::MAX, i32::MIN]);
@@ -149,12 +185,9 @@ fn row(range: TimeRange) -> impl Strategy<Value = Row> {
     (written, time_text, delay, strings, numbers).prop_map(
         move |(written, time_text, delay, s, (status, bytes, duration))| {
             let received = written + Duration::from_secs(delay) - Duration::from_secs(DAY / 4);
-            let time = match &time_text {
-                None => humantime::format_rfc3339_millis(written).to_string(),
-                Some(t) => t.clone(),
-            };
+            let time = time_text.format(written);
             let cells = vec![
-                time.into(),
+                time,
                 s.0.into(),
                 s.1.into(),
                 s.2.into(),
@@ -168,7 +201,8 @@ fn row(range: TimeRange) -> impl Strategy<Value = Row> {
             ];
             Row {
                 cells,
-                written: time_text.is_none().then_some(written),
+                written: matches!(time_text, TimeText::Millis | TimeText::Offset(_))
+                    .then_some(written),
                 received,
             }
         },
@@ -320,15 +354,27 @@ pub fn in_days(row: &Row, days: &DayRange) -> bool {
 
 /// `time` read as Athena's `try(from_iso8601_timestamp(time))` does, within the bounds.
 pub fn in_time(row: &Row, bounds: &TimeBounds) -> bool {
-    let Some(time) = row.cells[column("time")].as_str() else {
+    let Some(t) = row.cells[column("time")].as_str().and_then(iso_instant) else {
         return false;
     };
-    let (Ok(t), Ok(from), Ok(to)) = (
-        parse_time(time),
-        parse_time(&bounds.from),
-        parse_time(&bounds.to),
-    ) else {
-        return false;
-    };
+    let from = parse_time(&bounds.from).unwrap();
+    let to = parse_time(&bounds.to).unwrap();
     from <= t && t < to
+}
+
+/// The instant of an ISO-8601 time ending in `Z` or an offset `±HH:MM`.
+fn iso_instant(text: &str) -> Option<SystemTime> {
+    if text.ends_with('Z') {
+        return parse_time(text).ok();
+    }
+    let cut = text.len().checked_sub(6)?;
+    let (local, zone) = (text.get(..cut)?, text.get(cut..)?);
+    let (sign, hh, mm) = (zone.get(..1)?, zone.get(1..3)?, zone.get(4..)?);
+    let offset = Duration::from_secs(hh.parse::<u64>().ok()? * 3600 + mm.parse::<u64>().ok()? * 60);
+    let local = parse_time(local).ok()?;
+    match sign {
+        "+" => local.checked_sub(offset),
+        "-" => local.checked_add(offset),
+        _ => None,
+    }
 }
