@@ -4,7 +4,8 @@
 #      promtool) and the Python venv with moto's server (scripts/python-env.sh; both
 #      no-ops when current),
 #   2. every Rust test target (unit, property, integration against moto and the fake
-#      Firehose), with FIRETAIL_MOTO_SERVER pointing at the venv's moto_server,
+#      Firehose), with FIRETAIL_MOTO_SERVER pointing at the venv's moto_server and
+#      FIRETAIL_VENV_PYTHON at its python (sqlglot + DuckDB run firetail-query's SQL),
 #   3. the deploy checks (pytest on deploy/tests), if there are any.
 set -euo pipefail
 
@@ -15,6 +16,10 @@ scripts/system-deps.sh
 scripts/python-env.sh
 
 export FIRETAIL_MOTO_SERVER="$repo/.venv/bin/moto_server"
+# The venv's interpreter, with sqlglot and duckdb: query/tests/it/engine.rs runs the SQL
+# firetail-query builds through it. (Not FIRETAIL_PYTHON: python-env.sh reads that as the
+# interpreter to make the venv with.)
+export FIRETAIL_VENV_PYTHON="$repo/.venv/bin/python"
 cargo test --locked --workspace --all-targets
 
 if [[ -d deploy/tests ]]; then
