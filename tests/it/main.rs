@@ -20,6 +20,7 @@ mod memory;
 mod operate;
 mod operate_hardening;
 mod pressure;
+mod promises;
 mod restarts;
 mod rotation;
 mod store;
