@@ -7,6 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::eventually;
 use crate::support::fake_firehose::{FakeConfig, FakeFirehose, Fault, Faults};
 use crate::support::firetail::{
     access_lines, append, aws_env, base_args, binary, sample, scrape, Firetail,
@@ -293,4 +294,102 @@ fn a_second_sigterm_ends_the_drain_and_reports_the_undelivered_lines() {
     assert_eq!(error["level"], "ERROR", "{error}");
     assert_eq!(error["undelivered"], 200, "{error}");
     assert_eq!(fake.lines_accepted(), 0);
+}
+
+/// "Each `PutRecordBatch` attempt is cut after `--call-timeout` (default 10 s;
+/// connecting is cut after 3 s) and retried." The endpoint is a loopback listener
+/// whose accept queue is full, so the kernel drops firetail's SYNs and the handshake
+/// never completes. With `--call-timeout=5m`, each attempt still ends after ~3 s (the
+/// latency histogram puts every attempt between 2.56 s and 5.12 s) and is retried:
+/// two attempts end long before one call timeout could have passed.
+#[test]
+fn connecting_is_cut_after_3_s_and_retried() {
+    let (endpoint, _held) = handshake_black_hole();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, &access_lines("connect", 0..10));
+    let args = set(base_args(&log, "s"), "--call-timeout", "5m");
+    // The drain cannot deliver either: end it soon.
+    let args = set(args, "--drain-timeout", "1s");
+    let started = Instant::now();
+    let mut ft = Firetail::start(&args, &aws_env(&endpoint));
+    let addr = ft.metrics_addr();
+    let ended = |text: &str| {
+        sample(text, "firetail_put_record_batch_duration_seconds_count").unwrap_or(0.0)
+    };
+    let mut text = String::new();
+    let two_ended = eventually(Duration::from_secs(60), || {
+        text = scrape(&addr);
+        ended(&text) >= 2.0
+    });
+    let took = started.elapsed();
+    assert!(two_ended, "no two attempts ended:\n{text}\n{}", ft.dump());
+    assert!(
+        took < Duration::from_secs(30),
+        "two attempts took {took:?}; the call timeout is 5 min"
+    );
+    let attempts = ended(&text);
+    let under = |le: &str| {
+        counter(
+            &text,
+            &format!("firetail_put_record_batch_duration_seconds_bucket{{le=\"{le}\"}}"),
+        )
+    };
+    assert_eq!(
+        under("2.56"),
+        0.0,
+        "an attempt ended before 2.56 s:\n{text}"
+    );
+    assert_eq!(
+        under("5.12"),
+        attempts,
+        "an attempt outlasted 5.12 s:\n{text}"
+    );
+    eprintln!(
+        "connect black hole: {attempts} attempts in {took:?}, timeout={} network={}",
+        counter(&text, &calls("timeout")),
+        counter(&text, &calls("network"))
+    );
+    let failed = counter(&text, &calls("timeout")) + counter(&text, &calls("network"));
+    assert_eq!(failed, attempts, "{text}");
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 1, "{}", ft.dump());
+    assert_eq!(ft.report()["undelivered"], 10);
+}
+
+/// A loopback listener (backlog 0) whose accept queue is filled by the test's own
+/// connections, never accepted: the kernel drops every further SYN, so a client's
+/// handshake never completes. Returns its endpoint and what must stay open.
+fn handshake_black_hole() -> (String, (std::os::fd::OwnedFd, Vec<std::net::TcpStream>)) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns (wrapped in an
+    // OwnedFd at once); the address struct is fully initialised.
+    let (fd, port) = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket");
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        assert_eq!(libc::listen(fd, 0), 0);
+        let mut len = len;
+        assert_eq!(
+            libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len),
+            0
+        );
+        (owned, u16::from_be(sa.sin_port))
+    };
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut held = Vec::new();
+    // Connect until a handshake no longer completes: the queue is full.
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+        held.push(s);
+        assert!(held.len() < 64, "the accept queue never filled");
+    }
+    (format!("http://{addr}"), (fd, held))
 }
