@@ -393,3 +393,110 @@ fn handshake_black_hole() -> (String, (std::os::fd::OwnedFd, Vec<std::net::TcpSt
     }
     (format!("http://{addr}"), (fd, held))
 }
+
+const CHECKPOINT_WRITES: &str = "firetail_checkpoint_writes_total";
+
+/// "It is written at most every 500 ms while acknowledgements advance … and at exit,
+/// never once per batch." Lines arrive every 50 ms for 3 s with a 50 ms flush
+/// interval, so a batch is acknowledged several times a second: between two scrapes
+/// E seconds apart the checkpoint was written at most E / 0.5 + 2 times (one more for
+/// a write under way at each end), at least twice, and far less often than calls
+/// were answered.
+#[test]
+fn the_checkpoint_is_written_at_most_every_500_ms() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let args = set(
+        base_args(&log, &fake.stream_name()),
+        "--flush-interval",
+        "50ms",
+    );
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    let addr = ft.metrics_addr();
+    let lines = access_lines("cadence", 0..1500);
+    append(&log, &lines[..25]);
+    assert!(fake.wait_for_lines(25, LONG), "{}", ft.dump());
+    let (t0, calls0) = (Instant::now(), fake.counters().calls);
+    let writes0 = counter(&scrape(&addr), CHECKPOINT_WRITES);
+    for chunk in lines[25..].chunks(25) {
+        append(&log, chunk);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        fake.wait_for_lines(lines.len() as u64, LONG),
+        "{}",
+        ft.dump()
+    );
+    let writes = counter(&scrape(&addr), CHECKPOINT_WRITES) - writes0;
+    let (elapsed, answered) = (t0.elapsed(), fake.counters().calls - calls0);
+    eprintln!("checkpoint cadence: {writes} writes, {answered} calls in {elapsed:?}");
+    assert!(
+        writes <= elapsed.as_secs_f64() / 0.5 + 2.0,
+        "{writes} checkpoint writes in {elapsed:?}"
+    );
+    assert!(
+        writes >= 2.0,
+        "only {writes} writes while lines were acknowledged"
+    );
+    assert!(
+        answered as f64 >= 3.0 * writes,
+        "{writes} writes for {answered} calls: written per batch"
+    );
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+}
+
+/// "… sooner when half of the duplicate window is waiting on it." A 64 MiB backlog
+/// with the smallest window (4 MiB): were the checkpoint written only every 500 ms,
+/// reading could advance at most one window per write, and there would be at most
+/// E / 0.5 + 2 writes while the backlog is worked off in E seconds; there are more.
+/// The backlog is mostly whitespace-only lines, skipped by design yet counted in the
+/// window and acknowledged without a call, so it moves at the reader's pace rather
+/// than at the pace of a debug build signing 64 MiB; one line in 16 ships.
+#[test]
+fn the_checkpoint_is_written_sooner_once_half_the_duplicate_window_waits() {
+    let fake = FakeFirehose::start(FakeConfig {
+        store: false,
+        ..FakeConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let blank = " ".repeat(65_000);
+    let lines: Vec<String> = (0..1024)
+        .map(|i| {
+            if i % 16 == 0 {
+                format!(r#"{{"seq":{i}}}"#)
+            } else {
+                blank.clone()
+            }
+        })
+        .collect();
+    append(&log, &lines);
+    let args = set(
+        base_args(&log, &fake.stream_name()),
+        "--max-unacked-bytes",
+        "4MiB",
+    );
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    let addr = ft.metrics_addr();
+    let t0 = Instant::now();
+    let writes0 = counter(&scrape(&addr), CHECKPOINT_WRITES);
+    assert!(
+        eventually(LONG, || sample(&scrape(&addr), "firetail_lag_bytes")
+            == Some(0.0)),
+        "{}",
+        ft.dump()
+    );
+    let elapsed = t0.elapsed();
+    let writes = counter(&scrape(&addr), CHECKPOINT_WRITES) - writes0;
+    eprintln!("checkpoint under pressure: {writes} writes in {elapsed:?}");
+    assert!(
+        writes > elapsed.as_secs_f64() / 0.5 + 2.0,
+        "{writes} checkpoint writes in {elapsed:?}: no sooner than every 500 ms"
+    );
+    assert_eq!(fake.lines_accepted(), 64);
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    assert_eq!(ft.report()["skipped_empty"], 1024 - 64);
+}
