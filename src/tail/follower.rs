@@ -109,7 +109,7 @@ pub struct Follower {
 /// Siblings are also scanned this often without a rotation to prompt it: a copy made of
 /// content firetail had not read yet, when the truncation left the size at the offset,
 /// shows nowhere else. A few `stat`s per sibling every few seconds.
-const SCAN_EVERY: Duration = Duration::from_secs(5);
+pub(super) const SCAN_EVERY: Duration = Duration::from_secs(5);
 
 impl Follower {
     /// Starts following: from the checkpoint's entries when there are any; else the

@@ -52,12 +52,13 @@ use watcher::Watch;
 
 /// The slow poll behind inotify: catches what events miss (a filesystem that sends
 /// none; an overflowed event queue wakes the tail itself) and times `--rotate-wait`.
-/// Every second without inotify; every ten with it, where it is only a safety net —
-/// an idle sidecar in every pod should cost nothing (issue 15: the poll, its sibling
-/// scan and its timers are what an idle firetail does) — or every second while
-/// rotated files are open.
+/// Every second without inotify; with it, where it is only a safety net, as seldom as
+/// the periodic sibling scan allows — an idle sidecar in every pod should cost
+/// nothing, but a copy of content truncated before a byte of it was read shows only
+/// to that scan, and a quiet log would otherwise leave it unread (and lost to a crash)
+/// for twice the scan's period; or every second while rotated files are open.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(10);
+const POLL_INTERVAL_WITH_INOTIFY: Duration = follower::SCAN_EVERY;
 
 /// The async shell: polls the follower whenever inotify says a watched directory
 /// changed (at most as often as the [`Cadence`] allows), or the slow poll fires; sends lines

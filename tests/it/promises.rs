@@ -500,3 +500,57 @@ fn the_checkpoint_is_written_sooner_once_half_the_duplicate_window_waits() {
     assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
     assert_eq!(ft.report()["skipped_empty"], 1024 - 64);
 }
+
+/// What can be lost, item 5: "A content truncated before firetail read a single byte
+/// of it is seen only by the periodic sibling scan (every 5 s) or the next rotation."
+/// firetail follows an empty file; while it is stopped (SIGSTOP, so it provably reads
+/// nothing), the app writes 300 lines, logrotate copies them to `access.log.1` and
+/// truncates the file back to empty. Resumed, firetail sees no truncation (size and
+/// offset are both 0) and no rotation; the periodic scan finds the copy and ships it,
+/// within one scan period and a margin, although the log stays quiet (the tail's
+/// safety poll used to wake only every 10 s then, so the scan came after 10 s).
+#[test]
+fn the_periodic_sibling_scan_finds_an_unread_truncated_copy() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, b"").unwrap();
+    let mut ft = Firetail::start(
+        &base_args(&log, &fake.stream_name()),
+        &aws_env(&fake.endpoint()),
+    );
+    let addr = ft.metrics_addr();
+    ft.wait_message("Following file.", LONG);
+    let lines = access_lines("unread", 0..300);
+    ft.signal(libc::SIGSTOP);
+    append(&log, &lines);
+    std::fs::copy(&log, dir.path().join("access.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    ft.signal(libc::SIGCONT);
+    let resumed = Instant::now();
+    assert!(
+        fake.wait_for_lines(lines.len() as u64, Duration::from_secs(8)),
+        "the copy was not shipped within 8 s of resuming:\n{}",
+        ft.dump()
+    );
+    eprintln!("unread copy shipped {:?} after resuming", resumed.elapsed());
+    let found = ft.wait_message(
+        "Found a file rotated while firetail was behind; reading it from offset 0.",
+        Duration::from_secs(1),
+    );
+    assert!(
+        found["file"].as_str().unwrap().ends_with("access.log.1"),
+        "{found}"
+    );
+    let text = scrape(&addr);
+    assert_eq!(counter(&text, "firetail_rotations_total"), 0.0, "{text}");
+    assert_eq!(counter(&text, "firetail_truncations_total"), 0.0, "{text}");
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    assert_eq!(sorted(fake.accepted_lines()), sorted(lines));
+}
