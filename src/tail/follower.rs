@@ -168,6 +168,12 @@ impl Follower {
         !self.rotated.is_empty()
     }
 
+    /// How long until the periodic sibling scan is due: the slow poll wakes no later,
+    /// so the scan keeps its period, not the period plus a poll.
+    pub fn scan_due_in(&self) -> Duration {
+        SCAN_EVERY.saturating_sub(self.last_scan.elapsed())
+    }
+
     /// Bytes read so far, partial lines included.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read

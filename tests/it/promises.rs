@@ -554,3 +554,62 @@ fn the_periodic_sibling_scan_finds_an_unread_truncated_copy() {
     assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
     assert_eq!(sorted(fake.accepted_lines()), sorted(lines));
 }
+
+/// Rename rotation: the old file "is let go only when it was read to its end and then
+/// unchanged for `--rotate-wait`", and what can be lost, item 4: "Bytes written to a
+/// rotated file after it was let go". With `--rotate-wait=1s`: the rotated file is let
+/// go no sooner than 1 s after the rotation; a late writer's lines appended after that
+/// are not lost while the file keeps a sibling's name: the periodic sibling scan reads
+/// them from where reading stopped, within one scan period and a margin, each once.
+#[test]
+fn a_rotated_file_is_let_go_after_rotate_wait_and_late_lines_are_found_by_the_scan() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let args = set(base_args(&log, &fake.stream_name()), "--rotate-wait", "1s");
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    let addr = ft.metrics_addr();
+    let before = access_lines("before", 0..100);
+    append(&log, &before);
+    assert!(fake.wait_for_lines(100, LONG), "{}", ft.dump());
+    std::fs::rename(&log, &rotated).unwrap();
+    let renamed = Instant::now();
+    let after = access_lines("after", 0..100);
+    append(&log, &after);
+    let let_go = ft.wait_message("Finished reading rotated file.", LONG);
+    let held = renamed.elapsed();
+    assert!(
+        held >= Duration::from_secs(1),
+        "let go {held:?} after the rotation, before --rotate-wait"
+    );
+    assert!(
+        let_go["file"].as_str().unwrap().ends_with("access.log.1"),
+        "{let_go}"
+    );
+    assert_eq!(let_go["deleted"], false, "{let_go}");
+    assert!(fake.wait_for_lines(200, LONG), "{}", ft.dump());
+
+    let late = access_lines("late", 0..50);
+    append(&rotated, &late);
+    let written = Instant::now();
+    assert!(
+        fake.wait_for_lines(250, Duration::from_secs(8)),
+        "late lines not shipped within 8 s:\n{}",
+        ft.dump()
+    );
+    eprintln!(
+        "late lines shipped {:?} after they were written",
+        written.elapsed()
+    );
+    ft.wait_message(
+        "A rotated file already let go got more lines from a late writer; reading them.",
+        Duration::from_secs(1),
+    );
+    assert_eq!(counter(&scrape(&addr), "firetail_rotations_total"), 1.0);
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    assert!(fake.duplicates().is_empty(), "a line was shipped twice");
+    let all: Vec<String> = [before, after, late].concat();
+    assert_eq!(sorted(fake.accepted_lines()), sorted(all));
+}
