@@ -613,3 +613,60 @@ fn a_rotated_file_is_let_go_after_rotate_wait_and_late_lines_are_found_by_the_sc
     let all: Vec<String> = [before, after, late].concat();
     assert_eq!(sorted(fake.accepted_lines()), sorted(all));
 }
+
+/// What can be lost, item 5, its second half: "a crash before that [scan]". The same
+/// unread copy as above, but firetail is killed (SIGKILL) before it resumes. The copy
+/// was modified after the checkpoint last saw the file, so the restart reads it as a
+/// file rotated while firetail was down: its lines are shipped, with the ones the app
+/// writes next — the README said they were lost.
+#[test]
+fn a_crash_before_the_scan_and_a_restart_ships_the_unread_copy() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, b"").unwrap();
+    let args = base_args(&log, &fake.stream_name());
+    let env = aws_env(&fake.endpoint());
+    let mut ft = Firetail::start(&args, &env);
+    ft.wait_message("Following file.", LONG);
+    let checkpoint = dir.path().join(".firetail-access.log.json");
+    assert!(
+        eventually(LONG, || checkpoint.exists()),
+        "no checkpoint:\n{}",
+        ft.dump()
+    );
+    ft.signal(libc::SIGSTOP);
+    let unread = access_lines("unread", 0..300);
+    append(&log, &unread);
+    std::fs::copy(&log, dir.path().join("access.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    ft.kill9();
+    assert_eq!(fake.counters().calls, 0);
+
+    let mut ft = Firetail::start(&args, &env);
+    let next = access_lines("next", 0..100);
+    append(&log, &next);
+    assert!(fake.wait_for_lines(400, LONG), "{}", ft.dump());
+    let resumed = ft.wait_message(
+        "Resuming a file rotated while firetail was down.",
+        Duration::from_secs(1),
+    );
+    assert!(
+        resumed["file"].as_str().unwrap().ends_with("access.log.1"),
+        "{resumed}"
+    );
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    assert!(fake.duplicates().is_empty(), "a line was shipped twice");
+    let n = fake.accepted_lines().len();
+    assert_eq!(
+        sorted(fake.accepted_lines()),
+        sorted([unread, next].concat()),
+        "{n} lines"
+    );
+}
