@@ -21,6 +21,7 @@ mod operate;
 mod operate_hardening;
 mod pressure;
 mod promises;
+mod promises_files;
 mod restarts;
 mod rotation;
 mod store;
