@@ -169,6 +169,7 @@ fn the_region_lookup_ends_after_5_s_with_exit_2() {
     let (took, stderr, code) = without_region(&trickling_metadata_service());
     assert_eq!(code, Some(2), "{stderr}");
     assert_names_the_region(&stderr);
+    assert!(stderr.contains("took longer than 5s"), "{stderr}");
     assert!(
         took >= Duration::from_secs(5) && took < Duration::from_secs(15),
         "exited after {took:?}; the promise is 5 s"
@@ -346,9 +347,10 @@ fn connecting_is_cut_after_3_s_and_retried() {
         "an attempt outlasted 5.12 s:\n{text}"
     );
     eprintln!(
-        "connect black hole: {attempts} attempts in {took:?}, timeout={} network={}",
+        "connect black hole: {attempts} attempts in {took:?}, timeout={} network={} duplicates_possible={}",
         counter(&text, &calls("timeout")),
-        counter(&text, &calls("network"))
+        counter(&text, &calls("network")),
+        counter(&text, "firetail_duplicates_possible_total")
     );
     let failed = counter(&text, &calls("timeout")) + counter(&text, &calls("network"));
     assert_eq!(failed, attempts, "{text}");
