@@ -20,6 +20,8 @@ mod memory;
 mod operate;
 mod operate_hardening;
 mod pressure;
+mod promises;
+mod promises_files;
 mod restarts;
 mod rotation;
 mod store;

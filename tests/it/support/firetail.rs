@@ -256,3 +256,20 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .to_string();
     (status, body)
 }
+
+/// The value of one sample (`name{labels}` exactly as exposed) in a Prometheus or
+/// OpenMetrics text; None when the series is absent, which a test of "exists at 0"
+/// must tell apart from 0.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// One scrape of `/metrics` (text format 0.0.4); panics unless it answers 200.
+pub fn scrape(addr: &str) -> String {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "/metrics answered {status}: {body}");
+    body
+}
