@@ -55,13 +55,27 @@ impl Firetail {
     /// Starts firetail through a wrapper command (`wrapper` then the binary), e.g.
     /// `setpriv` to run it as root without the capabilities that bypass file modes.
     pub fn start_via(wrapper: &[&str], args: &[String], env: &[(String, String)]) -> Firetail {
+        Firetail::spawn(wrapper, &binary(), args, env)
+    }
+
+    /// Starts another build of firetail, `program` (the release binary), the same way.
+    pub fn start_binary(program: &Path, args: &[String], env: &[(String, String)]) -> Firetail {
+        Firetail::spawn(&[], program, args, env)
+    }
+
+    fn spawn(
+        wrapper: &[&str],
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Firetail {
         let mut cmd = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(binary());
+            Some((wrapper, rest)) => {
+                let mut c = Command::new(wrapper);
+                c.args(rest).arg(program);
                 c
             }
-            None => Command::new(binary()),
+            None => Command::new(program),
         };
         cmd.args(args)
             .env_clear()
