@@ -28,6 +28,8 @@ use crate::support::pod::{
     file_lines, metric, tally, term_and_wait, wait_ready, AppConfig, Pod, Tally,
 };
 
+mod backlog;
+
 /// Deadline for anything that should take seconds; reached only when broken.
 const LONG: Duration = Duration::from_secs(60);
 /// How long the app serves before the pod is deleted.
