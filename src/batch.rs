@@ -342,7 +342,10 @@ pub async fn run(
                 Disposition::Record { json: false } => {
                     metrics.invalid_json.inc();
                 }
-                Disposition::Skip(reason) => metrics.skip(reason),
+                Disposition::Skip(reason) => {
+                    metrics.skip(reason);
+                    progress.settled(1);
+                }
                 Disposition::DeadLetter(reason) => {
                     if reason == "invalid_json" {
                         metrics.invalid_json.inc();
@@ -352,6 +355,7 @@ pub async fn run(
                         .write_retrying(&file, line.start, reason, &line.data, line.size)
                         .await;
                     metrics.dead_letter(reason);
+                    progress.settled(1);
                 }
                 Disposition::Record { json: true } => {}
             }

@@ -107,11 +107,15 @@ pub struct Snapshot {
     pub dropped: Vec<FileKey>,
 }
 
-/// Lines as the ledger counts them: registered and acknowledged by the spans that
-/// carry them, whatever the counters of outcomes say. The drain report takes its
-/// `undelivered` from here and checks it against those counters.
+/// Lines as the ledger counts them, apart from the counters of outcomes: settled
+/// record by record where a stage learns it, registered and acknowledged by the spans
+/// that carry them. The drain report takes its `undelivered` from here and checks it
+/// against those counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LineTally {
+    /// Lines done with: each skipped or dead-lettered line as the batch stage classes
+    /// it, each record's lines as the ship stage learns its call's answer.
+    pub settled: u64,
     /// Lines in every span registered (when its batch was cut).
     pub registered: u64,
     /// Lines in every span acknowledged, once per acknowledgement.
@@ -182,7 +186,8 @@ pub struct Progress {
     /// `--max-unacked-bytes`.
     window: u64,
     gauges: Gauges,
-    /// Lines registered and acknowledged so far (see [`LineTally`]).
+    /// Lines settled, registered and acknowledged so far (see [`LineTally`]).
+    settled_lines: AtomicU64,
     registered_lines: AtomicU64,
     acknowledged_lines: AtomicU64,
 }
@@ -202,6 +207,7 @@ impl Progress {
             room: Notify::new(),
             window,
             gauges,
+            settled_lines: AtomicU64::new(0),
             registered_lines: AtomicU64::new(0),
             acknowledged_lines: AtomicU64::new(0),
         }
@@ -346,6 +352,12 @@ impl Progress {
         self.changed.notify_one();
     }
 
+    /// `lines` are done with — shipped, dead-lettered or skipped — though the spans
+    /// holding them may wait for other lines before they are acknowledged.
+    pub fn settled(&self, lines: u64) {
+        self.settled_lines.fetch_add(lines, Ordering::Relaxed);
+    }
+
     /// Waits until the checkpoint's content may have changed.
     pub async fn changed(&self) {
         self.changed.notified().await
@@ -432,6 +444,7 @@ impl Progress {
     pub fn line_tally(&self) -> LineTally {
         let files = self.lock();
         LineTally {
+            settled: self.settled_lines.load(Ordering::Relaxed),
             registered: self.registered_lines.load(Ordering::Relaxed),
             acknowledged: self.acknowledged_lines.load(Ordering::Relaxed),
             pending: files

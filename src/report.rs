@@ -31,8 +31,9 @@ pub struct Report {
     pub dead_lettered_too_large_for_endpoint: u64,
     pub skipped_header: u64,
     pub skipped_empty: u64,
-    /// From the ledger, not from the counters above: lines read but never registered
-    /// in a batch's span, plus lines in spans registered and never acknowledged.
+    /// From the ledger, not from the counters above: lines read that no stage settled
+    /// — never registered in a batch's span, or registered and never shipped,
+    /// dead-lettered or skipped.
     pub undelivered: u64,
     pub duplicates_possible: u64,
     pub checkpoint_offset: Option<u64>,
@@ -83,10 +84,12 @@ impl Report {
     }
 
     /// The README's identity, read = shipped + dead-lettered + skipped + undelivered,
-    /// with `undelivered` counted by the ledger; and the ledger's own books: what was
-    /// registered is acknowledged or pending, once, and was read. `None` when all hold.
+    /// with `undelivered` counted by the ledger; and the ledger's own books: each span
+    /// registered is acknowledged once or still pending, and only after its lines were
+    /// settled. `None` when all hold.
     fn check_counts(&self) -> Option<String> {
         let LineTally {
+            settled,
             registered,
             acknowledged,
             pending,
@@ -94,13 +97,14 @@ impl Report {
         let accounted =
             self.lines_shipped + self.dead_lettered() + self.skipped() + self.undelivered;
         if accounted == self.lines_read
+            && settled <= self.lines_read
             && registered == acknowledged + pending
-            && registered <= self.lines_read
+            && acknowledged <= settled
         {
             return None;
         }
         Some(format!(
-            "{} lines read, but {} shipped + {} dead-lettered + {} skipped + {} undelivered = {accounted}; the ledger registered {registered}, acknowledged {acknowledged}, has {pending} pending",
+            "{} lines read, but {} shipped + {} dead-lettered + {} skipped + {} undelivered = {accounted}; the ledger settled {settled}, registered {registered}, acknowledged {acknowledged}, has {pending} pending",
             self.lines_read,
             self.lines_shipped,
             self.dead_lettered(),
@@ -146,7 +150,7 @@ pub fn report(
         dead_lettered_too_large_for_endpoint: reason(&m.dead_lettered, TOO_LARGE_FOR_ENDPOINT),
         skipped_header: reason(&m.skipped, "header"),
         skipped_empty: reason(&m.skipped, "empty"),
-        undelivered: lines_read.saturating_sub(ledger.registered) + ledger.pending,
+        undelivered: lines_read.saturating_sub(ledger.settled),
         duplicates_possible: m.duplicates_possible.get(),
         checkpoint_offset: progress.current_offset(),
         drain_seconds: drain.as_secs_f64(),
@@ -173,6 +177,7 @@ pub fn log_report(metrics: &Metrics, report: &Report) {
             dead_lettered = report.dead_lettered(),
             skipped = report.skipped(),
             undelivered = report.undelivered,
+            ledger_settled = report.ledger.settled,
             ledger_registered = report.ledger.registered,
             ledger_acknowledged = report.ledger.acknowledged,
             ledger_pending = report.ledger.pending,
@@ -300,6 +305,23 @@ mod tests {
         }
     }
 
+    /// `lines` settled as `outcome`, counted by the stage (the outcome counters) and
+    /// by the ledger, as the pipeline does.
+    fn settle(m: &Metrics, p: &Progress, outcome: &str, lines: u64) {
+        match outcome {
+            "shipped" => m.lines_shipped.inc_by(lines),
+            "skipped" => m
+                .skipped
+                .get_or_create(&Reason { reason: "empty" })
+                .inc_by(lines),
+            _ => m
+                .dead_lettered
+                .get_or_create(&Reason { reason: "oversize" })
+                .inc_by(lines),
+        };
+        p.settled(lines);
+    }
+
     /// The log lines `f` emits, as JSON.
     fn logged(f: impl FnOnce()) -> Vec<serde_json::Value> {
         #[derive(Clone, Default)]
@@ -339,29 +361,26 @@ mod tests {
         (error, r.exit_code())
     }
 
-    /// Undelivered is what the ledger still holds — lines in spans registered and never
-    /// acknowledged, and lines read but never registered — and the identity holds.
+    /// Undelivered is what the ledger never saw settled — here a batch half shipped
+    /// when the deadline came, and lines never registered — and the identity holds.
     #[test]
     fn undelivered_is_counted_by_the_ledger_and_the_identity_holds() {
         let (m, p) = books(40);
         p.register(&[ten(0), ten(10), ten(20)]);
-        p.ack(&[ten(0)]);
-        m.lines_shipped.inc_by(7);
-        m.skipped
-            .get_or_create(&Reason { reason: "empty" })
-            .inc_by(3);
-        p.ack(&[ten(20)]);
-        m.dead_lettered
-            .get_or_create(&Reason { reason: "oversize" })
-            .inc_by(10);
-        // ten(10) pending, and lines 30..40 read but never registered.
+        // ten(0): 7 shipped, 3 skipped; ten(20): 10 dead-lettered; both acknowledged.
+        settle(&m, &p, "shipped", 7);
+        settle(&m, &p, "skipped", 3);
+        settle(&m, &p, "dead_lettered", 10);
+        p.ack(&[ten(0), ten(20)]);
+        // ten(10): 4 of its lines shipped, 6 still waiting; 30..40 never registered.
+        settle(&m, &p, "shipped", 4);
         let r = report(&m, &p, Duration::ZERO, "deadline");
-        assert_eq!((r.undelivered, &r.count_mismatch), (20, &None), "{r:?}");
+        assert_eq!((r.undelivered, &r.count_mismatch), (16, &None), "{r:?}");
         assert_eq!(r.exit_code(), 1, "lines left undelivered");
         let logs = logged(|| log_report(&m, &r));
         assert!(logs.iter().all(|v| v.get("ledger_registered").is_none()));
+        settle(&m, &p, "shipped", 6);
         p.ack(&[ten(10)]);
-        m.lines_shipped.inc_by(10);
         let r = report(&m, &p, Duration::ZERO, "deadline");
         assert_eq!((r.undelivered, &r.count_mismatch), (10, &None), "{r:?}");
     }
@@ -373,8 +392,8 @@ mod tests {
     fn a_batch_counted_shipped_twice_is_an_error_naming_the_figures_and_exit_1() {
         let (m, p) = books(20);
         p.register(&[ten(0), ten(10)]);
+        settle(&m, &p, "shipped", 10);
         p.ack(&[ten(0)]);
-        m.lines_shipped.inc_by(10);
         m.lines_shipped.inc_by(10);
         let (error, code) = mismatch_error(&m, &p);
         assert_eq!(code, 1);
@@ -401,9 +420,9 @@ mod tests {
     fn a_span_acknowledged_twice_is_an_error_and_exit_1() {
         let (m, p) = books(20);
         p.register(&[ten(0), ten(10)]);
+        settle(&m, &p, "shipped", 10);
         p.ack(&[ten(0)]);
         p.ack(&[ten(0)]);
-        m.lines_shipped.inc_by(10);
         let (error, code) = mismatch_error(&m, &p);
         assert_eq!(code, 1);
         assert_eq!(
@@ -416,16 +435,29 @@ mod tests {
         );
     }
 
-    /// A span acknowledged while none of its lines was counted shipped, dead-lettered
-    /// or skipped: the sum falls short of what was read.
+    /// A record settled twice by the ship stage: the ledger's count runs past what was
+    /// read, which no saturation at 0 undelivered may hide.
     #[test]
-    fn a_span_acknowledged_without_an_outcome_is_an_error_and_exit_1() {
+    fn a_record_settled_twice_in_the_ledger_is_an_error_and_exit_1() {
+        let (m, p) = books(10);
+        p.register(&[ten(0)]);
+        settle(&m, &p, "shipped", 10);
+        p.settled(10);
+        p.ack(&[ten(0)]);
+        let (error, code) = mismatch_error(&m, &p);
+        assert_eq!((error["ledger_settled"].as_u64(), code), (Some(20), 1));
+    }
+
+    /// A span acknowledged before its lines were settled: more acknowledged than
+    /// settled.
+    #[test]
+    fn a_span_acknowledged_before_its_lines_settled_is_an_error_and_exit_1() {
         let (m, p) = books(10);
         p.register(&[ten(0)]);
         p.ack(&[ten(0)]);
         let (error, code) = mismatch_error(&m, &p);
-        assert_eq!((error["lines_read"].as_u64(), code), (Some(10), 1));
-        assert_eq!(error["undelivered"], 0);
+        assert_eq!((error["ledger_acknowledged"].as_u64(), code), (Some(10), 1));
+        assert_eq!(error["undelivered"], 10);
     }
 
     /// The kubelet keeps 4,096 bytes of a termination message: the line a person
