@@ -1,6 +1,6 @@
 //! The `firetail` binary: signals, configuration, logging, the Firehose client — then
 //! the agent. Exit codes are decided here and only here: 0 drained, 1 lines left
-//! undelivered or a fatal error, 2 bad configuration.
+//! undelivered, counts that do not add up or a fatal error, 2 bad configuration.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -166,7 +166,7 @@ async fn check_region() -> Result<(), String> {
 /// a level, or `target=level` pairs separated by commas (`info,aws_smithy_runtime=debug`).
 /// Parsed with `filter::Targets` rather than `EnvFilter`, whose span and field
 /// directives a sidecar has no use for and whose regex engine was 0.45 MB of the
-/// binary's 9.3 MB of code, most of which stays mapped in every pod (issue 15). A
+/// binary's 9.3 MB of code, most of which stays mapped in every pod. A
 /// RUST_LOG that does not parse is a WARN naming it, and the level stays `info`.
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::filter::{LevelFilter, Targets};

@@ -1,5 +1,5 @@
 //! The drain report: what happened to every line, logged once at exit, and the exit
-//! code it implies (DESIGN §6, §8).
+//! code it implies (docs/design.md#shutdown-and-drain, #observability).
 
 use std::time::Duration;
 
