@@ -62,7 +62,7 @@ fn main() -> ExitCode {
 /// The phases, in order: signals, configuration, logging, region, listener, client,
 /// agent.
 async fn run() -> u8 {
-    // First of all: the handlers, and the signals held back since `main` began let
+    // First of all: the handlers, then the signals held back since before `main` let
     // through; from here on a SIGTERM is kept and drains, however early it came.
     let signals = match firetail::shutdown::install() {
         Ok(s) => s,
