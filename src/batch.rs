@@ -245,11 +245,15 @@ impl Batcher {
     /// Extends the batch's span over the line (records, skipped and dead-lettered alike).
     fn cover(&mut self, line: &Line) {
         match self.batch.spans.last_mut() {
-            Some(s) if s.file == line.file && s.end == line.start => s.end = line.end,
+            Some(s) if s.file == line.file && s.end == line.start => {
+                s.end = line.end;
+                s.lines += 1;
+            }
             _ => self.batch.spans.push(Span {
                 file: line.file,
                 start: line.start,
                 end: line.end,
+                lines: 1,
             }),
         }
     }
@@ -338,7 +342,10 @@ pub async fn run(
                 Disposition::Record { json: false } => {
                     metrics.invalid_json.inc();
                 }
-                Disposition::Skip(reason) => metrics.skip(reason),
+                Disposition::Skip(reason) => {
+                    metrics.skip(reason);
+                    progress.settled(1);
+                }
                 Disposition::DeadLetter(reason) => {
                     if reason == "invalid_json" {
                         metrics.invalid_json.inc();
@@ -348,6 +355,7 @@ pub async fn run(
                         .write_retrying(&file, line.start, reason, &line.data, line.size)
                         .await;
                     metrics.dead_letter(reason);
+                    progress.settled(1);
                 }
                 Disposition::Record { json: true } => {}
             }
@@ -661,7 +669,8 @@ mod tests {
             vec![Span {
                 file: 0,
                 start: 0,
-                end: 12
+                end: 12,
+                lines: 2,
             }]
         );
     }

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -53,6 +54,8 @@ pub struct Span {
     pub file: FileKey,
     pub start: u64,
     pub end: u64,
+    /// The lines in the range, for the ledger's own count of what is settled.
+    pub lines: u64,
 }
 
 /// One file as the checkpoint file stores it.
@@ -104,6 +107,23 @@ pub struct Snapshot {
     pub dropped: Vec<FileKey>,
 }
 
+/// Lines as the ledger counts them, apart from the counters of outcomes: settled
+/// record by record where a stage learns it, registered and acknowledged by the spans
+/// that carry them. The drain report takes its `undelivered` from here and checks it
+/// against those counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineTally {
+    /// Lines done with: each skipped or dead-lettered line as the batch stage classes
+    /// it, each record's lines as the ship stage learns its call's answer.
+    pub settled: u64,
+    /// Lines in every span registered (when its batch was cut).
+    pub registered: u64,
+    /// Lines in every span acknowledged, once per acknowledgement.
+    pub acknowledged: u64,
+    /// Lines in the spans registered and not (yet) acknowledged.
+    pub pending: u64,
+}
+
 /// One file with bytes read but not acknowledged, for the drain report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Unacknowledged {
@@ -120,8 +140,8 @@ struct FileProgress {
     size: u64,
     /// End of the last registered span (or the start offset).
     registered_end: u64,
-    /// Registered, not yet acknowledged spans: start → (end, when registered).
-    pending: BTreeMap<u64, (u64, Instant)>,
+    /// Registered, not yet acknowledged spans: start → (end, lines, when registered).
+    pending: BTreeMap<u64, (u64, u64, Instant)>,
     /// How far the tail has read.
     read_offset: u64,
     /// The offset in the last durable checkpoint.
@@ -166,6 +186,10 @@ pub struct Progress {
     /// `--max-unacked-bytes`.
     window: u64,
     gauges: Gauges,
+    /// Lines settled, registered and acknowledged so far (see [`LineTally`]).
+    settled_lines: AtomicU64,
+    registered_lines: AtomicU64,
+    acknowledged_lines: AtomicU64,
 }
 
 impl Default for Progress {
@@ -183,6 +207,9 @@ impl Progress {
             room: Notify::new(),
             window,
             gauges,
+            settled_lines: AtomicU64::new(0),
+            registered_lines: AtomicU64::new(0),
+            acknowledged_lines: AtomicU64::new(0),
         }
     }
 
@@ -301,8 +328,9 @@ impl Progress {
         let now = Instant::now();
         let mut files = self.lock();
         for s in spans {
+            self.registered_lines.fetch_add(s.lines, Ordering::Relaxed);
             if let Some(f) = files.get_mut(&s.file) {
-                f.pending.insert(s.start, (s.end, now));
+                f.pending.insert(s.start, (s.end, s.lines, now));
                 f.registered_end = f.registered_end.max(s.end);
             }
         }
@@ -312,12 +340,22 @@ impl Progress {
     pub fn ack(&self, spans: &[Span]) {
         let mut files = self.lock();
         for s in spans {
+            // Counted as given, not as found pending: a span acknowledged twice then
+            // shows as more acknowledged than registered and pending together.
+            self.acknowledged_lines
+                .fetch_add(s.lines, Ordering::Relaxed);
             if let Some(f) = files.get_mut(&s.file) {
                 f.pending.remove(&s.start);
             }
         }
         self.update_gauges(&files);
         self.changed.notify_one();
+    }
+
+    /// `lines` are done with — shipped, dead-lettered or skipped — though the spans
+    /// holding them may wait for other lines before they are acknowledged.
+    pub fn settled(&self, lines: u64) {
+        self.settled_lines.fetch_add(lines, Ordering::Relaxed);
     }
 
     /// Waits until the checkpoint's content may have changed.
@@ -397,9 +435,23 @@ impl Progress {
         let files = self.lock();
         files
             .values()
-            .flat_map(|f| f.pending.values().map(|(_, at)| *at))
+            .flat_map(|f| f.pending.values().map(|(_, _, at)| *at))
             .min()
             .map(|at| at.elapsed())
+    }
+
+    /// The ledger's count of lines, for the drain report.
+    pub fn line_tally(&self) -> LineTally {
+        let files = self.lock();
+        LineTally {
+            settled: self.settled_lines.load(Ordering::Relaxed),
+            registered: self.registered_lines.load(Ordering::Relaxed),
+            acknowledged: self.acknowledged_lines.load(Ordering::Relaxed),
+            pending: files
+                .values()
+                .flat_map(|f| f.pending.values().map(|(_, lines, _)| *lines))
+                .sum(),
+        }
     }
 
     /// The committed offset of the newest file (the one at the path), for the report.
@@ -429,6 +481,7 @@ mod tests {
             file: 0,
             start,
             end,
+            lines: 1,
         }
     }
 

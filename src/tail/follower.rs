@@ -527,6 +527,7 @@ mod tests {
                         file: l.file,
                         start: l.start,
                         end: l.end,
+                        lines: 1,
                     })
                     .collect();
                 progress.register(&spans);

@@ -369,6 +369,9 @@ fn grace_period_runs_out(name: &str, drain_timeout: &str) -> bool {
             let report = ft.report();
             assert_eq!(report["drain_end"], "deadline", "{report}");
             assert!(report["undelivered"].as_u64() > Some(0), "{report}");
+            // Counted by the ledger (lines in flight and never registered), it adds
+            // up with the outcome counters to what was read.
+            assert!(report.get("count_mismatch").is_none(), "{report}");
             assert_eq!(report["checkpoint_offset"], offset, "{report}");
             let error = ft.wait_message(
                 "Lines left undelivered; they stay unacknowledged in the checkpoint and a restart on it ships them.",

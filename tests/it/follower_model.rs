@@ -393,6 +393,7 @@ impl World {
                 file: l.file,
                 start: l.start,
                 end: l.end,
+                lines: 1,
             })
             .collect();
         self.progress.register(&spans);

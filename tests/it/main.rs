@@ -12,6 +12,7 @@ mod moto_selftest;
 mod chaos;
 mod core;
 mod delivery;
+mod early_signal;
 mod faults;
 mod files;
 mod fleet;

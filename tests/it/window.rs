@@ -116,6 +116,7 @@ impl Model {
                         file: 0,
                         start: self.lines[first].0,
                         end: self.lines[last - 1].1,
+                        lines: (last - first) as u64,
                     };
                     self.progress.register(&[span]);
                     self.in_flight.push((self.cut, span, first..last));
