@@ -1,5 +1,5 @@
-//! The firetail benchmark (issue 8): the release binary as a child process against the
-//! fake Firehose, measured with the OS's own accounting.
+//! The firetail benchmark (docs/performance.md): the release binary as a child process
+//! against the fake Firehose, measured with the OS's own accounting.
 //!
 //! ```text
 //! cargo run --release --example bench -- [--scenario N ...] [--tls|--plain|--both] [--write-readme]
@@ -15,7 +15,7 @@
 //!    rate that are not measured (the first call's TLS handshake and set-up; their CPU
 //!    is noted apart); CPU % of a core and RSS;
 //!    then, in a process of its own, the same at 500 lines/s (5 lines every 10 ms): a
-//!    quiet pod, as most pods of a fleet are (issue 15).
+//!    quiet pod, as most pods of a fleet are.
 //! 3. idle: the same process, 60 s after catching up; CPU time used.
 //! 4. drain: 100,000 lines appended to a followed file, then SIGTERM at once; seconds
 //!    until exit 0 with every line in the sink.

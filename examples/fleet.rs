@@ -1,9 +1,9 @@
-//! The fleet simulation (issue 15): N release firetail processes sharing one stream
+//! The fleet simulation: N release firetail processes sharing one stream
 //! quota in the fake Firehose, fixed concurrency against adaptive, side by side.
 //!
 //! ```text
 //! cargo run --release --example fleet -- [--pods 50] [--scenario all|overload|rollout|unequal]
-//!     [--mode both|fixed|adaptive] [--out docs/fleet] [--write-readme]
+//!     [--mode both|fixed|adaptive] [--out docs/fleet] [--write-doc]
 //! ```
 //!
 //! It builds `target/release/firetail` first, then runs each scenario in each mode:
@@ -20,10 +20,11 @@
 //! every pod gets SIGTERM; its exit code and drain report are checked, and every
 //! written line is looked for in what the fake accepted.
 //!
-//! It prints a markdown table, writes it and an SVG per scenario (accepted and
-//! rejected records per second and the largest lag, fixed against adaptive) into
-//! `--out`, and with `--write-readme` replaces the text between the fleet markers in
-//! README.md. The full run takes about 15 minutes.
+//! It prints a markdown table, writes an SVG per scenario (accepted and rejected
+//! records per second and the largest lag, fixed against adaptive) into `--out`,
+//! and with `--write-doc` replaces the text between the fleet markers in
+//! docs/fleet.md with the table and links to the pictures. The full run takes about
+//! 15 minutes.
 
 #[allow(dead_code)]
 #[path = "../tests/it/support/fake_firehose.rs"]
@@ -80,15 +81,15 @@ struct Opts {
     /// Extra flag for every pod (repeatable), e.g. `--pod-arg=--aggregate`.
     #[arg(long = "pod-arg", value_name = "FLAG", allow_hyphen_values = true)]
     pod_args: Vec<String>,
-    /// Where the table (fleet.md) and the SVGs go.
+    /// Where the SVGs go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fleet"))]
     out: PathBuf,
-    /// Replace the text between the fleet markers in README.md with the results.
+    /// Replace the text between the fleet markers in docs/fleet.md with the results.
     #[arg(long)]
-    write_readme: bool,
-    /// The README that --write-readme rewrites.
-    #[arg(long, value_name = "FILE", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))]
-    readme: PathBuf,
+    write_doc: bool,
+    /// The page that --write-doc rewrites.
+    #[arg(long, value_name = "FILE", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fleet.md"))]
+    doc: PathBuf,
     /// Use this firetail binary instead of building target/release/firetail.
     #[arg(long, value_name = "PATH")]
     firetail: Option<PathBuf>,
@@ -126,10 +127,16 @@ fn main() {
             runs.push(run);
         }
     }
-    let text = report::table(&runs, &load_before, started.elapsed());
+    // The pictures are linked from the page, so relative to it when they sit below it.
+    let pictures = opts
+        .doc
+        .parent()
+        .and_then(|dir| opts.out.strip_prefix(dir).ok())
+        .unwrap_or(&opts.out)
+        .to_path_buf();
+    let text = report::table(&runs, &load_before, started.elapsed(), &pictures);
     println!("\n{text}");
     std::fs::create_dir_all(&opts.out).expect("create the output directory");
-    std::fs::write(opts.out.join("fleet.md"), &text).expect("write fleet.md");
     for &scenario in &scenarios {
         let of: Vec<&Run> = runs
             .iter()
@@ -139,8 +146,8 @@ fn main() {
         std::fs::write(&path, svg::chart(&of)).expect("write the SVG");
         say(format!("{} written", path.display()));
     }
-    if opts.write_readme {
-        report::write_readme(&opts.readme, &text);
+    if opts.write_doc {
+        report::write_doc(&opts.doc, &text);
     }
 }
 

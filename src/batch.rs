@@ -138,7 +138,10 @@ async fn sort_out(
         Disposition::Record { json: false } => {
             metrics.invalid_json.inc();
         }
-        Disposition::Skip(reason) => metrics.skip(reason),
+        Disposition::Skip(reason) => {
+            metrics.skip(reason);
+            progress.settled(1);
+        }
         Disposition::DeadLetter(reason) => {
             if reason == DeadLetterReason::InvalidJson {
                 metrics.invalid_json.inc();
@@ -148,6 +151,7 @@ async fn sort_out(
                 .write_retrying(&file, line.start, reason, &line.data, line.size)
                 .await;
             metrics.dead_letter(reason, 1);
+            progress.settled(1);
         }
         Disposition::Record { json: true } => {}
     }

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -53,6 +54,8 @@ pub struct Span {
     pub file: FileKey,
     pub start: u64,
     pub end: u64,
+    /// The lines in the range, for the ledger's own count of what is settled.
+    pub lines: u64,
 }
 
 /// One file as the checkpoint records it. How it is written to disk is the
@@ -89,6 +92,23 @@ pub struct Snapshot {
     pub dropped: Vec<FileKey>,
 }
 
+/// Lines as the ledger counts them, apart from the counters of outcomes: settled
+/// record by record where a stage learns it, registered and acknowledged by the spans
+/// that carry them. The drain report takes its `undelivered` from here and checks it
+/// against those counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineTally {
+    /// Lines done with: each skipped or dead-lettered line as the batch stage classes
+    /// it, each record's lines as the ship stage learns its call's answer.
+    pub settled: u64,
+    /// Lines in every span registered (when its batch was cut).
+    pub registered: u64,
+    /// Lines in every span acknowledged, once per acknowledgement.
+    pub acknowledged: u64,
+    /// Lines in the spans registered and not (yet) acknowledged.
+    pub pending: u64,
+}
+
 /// One file with bytes read but not acknowledged, for the drain report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Unacknowledged {
@@ -105,8 +125,8 @@ struct FileProgress {
     size: u64,
     /// End of the last registered span (or the start offset).
     registered_end: u64,
-    /// Registered, not yet acknowledged spans: start → (end, when registered).
-    pending: BTreeMap<u64, (u64, Instant)>,
+    /// Registered, not yet acknowledged spans: start → (end, lines, when registered).
+    pending: BTreeMap<u64, (u64, u64, Instant)>,
     /// How far the tail has read.
     read_offset: u64,
     /// The offset in the last durable checkpoint.
@@ -148,6 +168,10 @@ pub struct Progress {
     /// `--max-unacked-bytes`.
     window: u64,
     gauges: Gauges,
+    /// Lines settled, registered and acknowledged so far (see [`LineTally`]).
+    settled_lines: AtomicU64,
+    registered_lines: AtomicU64,
+    acknowledged_lines: AtomicU64,
 }
 
 impl Default for Progress {
@@ -165,6 +189,9 @@ impl Progress {
             room: Notify::new(),
             window,
             gauges,
+            settled_lines: AtomicU64::new(0),
+            registered_lines: AtomicU64::new(0),
+            acknowledged_lines: AtomicU64::new(0),
         }
     }
 
@@ -283,8 +310,9 @@ impl Progress {
         let now = Instant::now();
         let mut files = self.lock();
         for s in spans {
+            self.registered_lines.fetch_add(s.lines, Ordering::Relaxed);
             if let Some(f) = files.get_mut(&s.file) {
-                f.pending.insert(s.start, (s.end, now));
+                f.pending.insert(s.start, (s.end, s.lines, now));
                 f.registered_end = f.registered_end.max(s.end);
             }
         }
@@ -294,12 +322,22 @@ impl Progress {
     pub fn ack(&self, spans: &[Span]) {
         let mut files = self.lock();
         for s in spans {
+            // Counted as given, not as found pending: a span acknowledged twice then
+            // shows as more acknowledged than registered and pending together.
+            self.acknowledged_lines
+                .fetch_add(s.lines, Ordering::Relaxed);
             if let Some(f) = files.get_mut(&s.file) {
                 f.pending.remove(&s.start);
             }
         }
         self.update_gauges(&files);
         self.changed.notify_one();
+    }
+
+    /// `lines` are done with — shipped, dead-lettered or skipped — though the spans
+    /// holding them may wait for other lines before they are acknowledged.
+    pub fn settled(&self, lines: u64) {
+        self.settled_lines.fetch_add(lines, Ordering::Relaxed);
     }
 
     /// Waits until the checkpoint's content may have changed.
@@ -379,9 +417,23 @@ impl Progress {
         let files = self.lock();
         files
             .values()
-            .flat_map(|f| f.pending.values().map(|(_, at)| *at))
+            .flat_map(|f| f.pending.values().map(|(_, _, at)| *at))
             .min()
             .map(|at| at.elapsed())
+    }
+
+    /// The ledger's count of lines, for the drain report.
+    pub fn line_tally(&self) -> LineTally {
+        let files = self.lock();
+        LineTally {
+            settled: self.settled_lines.load(Ordering::Relaxed),
+            registered: self.registered_lines.load(Ordering::Relaxed),
+            acknowledged: self.acknowledged_lines.load(Ordering::Relaxed),
+            pending: files
+                .values()
+                .flat_map(|f| f.pending.values().map(|(_, lines, _)| *lines))
+                .sum(),
+        }
     }
 
     /// The committed offset of the newest file (the one at the path), for the report.
@@ -394,97 +446,4 @@ impl Progress {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id() -> Identity {
-        Identity {
-            dev: 1,
-            ino: 2,
-            fp_len: 3,
-            fp_hash: 0xabc,
-        }
-    }
-
-    fn span(start: u64, end: u64) -> Span {
-        Span {
-            file: 0,
-            start,
-            end,
-        }
-    }
-
-    /// The age gauge is read from the ledger at each scrape (no timer keeps it): it
-    /// follows a batch from registration to acknowledgement.
-    #[test]
-    fn the_oldest_unacked_age_is_read_at_each_scrape() {
-        let p = std::sync::Arc::new(Progress::default());
-        p.open(0, &id(), Path::new("/log"), 0);
-        let metrics = crate::metrics::Metrics::new();
-        metrics.sample_age({
-            let p = p.clone();
-            move || p.oldest_unacked_age()
-        });
-        let age = |m: &crate::metrics::Metrics| {
-            let text = m.encode();
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("firetail_oldest_unacked_age_seconds "))
-                .expect("the gauge is exported")
-                .to_owned();
-            line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
-        };
-        assert_eq!(age(&metrics), 0.0, "nothing registered");
-        p.register(&[span(0, 10)]);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(age(&metrics) >= 0.02, "a registered batch ages");
-        p.ack(&[span(0, 10)]);
-        assert_eq!(age(&metrics), 0.0, "acknowledged");
-    }
-
-    #[test]
-    fn offset_advances_only_over_contiguous_acks() {
-        let p = Progress::default();
-        p.open(0, &id(), Path::new("/x"), 0);
-        p.register(&[span(0, 10), span(10, 20), span(20, 30)]);
-        p.ack(&[span(10, 20)]);
-        assert_eq!(
-            p.entries()[0].offset,
-            0,
-            "an ack after a gap must not move the offset"
-        );
-        p.ack(&[span(0, 10)]);
-        assert_eq!(p.entries()[0].offset, 20);
-        p.ack(&[span(20, 30)]);
-        assert_eq!(p.entries()[0].offset, 30);
-    }
-
-    #[test]
-    fn finished_files_leave_once_fully_acknowledged_and_durable() {
-        let p = Progress::default();
-        p.open(0, &id(), Path::new("/old"), 0);
-        p.register(&[span(0, 10)]);
-        p.finish(0, 10);
-        assert_eq!(p.entries().len(), 1);
-        p.ack(&[span(0, 10)]);
-        let snap = p.snapshot();
-        assert!(snap.entries.is_empty());
-        assert_eq!(snap.dropped, vec![0]);
-        assert_eq!(p.snapshot(), snap, "taking a snapshot changes nothing");
-        p.persisted(&snap);
-        assert!(p.snapshot().dropped.is_empty());
-    }
-
-    #[test]
-    fn the_window_counts_from_the_durable_offset() {
-        let p = Progress::new(100, Gauges::default());
-        p.open(0, &id(), Path::new("/x"), 0);
-        p.read_to(0, 100);
-        assert_eq!(p.room(), 0);
-        p.register(&[span(0, 100)]);
-        p.ack(&[span(0, 100)]);
-        assert_eq!(p.room(), 0, "acknowledged is not durable yet");
-        p.persisted(&p.snapshot());
-        assert_eq!(p.room(), 100);
-    }
-}
+mod tests;

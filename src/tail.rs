@@ -54,12 +54,16 @@ use watcher::Watch;
 
 /// The slow poll behind inotify: catches what events miss (a filesystem that sends
 /// none; an overflowed event queue wakes the tail itself) and times `--rotate-wait`.
-/// Every second without inotify; every ten with it, where it is only a safety net —
-/// an idle sidecar in every pod should cost nothing (measured: the poll, its sibling
-/// scan and its timers are what an idle firetail does) — or every second while
-/// rotated files are open.
+/// Every second without inotify; with it, where it is only a safety net, as seldom as
+/// the periodic sibling scan allows (an idle sidecar in every pod should cost nothing,
+/// but a copy of content truncated before a byte of it was read shows only to that
+/// scan, so a quiet log must not leave it unread, and exposed to a crash, for longer
+/// than the scan's period); or every second while rotated files are open.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(10);
+const POLL_INTERVAL_WITH_INOTIFY: Duration = follower::SCAN_EVERY;
+/// The shortest sleep before a due scan: never a busy loop, even if the poll that
+/// should have scanned returned early (a full duplicate window).
+const SCAN_SLACK: Duration = Duration::from_millis(10);
 
 /// The async shell: polls the follower whenever inotify says a watched directory
 /// changed (at most as often as the [`Cadence`] allows), or the slow poll fires; sends lines
@@ -124,7 +128,7 @@ pub async fn run(
             let not_before = polled + cadence.wait(polled);
             tokio::select! {
                 _ = next_change(&mut watcher, &cadence, not_before) => {}
-                _ = tokio::time::sleep(poll_every) => {}
+                _ = tokio::time::sleep(poll_every.min(follower.scan_due_in()).max(SCAN_SLACK)) => {}
                 _ = drain.changed() => {}
             }
         }

@@ -49,7 +49,7 @@ ORDER BY 1, 2;
 -- name: lines-per-day-and-duplicates
 -- Rows against distinct request ids per day: firetail delivers at least once,
 -- so a crash or a timed-out call can leave a few duplicates; this shows how
--- many (and is the oracle of a chaos test: README, "Proving it in your cluster").
+-- many (and is the oracle of a chaos test: docs/chaos.md).
 SELECT datepath, count(*) AS rows_stored, count(DISTINCT request_id) AS requests,
        count(*) - count(DISTINCT request_id) AS duplicates
 FROM access_logs.shop_access_log

@@ -5,12 +5,12 @@ hold different rules. Run it after editing the rules file:
 
     .venv/bin/python deploy/prometheus/render.py   (scripts/python-env.sh makes .venv)
 
-Every alert's runbook_url is a page (the README) plus the anchor of its entry
-under "Troubleshooting". The page is the one thing a fork or mirror changes,
+Every alert's runbook_url is a page (docs/troubleshooting.md) plus the anchor of
+its entry there. The page is the one thing a fork or mirror changes,
 and this is the one place to change it: the rules file, the promtool unit
 tests (which expect the annotation) and the PrometheusRule all follow.
 
-    .venv/bin/python deploy/prometheus/render.py --runbook-base https://git.example.com/ops/firetail/blob/main/README.md
+    .venv/bin/python deploy/prometheus/render.py --runbook-base https://git.example.com/ops/firetail/blob/main/docs/troubleshooting.md
 
 deploy/tests/test_prometheus.py fails when the committed file differs from
 what this prints, or when the three files disagree on the page."""

@@ -10,7 +10,7 @@
 # Keys not listed are dropped by the conversion; a listed key missing from a
 # line becomes NULL; a value of the wrong type (say "status": "ok") makes the
 # whole line fail conversion and land under errors/format-conversion-failed/
-# (with --aggregate: the whole packed record; README, "Troubleshooting").
+# (with --aggregate: the whole packed record; docs/troubleshooting.md).
 
 locals {
   # name => [Hive type, comment]. Order is the table's column order.

@@ -1,5 +1,4 @@
-# The role firetail-query runs as (README, "Searching and verifying what was
-# shipped"): an operator's search, or a chaos test's `verify` run as a Job in
+# The role firetail-query runs as (docs/query.md): an operator's search, or a chaos test's `verify` run as a Job in
 # the cluster. Least privilege, as in the original design:
 #   - Athena: run, watch, read and stop queries in the one workgroup;
 #   - Glue: read the catalog, the database and the table (the schema Athena
@@ -11,9 +10,11 @@
 #
 # Who may assume it: EKS Pod Identity for the service account
 # query_k8s_service_account (a Job in k8s_namespace), and/or the IAM principals
-# in query_trusted_principals (people, CI). Not IRSA: one web-identity role per
-# stack keeps deploy/tests' check of the sidecar's role unambiguous; add an IRSA
-# statement like pod_role.tf's if your cluster has no Pod Identity Agent.
+# in query_trusted_principals (people, CI). With neither, nobody could assume it,
+# so it is not created: the pipeline applies without it, and setting either later
+# adds it. Not IRSA: one web-identity role per stack keeps deploy/tests' check of
+# the sidecar's role unambiguous; add an IRSA statement like pod_role.tf's if your
+# cluster has no Pod Identity Agent.
 
 variable "query_role_name" {
   description = "Name of the IAM role firetail-query assumes (search and verify)."
@@ -28,12 +29,16 @@ variable "query_k8s_service_account" {
 }
 
 variable "query_trusted_principals" {
-  description = "IAM role or user ARNs that may assume the query role (operators, CI). Empty: only Pod Identity."
+  description = "IAM role or user ARNs that may assume the query role (operators, CI). Empty: only Pod Identity, and with use_eks_pod_identity false no query role is created."
   type        = list(string)
   default     = []
 }
 
 locals {
+  # A role nobody may assume would only be clutter, so it exists only when
+  # someone can use it.
+  query_role_enabled = var.use_eks_pod_identity || length(var.query_trusted_principals) > 0
+
   # Where the workgroup writes query results (athena.tf's output_location);
   # deploy/tests checks the two agree.
   query_results_prefix = "athena-results/"
@@ -84,17 +89,12 @@ data "aws_iam_policy_document" "query_trust" {
 }
 
 resource "aws_iam_role" "query" {
+  count = local.query_role_enabled ? 1 : 0
+
   name                 = var.query_role_name
   description          = "firetail-query: Athena queries on ${aws_glue_catalog_database.logs.name}.${aws_glue_catalog_table.access_log.name} in workgroup ${aws_athena_workgroup.logs.name} only."
   assume_role_policy   = data.aws_iam_policy_document.query_trust.json
   max_session_duration = 3600
-
-  lifecycle {
-    precondition {
-      condition     = var.use_eks_pod_identity || length(var.query_trusted_principals) > 0
-      error_message = "Set use_eks_pod_identity = true or query_trusted_principals, or nobody can assume the query role."
-    }
-  }
 }
 
 data "aws_iam_policy_document" "query" {
@@ -170,8 +170,10 @@ data "aws_iam_policy_document" "query" {
 }
 
 resource "aws_iam_role_policy" "query" {
+  count = local.query_role_enabled ? 1 : 0
+
   name   = "athena-query-access-log"
-  role   = aws_iam_role.query.id
+  role   = aws_iam_role.query[0].id
   policy = data.aws_iam_policy_document.query.json
 }
 
@@ -181,10 +183,10 @@ resource "aws_eks_pod_identity_association" "query" {
   cluster_name    = var.eks_cluster_name
   namespace       = var.k8s_namespace
   service_account = var.query_k8s_service_account
-  role_arn        = aws_iam_role.query.arn
+  role_arn        = aws_iam_role.query[0].arn
 }
 
 output "query_role_arn" {
-  description = "The role for firetail-query (search, verify)."
-  value       = aws_iam_role.query.arn
+  description = "The role for firetail-query (search, verify); null until use_eks_pod_identity or query_trusted_principals lets someone assume it."
+  value       = one(aws_iam_role.query[*].arn)
 }

@@ -29,9 +29,13 @@ GRAFANA = DEPLOY / "grafana"
 ATHENA = DEPLOY / "athena"
 METRICS_RS = REPO / "src" / "metrics.rs"
 README = REPO / "README.md"
+# The pages under docs/ that the checks read: each answers one reader's question.
+DOCS = REPO / "docs"
+DEPLOYING_GUIDE = DOCS / "deploying.md"
+TROUBLESHOOTING_GUIDE = DOCS / "troubleshooting.md"
 
 SIDECAR_NAME = "firetail"
-# firetail's defaults (DESIGN.md §8), used when a flag is not given.
+# firetail's defaults (docs/configuration.md), used when a flag is not given.
 DEFAULT_METRICS_ADDR = "[::]:9797"
 DEFAULT_DRAIN_TIMEOUT_S = 10.0
 

@@ -38,7 +38,7 @@ KUBE_STATE_METRICS_SERIES = {
     "kube_pod_container_resource_limits",
     "kube_pod_init_container_resource_limits",
 }
-# Promised by issue 14 and added to src/metrics.rs by its Rust half. Each one
+# Promised to the alerts and the dashboard, and added to src/metrics.rs by the Rust side. Each one
 # is accepted until src/metrics.rs registers it; then
 # test_pending_series_are_not_yet_registered fails, and it comes off this list.
 PENDING_FIRETAIL_SERIES = {"firetail_build_info"}
@@ -122,13 +122,32 @@ def github_anchor(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def readme_section_anchors(readme: Path, section: str) -> set[str]:
-    """Anchors of the headings inside one `## section` of the README."""
-    anchors, inside = set(), False
-    for line in readme.read_text().splitlines():
-        if line.startswith("## "):
-            inside = line[3:].strip() == section
+def markdown_headings(text: str) -> list[tuple[int, str]]:
+    """(level, title) of every ATX heading outside fenced code blocks."""
+    headings, fence = [], None
+    for line in text.splitlines():
+        m = re.match(r"^ {0,3}(`{3,}|~{3,})", line)
+        if m:
+            if fence is None:
+                fence = m.group(1)[0]
+            elif m.group(1)[0] == fence:
+                fence = None
             continue
-        if inside and line.startswith("### "):
-            anchors.add(github_anchor(line[4:]))
+        m = re.match(r"^(#{1,6}) +(.+?) *#* *$", line)
+        if fence is None and m:
+            headings.append((len(m.group(1)), m.group(2)))
+    return headings
+
+
+def page_anchors(page: Path, level: int | None = None) -> set[str]:
+    """Anchors GitHub gives the headings of a Markdown page (of one level, if
+    given). Two headings with the same text get `-1`, `-2`… after the first."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    for depth, title in markdown_headings(page.read_text()):
+        anchor = github_anchor(title)
+        n = seen.get(anchor, 0)
+        seen[anchor] = n + 1
+        if level is None or depth == level:
+            anchors.add(anchor if n == 0 else f"{anchor}-{n}")
     return anchors

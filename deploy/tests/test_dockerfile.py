@@ -17,7 +17,7 @@ import pytest
 from packaging.version import Version
 
 import dockerignore
-from deploycheck import DOCKERFILE, DOCKERIGNORE, REPO
+from deploycheck import DEPLOYING_GUIDE, DOCKERFILE, DOCKERIGNORE, REPO
 
 BUILD_COMMAND = ["cargo", "build", "--release", "--locked", "-p", "firetail"]
 # The build stage's commands, one script that the Dockerfile and the proof of
@@ -26,7 +26,7 @@ BUILD_SCRIPT = REPO / "scripts" / "docker-build.sh"
 STAGE_PROOF = REPO / "scripts" / "docker-build-stage.sh"
 PIN_SCRIPT = REPO / "scripts" / "pin-base-images.sh"
 STAGE_COMMANDS = [["scripts/docker-build.sh", "toolchain"], ["scripts/docker-build.sh", "binary", "/firetail"]]
-# The platforms the image is built for (README, "Build the image"), by
+# The platforms the image is built for (docs/deploying.md, "Build the image"), by
 # BuildKit's TARGETARCH, with the Rust target each cross-compiles to.
 TARGETS = {"amd64": "x86_64-unknown-linux-gnu", "arm64": "aarch64-unknown-linux-gnu"}
 PINNED = re.compile(r"(?P<image>[a-z0-9./_-]+):(?P<tag>[\w.-]+)@sha256:[0-9a-f]{64}")
@@ -318,8 +318,8 @@ def test_the_context_is_what_dockerignore_leaves():
 
 def test_the_multi_platform_command_is_documented_where_users_look():
     platforms = ",".join(f"linux/{arch}" for arch in TARGETS)
-    readme = (REPO / "README.md").read_text()
-    build_section = readme[readme.index("### 1. Build the image") : readme.index("### 2. ")]
-    for where, text in (("README, 1. Build the image", build_section), ("Dockerfile", DOCKERFILE.read_text())):
+    guide = DEPLOYING_GUIDE.read_text()
+    build_section = guide[guide.index("## 1. Build the image") : guide.index("## 2. ")]
+    for where, text in (("docs/deploying.md, 1. Build the image", build_section), ("Dockerfile", DOCKERFILE.read_text())):
         assert f"docker buildx build --platform {platforms}" in text, where
         assert "--build-arg FIRETAIL_GIT_COMMIT=" in text, where

@@ -1,6 +1,7 @@
 """Checks of deploy/prometheus: the rules pass `promtool check rules` and
 their unit tests (`promtool test rules`), every alert is tested firing and not
-firing, says what and where and links to its runbook in the README, reads only
+firing, says what and where and links to its runbook in
+docs/troubleshooting.md, reads only
 series that exist, and the PrometheusRule holds exactly the rules file's
 groups. The PodMonitor scrapes the port firetail's container declares."""
 
@@ -16,11 +17,12 @@ import pytest
 import yaml
 
 from deploycheck import (
+    DEPLOYING_GUIDE,
     EXAMPLE_DEPLOYMENT,
     PROMETHEUS,
-    README,
     SIDECAR_COMPONENT,
     SIDECAR_NAME,
+    TROUBLESHOOTING_GUIDE,
     find_container,
     load_yaml_documents,
     pod_spec,
@@ -29,7 +31,7 @@ from promql import (
     PENDING_FIRETAIL_SERIES,
     allowed_series,
     metric_names,
-    readme_section_anchors,
+    page_anchors,
     registered_series,
     run_promtool,
 )
@@ -38,7 +40,7 @@ RULES = PROMETHEUS / "firetail-rules.yaml"
 PROMETHEUS_RULE = PROMETHEUS / "prometheusrule.yaml"
 PODMONITOR = PROMETHEUS / "podmonitor.yaml"
 UNIT_TESTS = PROMETHEUS / "tests" / "firetail-rules.test.yaml"
-TROUBLESHOOTING = "Troubleshooting"
+TROUBLESHOOTING_PAGE = "docs/troubleshooting.md"
 
 
 def rules_file() -> dict:
@@ -108,8 +110,8 @@ def test_the_alerts_the_issue_asks_for_exist():
 
 
 def test_every_alert_says_what_where_and_what_to_do():
-    anchors = readme_section_anchors(README, TROUBLESHOOTING)
-    assert anchors, f"README.md has no headings under '## {TROUBLESHOOTING}'"
+    anchors = page_anchors(TROUBLESHOOTING_GUIDE, level=2)
+    assert anchors, f"{TROUBLESHOOTING_PAGE} has no '## ' entries"
     for alert in alerts():
         annotations = alert.get("annotations", {})
         name = alert["alert"]
@@ -118,9 +120,9 @@ def test_every_alert_says_what_where_and_what_to_do():
         assert "$labels.namespace" in annotations["description"], f"{name}: the description does not name the namespace"
         assert alert.get("labels", {}).get("severity") in ("warning", "critical"), f"{name}: no severity"
         url = annotations.get("runbook_url", "")
-        assert re.fullmatch(r"https://\S+/README\.md#[\w-]+", url), f"{name}: runbook_url {url!r}"
+        assert re.fullmatch(r"https://\S+/docs/troubleshooting\.md#[\w-]+", url), f"{name}: runbook_url {url!r}"
         anchor = url.split("#", 1)[1]
-        assert anchor in anchors, f"{name}: #{anchor} is not a heading of the README's {TROUBLESHOOTING} section"
+        assert anchor in anchors, f"{name}: #{anchor} is not an entry of {TROUBLESHOOTING_PAGE}"
 
 
 def runbook_urls(path) -> list[str]:
@@ -144,24 +146,24 @@ def runbook_urls(path) -> list[str]:
 
 def test_runbook_urls_share_one_page_and_every_anchor_exists():
     """The rules file, the PrometheusRule and the unit tests point into one page
-    (render.py --runbook-base changes it in all three), the page the README
-    names, and every anchor is an entry of the README's Troubleshooting."""
-    anchors = readme_section_anchors(README, TROUBLESHOOTING)
+    (render.py --runbook-base changes it in all three), the page the deploying
+    guide names, and every anchor is an entry of docs/troubleshooting.md."""
+    anchors = page_anchors(TROUBLESHOOTING_GUIDE, level=2)
     urls = {path.name: runbook_urls(path) for path in (RULES, PROMETHEUS_RULE, UNIT_TESTS)}
     assert all(urls.values()), urls
     bases = {url.split("#", 1)[0] for found in urls.values() for url in found}
     assert len(bases) == 1, f"runbook_url points into several pages: {sorted(bases)}"
     (base,) = bases
-    assert f"`{base}`" in README.read_text(), f"the README does not name the runbook page {base}"
+    assert f"`{base}`" in DEPLOYING_GUIDE.read_text(), f"docs/deploying.md does not name the runbook page {base}"
     for name, found in urls.items():
         for url in found:
-            assert url.split("#", 1)[1] in anchors, f"{name}: {url}: no such heading under '## {TROUBLESHOOTING}'"
+            assert url.split("#", 1)[1] in anchors, f"{name}: {url}: no such entry in {TROUBLESHOOTING_PAGE}"
 
 
 def test_render_py_moves_every_runbook_to_another_page(tmp_path):
     copy = tmp_path / "prometheus"
     shutil.copytree(PROMETHEUS, copy)
-    page = "https://git.example.com/ops/firetail/-/blob/main/README.md"
+    page = "https://git.example.com/ops/firetail/-/blob/main/docs/troubleshooting.md"
     out = subprocess.run(
         [sys.executable, copy / "render.py", "--runbook-base", page], capture_output=True, text=True
     )

@@ -54,7 +54,7 @@ def query_policy(tf) -> dict:
     roles = tf_blocks(tf, "resource", "aws_iam_role")
     assert "query" in roles, "deploy/terraform/query_role.tf defines aws_iam_role.query"
     policies = [
-        p for p in tf_blocks(tf, "resource", "aws_iam_role_policy").values() if p["role"] == "${aws_iam_role.query.id}"
+        p for p in tf_blocks(tf, "resource", "aws_iam_role_policy").values() if p["role"] == "${aws_iam_role.query[0].id}"
     ]
     assert len(policies) == 1, "exactly one inline policy on the query role"
     for kind in ("aws_iam_role_policy_attachment", "aws_iam_policy_attachment", "aws_iam_role_policies_exclusive"):

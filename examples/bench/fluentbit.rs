@@ -1,4 +1,4 @@
-//! Fluent Bit beside firetail (issue 15): the same lines, the same sink over the same
+//! Fluent Bit beside firetail: the same lines, the same sink over the same
 //! TLS proxy, measured the same way, so the per-pod cost targets are read against the
 //! agent most pods run today.
 //!

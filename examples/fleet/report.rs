@@ -1,5 +1,5 @@
 //! The fleet table: one row per scenario and mode, so fixed and adaptive sit side by
-//! side, and the README block that shows it.
+//! side, and the block of docs/fleet.md that shows it.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::fleet::{Run, CAUGHT_UP_LAG, OVERLOAD, RELIEF};
 
-const README_START: &str = "<!-- fleet:start -->";
-const README_END: &str = "<!-- fleet:end -->";
+const DOC_START: &str = "<!-- fleet:start -->";
+const DOC_END: &str = "<!-- fleet:end -->";
 
 /// One line for the progress log.
 pub fn row(run: &Run) -> String {
@@ -54,7 +54,7 @@ fn catch_up(run: &Run) -> String {
 }
 
 /// The markdown block: how it was measured, the table and the pictures.
-pub fn table(runs: &[Run], load_before: &str, wall: Duration) -> String {
+pub fn table(runs: &[Run], load_before: &str, wall: Duration, pictures: &Path) -> String {
     let mut t = String::new();
     let Some(first) = runs.first() else {
         return t;
@@ -135,7 +135,11 @@ pub fn table(runs: &[Run], load_before: &str, wall: Duration) -> String {
     let mut scenarios: Vec<&str> = runs.iter().map(|r| r.plan.scenario.name()).collect();
     scenarios.dedup();
     for s in scenarios {
-        let _ = writeln!(t, "![{s}: records per second and lag](docs/fleet/{s}.svg)");
+        let _ = writeln!(
+            t,
+            "![{s}: records per second and lag]({}/{s}.svg)",
+            pictures.display()
+        );
     }
     t
 }
@@ -150,20 +154,26 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
 }
 
 /// Replaces the text between the fleet markers.
-pub fn write_readme(path: &Path, text: &str) {
-    let Ok(readme) = std::fs::read_to_string(path) else {
+pub fn write_doc(path: &Path, text: &str) {
+    let Ok(doc) = std::fs::read_to_string(path) else {
         eprintln!("[fleet] {} not found; results printed only", path.display());
         return;
     };
-    let (Some(a), Some(b)) = (readme.find(README_START), readme.find(README_END)) else {
-        eprintln!("[fleet] README.md has no fleet markers; results printed only");
+    let (Some(a), Some(b)) = (doc.find(DOC_START), doc.find(DOC_END)) else {
+        eprintln!(
+            "[fleet] {} has no fleet markers; results printed only",
+            path.display()
+        );
         return;
     };
     if b < a {
-        eprintln!("[fleet] README.md fleet markers are out of order; results printed only");
+        eprintln!(
+            "[fleet] {} fleet markers are out of order; results printed only",
+            path.display()
+        );
         return;
     }
-    let updated = format!("{}{README_START}\n{text}{}", &readme[..a], &readme[b..]);
-    std::fs::write(path, updated).expect("write the README");
+    let updated = format!("{}{DOC_START}\n{text}{}", &doc[..a], &doc[b..]);
+    std::fs::write(path, updated).expect("write the page");
     eprintln!("[fleet] {} updated", path.display());
 }

@@ -1,5 +1,5 @@
 //! firetail-query: the Athena end of firetail's pipeline, as a separate binary so the
-//! sidecar does not grow (issue 16).
+//! sidecar does not grow.
 //!
 //! # Layout
 //!

@@ -1,4 +1,4 @@
-//! Unit and property tests of the query builder (issue 16): placeholders and parameters
+//! Unit and property tests of the query builder: placeholders and parameters
 //! always match, any value travels only as a parameter and round-trips, LIKE escaping is
 //! exact, invalid identifiers are rejected.
 

@@ -4,7 +4,7 @@
 //! `datepath` is the UTC day Firehose *received* a line (its S3 prefix), not the day the
 //! app wrote it, so the days scanned are wider than the range: a line written at
 //! 23:59:59 may be received after midnight. Search widens the end by [`SEARCH_LATE`];
-//! verify widens by a whole day on each side (issue 16), so that a line is found
+//! verify widens by a whole day on each side, so that a line is found
 //! whatever the clocks and buffers did.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -110,11 +110,15 @@ impl Batcher {
     /// Extends the batch's span over the line (records, skipped and dead-lettered alike).
     fn cover(&mut self, line: &Line) {
         match self.batch.spans.last_mut() {
-            Some(s) if s.file == line.file && s.end == line.start => s.end = line.end,
+            Some(s) if s.file == line.file && s.end == line.start => {
+                s.end = line.end;
+                s.lines += 1;
+            }
             _ => self.batch.spans.push(Span {
                 file: line.file,
                 start: line.start,
                 end: line.end,
+                lines: 1,
             }),
         }
     }
@@ -184,7 +188,8 @@ mod tests {
             vec![Span {
                 file: 0,
                 start: 0,
-                end: 12
+                end: 12,
+                lines: 2,
             }]
         );
     }

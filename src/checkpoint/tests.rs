@@ -217,6 +217,7 @@ async fn the_checkpoint_catches_up_after_the_disk_heals_without_new_acknowledgem
             file: 0,
             start: end,
             end: end + 100,
+            lines: 1,
         };
         end += 100;
         progress.read_to(0, end);
@@ -242,6 +243,7 @@ async fn the_checkpoint_catches_up_after_the_disk_heals_without_new_acknowledgem
         file: 0,
         start: end,
         end: end + 100,
+        lines: 1,
     };
     progress.read_to(0, end + 100);
     progress.register(&[span]);

@@ -32,7 +32,8 @@ logged and ignored.
 
 Exit codes:
   0  drained: every line read was shipped, dead-lettered or skipped
-  1  lines left undelivered when the drain ended, or a fatal runtime error
+  1  lines left undelivered when the drain ended, line counts that do not add up,
+     or a fatal runtime error
   2  invalid configuration or usage (the message names the flag or variable)";
 
 /// Ships a JSON-lines log file to Amazon Data Firehose and loses no line on shutdown.

@@ -231,6 +231,7 @@ impl Shipper {
         };
         for r in recs {
             self.reject(&r, reason, detail).await;
+            self.progress.settled(u64::from(r.meta.lines));
             ended.settled.push(r.batch);
         }
     }
@@ -305,6 +306,10 @@ impl Shipper {
         }
         self.metrics.records_shipped.inc_by(records);
         self.metrics.lines_shipped.inc_by(lines);
+        // The ledger's own count, for the drain report to check the counters against;
+        // here rather than when the queue learns of the call, so that a call cut by the
+        // deadline in its backoff has counted its accepted lines in both or neither.
+        self.progress.settled(lines);
         self.metrics.bytes_shipped.inc_by(bytes);
         self.metrics.billable_bytes.inc_by(billed);
         self.metrics.call(if failed.is_empty() {

@@ -267,6 +267,7 @@ mod tests {
             file,
             start,
             end: start + (n * len) as u64,
+            lines: n as u64,
         });
         b
     }

@@ -110,7 +110,7 @@ pub struct Follower {
 /// Siblings are also scanned this often without a rotation to prompt it: a copy made of
 /// content firetail had not read yet, when the truncation left the size at the offset,
 /// shows nowhere else. A few `stat`s per sibling every few seconds.
-const SCAN_EVERY: Duration = Duration::from_secs(5);
+pub(super) const SCAN_EVERY: Duration = Duration::from_secs(5);
 
 impl Follower {
     /// Starts following: from the checkpoint's entries when there are any; else the
@@ -167,6 +167,12 @@ impl Follower {
     /// True while rotated files are open (their `--rotate-wait` needs a timer).
     pub fn has_rotated(&self) -> bool {
         !self.rotated.is_empty()
+    }
+
+    /// How long until the periodic sibling scan is due: the slow poll wakes no later,
+    /// so the scan keeps its period, not the period plus a poll.
+    pub fn scan_due_in(&self) -> Duration {
+        SCAN_EVERY.saturating_sub(self.last_scan.elapsed())
     }
 
     /// Bytes read so far, partial lines included.

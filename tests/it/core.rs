@@ -1,4 +1,4 @@
-//! Issue 2: the core pipeline, end to end, with the built binary as a child process.
+//! The core pipeline, end to end, with the built binary as a child process.
 
 use std::time::Duration;
 

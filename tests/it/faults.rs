@@ -1,5 +1,5 @@
-//! Issue 4: faults and bad input, end to end — the built binary against the
-//! fault-injecting fake Firehose (DESIGN §4–§5).
+//! Faults and bad input, end to end — the built binary against the
+//! fault-injecting fake Firehose (docs/design.md#firehose-rules, #files-and-lines).
 //!
 //! Every test waits on conditions (lines accepted, a log line, a probe's answer), never
 //! on the clock; the one rate assertion (ERROR lines are not spammed) compares counts.
@@ -19,6 +19,8 @@ use crate::support::fake_firehose::{
 use crate::support::firetail::{access_lines, append, aws_env, base_args, binary, Firetail};
 
 const LONG: Duration = Duration::from_secs(60);
+
+mod lost_answers;
 
 // ===== helpers ======================================================================
 

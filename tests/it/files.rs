@@ -1,4 +1,4 @@
-//! Issue 3: files that rotate, restart and die — the follower's mechanisms
+//! Files that rotate, restart and die — the follower's mechanisms
 //! (`src/tail/`, model-tested in `follower_model.rs`) end to end, with the built
 //! binary, real renames, truncates and deletions, real SIGTERM and SIGKILL, and the
 //! fake Firehose.

@@ -1,4 +1,4 @@
-//! Issue 12: a model-based property test of the follower, in the spirit of Vector's
+//! A model-based property test of the follower, in the spirit of Vector's
 //! `file_watcher/tests`: random sequences of file-system actions and of reads, run
 //! against real files, with none of the old idealising preconditions — firetail may be
 //! far behind when a file is truncated (with logrotate's copy kept, or compressed away
@@ -394,6 +394,7 @@ impl World {
                 file: l.file,
                 start: l.start,
                 end: l.end,
+                lines: 1,
             })
             .collect();
         self.progress.register(&spans);

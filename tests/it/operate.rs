@@ -1,4 +1,4 @@
-//! Issue 5: what operators see — `/metrics`, the probes, the logs and the drain report,
+//! What operators see — `/metrics`, the probes, the logs and the drain report,
 //! checked against what the fake Firehose actually received.
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
-//! Issue 15, one pod: fuller calls under pressure, `--aggregate-max-lines`, and the
-//! adaptive control meeting a throttled stream (what a fleet sees, one pod at a time;
-//! the fleet itself is in `fleet.rs`).
+//! One pod of a fleet (docs/fleet.md): fuller calls under pressure,
+//! `--aggregate-max-lines`, and the adaptive control meeting a throttled stream (what
+//! a fleet sees, one pod at a time; the fleet itself is in `fleet.rs`).
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
-//! Issue 13: the duplicate window. What a restart after `kill -9` sends again is at
-//! most `--max-unacked-bytes` (README, "Guarantees"): the tail never reads further
+//! The duplicate window. What a restart after `kill -9` sends again is at most
+//! `--max-unacked-bytes` (docs/design.md#guarantees): the tail never reads further
 //! than that ahead of the *durable* checkpoint, however long one batch is stuck while
 //! the others are acknowledged.
 //!
@@ -116,6 +116,7 @@ impl Model {
                         file: 0,
                         start: self.lines[first].0,
                         end: self.lines[last - 1].1,
+                        lines: (last - first) as u64,
                     };
                     self.progress.register(&[span]);
                     self.in_flight.push((self.cut, span, first..last));

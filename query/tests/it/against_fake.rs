@@ -1,6 +1,6 @@
 //! What moto cannot show, against the fake Athena: paging past 1,000 rows, FAILED and
 //! CANCELLED with Athena's reason, a query that never ends, and verify finding lost and
-//! duplicated ids (issue 16, "End to end").
+//! duplicated ids.
 
 use std::time::Duration;
 

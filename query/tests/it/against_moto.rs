@@ -1,4 +1,4 @@
-//! Both subcommands end to end against moto's Athena and S3 (issue 16, "End to end").
+//! Both subcommands end to end against moto's Athena and S3.
 
 use std::time::Duration;
 

@@ -48,6 +48,7 @@ fn the_drain_finishes_in_steps_within_the_window() {
                     file: l.file,
                     start: l.start,
                     end: l.end,
+                    lines: 1,
                 })
                 .collect();
             progress.register(&spans);

@@ -1,14 +1,15 @@
 //! A fault-injecting fake Amazon Data Firehose for the integration tests and the
-//! throughput benchmark (DESIGN.md §10).
+//! throughput benchmark (docs/performance.md).
 //!
 //! moto proves wire compatibility but never fails a record and enforces no limit, so
 //! it cannot show that firetail resends exactly the failed entries, bisects a rejected
 //! call, backs off on throttling or survives a hung call. This fake can: it speaks the
 //! awsJson1.1 `Firehose_20150804.PutRecordBatch` operation, enforces the real quotas
-//! (§4) and injects faults, either by rate (seeded, so a failing run can be replayed)
-//! or by script (a queue of answers, one per call, used before any rate applies).
+//! (docs/design.md#firehose-rules) and injects faults, either by rate (seeded, so a
+//! failing run can be replayed) or by script (a queue of answers, one per call, used
+//! before any rate applies).
 //!
-//! With a [`Quota`] it is the shared stream of the fleet simulation (issue 15): records,
+//! With a [`Quota`] it is the shared stream of the fleet simulation (docs/fleet.md): records,
 //! requests and bytes per one-second window, the excess records answered "Slow down."
 //! inside a 200 and the excess calls rejected whole with a 503, as Firehose does; with
 //! `stream_family` each pod may use its own stream name (`{stream}-{pod}`) so that the
@@ -68,7 +69,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// Most records one `PutRecordBatch` call may carry (Firehose quota).
 pub const MAX_RECORDS_PER_CALL: usize = 500;
 /// Most decoded data bytes one call may carry: 4 MiB (Firehose quota). The fake counts
-/// decoded bytes, the generous reading; firetail must count conservatively (§4).
+/// decoded bytes, the generous reading; firetail must count conservatively
+/// (docs/design.md#firehose-rules).
 pub const MAX_BYTES_PER_CALL: usize = 4_194_304;
 /// Most decoded data bytes in one record: 1,000 KiB (Firehose quota).
 pub const MAX_RECORD_BYTES: usize = 1_024_000;
@@ -113,9 +115,10 @@ impl RecordError {
 }
 
 /// A whole-call error answer: nothing in the call was accepted. Each variant is one
-/// class of fault firetail must treat differently (§4): retry the whole call
-/// (503/500 unavailable, throttling, other 5xx), bisect (invalid argument) or report
-/// a configuration error and keep retrying slowly (not found, access denied).
+/// class of fault firetail must treat differently (docs/design.md#firehose-rules):
+/// retry the whole call (503/500 unavailable, throttling, other 5xx), bisect (invalid
+/// argument) or report a configuration error and keep retrying slowly (not found,
+/// access denied).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallError {
     /// HTTP 503 `ServiceUnavailableException` "Slow down.".
@@ -268,7 +271,8 @@ pub enum Fault {
     Pass,
     /// Answer normally after this extra delay. The records are accepted when the
     /// answer is written, even if the client has given up by then: that models the
-    /// "timed out but accepted" case that turns into duplicates (§4).
+    /// "timed out but accepted" case that turns into duplicates
+    /// (docs/design.md#firehose-rules).
     Delay(Duration),
     /// 200; the records at these request indices fail with this error, the others are
     /// accepted. Indices beyond the call are ignored.
@@ -316,7 +320,8 @@ pub struct Faults {
     pub latency_jitter: Duration,
     /// When set, any call holding a record whose data contains these bytes is
     /// rejected whole with `InvalidArgumentException`, as Firehose rejects a call with
-    /// one bad record: firetail must bisect down to that record (§4).
+    /// one bad record: firetail must bisect down to that record
+    /// (docs/design.md#firehose-rules).
     pub reject_marker: Option<Vec<u8>>,
     /// A proxy in front: any request whose body (the base64 JSON, headers aside) is
     /// over this many bytes gets nginx's HTML 413 ([`RawAnswer::nginx_413`]) before
@@ -373,8 +378,9 @@ impl Default for FakeConfig {
 
 /// A delivery stream's throughput quota, enforced over one-second windows counted from
 /// the fake's start. Firehose states its quota per second (records, requests, bytes:
-/// §4) and answers the excess with "Slow down."; fixed windows are the plainest reading
-/// of that, and make every decision explainable from the counters.
+/// docs/design.md#firehose-rules) and answers the excess with "Slow down."; fixed
+/// windows are the plainest reading of that, and make every decision explainable from
+/// the counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quota {
     /// Records accepted per window; the records past it get "Slow down." inside a 200.
@@ -1189,8 +1195,13 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     // No header read timeout: it would close idle keep-alive connections that the
     // SDK's pool still holds, and the resulting dispatch errors would be faults
     // nobody injected.
+    // Half-close allowed: otherwise hyper drops the handler when the client closes
+    // its side mid-call (a client that timed out), and a delayed call would never be
+    // accepted; Firehose finishes a call it received whether anyone waits for the
+    // answer or not.
     let _ = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .half_close(true)
         .header_read_timeout(None)
         .serve_connection(io, service)
         .await;

@@ -1,4 +1,4 @@
-//! A fleet of real firetail processes sharing one stream quota (issue 15): the
+//! A fleet of real firetail processes sharing one stream quota (docs/fleet.md): the
 //! scenarios of the `fleet` example and of the short test in `tests/it/fleet.rs`.
 //!
 //! The fake Firehose runs in quota mode with a stream family: pod `i` ships to

@@ -1,4 +1,4 @@
-//! The figures of a fleet run (issue 15), computed from what the driver wrote and what
+//! The figures of a fleet run (docs/fleet.md), computed from what the driver wrote and what
 //! the fake Firehose accepted: pure functions, shared by the `fleet` example and the
 //! short test, so that both judge a run the same way.
 

@@ -1,6 +1,7 @@
 //! Test support: the built `firetail-query` as a child process, moto's server, and a
 //! fake Athena.
 
+pub mod engine;
 pub mod fake_athena;
 pub mod moto;
 
