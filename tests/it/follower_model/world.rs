@@ -70,7 +70,8 @@ pub struct World {
     unacked: Vec<Line>,
     /// Every line read since firetail last started (what a restart may read again).
     read_since_up: Vec<Line>,
-    /// The last checkpoint written: per key its offset, and the keys it let go.
+    /// The last checkpoint written: per key its offset; and the keys let go since
+    /// firetail last started.
     last_checkpoint: (HashMap<u32, u64>, HashSet<u32>),
     pub may_duplicate: HashSet<String>,
 }
@@ -449,7 +450,9 @@ impl World {
             .iter()
             .zip(&snap.entries)
             .map(|(k, e)| (*k, e.offset));
-        self.last_checkpoint = (offsets.collect(), snap.dropped.into_iter().collect());
+        // A key let go stays let go (keys are never reused within a process).
+        self.last_checkpoint.0 = offsets.collect();
+        self.last_checkpoint.1.extend(snap.dropped);
     }
 
     /// `kill -9`: a restart reads again every line at or after its file's offset in the
@@ -486,6 +489,7 @@ impl World {
         let (follower, progress) = new_follower(&self.path, &entries);
         self.follower = Some(follower);
         self.progress = progress;
+        self.last_checkpoint = Default::default();
         // The writer writes as soon as files are opened (Progress::open wakes it).
         self.write_checkpoint();
     }

@@ -123,8 +123,10 @@ pub struct Model {
     cuts: usize,
     /// Every line handed on, in order.
     handed: Vec<Read>,
+    /// Every line handed on before this index is covered by the durable checkpoint.
+    covered: usize,
     pub accepted: HashSet<usize>,
-    /// The last checkpoint written: per key its offset, and the keys it let go.
+    /// The last checkpoint written: per key its offset; and the keys let go so far.
     durable: (HashMap<u32, u64>, HashSet<u32>),
 }
 
@@ -151,6 +153,7 @@ impl Model {
             in_flight: Vec::new(),
             cuts: 0,
             handed: Vec::new(),
+            covered: 0,
             accepted: HashSet::new(),
             durable: Default::default(),
         };
@@ -244,7 +247,9 @@ impl Model {
             .iter()
             .zip(&snap.entries)
             .map(|(k, e)| (*k, e.offset));
-        self.durable = (offsets.collect(), snap.dropped.into_iter().collect());
+        // A key let go stays let go (keys are never reused within a process).
+        self.durable.0 = offsets.collect();
+        self.durable.1.extend(snap.dropped);
     }
 
     pub fn apply(&mut self, op: &Op, stuck: usize, released: bool) {
@@ -291,6 +296,19 @@ impl Model {
         let again: Vec<&Read> = self.handed.iter().filter(|l| self.again(l)).collect();
         let bytes = again.iter().map(|l| l.end - l.start).sum();
         (again.iter().map(|l| l.seq).collect(), bytes)
+    }
+
+    /// The bytes of [`Model::ahead`], looked at only from the first line not yet covered
+    /// by the durable checkpoint (what is covered stays covered).
+    pub fn ahead_bytes(&mut self) -> u64 {
+        while self.covered < self.handed.len() && !self.again(&self.handed[self.covered]) {
+            self.covered += 1;
+        }
+        self.handed[self.covered..]
+            .iter()
+            .filter(|l| self.again(l))
+            .map(|l| l.end - l.start)
+            .sum()
     }
 
     /// `kill -9`, then a restart from the checkpoint on disk (the app finishes its line
