@@ -3,12 +3,12 @@
 //! reads further than that ahead of the *durable* checkpoint, summed over files,
 //! however long one batch is stuck while the others are acknowledged.
 //!
-//! Two tests: a property test of the tail and the acknowledgement path (`model`: the
-//! real `Follower` reading real files on its real budget, through rename rotations and
-//! lines the app writes in pieces, the real `Progress` and `Checkpointer`, random
-//! completion order, one batch stuck, then a kill and a real restart) and the built
-//! binary killed with SIGKILL while one batch is stuck in retries against the fake
-//! Firehose.
+//! Checked two ways: a property test of the tail and the acknowledgement path
+//! (`model`: the real `Follower` reading real files on its real budget, through rename
+//! rotations and lines the app writes in pieces, the real `Progress` and
+//! `Checkpointer`, random completion order, one batch stuck, then a kill and a real
+//! restart) and the built binary killed with SIGKILL while one batch is stuck in
+//! retries against the fake Firehose.
 
 mod model;
 

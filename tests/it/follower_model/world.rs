@@ -298,19 +298,21 @@ impl World {
             pieces: self.files[id].pieces.clone(),
             opened: false,
         });
-        self.at.insert(copy.clone(), self.files.len() - 1);
+        let copy_id = self.files.len() - 1;
+        self.at.insert(copy.clone(), copy_id);
         for _ in 0..window {
             self.write_line(30);
         }
         if !keep_copy {
             self.delete(&copy);
-        } else if !self.any_emitted(&self.files[id].pieces) {
+        } else if !self.any_emitted(&self.files[copy_id].pieces) {
             // A content truncated before firetail read a byte of it leaves the handle
             // at offset 0 with a size of 0: nothing shows the truncation, and only the
             // periodic sibling scan (every few seconds, no clock here) or a rotation
-            // finds the copy — a kill before that loses it (README, "What can be
-            // lost", 5). (Lenient when firetail read only a head it holds back.)
-            let copied = self.files[id].pieces.clone();
+            // finds the copy — a kill, or the copy's deletion, before that loses it
+            // (docs/how-it-works.md#what-can-be-lost-and-why, 5). Lenient when firetail
+            // read only a head it holds back, and when no checkpoint followed the copy.
+            let copied = self.files[copy_id].pieces.clone();
             self.unrecoverable.extend(copied);
         }
         OpenOptions::new()
