@@ -17,13 +17,14 @@
 //! the real batch stage: shipped as it is or dead-lettered per `--invalid-json`, and
 //! counted as invalid JSON.
 //!
-//! The model knows exactly which pieces no follower can recover (README, "What can be
-//! lost"): those the app wrote between logrotate's copy and its truncate; those of a
-//! truncated file not yet read when no copy of it is left; those of a file deleted
-//! before firetail had it open (it has every file open once a full poll has passed, or
-//! while it is down); those of a content truncated before firetail read a byte of it.
-//! Every other piece must come out; nothing may be invented or spliced; a line comes
-//! out twice only when it was read but not acknowledged when firetail restarted.
+//! The model knows exactly which pieces no follower can recover
+//! (docs/how-it-works.md#what-can-be-lost-and-why): those the app wrote between
+//! logrotate's copy and its truncate; those of a truncated file not yet read when no
+//! copy of it is left; those of a file deleted before firetail had it open (it has
+//! every file open once a full poll has passed, or while it is down); those of a
+//! content truncated before firetail read a byte of it. Every other piece must come
+//! out; nothing may be invented or spliced; a line comes out twice only when it was
+//! read but not acknowledged when firetail restarted.
 
 mod fragments;
 mod world;
@@ -149,7 +150,7 @@ fn apply(w: &mut World, op: &Op) {
 }
 
 /// What the follower handed on against what the files held: every piece out unless
-/// the README's loss list explains it, nothing out that no content held whole (a
+/// the loss list (docs/how-it-works.md#what-can-be-lost-and-why) explains it, nothing out that no content held whole (a
 /// line joined from two contents, an invented one), repeats only after a restart.
 fn check(w: &World) -> Result<(), TestCaseError> {
     let pieces = w.all_pieces();
