@@ -1,13 +1,14 @@
 //! The duplicate window as a model: the real `Follower` reads real files (in a tmpfs)
 //! on the real budget the ledger gives it — no clamping here — while the app writes
 //! lines whole or in pieces (the window's edge falls inside a line in progress) and
-//! rotates by rename (the window is one bound summed over files); the batch stage cuts
-//! batches of the lines read, Firehose answers them in any order with one stuck until
-//! a random step, and the real `Checkpointer` writes when told. After every step, the
-//! lines read that a restart would read again (at or after their file's offset in the
-//! last durable checkpoint, or in a file opened since) hold at most the window's
-//! bytes; at the end firetail is killed and really restarted from that checkpoint: what
-//! it sends again that Firehose already had is at most the window, and nothing is lost.
+//! rotates by rename, a late worker still appending to the renamed file (the window is
+//! one bound summed over files); the batch stage cuts batches of the lines read,
+//! Firehose answers them in any order with one stuck until a random step, and the real
+//! `Checkpointer` writes when told. After every step, the lines read that a restart
+//! would read again (at or after their file's offset in the last durable checkpoint,
+//! or in a file opened since) hold at most the window's bytes; at the end firetail is
+//! killed and really restarted from that checkpoint: what it sends again that Firehose
+//! already had is at most the window, and nothing is lost.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::OpenOptions;
@@ -34,6 +35,8 @@ pub enum Op {
     /// Rename rotation: the app finishes its line through the renamed file (its
     /// descriptor points there), then reopens the path.
     Rotate,
+    /// Another worker, not reopened yet, appends a whole line to the last renamed file.
+    LateWrite(u32),
     /// The tail polls: the real `Follower`, on the room the ledger gives it.
     Poll,
     /// The batch stage cuts a batch of up to this many of the lines read, in order.
@@ -51,6 +54,7 @@ pub fn arb_op() -> impl Strategy<Value = Op> {
         1 => (1usize..4, any::<u32>()).prop_map(|(n, len)| Op::Write(n, len)),
         3 => any::<u32>().prop_map(Op::WritePart),
         1 => Just(Op::Rotate),
+        2 => any::<u32>().prop_map(Op::LateWrite),
         8 => Just(Op::Poll),
         5 => (1usize..60).prop_map(Op::Cut),
         6 => any::<usize>().prop_map(Op::Complete),
@@ -110,6 +114,8 @@ pub struct Model {
     writer: std::fs::File,
     /// The rest of the line the app half wrote.
     partial: Option<String>,
+    /// A late worker's descriptor: the file before the last rotation.
+    late: Option<std::fs::File>,
     /// Each line's bytes (with its `\n`), by seq.
     pub lens: Vec<u64>,
     rotations: usize,
@@ -147,6 +153,7 @@ impl Model {
             window,
             writer,
             partial: None,
+            late: None,
             lens: Vec::new(),
             rotations: 0,
             queue: VecDeque::new(),
@@ -186,7 +193,8 @@ impl Model {
         let to = self.path.with_extension(format!("log.{}", self.rotations));
         std::fs::rename(&self.path, &to).unwrap();
         self.write_rest();
-        self.writer = open_append(&self.path);
+        let old = std::mem::replace(&mut self.writer, open_append(&self.path));
+        self.late = Some(old);
     }
 
     fn poll(&mut self) {
@@ -270,6 +278,13 @@ impl Model {
                 }
             }
             Op::Rotate => self.rotate(),
+            Op::LateWrite(len) => {
+                if self.late.is_some() {
+                    let text = self.new_line(len);
+                    let late = self.late.as_mut().expect("checked");
+                    late.write_all(text.as_bytes()).unwrap();
+                }
+            }
             Op::Poll => self.poll(),
             Op::Cut(max) => self.cut(max),
             Op::Complete(pick) => self.complete(pick, stuck, released),
