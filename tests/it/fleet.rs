@@ -75,7 +75,12 @@ fn reported(mode: Mode) -> Reported {
             Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
             None => text.parse(),
         }
-        .unwrap_or_else(|e| panic!("docs/fleet.md's {starts:?} for {}: {text:?}: {e}", mode.name()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "docs/fleet.md's {starts:?} for {}: {text:?}: {e}",
+                mode.name()
+            )
+        })
     };
     Reported {
         goodput: cell("goodput"),
