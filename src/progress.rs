@@ -127,8 +127,11 @@ struct FileProgress {
     registered_end: u64,
     /// Registered, not yet acknowledged spans: start → (end, lines, when registered).
     pending: BTreeMap<u64, (u64, u64, Instant)>,
-    /// How far the tail has read.
+    /// How far the tail has read: the end of the last line it handed on.
     read_offset: u64,
+    /// Bytes of a line in progress the tail has read past `read_offset`: in no batch
+    /// yet, but ahead of the checkpoint once the line ends.
+    held: u64,
     /// The offset in the last durable checkpoint.
     durable: u64,
     /// Set once the tail will read no more of this file (rotated away, truncated).
@@ -229,6 +232,7 @@ impl Progress {
                 registered_end: offset,
                 pending: BTreeMap::new(),
                 read_offset: offset,
+                held: 0,
                 durable: offset,
                 finished: false,
             },
@@ -264,9 +268,16 @@ impl Progress {
 
     /// The tail has read this file up to `offset`.
     pub fn read_to(&self, key: FileKey, offset: u64) {
+        self.read_to_holding(key, offset, 0);
+    }
+
+    /// The tail has handed on this file's lines up to `offset`, and holds `held` bytes
+    /// of the line in progress after it.
+    pub fn read_to_holding(&self, key: FileKey, offset: u64, held: u64) {
         let mut files = self.lock();
         if let Some(f) = files.get_mut(&key) {
             f.read_offset = offset;
+            f.held = held;
         }
         self.update_gauges(&files);
     }
@@ -277,15 +288,33 @@ impl Progress {
         let mut files = self.lock();
         if let Some(f) = files.get_mut(&key) {
             f.read_offset = end;
+            f.held = 0;
             f.finished = true;
         }
         self.update_gauges(&files);
         self.changed.notify_one();
     }
 
-    /// Bytes the tail may still read before the duplicate window is full.
+    /// Bytes the tail may still read before the duplicate window is full. A line in
+    /// progress counts as soon as anything else is ahead of the durable checkpoint: it
+    /// will be, whole, once it ends. When nothing else is, the whole window is room and
+    /// the tail reads the line in progress to its end and no further
+    /// ([`Progress::read_ahead`]): a line longer than the window must not stop the
+    /// reading that would end it.
     pub fn room(&self) -> u64 {
-        self.window.saturating_sub(Self::used(&self.lock()))
+        let files = self.lock();
+        let ahead = Self::used(&files);
+        let held = if ahead == 0 { 0 } else { Self::held(&files) };
+        self.window.saturating_sub(ahead + held)
+    }
+
+    fn held(files: &BTreeMap<FileKey, FileProgress>) -> u64 {
+        files.values().map(|f| f.held).sum()
+    }
+
+    /// Bytes of lines handed on and not covered by the durable checkpoint.
+    pub fn read_ahead(&self) -> u64 {
+        Self::used(&self.lock())
     }
 
     /// Waits until the window has room (returns at once when it has).
@@ -302,7 +331,8 @@ impl Progress {
     /// True when half the window is used: the checkpoint writer should write now
     /// rather than wait for its interval, so a fast backlog is not held up by it.
     pub fn under_pressure(&self) -> bool {
-        Self::used(&self.lock()) >= self.window / 2
+        let files = self.lock();
+        Self::used(&files) + Self::held(&files) >= self.window / 2
     }
 
     /// Called in file order when a batch is cut, before it can be acknowledged.

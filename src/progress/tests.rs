@@ -91,3 +91,22 @@ fn the_window_counts_from_the_durable_offset() {
     p.persisted(&p.snapshot());
     assert_eq!(p.room(), 100);
 }
+
+/// A line in progress takes room once anything else is ahead of the checkpoint
+/// (it will be ahead, whole, when it ends); alone, it takes none, so a line longer
+/// than the window is never what stops the reading that would end it.
+#[test]
+fn a_line_in_progress_counts_unless_it_is_alone() {
+    let p = Progress::new(100, Gauges::default());
+    p.open(0, &id(), Path::new("/x"), 0);
+    p.read_to_holding(0, 60, 30);
+    assert_eq!(p.room(), 10);
+    assert!(p.under_pressure());
+    p.register(&[span(0, 60)]);
+    p.ack(&[span(0, 60)]);
+    p.persisted(&p.snapshot());
+    assert_eq!(p.read_ahead(), 0);
+    assert_eq!(p.room(), 100, "the line in progress alone");
+    p.read_to_holding(0, 60, 500);
+    assert_eq!(p.room(), 100, "longer than the window, still alone");
+}
