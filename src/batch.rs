@@ -37,9 +37,7 @@ pub use disposition::Disposition;
 
 use crate::config::InvalidJson;
 use crate::deadletter::DeadLetter;
-use crate::flush_clock::{Due, Pace};
-// Also the fleet model's (`ship/control/tests.rs`): it draws deadlines as this stage does.
-pub(crate) use crate::flush_clock::{due_at, jittered};
+use crate::flush_clock::{due_at, jittered, Due, Pace};
 use crate::handover::Line;
 use crate::metrics::Metrics;
 use crate::outcome::DeadLetterReason;

@@ -523,8 +523,8 @@ impl WindowFleet {
             p.last_read = t;
         }
         if p.batch == 0 && lines > 0 {
-            let jitter = crate::batch::jittered(c.flush_interval());
-            let due = crate::batch::due_at(at(t), p.last_flush.map(at), jitter);
+            let jitter = crate::flush_clock::jittered(c.flush_interval());
+            let due = crate::flush_clock::due_at(at(t), p.last_flush.map(at), jitter);
             p.deadline = (due - t0).as_secs_f64();
         }
         p.batch += lines;
