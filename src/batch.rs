@@ -185,21 +185,9 @@ async fn register_and_hand_on(
 mod tests {
     use super::*;
     use crate::flush_clock::LEAD;
-    use crate::progress::FileKey;
-    use bytes::Bytes;
     use std::time::Duration;
 
-    fn line(file: FileKey, start: u64, body_len: usize) -> Line {
-        let mut data = vec![b'x'; body_len];
-        data.push(b'\n');
-        Line {
-            file,
-            start,
-            end: start + data.len() as u64,
-            size: data.len() as u64,
-            data: Bytes::from(data),
-        }
-    }
+    use crate::handover::test_line as line;
 
     /// A stalled runtime (a CPU-throttled container) wakes the tail and the batch
     /// stage in one turn, after the deadline: the lines the tail handed over for it

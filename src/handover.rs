@@ -30,6 +30,21 @@ impl Line {
     }
 }
 
+/// For the batch stage's unit tests: a line of `body_len` bytes of `x` and its `\n`,
+/// at `start` in `file`.
+#[cfg(test)]
+pub(crate) fn test_line(file: FileKey, start: u64, body_len: usize) -> Line {
+    let mut data = vec![b'x'; body_len];
+    data.push(b'\n');
+    Line {
+        file,
+        start,
+        end: start + data.len() as u64,
+        size: data.len() as u64,
+        data: Bytes::from(data),
+    }
+}
+
 /// Where a record's (first) line came from, and how many lines it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordMeta {

@@ -138,21 +138,10 @@ impl Batcher {
 mod tests {
     use super::*;
     use crate::outcome::{DeadLetterReason, SkipReason};
-    use crate::progress::FileKey;
     use bytes::Bytes;
     use proptest::prelude::*;
 
-    fn line(file: FileKey, start: u64, body_len: usize) -> Line {
-        let mut data = vec![b'x'; body_len];
-        data.push(b'\n');
-        Line {
-            file,
-            start,
-            end: start + data.len() as u64,
-            size: data.len() as u64,
-            data: Bytes::from(data),
-        }
-    }
+    use crate::handover::test_line as line;
 
     fn record() -> Disposition {
         Disposition::Record { json: true }

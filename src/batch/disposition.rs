@@ -49,17 +49,7 @@ mod tests {
     use crate::firehose::MAX_RECORD_BYTES;
     use bytes::Bytes;
 
-    fn line(file: crate::progress::FileKey, start: u64, body_len: usize) -> Line {
-        let mut data = vec![b'x'; body_len];
-        data.push(b'\n');
-        Line {
-            file,
-            start,
-            end: start + data.len() as u64,
-            size: data.len() as u64,
-            data: Bytes::from(data),
-        }
-    }
+    use crate::handover::test_line as line;
 
     #[test]
     fn classify_follows_design() {
