@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Install the given Debian packages with apt-get (the callers decide which are
-# missing: scripts/system-deps.sh for the tests, scripts/fluent-bit.sh for the
-# benchmark's Fluent Bit build). Installs only as root on a machine with apt-get;
-# otherwise it says what to install and fails.
+# Install the given Debian packages with apt-get (the caller decides which are
+# missing: scripts/system-deps.sh for the tests). Installs only as root on a
+# machine with apt-get; otherwise it says what to install and fails.
 #
 # Usage: scripts/apt-install.sh WHO PACKAGE...   (WHO prefixes its messages)
 set -euo pipefail

@@ -2,35 +2,51 @@
 //! TLS proxy, measured the same way, so the per-pod cost targets are read against the
 //! agent most pods run today.
 //!
-//! The binary is Fluent Bit 1.8.15 as `scripts/fluent-bit.sh` builds it (the npm
-//! package's source; only the `tail` input and the `kinesis_firehose` output).
+//! The binary is a release build of Fluent Bit kept outside the repository (no Fluent
+//! Bit code or binary is committed here): `fluent-bit-<version>-linux-amd64.gz` in
+//! `../shared/peers/` beside the checkout (or beside the main checkout, from a git
+//! worktree), or `--fluent-bit PATH` (the binary, or such a `.gz`). The bench unpacks
+//! it into `target/fluent-bit/` and names the version `fluent-bit --version` prints
+//! beside every figure.
 //!
-//! Where it listens: Fluent Bit 1.8's Firehose output takes a host name as `endpoint`,
-//! always connects to port 443 and always speaks TLS
-//! (plugins/out_kinesis_firehose/firehose.c: `flb_upstream_create(config,
-//! ctx->endpoint, 443, FLB_IO_TLS, ...)`). So the bench gives it a loopback address of
-//! its own (127.77.x.y; all of 127/8 is the local host on Linux), where a TLS proxy like
+//! Where it listens: Fluent Bit's Firehose output (checked with 5.1.1) takes a host
+//! name as `endpoint` (a scheme is stripped, a `:port` is not understood) and always
+//! connects to port 443 with TLS. So the bench gives it a loopback address of its own
+//! (127.77.x.y; all of 127/8 is the local host on Linux), where a TLS proxy like
 //! firetail's listens on 443 in front of the same fake Firehose. It trusts the bench CA
-//! with `tls.ca_file` (OpenSSL verifies the chain; it sends no SNI without `tls.vhost`).
-//! Plain HTTP is out of its reach, so it runs over TLS only. Binding port 443 needs root
-//! or CAP_NET_BIND_SERVICE.
+//! with `tls.ca_file` (OpenSSL verifies the chain). Plain HTTP is out of its reach, so
+//! it runs over TLS only. Binding port 443 needs root or CAP_NET_BIND_SERVICE.
 //!
 //! The configuration is that of a fair peer of firetail's defaults (see `config`).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::child::Child;
+use crate::release::command_output;
 
-/// Where `scripts/fluent-bit.sh` leaves the binary (its default cache directory).
-const SCRIPT_OUTPUT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/fluent-bit/build-1.8.15/bin/fluent-bit"
-);
-/// The only port Fluent Bit 1.8's Firehose output connects to.
+/// The only port Fluent Bit's Firehose output connects to.
 const FIREHOSE_PORT: u16 = 443;
 const PARSERS: &str = "[PARSER]\n    Name   json\n    Format json\n";
+/// How the peer's release builds are named in the shared peers directory.
+const PEER_PREFIX: &str = "fluent-bit-";
+const PEER_SUFFIX: &str = "-linux-amd64.gz";
+/// The Debian libraries the shared build links against.
+const LIBRARIES: &str = "libsqlite3-0 libyaml-0-2 libssl3";
+
+/// The version `fluent-bit --version` printed, for every label of its figures.
+static VERSION: OnceLock<String> = OnceLock::new();
+
+/// "Fluent Bit 5.1.1": the agent's name with the version that was measured.
+pub fn label() -> String {
+    format!(
+        "Fluent Bit {}",
+        VERSION.get().map_or("(version unknown)", String::as_str)
+    )
+}
 
 /// A Fluent Bit binary and the loopback address its sink listens on.
 pub struct FluentBit {
@@ -39,19 +55,19 @@ pub struct FluentBit {
 }
 
 impl FluentBit {
-    /// `given`, or the script's output when it is there; `Err` says why there is none.
+    /// `given` (a binary, or a peer's `.gz`), or the newest peer build in the shared
+    /// peers directory, unpacked into the target dir; `Err` says why there is none.
     pub fn find(given: Option<&Path>) -> Result<FluentBit, String> {
         let bin = match given {
-            Some(p) if p.is_file() => p.to_path_buf(),
-            Some(p) => return Err(format!("--fluent-bit {}: no such file", p.display())),
-            None if Path::new(SCRIPT_OUTPUT).is_file() => PathBuf::from(SCRIPT_OUTPUT),
-            None => {
-                return Err(format!(
-                    "no Fluent Bit at {SCRIPT_OUTPUT}; build it with scripts/fluent-bit.sh \
-                     or pass --fluent-bit PATH"
-                ))
+            Some(p) if !p.is_file() => {
+                return Err(format!("--fluent-bit {}: no such file", p.display()))
             }
+            Some(p) if p.extension().is_some_and(|e| e == "gz") => unpack(p)?,
+            Some(p) => p.to_path_buf(),
+            None => unpack(&shared_peer()?)?,
         };
+        let version = version(&bin)?;
+        let _ = VERSION.set(version);
         Ok(FluentBit {
             bin,
             ip: free_address()?,
@@ -86,20 +102,122 @@ pub fn db_path(dir: &Path) -> PathBuf {
     dir.join("tail.db")
 }
 
+/// Where peers are kept: `../shared/peers/` beside this checkout, or beside the main
+/// checkout when this is a git worktree.
+fn peer_dirs() -> Vec<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![repo.join("../shared/peers")];
+    let common = command_output(
+        "git",
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+    );
+    if let Some(main) = Path::new(&common).parent().filter(|_| !common.is_empty()) {
+        dirs.push(main.join("../shared/peers"));
+    }
+    dirs
+}
+
+/// The newest `fluent-bit-<version>-linux-amd64.gz` of the peer directories.
+fn shared_peer() -> Result<PathBuf, String> {
+    let dirs = peer_dirs();
+    let mut found: Vec<(Vec<u64>, PathBuf)> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.flatten().map(|e| e.path()))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?;
+            let v = name.strip_prefix(PEER_PREFIX)?.strip_suffix(PEER_SUFFIX)?;
+            let key = v
+                .split('.')
+                .map(|n| n.parse().ok())
+                .collect::<Option<_>>()?;
+            Some((key, p))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p).ok_or_else(|| {
+        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        format!(
+            "no {PEER_PREFIX}<version>{PEER_SUFFIX} in {}; pass --fluent-bit PATH",
+            looked.join(" or ")
+        )
+    })
+}
+
+/// `target/fluent-bit/<name>/fluent-bit`, unpacked from `gz` unless already there.
+fn unpack(gz: &Path) -> Result<PathBuf, String> {
+    let name = gz
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".gz"))
+        .ok_or_else(|| format!("{}: not a .gz file", gz.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // target/<profile>/examples/bench
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .ok_or("the bench is not in target/<profile>/examples")?;
+    let dir = target.join("fluent-bit").join(name);
+    let bin = dir.join("fluent-bit");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let partial = dir.join("fluent-bit.partial");
+    let out = std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    let status = Command::new("gunzip")
+        .arg("-c")
+        .arg(gz)
+        .stdout(out)
+        .status()
+        .map_err(|e| format!("gunzip: {e}"))?;
+    if !status.success() {
+        return Err(format!("gunzip -c {} failed: {status}", gz.display()));
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+        .and_then(|()| std::fs::rename(&partial, &bin))
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    Ok(bin)
+}
+
+/// "5.1.1" from `fluent-bit --version` ("Fluent Bit v5.1.1").
+fn version(bin: &Path) -> Result<String, String> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Fluent Bit v"))
+        .map(str::to_owned);
+    match found {
+        Some(v) if out.status.success() => Ok(v),
+        _ => Err(format!(
+            "{} --version failed ({}): {}; the shared build needs Debian's {LIBRARIES} \
+             (apt-get install {LIBRARIES})",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
 /// Fluent Bit as a fair peer of firetail's defaults:
 /// - `Flush 1`: firetail's `--flush-interval 1s`;
 /// - `tail` with a `DB` (its checkpoint, SQLite with the default `DB.sync normal`) and
 ///   `Read_from_Head On`, so that lines written before the input is up are not skipped
 ///   (firetail reads a new file from its start too);
 /// - `Parser json`: the lines are JSON, and the Firehose output sends each record as
-///   JSON; with the raw line under `log_key log` instead, Fluent Bit 1.8 sends it as a
-///   JSON string with its quotes escaped (`{\"time\":...`), not the line that was
-///   written. Parsing and re-encoding is what Fluent Bit needs to deliver the line's
-///   content, so it is part of its cost;
-/// - the Firehose output to the same stream, one record per line (1.8 has no
-///   aggregation: the peer of firetail without `--aggregate`);
+///   JSON; with the raw line under `log_key log` instead, Fluent Bit (1.8 at least)
+///   sends it as a JSON string with its quotes escaped (`{\"time\":...`), not the line
+///   that was written. Parsing and re-encoding is what Fluent Bit needs to deliver the
+///   line's content, so it is part of its cost;
+/// - the Firehose output to the same stream, one record per line (`simple_aggregation`
+///   stays at its default, off: the peer of firetail without `--aggregate`);
 /// - everything else default (`Grace 5`, memory buffering, inotify, `Refresh_Interval
-///   60`, no HTTP server).
+///   60`, one output worker, no HTTP server). The same file works for 1.8 and 5.1.
 pub fn config(
     log: &Path,
     db: &Path,
@@ -153,8 +271,9 @@ pub fn wait_started(child: &Child, dir: &Path, timeout: Duration) -> Option<Dura
     None
 }
 
-/// Threads and child processes of `pid`: Fluent Bit 1.8 is one process (its engine,
-/// inputs and outputs are threads and coroutines), so its accounting covers it all.
+/// Threads and child processes of `pid`: Fluent Bit is one process (its engine,
+/// inputs and output workers are threads and coroutines), so its accounting covers it
+/// all; a child process would not be, and is named.
 pub fn process_tree(pid: i32) -> String {
     let tasks: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -204,11 +323,11 @@ mod tests {
     use std::io::Write as _;
 
     /// The bench's configuration, run: every line written arrives once, as the same
-    /// JSON, and SIGTERM ends Fluent Bit with exit 0. Needs the binary of
-    /// scripts/fluent-bit.sh (or FIRETAIL_FLUENT_BIT) and port 443, hence ignored:
+    /// JSON, and SIGTERM ends Fluent Bit with exit 0. Needs the shared peer build (or
+    /// FIRETAIL_FLUENT_BIT=PATH) and port 443, hence ignored:
     /// `cargo test --example bench -- --ignored fluent_bit`.
     #[test]
-    #[ignore = "needs scripts/fluent-bit.sh's binary and port 443"]
+    #[ignore = "needs the shared Fluent Bit build and port 443"]
     fn fluent_bit_delivers_every_line_as_the_same_json_and_exits_0() {
         let given = std::env::var_os("FIRETAIL_FLUENT_BIT").map(PathBuf::from);
         let fluent_bit = FluentBit::find(given.as_deref()).expect("Fluent Bit");
