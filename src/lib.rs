@@ -11,487 +11,65 @@
 //!  complete lines only      cut when full or due             resend failed only    which all is acked
 //! ```
 //!
-//! - [`config`]: flags and `FIRETAIL_*` variables → a validated `Config` (exit 2 on error).
+//! Imports run downward, in the order of this map: the wiring imports the stages; a
+//! stage imports no other stage (each takes what the one before hands it, a
+//! [`handover`] type), only the dead-letter sink and the shared modules; a shared
+//! module imports only shared modules below it.
+//!
+//! The wiring:
+//! - [`pipeline`]: starts the stages, watches every task, owns the one shutdown path.
+//! - [`report`](mod@report): the drain report, the exit code it implies, and the
+//!   termination message Kubernetes shows.
+//! - [`shutdown`]: the SIGTERM/SIGINT handlers.
+//!
+//! The stages, in the order lines flow:
 //! - [`tail`]: the file → lines; rotation, truncation, restart from the checkpoint.
 //! - [`batch`]: lines → batches within Firehose's limits; bad lines sorted out.
 //! - [`ship`]: batches → Firehose; classification, retries, bisection, in-flight bound.
-//! - [`checkpoint`]: acknowledgements → the checkpoint file (atomic, batched writes).
-//! - [`deadletter`]: the file for lines Firehose can never take.
-//! - [`progress`]: the ledger below every stage — file keys, identities, spans,
-//!   acknowledged and durable offsets, the duplicate window.
+//! - [`checkpoint`]: acknowledgements → the checkpoint file (atomic, batched writes),
+//!   and the file's on-disk format.
+//! - [`deadletter`]: the file for lines Firehose can never take (batch and ship write
+//!   to it).
+//!
+//! Shared below the stages:
+//! - [`config`]: flags and `FIRETAIL_*` variables → a validated `Config` (exit 2 on
+//!   error).
+//! - [`handover`]: what one stage hands the next — a `Line`, a `Batch` of records.
+//! - [`progress`]: the ledger — file keys, identities, spans, acknowledged and durable
+//!   offsets, the duplicate window.
+//! - [`flush_clock`]: when a batch is due — the flush interval in effect, its jitter,
+//!   and the deadline the batch stage publishes for the tail.
+//! - [`metrics`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` listener.
+//! - [`health`]: what the probes answer from.
+//! - [`log_throttle`]: one log line per interval for an event that repeats.
+//! - [`outcome`]: the closed sets of dead-letter reasons, skip reasons, call outcomes
+//!   and drain ends, as metrics, logs and the report spell them.
+//! - [`firehose`]: the service's limits and billing, each with its source.
 //! - [`store`]: the few file operations checkpoint and dead-letter need, behind a
 //!   trait so tests can make the disk fail.
-//! - [`metrics`]: Prometheus series and the `/metrics`, `/healthz`, `/readyz` listener.
-//! - [`shutdown`]: the SIGTERM/SIGINT handlers.
-//! - [`report`](mod@report): the drain report, the exit code it implies, and the
-//!   termination message Kubernetes shows.
-//! - [`run`] (here): wires the stages and owns the one shutdown path.
+//! - [`wait`]: backoff between retries, and sleeping until a deadline that may not be.
 //!
-//! # Shutdown
-//!
-//! The first signal starts the drain: the tail reads to the end of the file, waits for
-//! `--drain-quiet` without new bytes, finishes and drops its sender; the batch stage
-//! flushes at once and drops its own; the ship stage ends when its last call ends. The
-//! whole drain runs under `--drain-timeout`; then the final checkpoint is written and
-//! one drain report is logged. Channels are bounded and small: the file is the buffer.
-//!
-//! Every task is watched from start to exit. One that fails — an error, a panic, or
-//! an end before the drain — is an ERROR naming it; the drain still ships what was
-//! read, and the report's `failed_task` makes the exit code 1.
+//! Where each rule comes from, and why: docs/design.md.
 
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod deadletter;
+pub mod firehose;
+pub mod flush_clock;
+pub mod handover;
+pub mod health;
+pub mod log_throttle;
 pub mod metrics;
+pub mod outcome;
+pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod ship;
 pub mod shutdown;
 pub mod store;
 pub mod tail;
+pub mod wait;
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context;
-use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinError, JoinHandle};
-use tokio::time::Instant;
-
-use crate::checkpoint::Checkpointer;
-use crate::config::Config;
-use crate::deadletter::DeadLetter;
-use crate::metrics::{Health, Metrics};
-use crate::progress::Progress;
-pub use crate::report::Report;
-use crate::report::{log_report, report, settled};
-use crate::ship::Shipper;
-use crate::tail::Follower;
-
-/// Line chunks between tail and batch: each is up to one poll's read (≤ 256 KiB); one
-/// waiting chunk keeps the batch stage busy while the tail reads the next, and bounds
-/// the lines in transit to well under a MiB.
-const LINE_CHANNEL: usize = 1;
-/// Batches between batch and ship: ship pulls one when it has a free call slot, so
-/// one waiting batch keeps the slots busy without buffering more.
-const BATCH_CHANNEL: usize = 1;
-/// The drain logs its progress at most this often.
-const DRAIN_PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// After a complete drain, how long a stage may take to return once its input ended
-/// (it only returns from its loop; anything longer is a bug, and it is aborted).
-const STAGE_END_WAIT: Duration = Duration::from_secs(1);
-
-/// A pipeline task that failed, for its ERROR and the drain report.
-struct Failure {
-    task: &'static str,
-    error: anyhow::Error,
-}
-
-impl Failure {
-    /// The task ended with an error or a panic, or ended when it should not have.
-    fn of<T>(
-        task: &'static str,
-        result: Result<anyhow::Result<T>, JoinError>,
-        early: bool,
-    ) -> Option<Failure> {
-        let error = match result {
-            Ok(Ok(_)) if early => anyhow::anyhow!("it ended before the drain"),
-            Ok(Ok(_)) => return None,
-            Ok(Err(e)) => e,
-            Err(e) => anyhow::Error::new(e),
-        };
-        tracing::error!(
-            task,
-            error = format!("{error:#}"),
-            "A pipeline task failed; draining what can be drained, then exiting 1."
-        );
-        Some(Failure { task, error })
-    }
-}
-
-/// Why the running phase ended.
-enum Stop {
-    Signal(&'static str),
-    Failed(Failure),
-}
-
-/// What the operator sees, made before the agent starts so the probes answer (503)
-/// while it starts.
-pub struct Observed {
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
-    pub addr: std::net::SocketAddr,
-}
-
-/// Runs the agent until a signal arrives on `signals` and the drain ends. Reads like
-/// the script it is: start the stages, wait for the signal, drain under the deadline,
-/// write the final checkpoint, report.
-pub async fn run(
-    config: Config,
-    client: aws_sdk_firehose::Client,
-    observed: Observed,
-    mut signals: mpsc::Receiver<&'static str>,
-) -> anyhow::Result<Report> {
-    // Starting waits while the checkpoint cannot be read (EACCES, EIO). A signal then
-    // ends the wait: nothing was read, so nothing is lost, but nothing was shipped. A
-    // signal while starting otherwise is kept and starts the drain once started.
-    let health = observed.health.clone();
-    let start = Pipeline::start(&config, client, observed);
-    tokio::pin!(start);
-    let mut early = None;
-    let mut pipeline = loop {
-        if let Some(name) = early {
-            if health.checkpoint_unreadable.load(Ordering::Relaxed) {
-                anyhow::bail!(
-                    "{name} arrived while the checkpoint could not be read; nothing was read or shipped, and a restart with a readable checkpoint ships it"
-                );
-            }
-        }
-        tokio::select! {
-            biased;
-            started = &mut start => break started?,
-            Some(name) = signals.recv(), if early.is_none() => early = Some(name),
-            // The load may find the checkpoint unreadable after the signal came.
-            _ = tokio::time::sleep(Duration::from_millis(100)), if early.is_some() => {}
-        }
-    };
-    let stop = match early {
-        Some(name) => Stop::Signal(name),
-        None => pipeline.running(&mut signals).await,
-    };
-    let started = Instant::now();
-    let (drain_end, failures) = pipeline.drain(&config, stop, &mut signals).await;
-    pipeline.final_checkpoint(&config).await;
-    let mut report = report(
-        &pipeline.metrics,
-        &pipeline.progress,
-        started.elapsed(),
-        drain_end,
-    );
-    if !failures.is_empty() {
-        let join = |f: fn(&Failure) -> String| failures.iter().map(f).collect::<Vec<_>>();
-        report.failed_task = Some(join(|f| f.task.to_string()).join(","));
-        report.failed_error = Some(join(|f| format!("{}: {:#}", f.task, f.error)).join("; "));
-    }
-    log_report(&pipeline.metrics, &report);
-    Ok(report)
-}
-
-/// Waits for a task that may already have been waited for: pending forever once it
-/// has, so one `select!` can watch every task without polling a finished handle.
-async fn ended<T>(slot: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
-    match slot {
-        Some(handle) => {
-            let result = handle.await;
-            *slot = None;
-            result
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// The running stages and what they share.
-///
-/// Every task is watched from start to exit: one that ends on an error or a panic, or
-/// ends when it should not, is a [`Failure`] — an ERROR naming it, exit 1, and its
-/// name in the drain report. `None` once a task has been waited for.
-struct Pipeline {
-    tail: Option<JoinHandle<anyhow::Result<()>>>,
-    batcher: Option<JoinHandle<anyhow::Result<()>>>,
-    ship: Option<JoinHandle<anyhow::Result<()>>>,
-    writer: Option<JoinHandle<Checkpointer>>,
-    /// Tells the tail the drain started.
-    drain_tx: watch::Sender<bool>,
-    /// Tells the checkpoint writer to hand itself back for the final write.
-    stop_tx: watch::Sender<bool>,
-    progress: Arc<Progress>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-}
-
-impl Pipeline {
-    /// Resumes from the checkpoint and spawns tail → batch → ship, and the checkpoint
-    /// writer beside them.
-    async fn start(
-        config: &Config,
-        client: aws_sdk_firehose::Client,
-        observed: Observed,
-    ) -> anyhow::Result<Pipeline> {
-        let Observed {
-            metrics,
-            health,
-            addr,
-        } = observed;
-        let progress = Arc::new(Progress::new(
-            config.max_unacked_bytes,
-            crate::progress::Gauges {
-                unacked: metrics.unacked_bytes.clone(),
-                lag: metrics.lag_bytes.clone(),
-            },
-        ));
-        let dead_letter = Arc::new(DeadLetter::new(
-            &config.dead_letter,
-            config.dead_letter_max_bytes,
-            metrics.clone(),
-        ));
-        let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
-        let resume_from = checkpointer.load_retrying(&health).await;
-        tail::raise_nofile_limit();
-        let settings = tail::Settings {
-            path: config.path.clone(),
-            read_from: config.read_from,
-            rotate_wait: config.rotate_wait,
-            own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
-        };
-        let follower = Follower::new(
-            &settings,
-            &resume_from,
-            progress.clone(),
-            metrics.clone(),
-            health.clone(),
-        )
-        .with_context(|| format!("cannot follow {}", config.path.display()))?;
-        log_start(config, addr, resume_from.len());
-
-        let (drain_tx, drain_rx) = watch::channel(false);
-        let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
-        let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
-        let following = health.following.clone();
-        let due = Arc::new(tail::Due::new());
-        let (quiet, cadence) = (
-            config.drain_quiet,
-            tail::Cadence::new(config.flush_interval, due.clone()),
-        );
-        let tail = tokio::spawn(async move {
-            tail::run(follower, line_tx, drain_rx, quiet, cadence, following).await?;
-            Ok(())
-        });
-        let pace = Arc::new(batch::Pace::new(config.flush_interval));
-        let settings = batch::Settings {
-            aggregate: config.aggregate,
-            aggregate_max_lines: config.aggregate_max_lines,
-            invalid_json: config.invalid_json,
-            pace: pace.clone(),
-            due,
-        };
-        let batcher = tokio::spawn({
-            let (progress, metrics, dead_letter) =
-                (progress.clone(), metrics.clone(), dead_letter.clone());
-            async move {
-                batch::run(line_rx, batch_tx, settings, progress, metrics, dead_letter).await;
-                Ok(())
-            }
-        });
-        let shipper = Shipper::new(
-            client,
-            config.stream.clone(),
-            config.adaptive,
-            progress.clone(),
-            metrics.clone(),
-            health.clone(),
-            dead_letter,
-        );
-        let ship_settings = ship::Settings {
-            max_in_flight: config.max_in_flight,
-            adaptive: config.adaptive,
-            flush_interval: config.flush_interval,
-            pace,
-        };
-        let ship = tokio::spawn(ship::run(batch_rx, Arc::new(shipper), ship_settings));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let writer = tokio::spawn(checkpoint::run(checkpointer, progress.clone(), stop_rx));
-        metrics.sample_age({
-            let progress = progress.clone();
-            move || progress.oldest_unacked_age()
-        });
-        Ok(Pipeline {
-            tail: Some(tail),
-            batcher: Some(batcher),
-            ship: Some(ship),
-            writer: Some(writer),
-            drain_tx,
-            stop_tx,
-            progress,
-            metrics,
-            health,
-        })
-    }
-
-    /// The running phase: until a signal, or until a task ends — which before the
-    /// drain is always a failure.
-    async fn running(&mut self, signals: &mut mpsc::Receiver<&'static str>) -> Stop {
-        let failure = tokio::select! {
-            name = signals.recv() => {
-                return Stop::Signal(name.unwrap_or("signal channel closed"))
-            }
-            res = ended(&mut self.tail) => Failure::of("tail", res, true),
-            res = ended(&mut self.batcher) => Failure::of("batch", res, true),
-            res = ended(&mut self.ship) => Failure::of("ship", res, true),
-            res = ended(&mut self.writer) => Failure::of("checkpoint", res.map(Ok), true),
-        };
-        Stop::Failed(failure.expect("a task that ends early is a failure"))
-    }
-
-    /// The one shutdown path: tell the tail, then wait — under `--drain-timeout`, and
-    /// until a second signal at most — for the ship stage to end, which it does once
-    /// every stage before it has flushed and dropped its sender. Every task that ends
-    /// meanwhile is checked. Returns how the drain ended and every task that failed.
-    async fn drain(
-        &mut self,
-        config: &Config,
-        stop: Stop,
-        signals: &mut mpsc::Receiver<&'static str>,
-    ) -> (&'static str, Vec<Failure>) {
-        self.health.draining.store(true, Ordering::Relaxed);
-        let _ = self.drain_tx.send(true);
-        let started = Instant::now();
-        let deadline = started + config.drain_timeout;
-        let mut failures = Vec::new();
-        match stop {
-            Stop::Signal(name) => tracing::info!(
-                signal = name,
-                drain_timeout = %humantime::format_duration(config.drain_timeout),
-                drain_quiet = %humantime::format_duration(config.drain_quiet),
-                "Drain started: reading to the end of the file, then shipping the rest."
-            ),
-            Stop::Failed(f) => failures.push(f),
-        }
-        let mut tick =
-            tokio::time::interval_at(started + DRAIN_PROGRESS_EVERY, DRAIN_PROGRESS_EVERY);
-        let end = loop {
-            if self.ship.is_none() {
-                // Nothing can be delivered any more (the ship stage failed, or ended).
-                break if failures.is_empty() {
-                    "drained"
-                } else {
-                    "error"
-                };
-            }
-            tokio::select! {
-                res = ended(&mut self.ship) => failures.extend(Failure::of("ship", res, false)),
-                res = ended(&mut self.tail) => failures.extend(Failure::of("tail", res, false)),
-                res = ended(&mut self.batcher) => failures.extend(Failure::of("batch", res, false)),
-                res = ended(&mut self.writer) => {
-                    failures.extend(Failure::of("checkpoint", res.map(Ok), true));
-                }
-                _ = tokio::time::sleep_until(deadline) => break "deadline",
-                Some(name) = signals.recv() => {
-                    tracing::warn!(signal = name, "Second signal: ending the drain now.");
-                    break "second_signal";
-                }
-                _ = tick.tick() => tracing::info!(
-                    lines_left = self.metrics.lines_read.get().saturating_sub(settled(&self.metrics)),
-                    seconds_left = deadline.saturating_duration_since(Instant::now()).as_secs_f64(),
-                    "Drain in progress."
-                ),
-            }
-        };
-        failures.extend(self.stop_stages(end == "drained").await);
-        let end = if end == "drained" && !failures.is_empty() {
-            "error"
-        } else {
-            end
-        };
-        (end, failures)
-    }
-
-    /// Ends the tail, batch and ship tasks, reading the result of each that ended on
-    /// its own. After a complete drain every one of them is ending (each ended
-    /// because the one before it dropped its sender), so they are waited for, briefly;
-    /// otherwise the ones still running are aborted.
-    async fn stop_stages(&mut self, drained: bool) -> Vec<Failure> {
-        let mut failures = Vec::new();
-        for (task, slot) in [
-            ("tail", &mut self.tail),
-            ("batch", &mut self.batcher),
-            ("ship", &mut self.ship),
-        ] {
-            let Some(handle) = slot.as_mut() else {
-                continue;
-            };
-            if drained || handle.is_finished() {
-                match tokio::time::timeout(STAGE_END_WAIT, ended(slot)).await {
-                    Ok(res) => failures.extend(Failure::of(task, res, false)),
-                    Err(_) => slot.take().expect("still running").abort(),
-                }
-            } else {
-                handle.abort();
-            }
-        }
-        failures
-    }
-
-    /// Acknowledged offsets only: what was not delivered stays ahead of the
-    /// checkpoint, for a restart to ship. A failed writer task is replaced by a
-    /// fresh writer for this last write.
-    async fn final_checkpoint(&mut self, config: &Config) {
-        let _ = self.stop_tx.send(true);
-        let mut checkpointer = match self.writer.take() {
-            Some(handle) => handle.await.ok(),
-            None => None,
-        }
-        .unwrap_or_else(|| Checkpointer::new(&config.checkpoint, self.metrics.clone()));
-        if let Err(e) = checkpointer.write(&self.progress) {
-            tracing::error!(file = %config.checkpoint.display(), error = %e, "Cannot write the final checkpoint; a restart will ship acknowledged lines again.");
-        }
-    }
-}
-
-/// The start-up line: the effective configuration.
-fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: usize) {
-    let hd = |d: Duration| humantime::format_duration(d).to_string();
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        path = %config.path.display(),
-        stream = %config.stream,
-        flush_interval = hd(config.flush_interval),
-        checkpoint = %config.checkpoint.display(),
-        dead_letter = %config.dead_letter.display(),
-        drain_timeout = hd(config.drain_timeout),
-        drain_quiet = hd(config.drain_quiet),
-        read_from = config.read_from.name(),
-        aggregate = config.aggregate,
-        aggregate_max_lines = config.aggregate_max_lines,
-        invalid_json = config.invalid_json.name(),
-        max_in_flight = config.max_in_flight,
-        adaptive = config.adaptive,
-        call_timeout = hd(config.call_timeout),
-        metrics_addr = %addr,
-        checkpointed_files,
-        "firetail started."
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A task's end is a failure when it errs or panics, and when it returns before
-    /// the drain (only the drain ends the stages); after the drain a clean return is
-    /// what every stage does.
-    #[tokio::test]
-    async fn a_task_fails_on_error_panic_or_an_early_end() {
-        let ok = || -> Result<anyhow::Result<()>, JoinError> { Ok(Ok(())) };
-        assert!(Failure::of("tail", ok(), false).is_none());
-        assert_eq!(Failure::of("tail", ok(), true).unwrap().task, "tail");
-        let err: Result<anyhow::Result<()>, JoinError> = Ok(Err(anyhow::anyhow!("EIO")));
-        let f = Failure::of("tail", err, false).unwrap();
-        assert!(format!("{:#}", f.error).contains("EIO"));
-        let panicked = tokio::spawn(async { panic!("a bug") })
-            .await
-            .map(Ok::<(), _>);
-        assert_eq!(Failure::of("batch", panicked, false).unwrap().task, "batch");
-    }
-
-    #[tokio::test]
-    async fn a_finished_task_is_waited_for_once() {
-        let mut slot = Some(tokio::spawn(async { 7 }));
-        assert_eq!(ended(&mut slot).await.unwrap(), 7);
-        assert!(slot.is_none());
-        let again = tokio::time::timeout(Duration::from_millis(10), ended(&mut slot)).await;
-        assert!(again.is_err(), "a waited-for task is pending forever");
-    }
-}
+pub use pipeline::{run, Observed};
+pub use report::Report;

@@ -4,12 +4,12 @@
 //! `server.rs`, with the protections that keep the port from hurting shipping) answers
 //! `/metrics` (Prometheus text, through `prometheus-client`'s encoder), `/healthz`
 //! (the process is alive) and `/readyz` (following the file, not draining, no
-//! configuration error blocking delivery — DESIGN §6, §9) on `--metrics-addr`.
+//! configuration error blocking delivery: [`crate::health::Health`]) on
+//! `--metrics-addr` (docs/design.md#observability). The label values come from
+//! [`crate::outcome`].
 
 mod server;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -18,22 +18,21 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::time::Instant;
 
+use crate::outcome::{CallOutcome, DeadLetterReason, SkipReason};
 pub use server::{bind, serve, serve_with, Limits};
-
-/// Firehose bills ingestion per record rounded up to the next 5 KB (Firehose
-/// pricing page); 5 KB there is 5,120 bytes.
-pub const BILLING_INCREMENT: u64 = 5120;
-
-/// The billable size of one record.
-pub fn billable(record_len: u64) -> u64 {
-    record_len.div_ceil(BILLING_INCREMENT).max(1) * BILLING_INCREMENT
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     pub outcome: &'static str,
+}
+
+impl Outcome {
+    fn of(outcome: CallOutcome) -> Outcome {
+        Outcome {
+            outcome: outcome.as_str(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,36 +40,25 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+impl Reason {
+    fn dead_letter(reason: DeadLetterReason) -> Reason {
+        Reason {
+            reason: reason.as_str(),
+        }
+    }
+
+    fn skip(reason: SkipReason) -> Reason {
+        Reason {
+            reason: reason.as_str(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildInfo {
     pub version: &'static str,
     pub commit: &'static str,
 }
-
-/// Every value the `outcome` label of `put_record_batch_calls` takes (ship.rs). Each
-/// series exists at 0 from start, so `rate()` and alerts work before the first event.
-pub const CALL_OUTCOMES: &[&str] = &[
-    "ok",
-    "partial",
-    "throttled",
-    "unavailable",
-    "server_error",
-    "timeout",
-    "network",
-    "bad_response",
-    "invalid",
-    "too_large",
-    "config_error",
-];
-/// Every `reason` of `dead_lettered` (batch.rs, ship.rs).
-pub const DEAD_LETTER_REASONS: &[&str] = &[
-    "oversize",
-    "invalid_json",
-    "rejected",
-    "too_large_for_endpoint",
-];
-/// Every `reason` of `lines_skipped` (batch.rs).
-pub const SKIP_REASONS: &[&str] = &["header", "empty"];
 
 /// The age of the oldest unacknowledged batch, `None` when none waits.
 type AgeSource = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
@@ -336,14 +324,16 @@ impl Metrics {
 
     /// Creates every labelled series at 0 and sets the build info.
     fn start_at_zero(&self) {
-        for &outcome in CALL_OUTCOMES {
-            let _ = self.calls.get_or_create(&Outcome { outcome });
+        for outcome in CallOutcome::ALL {
+            let _ = self.calls.get_or_create(&Outcome::of(outcome));
         }
-        for &reason in DEAD_LETTER_REASONS {
-            let _ = self.dead_lettered.get_or_create(&Reason { reason });
+        for reason in DeadLetterReason::ALL {
+            let _ = self
+                .dead_lettered
+                .get_or_create(&Reason::dead_letter(reason));
         }
-        for &reason in SKIP_REASONS {
-            let _ = self.skipped.get_or_create(&Reason { reason });
+        for reason in SkipReason::ALL {
+            let _ = self.skipped.get_or_create(&Reason::skip(reason));
         }
         let build = BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
@@ -352,22 +342,37 @@ impl Metrics {
         self.build_info.get_or_create(&build).set(1);
     }
 
-    pub fn call(&self, outcome: &'static str) {
-        self.calls.get_or_create(&Outcome { outcome }).inc();
+    pub fn call(&self, outcome: CallOutcome) {
+        self.calls.get_or_create(&Outcome::of(outcome)).inc();
     }
 
-    pub fn dead_letter(&self, reason: &'static str) {
-        self.dead_lettered.get_or_create(&Reason { reason }).inc();
+    /// Counts `lines` lines written to the dead-letter file for `reason`.
+    pub fn dead_letter(&self, reason: DeadLetterReason, lines: u64) {
+        self.dead_lettered
+            .get_or_create(&Reason::dead_letter(reason))
+            .inc_by(lines);
     }
 
-    pub fn skip(&self, reason: &'static str) {
-        self.skipped.get_or_create(&Reason { reason }).inc();
+    /// Lines dead-lettered for `reason` so far.
+    pub fn dead_lettered(&self, reason: DeadLetterReason) -> u64 {
+        self.dead_lettered
+            .get_or_create(&Reason::dead_letter(reason))
+            .get()
+    }
+
+    pub fn skip(&self, reason: SkipReason) {
+        self.skipped.get_or_create(&Reason::skip(reason)).inc();
+    }
+
+    /// Lines skipped for `reason` so far.
+    pub fn skipped(&self, reason: SkipReason) -> u64 {
+        self.skipped.get_or_create(&Reason::skip(reason)).get()
     }
 
     /// Reads `firetail_oldest_unacked_age_seconds` from `source` at each scrape. The
     /// age grows while nothing happens, so it cannot be set by events; a timer that
     /// set it every second woke the runtime thread once a second whenever anything
-    /// was unacknowledged, which at a steady rate is always (issue 15). Only the
+    /// was unacknowledged, which at a steady rate is always. Only the
     /// first source counts.
     pub fn sample_age(&self, source: impl Fn() -> Option<Duration> + Send + Sync + 'static) {
         let _ = self.age_source.set(Box::new(source));
@@ -424,182 +429,5 @@ pub fn openmetrics_to_text(om: &str) -> String {
     out
 }
 
-/// One log line per interval for a repeating event, with the count since the last: a
-/// burst of 10,000 throttled records is one WARN a second, not 10,000.
-pub struct LogThrottle {
-    every: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl LogThrottle {
-    pub fn new(every: Duration) -> LogThrottle {
-        LogThrottle {
-            every,
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// Adds `n` occurrences; returns the total to report when a line is due.
-    pub fn note(&self, n: u64) -> Option<u64> {
-        let mut s = self.state.lock().unwrap();
-        s.1 += n;
-        let now = Instant::now();
-        match s.0 {
-            Some(last) if now < last + self.every => None,
-            _ => {
-                s.0 = Some(now);
-                Some(std::mem::take(&mut s.1))
-            }
-        }
-    }
-}
-
-/// The probes' view of the agent.
-#[derive(Default)]
-pub struct Health {
-    /// The tail stage watches the path (the file is open, or waited for).
-    pub following: Arc<AtomicBool>,
-    /// SIGTERM arrived.
-    pub draining: AtomicBool,
-    /// Firehose answered with a configuration error (stream missing, access denied,
-    /// no credentials) and delivery is blocked until it is fixed.
-    pub config_error: AtomicBool,
-    /// The path is not a regular file (a FIFO, socket, device or directory appeared).
-    pub path_error: AtomicBool,
-    /// The checkpoint cannot be read (EACCES, EIO): starting would re-ship or skip.
-    pub checkpoint_unreadable: AtomicBool,
-}
-
-impl Health {
-    pub fn is_ready(&self) -> bool {
-        self.following.load(Ordering::Relaxed)
-            && !self.draining.load(Ordering::Relaxed)
-            && !self.config_error.load(Ordering::Relaxed)
-            && !self.path_error.load(Ordering::Relaxed)
-            && !self.checkpoint_unreadable.load(Ordering::Relaxed)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throttle_reports_counts_once_per_interval() {
-        let t = LogThrottle::new(Duration::from_secs(3600));
-        assert_eq!(
-            t.note(5),
-            Some(5),
-            "the first occurrence is reported at once"
-        );
-        assert_eq!(t.note(7), None);
-        assert_eq!(t.note(1), None);
-        let mut s = t.state.lock().unwrap();
-        s.0 = Some(Instant::now() - Duration::from_secs(7200));
-        drop(s);
-        assert_eq!(
-            t.note(2),
-            Some(10),
-            "the next line carries the count since the last"
-        );
-    }
-
-    #[test]
-    fn billable_rounds_up_to_5kb() {
-        assert_eq!(billable(1), 5120);
-        assert_eq!(billable(300), 5120);
-        assert_eq!(billable(5120), 5120);
-        assert_eq!(billable(5121), 10240);
-        assert_eq!(billable(1_024_000), 1_024_000);
-    }
-
-    #[test]
-    fn series_carry_the_prefix() {
-        let m = Metrics::new();
-        m.lines_read.inc_by(3);
-        m.call("ok");
-        let text = m.encode();
-        assert!(text.contains("firetail_lines_read_total 3"), "{text}");
-        assert!(
-            text.contains("firetail_put_record_batch_calls_total{outcome=\"ok\"} 1"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn every_labelled_counter_exists_at_zero_from_start() {
-        let text = Metrics::new().encode();
-        for o in CALL_OUTCOMES {
-            let series = format!("firetail_put_record_batch_calls_total{{outcome=\"{o}\"}} 0");
-            assert!(text.contains(&series), "{series} missing:\n{text}");
-        }
-        for r in DEAD_LETTER_REASONS {
-            let series = format!("firetail_dead_lettered_total{{reason=\"{r}\"}} 0");
-            assert!(text.contains(&series), "{series} missing");
-        }
-        for r in SKIP_REASONS {
-            let series = format!("firetail_lines_skipped_total{{reason=\"{r}\"}} 0");
-            assert!(text.contains(&series), "{series} missing");
-        }
-    }
-
-    #[test]
-    fn text_format_names_counters_by_their_samples_and_has_no_eof() {
-        let m = Metrics::new();
-        m.lines_read.inc_by(3);
-        let text = m.encode_text();
-        assert!(
-            text.contains("# TYPE firetail_lines_read_total counter\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("# HELP firetail_lines_read_total Lines read"),
-            "{text}"
-        );
-        assert!(text.contains("\nfiretail_lines_read_total 3\n"), "{text}");
-        assert!(
-            text.contains("# TYPE firetail_in_flight_calls gauge\n"),
-            "{text}"
-        );
-        assert!(!text.contains("# EOF"), "{text}");
-        assert!(m.encode().ends_with("# EOF\n"));
-        // Every TYPE line names a sample that follows it.
-        for name in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
-            let (name, kind) = name.split_once(' ').unwrap();
-            let sample = if kind == "histogram" {
-                format!("{name}_bucket")
-            } else {
-                name.to_string()
-            };
-            assert!(
-                text.lines()
-                    .any(|l| l.starts_with(&sample) && !l.starts_with('#')),
-                "{name}"
-            );
-        }
-    }
-
-    #[test]
-    fn build_info_names_version_and_commit() {
-        let text = Metrics::new().encode();
-        let want = format!(
-            "firetail_build_info{{version=\"{}\",commit=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION"),
-            env!("FIRETAIL_COMMIT")
-        );
-        assert!(text.contains(&want), "{want} missing:\n{text}");
-    }
-
-    #[test]
-    fn readiness_needs_following_and_no_drain_or_config_error() {
-        let h = Health::default();
-        assert!(!h.is_ready());
-        h.following.store(true, Ordering::Relaxed);
-        assert!(h.is_ready());
-        h.config_error.store(true, Ordering::Relaxed);
-        assert!(!h.is_ready());
-        h.config_error.store(false, Ordering::Relaxed);
-        h.draining.store(true, Ordering::Relaxed);
-        assert!(!h.is_ready());
-    }
-}
+mod tests;

@@ -21,10 +21,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use prometheus_client::metrics::gauge::Gauge;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -33,9 +34,9 @@ use tokio::time::Instant;
 /// order.
 pub type FileKey = u32;
 
-/// A file's identity: (device, inode) plus a fingerprint of its first bytes (DESIGN
-/// §5). The fingerprint tells a re-created file, or a reused inode, from the one in
-/// the checkpoint; its length is part of it, so a short file is never "refreshed".
+/// A file's identity: (device, inode) plus a fingerprint of its first bytes
+/// (docs/design.md#files-and-lines). The fingerprint tells a re-created file, or a
+/// reused inode, from the one in the checkpoint; its length is part of it, so a short file is never "refreshed".
 /// Reading a file's identity is the tail's business (`tail::identity`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {
@@ -53,35 +54,22 @@ pub struct Span {
     pub file: FileKey,
     pub start: u64,
     pub end: u64,
+    /// The lines in the range, for the ledger's own count of what is settled.
+    pub lines: u64,
 }
 
-/// One file as the checkpoint file stores it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One file as the checkpoint records it. How it is written to disk is the
+/// checkpoint's business (`checkpoint::format`, one private type per version).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
     /// Where the file was when last seen (it follows the file through renames).
     pub path: PathBuf,
-    pub dev: u64,
-    pub inode: u64,
-    /// Bytes covered by `fingerprint` (FNV-1a of the first bytes, hex).
-    pub fingerprint_len: u64,
-    pub fingerprint: String,
+    pub identity: Identity,
     /// Every line before this offset is acknowledged.
     pub offset: u64,
     /// The file's modification time when last seen, in nanoseconds since the epoch:
     /// when the file is gone at restart, siblings newer than this are the ones to ship.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime_ns: Option<u64>,
-}
-
-impl FileEntry {
-    pub fn identity(&self) -> Identity {
-        Identity {
-            dev: self.dev,
-            ino: self.inode,
-            fp_len: self.fingerprint_len,
-            fp_hash: u64::from_str_radix(&self.fingerprint, 16).unwrap_or(0),
-        }
-    }
 }
 
 /// The gauges the ledger keeps current as reads and acknowledgements happen.
@@ -104,6 +92,23 @@ pub struct Snapshot {
     pub dropped: Vec<FileKey>,
 }
 
+/// Lines as the ledger counts them, apart from the counters of outcomes: settled
+/// record by record where a stage learns it, registered and acknowledged by the spans
+/// that carry them. The drain report takes its `undelivered` from here and checks it
+/// against those counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineTally {
+    /// Lines done with: each skipped or dead-lettered line as the batch stage classes
+    /// it, each record's lines as the ship stage learns its call's answer.
+    pub settled: u64,
+    /// Lines in every span registered (when its batch was cut).
+    pub registered: u64,
+    /// Lines in every span acknowledged, once per acknowledgement.
+    pub acknowledged: u64,
+    /// Lines in the spans registered and not (yet) acknowledged.
+    pub pending: u64,
+}
+
 /// One file with bytes read but not acknowledged, for the drain report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Unacknowledged {
@@ -120,10 +125,13 @@ struct FileProgress {
     size: u64,
     /// End of the last registered span (or the start offset).
     registered_end: u64,
-    /// Registered, not yet acknowledged spans: start → (end, when registered).
-    pending: BTreeMap<u64, (u64, Instant)>,
-    /// How far the tail has read.
+    /// Registered, not yet acknowledged spans: start → (end, lines, when registered).
+    pending: BTreeMap<u64, (u64, u64, Instant)>,
+    /// How far the tail has read: the end of the last line it handed on.
     read_offset: u64,
+    /// Bytes of a line in progress the tail has read past `read_offset`: in no batch
+    /// yet, but ahead of the checkpoint once the line ends.
+    held: u64,
     /// The offset in the last durable checkpoint.
     durable: u64,
     /// Set once the tail will read no more of this file (rotated away, truncated).
@@ -145,10 +153,7 @@ impl FileProgress {
     fn entry(&self) -> FileEntry {
         FileEntry {
             path: self.path.clone(),
-            dev: self.identity.dev,
-            inode: self.identity.ino,
-            fingerprint_len: self.identity.fp_len,
-            fingerprint: format!("{:016x}", self.identity.fp_hash),
+            identity: self.identity.clone(),
             offset: self.committed(),
             mtime_ns: self.mtime_ns,
         }
@@ -166,6 +171,10 @@ pub struct Progress {
     /// `--max-unacked-bytes`.
     window: u64,
     gauges: Gauges,
+    /// Lines settled, registered and acknowledged so far (see [`LineTally`]).
+    settled_lines: AtomicU64,
+    registered_lines: AtomicU64,
+    acknowledged_lines: AtomicU64,
 }
 
 impl Default for Progress {
@@ -183,6 +192,9 @@ impl Progress {
             room: Notify::new(),
             window,
             gauges,
+            settled_lines: AtomicU64::new(0),
+            registered_lines: AtomicU64::new(0),
+            acknowledged_lines: AtomicU64::new(0),
         }
     }
 
@@ -220,6 +232,7 @@ impl Progress {
                 registered_end: offset,
                 pending: BTreeMap::new(),
                 read_offset: offset,
+                held: 0,
                 durable: offset,
                 finished: false,
             },
@@ -255,9 +268,16 @@ impl Progress {
 
     /// The tail has read this file up to `offset`.
     pub fn read_to(&self, key: FileKey, offset: u64) {
+        self.read_to_holding(key, offset, 0);
+    }
+
+    /// The tail has handed on this file's lines up to `offset`, and holds `held` bytes
+    /// of the line in progress after it.
+    pub fn read_to_holding(&self, key: FileKey, offset: u64, held: u64) {
         let mut files = self.lock();
         if let Some(f) = files.get_mut(&key) {
             f.read_offset = offset;
+            f.held = held;
         }
         self.update_gauges(&files);
     }
@@ -268,15 +288,33 @@ impl Progress {
         let mut files = self.lock();
         if let Some(f) = files.get_mut(&key) {
             f.read_offset = end;
+            f.held = 0;
             f.finished = true;
         }
         self.update_gauges(&files);
         self.changed.notify_one();
     }
 
-    /// Bytes the tail may still read before the duplicate window is full.
+    /// Bytes the tail may still read before the duplicate window is full. A line in
+    /// progress counts as soon as anything else is ahead of the durable checkpoint: it
+    /// will be, whole, once it ends. When nothing else is, the whole window is room and
+    /// the tail reads the line in progress to its end and no further
+    /// ([`Progress::read_ahead`]): a line longer than the window must not stop the
+    /// reading that would end it.
     pub fn room(&self) -> u64 {
-        self.window.saturating_sub(Self::used(&self.lock()))
+        let files = self.lock();
+        let ahead = Self::used(&files);
+        let held = if ahead == 0 { 0 } else { Self::held(&files) };
+        self.window.saturating_sub(ahead + held)
+    }
+
+    fn held(files: &BTreeMap<FileKey, FileProgress>) -> u64 {
+        files.values().map(|f| f.held).sum()
+    }
+
+    /// Bytes of lines handed on and not covered by the durable checkpoint.
+    pub fn read_ahead(&self) -> u64 {
+        Self::used(&self.lock())
     }
 
     /// Waits until the window has room (returns at once when it has).
@@ -293,7 +331,8 @@ impl Progress {
     /// True when half the window is used: the checkpoint writer should write now
     /// rather than wait for its interval, so a fast backlog is not held up by it.
     pub fn under_pressure(&self) -> bool {
-        Self::used(&self.lock()) >= self.window / 2
+        let files = self.lock();
+        Self::used(&files) + Self::held(&files) >= self.window / 2
     }
 
     /// Called in file order when a batch is cut, before it can be acknowledged.
@@ -301,8 +340,9 @@ impl Progress {
         let now = Instant::now();
         let mut files = self.lock();
         for s in spans {
+            self.registered_lines.fetch_add(s.lines, Ordering::Relaxed);
             if let Some(f) = files.get_mut(&s.file) {
-                f.pending.insert(s.start, (s.end, now));
+                f.pending.insert(s.start, (s.end, s.lines, now));
                 f.registered_end = f.registered_end.max(s.end);
             }
         }
@@ -312,12 +352,22 @@ impl Progress {
     pub fn ack(&self, spans: &[Span]) {
         let mut files = self.lock();
         for s in spans {
+            // Counted as given, not as found pending: a span acknowledged twice then
+            // shows as more acknowledged than registered and pending together.
+            self.acknowledged_lines
+                .fetch_add(s.lines, Ordering::Relaxed);
             if let Some(f) = files.get_mut(&s.file) {
                 f.pending.remove(&s.start);
             }
         }
         self.update_gauges(&files);
         self.changed.notify_one();
+    }
+
+    /// `lines` are done with — shipped, dead-lettered or skipped — though the spans
+    /// holding them may wait for other lines before they are acknowledged.
+    pub fn settled(&self, lines: u64) {
+        self.settled_lines.fetch_add(lines, Ordering::Relaxed);
     }
 
     /// Waits until the checkpoint's content may have changed.
@@ -397,9 +447,23 @@ impl Progress {
         let files = self.lock();
         files
             .values()
-            .flat_map(|f| f.pending.values().map(|(_, at)| *at))
+            .flat_map(|f| f.pending.values().map(|(_, _, at)| *at))
             .min()
             .map(|at| at.elapsed())
+    }
+
+    /// The ledger's count of lines, for the drain report.
+    pub fn line_tally(&self) -> LineTally {
+        let files = self.lock();
+        LineTally {
+            settled: self.settled_lines.load(Ordering::Relaxed),
+            registered: self.registered_lines.load(Ordering::Relaxed),
+            acknowledged: self.acknowledged_lines.load(Ordering::Relaxed),
+            pending: files
+                .values()
+                .flat_map(|f| f.pending.values().map(|(_, lines, _)| *lines))
+                .sum(),
+        }
     }
 
     /// The committed offset of the newest file (the one at the path), for the report.
@@ -412,97 +476,4 @@ impl Progress {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id() -> Identity {
-        Identity {
-            dev: 1,
-            ino: 2,
-            fp_len: 3,
-            fp_hash: 0xabc,
-        }
-    }
-
-    fn span(start: u64, end: u64) -> Span {
-        Span {
-            file: 0,
-            start,
-            end,
-        }
-    }
-
-    /// The age gauge is read from the ledger at each scrape (no timer keeps it): it
-    /// follows a batch from registration to acknowledgement.
-    #[test]
-    fn the_oldest_unacked_age_is_read_at_each_scrape() {
-        let p = std::sync::Arc::new(Progress::default());
-        p.open(0, &id(), Path::new("/log"), 0);
-        let metrics = crate::metrics::Metrics::new();
-        metrics.sample_age({
-            let p = p.clone();
-            move || p.oldest_unacked_age()
-        });
-        let age = |m: &crate::metrics::Metrics| {
-            let text = m.encode();
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("firetail_oldest_unacked_age_seconds "))
-                .expect("the gauge is exported")
-                .to_owned();
-            line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
-        };
-        assert_eq!(age(&metrics), 0.0, "nothing registered");
-        p.register(&[span(0, 10)]);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(age(&metrics) >= 0.02, "a registered batch ages");
-        p.ack(&[span(0, 10)]);
-        assert_eq!(age(&metrics), 0.0, "acknowledged");
-    }
-
-    #[test]
-    fn offset_advances_only_over_contiguous_acks() {
-        let p = Progress::default();
-        p.open(0, &id(), Path::new("/x"), 0);
-        p.register(&[span(0, 10), span(10, 20), span(20, 30)]);
-        p.ack(&[span(10, 20)]);
-        assert_eq!(
-            p.entries()[0].offset,
-            0,
-            "an ack after a gap must not move the offset"
-        );
-        p.ack(&[span(0, 10)]);
-        assert_eq!(p.entries()[0].offset, 20);
-        p.ack(&[span(20, 30)]);
-        assert_eq!(p.entries()[0].offset, 30);
-    }
-
-    #[test]
-    fn finished_files_leave_once_fully_acknowledged_and_durable() {
-        let p = Progress::default();
-        p.open(0, &id(), Path::new("/old"), 0);
-        p.register(&[span(0, 10)]);
-        p.finish(0, 10);
-        assert_eq!(p.entries().len(), 1);
-        p.ack(&[span(0, 10)]);
-        let snap = p.snapshot();
-        assert!(snap.entries.is_empty());
-        assert_eq!(snap.dropped, vec![0]);
-        assert_eq!(p.snapshot(), snap, "taking a snapshot changes nothing");
-        p.persisted(&snap);
-        assert!(p.snapshot().dropped.is_empty());
-    }
-
-    #[test]
-    fn the_window_counts_from_the_durable_offset() {
-        let p = Progress::new(100, Gauges::default());
-        p.open(0, &id(), Path::new("/x"), 0);
-        p.read_to(0, 100);
-        assert_eq!(p.room(), 0);
-        p.register(&[span(0, 100)]);
-        p.ack(&[span(0, 100)]);
-        assert_eq!(p.room(), 0, "acknowledged is not durable yet");
-        p.persisted(&p.snapshot());
-        assert_eq!(p.room(), 100);
-    }
-}
+mod tests;

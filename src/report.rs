@@ -1,23 +1,13 @@
 //! The drain report: what happened to every line, logged once at exit, and the exit
-//! code it implies (DESIGN §6, §8).
+//! code it implies (docs/design.md#shutdown-and-drain, #observability).
 
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 
-use crate::metrics::{Metrics, Reason};
-use crate::progress::{Progress, Unacknowledged};
-use crate::ship::TOO_LARGE_FOR_ENDPOINT;
-
-/// Dead-letter reasons, each a field of the report.
-const DEAD_LETTER_REASONS: [&str; 4] = [
-    "oversize",
-    "invalid_json",
-    "rejected",
-    TOO_LARGE_FOR_ENDPOINT,
-];
+use crate::metrics::Metrics;
+use crate::outcome::{DeadLetterReason, DrainEnd, SkipReason};
+use crate::progress::{LineTally, Progress, Unacknowledged};
 
 /// What happened to every line, logged once at exit.
 #[derive(Debug, Serialize)]
@@ -31,12 +21,15 @@ pub struct Report {
     pub dead_lettered_too_large_for_endpoint: u64,
     pub skipped_header: u64,
     pub skipped_empty: u64,
+    /// From the ledger, not from the counters above: lines read that no stage settled
+    /// — never registered in a batch's span, or registered and never shipped,
+    /// dead-lettered or skipped.
     pub undelivered: u64,
     pub duplicates_possible: u64,
     pub checkpoint_offset: Option<u64>,
     pub drain_seconds: f64,
     /// How the drain ended: `drained`, `deadline`, `second_signal`, `error`.
-    pub drain_end: &'static str,
+    pub drain_end: DrainEnd,
     /// The pipeline tasks that failed (`tail`, `batch`, `ship`, `checkpoint`), comma
     /// separated; absent when none did. Any failure means exit 1.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,65 +37,111 @@ pub struct Report {
     /// What each failed task's error was, `task: error` joined by `; `.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_error: Option<String>,
+    /// Set when read ≠ shipped + dead-lettered + skipped + undelivered, or the ledger's
+    /// own books do not balance: a line counted twice or lost from a count. Exit 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count_mismatch: Option<String>,
+    #[serde(skip)]
+    pub ledger: LineTally,
     #[serde(skip)]
     pub unacknowledged: Vec<Unacknowledged>,
 }
 
 impl Report {
-    /// 0 when every line read was shipped, dead-lettered or skipped and no task
-    /// failed, else 1.
+    /// 0 when every line read was shipped, dead-lettered or skipped, the counts add
+    /// up and no task failed, else 1.
     pub fn exit_code(&self) -> u8 {
-        if self.undelivered == 0 && self.drain_end == "drained" && self.failed_task.is_none() {
+        if self.undelivered == 0
+            && self.drain_end == DrainEnd::Drained
+            && self.failed_task.is_none()
+            && self.count_mismatch.is_none()
+        {
             0
         } else {
             1
         }
     }
-}
 
-fn reason(f: &Family<Reason, Counter>, reason: &'static str) -> u64 {
-    f.get_or_create(&Reason { reason }).get()
+    fn dead_lettered(&self) -> u64 {
+        self.dead_lettered_oversize
+            + self.dead_lettered_invalid_json
+            + self.dead_lettered_rejected
+            + self.dead_lettered_too_large_for_endpoint
+    }
+
+    fn skipped(&self) -> u64 {
+        self.skipped_header + self.skipped_empty
+    }
+
+    /// The README's identity, read = shipped + dead-lettered + skipped + undelivered,
+    /// with `undelivered` counted by the ledger; and the ledger's own books: each span
+    /// registered is acknowledged once or still pending, and only after its lines were
+    /// settled. `None` when all hold.
+    fn check_counts(&self) -> Option<String> {
+        let LineTally {
+            settled,
+            registered,
+            acknowledged,
+            pending,
+        } = self.ledger;
+        let accounted =
+            self.lines_shipped + self.dead_lettered() + self.skipped() + self.undelivered;
+        if accounted == self.lines_read
+            && settled <= self.lines_read
+            && registered == acknowledged + pending
+            && acknowledged <= settled
+        {
+            return None;
+        }
+        Some(format!(
+            "{} lines read, but {} shipped + {} dead-lettered + {} skipped + {} undelivered = {accounted}; the ledger settled {settled}, registered {registered}, acknowledged {acknowledged}, has {pending} pending",
+            self.lines_read,
+            self.lines_shipped,
+            self.dead_lettered(),
+            self.skipped(),
+            self.undelivered,
+        ))
+    }
 }
 
 /// Lines that reached their end: shipped, dead-lettered or skipped.
 pub fn settled(m: &Metrics) -> u64 {
     m.lines_shipped.get()
-        + DEAD_LETTER_REASONS
+        + DeadLetterReason::ALL
             .iter()
-            .map(|r| reason(&m.dead_lettered, r))
+            .map(|r| m.dead_lettered(*r))
             .sum::<u64>()
-        + ["header", "empty"]
-            .iter()
-            .map(|r| reason(&m.skipped, r))
-            .sum::<u64>()
+        + SkipReason::ALL.iter().map(|r| m.skipped(*r)).sum::<u64>()
 }
 
 /// The report as the counters and the ledger stand now.
-pub fn report(
-    m: &Metrics,
-    progress: &Progress,
-    drain: Duration,
-    drain_end: &'static str,
-) -> Report {
-    Report {
-        lines_read: m.lines_read.get(),
+pub fn report(m: &Metrics, progress: &Progress, drain: Duration, drain_end: DrainEnd) -> Report {
+    let ledger = progress.line_tally();
+    let lines_read = m.lines_read.get();
+    let mut report = Report {
+        lines_read,
         lines_shipped: m.lines_shipped.get(),
         records_shipped: m.records_shipped.get(),
-        dead_lettered_oversize: reason(&m.dead_lettered, "oversize"),
-        dead_lettered_invalid_json: reason(&m.dead_lettered, "invalid_json"),
-        dead_lettered_rejected: reason(&m.dead_lettered, "rejected"),
-        dead_lettered_too_large_for_endpoint: reason(&m.dead_lettered, TOO_LARGE_FOR_ENDPOINT),
-        skipped_header: reason(&m.skipped, "header"),
-        skipped_empty: reason(&m.skipped, "empty"),
-        undelivered: m.lines_read.get().saturating_sub(settled(m)),
+        dead_lettered_oversize: m.dead_lettered(DeadLetterReason::Oversize),
+        dead_lettered_invalid_json: m.dead_lettered(DeadLetterReason::InvalidJson),
+        dead_lettered_rejected: m.dead_lettered(DeadLetterReason::Rejected),
+        dead_lettered_too_large_for_endpoint: m
+            .dead_lettered(DeadLetterReason::TooLargeForEndpoint),
+        skipped_header: m.skipped(SkipReason::Header),
+        skipped_empty: m.skipped(SkipReason::Empty),
+        undelivered: lines_read.saturating_sub(ledger.settled),
         duplicates_possible: m.duplicates_possible.get(),
         checkpoint_offset: progress.current_offset(),
         drain_seconds: drain.as_secs_f64(),
         drain_end,
         failed_task: None,
         failed_error: None,
+        count_mismatch: None,
+        ledger,
         unacknowledged: progress.unacknowledged(),
-    }
+    };
+    report.count_mismatch = report.check_counts();
+    report
 }
 
 /// The drain report (one INFO line a chaos test can assert on), and an ERROR first
@@ -110,11 +149,26 @@ pub fn report(
 pub fn log_report(metrics: &Metrics, report: &Report) {
     metrics.drain_seconds.set(report.drain_seconds);
     metrics.undelivered_lines.set(report.undelivered as i64);
+    if let Some(mismatch) = &report.count_mismatch {
+        tracing::error!(
+            lines_read = report.lines_read,
+            lines_shipped = report.lines_shipped,
+            dead_lettered = report.dead_lettered(),
+            skipped = report.skipped(),
+            undelivered = report.undelivered,
+            ledger_settled = report.ledger.settled,
+            ledger_registered = report.ledger.registered,
+            ledger_acknowledged = report.ledger.acknowledged,
+            ledger_pending = report.ledger.pending,
+            mismatch = %mismatch,
+            "Line counts do not add up (read = shipped + dead-lettered + skipped + undelivered): a line was counted twice or dropped from a count, so the report cannot be trusted; exiting 1."
+        );
+    }
     if report.undelivered > 0 {
         tracing::error!(
             undelivered = report.undelivered,
             unacknowledged = %serde_json::to_string(&report.unacknowledged).unwrap_or_default(),
-            drain_end = report.drain_end,
+            drain_end = report.drain_end.as_str(),
             failed_task = report.failed_task.as_deref(),
             "Lines left undelivered; they stay unacknowledged in the checkpoint and a restart on it ships them."
         );
@@ -133,9 +187,10 @@ pub fn log_report(metrics: &Metrics, report: &Report) {
         duplicates_possible = report.duplicates_possible,
         checkpoint_offset = report.checkpoint_offset,
         drain_seconds = report.drain_seconds,
-        drain_end = report.drain_end,
+        drain_end = report.drain_end.as_str(),
         failed_task = report.failed_task.as_deref(),
         failed_error = report.failed_error.as_deref(),
+        count_mismatch = report.count_mismatch.as_deref(),
         "Drain report."
     );
 }
@@ -149,7 +204,7 @@ const TERMINATION_MESSAGE_MAX: usize = 4096;
 /// alert learns that a drain left lines undelivered.
 pub fn termination_message(report: &Report, exit_code: u8) -> String {
     let head = format!(
-        "firetail exit {exit_code}: drain {}, {} lines read, {} shipped, {} undelivered{}\n",
+        "firetail exit {exit_code}: drain {}, {} lines read, {} shipped, {} undelivered{}{}\n",
         report.drain_end,
         report.lines_read,
         report.lines_shipped,
@@ -158,7 +213,12 @@ pub fn termination_message(report: &Report, exit_code: u8) -> String {
             .failed_task
             .as_deref()
             .map(|t| format!(", failed task: {t}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if report.count_mismatch.is_some() {
+            ", counts do not add up"
+        } else {
+            ""
+        }
     );
     let mut text = head + &serde_json::to_string(report).unwrap_or_default();
     if text.len() > TERMINATION_MESSAGE_MAX {
@@ -181,37 +241,4 @@ pub fn write_termination_message(path: Option<&std::path::Path>, message: &str) 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failed_task_means_exit_1_even_when_everything_was_delivered() {
-        let m = Metrics::new();
-        let p = Progress::default();
-        let mut r = report(&m, &p, Duration::ZERO, "drained");
-        assert_eq!(r.exit_code(), 0);
-        r.failed_task = Some("tail".into());
-        assert_eq!(r.exit_code(), 1);
-        let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["failed_task"], "tail");
-        r.failed_task = None;
-        let json = serde_json::to_value(&r).unwrap();
-        assert!(json.get("failed_task").is_none(), "absent when none failed");
-    }
-
-    /// The kubelet keeps 4,096 bytes of a termination message: the line a person
-    /// reads comes first and survives however long the report's error text is.
-    #[test]
-    fn the_termination_message_fits_the_kubelets_limit_and_leads_with_the_outcome() {
-        let m = Metrics::new();
-        let p = Progress::default();
-        let mut r = report(&m, &p, Duration::ZERO, "error");
-        r.failed_task = Some("tail".into());
-        r.failed_error = Some("é".repeat(10_000));
-        let text = termination_message(&r, 1);
-        assert!(text.len() <= TERMINATION_MESSAGE_MAX, "{}", text.len());
-        assert!(text.starts_with(
-            "firetail exit 1: drain error, 0 lines read, 0 shipped, 0 undelivered, failed task: tail\n"
-        ));
-    }
-}
+mod tests;

@@ -1,22 +1,25 @@
-//! The checkpoint file's format, by version. Version 2 added each file's `mtime_ns`
-//! (issue 12: when the checkpointed file is gone at restart, the siblings newer than it
-//! are the ones to ship). Version 1 — what firetail wrote before — is migrated on
-//! read; a version this firetail does not know is treated as corrupt (moved aside), so
-//! a downgrade never resumes from offsets it misunderstands.
+//! The checkpoint file's format, by version: one private type per version, so the
+//! ledger's view ([`FileEntry`]) can change without touching the file.
+//!
+//! Version 2 added each file's `mtime_ns`: when the checkpointed file is gone at
+//! restart, the siblings newer than it are the ones to ship. Version 1 — what firetail
+//! wrote before — is migrated on read; a version this firetail does not know is treated
+//! as corrupt (moved aside), so a downgrade never resumes from offsets it misunderstands
+//! (docs/design.md#checkpoint).
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::progress::FileEntry;
+use crate::progress::{FileEntry, Identity};
 
 /// The version this firetail writes.
 pub const VERSION: u32 = 2;
 
 #[derive(Serialize)]
-struct Current<'a> {
+struct Current {
     version: u32,
-    files: &'a [FileEntry],
+    files: Vec<V2Entry>,
 }
 
 #[derive(Deserialize)]
@@ -26,7 +29,23 @@ struct Versioned {
 
 #[derive(Deserialize)]
 struct V2 {
-    files: Vec<FileEntry>,
+    files: Vec<V2Entry>,
+}
+
+/// A file as version 2 stores it. Field order is the file's: it is pretty-printed for
+/// an operator to read.
+#[derive(Serialize, Deserialize)]
+struct V2Entry {
+    path: PathBuf,
+    dev: u64,
+    inode: u64,
+    /// Bytes covered by `fingerprint`.
+    fingerprint_len: u64,
+    /// FNV-1a of the first `fingerprint_len` bytes, 16 hex digits.
+    fingerprint: String,
+    offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtime_ns: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -45,25 +64,70 @@ struct V1Entry {
     offset: u64,
 }
 
-impl From<V1Entry> for FileEntry {
-    fn from(e: V1Entry) -> FileEntry {
-        FileEntry {
-            path: e.path,
-            dev: e.dev,
-            inode: e.inode,
-            fingerprint_len: e.fingerprint_len,
-            fingerprint: e.fingerprint,
+impl From<&FileEntry> for V2Entry {
+    fn from(e: &FileEntry) -> V2Entry {
+        V2Entry {
+            path: e.path.clone(),
+            dev: e.identity.dev,
+            inode: e.identity.ino,
+            fingerprint_len: e.identity.fp_len,
+            fingerprint: format!("{:016x}", e.identity.fp_hash),
             offset: e.offset,
-            mtime_ns: None,
+            mtime_ns: e.mtime_ns,
         }
     }
+}
+
+impl V2Entry {
+    fn into_entry(self) -> Result<FileEntry, String> {
+        Ok(FileEntry {
+            identity: identity(
+                self.dev,
+                self.inode,
+                self.fingerprint_len,
+                &self.fingerprint,
+            )?,
+            path: self.path,
+            offset: self.offset,
+            mtime_ns: self.mtime_ns,
+        })
+    }
+}
+
+impl V1Entry {
+    fn into_entry(self) -> Result<FileEntry, String> {
+        Ok(FileEntry {
+            identity: identity(
+                self.dev,
+                self.inode,
+                self.fingerprint_len,
+                &self.fingerprint,
+            )?,
+            path: self.path,
+            offset: self.offset,
+            mtime_ns: None,
+        })
+    }
+}
+
+/// The identity a file's fields describe; a fingerprint that is not hexadecimal never
+/// came from firetail, so the file is corrupt.
+fn identity(dev: u64, ino: u64, fp_len: u64, fingerprint: &str) -> Result<Identity, String> {
+    let fp_hash = u64::from_str_radix(fingerprint, 16)
+        .map_err(|e| format!("fingerprint {fingerprint:?} is not hexadecimal: {e}"))?;
+    Ok(Identity {
+        dev,
+        ino,
+        fp_len,
+        fp_hash,
+    })
 }
 
 /// The file's bytes, pretty-printed (an operator may read it), with a final `\n`.
 pub fn encode(files: &[FileEntry]) -> Vec<u8> {
     let current = Current {
         version: VERSION,
-        files,
+        files: files.iter().map(V2Entry::from).collect(),
     };
     let mut bytes = serde_json::to_vec_pretty(&current).expect("plain data serialises");
     bytes.push(b'\n');
@@ -77,11 +141,11 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<FileEntry>, String> {
     match version {
         1 => {
             let v1: V1 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-            Ok(v1.files.into_iter().map(FileEntry::from).collect())
+            v1.files.into_iter().map(V1Entry::into_entry).collect()
         }
         VERSION => {
             let v2: V2 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-            Ok(v2.files)
+            v2.files.into_iter().map(V2Entry::into_entry).collect()
         }
         other => Err(format!(
             "version {other} is not one this firetail reads (1 or {VERSION})"
@@ -96,10 +160,12 @@ mod tests {
     fn entry(mtime_ns: Option<u64>) -> FileEntry {
         FileEntry {
             path: PathBuf::from("/var/log/app/access.log"),
-            dev: 66,
-            inode: 1234,
-            fingerprint_len: 256,
-            fingerprint: "00000000deadbeef".into(),
+            identity: Identity {
+                dev: 66,
+                ino: 1234,
+                fp_len: 256,
+                fp_hash: 0xdeadbeef,
+            },
             offset: 4096,
             mtime_ns,
         }
@@ -132,6 +198,48 @@ mod tests {
 }
 "#;
         assert_eq!(decode(v1).unwrap(), vec![entry(None)]);
+    }
+
+    /// Byte for byte what firetail writes now: decoded and encoded again, the same
+    /// bytes (a restart rewrites nothing it did not change).
+    #[test]
+    fn version_2_round_trips_byte_for_byte() {
+        let v2 = br#"{
+  "version": 2,
+  "files": [
+    {
+      "path": "/var/log/app/access.log.1",
+      "dev": 66,
+      "inode": 1233,
+      "fingerprint_len": 256,
+      "fingerprint": "0123456789abcdef",
+      "offset": 1048576,
+      "mtime_ns": 1764000000123456789
+    },
+    {
+      "path": "/var/log/app/access.log",
+      "dev": 66,
+      "inode": 1234,
+      "fingerprint_len": 17,
+      "fingerprint": "00000000deadbeef",
+      "offset": 0
+    }
+  ]
+}
+"#;
+        let entries = decode(v2).unwrap();
+        assert_eq!(entries[0].identity.fp_hash, 0x0123_4567_89ab_cdef);
+        assert_eq!(entries[1].mtime_ns, None);
+        assert_eq!(encode(&entries), v2.to_vec());
+    }
+
+    #[test]
+    fn a_fingerprint_that_is_not_hexadecimal_is_corrupt() {
+        let bad = br#"{"version": 2, "files": [{"path": "/x", "dev": 1, "inode": 2,
+            "fingerprint_len": 3, "fingerprint": "xyz", "offset": 0}]}"#;
+        assert!(decode(bad)
+            .unwrap_err()
+            .contains("\"xyz\" is not hexadecimal"));
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn write_is_atomic_and_skips_unchanged_state() {
     let entries = Checkpointer::new(&path, metrics).try_load().unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].offset, 5);
-    assert_eq!(entries[0].identity(), id());
+    assert_eq!(entries[0].identity, id());
     assert_eq!(entries[0].mtime_ns, Some(1_700_000_000_000_000_001));
 }
 
@@ -69,7 +69,7 @@ fn a_version_1_checkpoint_resumes_where_it_was() {
         .try_load()
         .unwrap();
     assert_eq!(entries[0].offset, 77);
-    assert_eq!(entries[0].identity(), id());
+    assert_eq!(entries[0].identity, id());
     assert!(
         aside_files(dir.path()).is_empty(),
         "version 1 is not corrupt"
@@ -193,7 +193,7 @@ fn an_incomplete_leftover_temp_file_is_ignored() {
     assert!(!dir.path().join("cp.json.tmp").exists());
 }
 
-/// Issue 13, observed 2: the disk goes read-only, full, EIO and short-writing while
+/// A failing disk: it goes read-only, full, EIO and short-writing while
 /// lines are acknowledged, then heals — and no acknowledgement arrives after that.
 /// The checkpoint must still catch up, on the retry timer alone.
 #[tokio::test]
@@ -217,6 +217,7 @@ async fn the_checkpoint_catches_up_after_the_disk_heals_without_new_acknowledgem
             file: 0,
             start: end,
             end: end + 100,
+            lines: 1,
         };
         end += 100;
         progress.read_to(0, end);
@@ -242,6 +243,7 @@ async fn the_checkpoint_catches_up_after_the_disk_heals_without_new_acknowledgem
         file: 0,
         start: end,
         end: end + 100,
+        lines: 1,
     };
     progress.read_to(0, end + 100);
     progress.register(&[span]);

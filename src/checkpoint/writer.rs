@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use super::Checkpointer;
 use crate::progress::Progress;
-use crate::store::Backoff;
+use crate::wait::{sleep_until_opt, Backoff};
 
-/// "At most every few hundred milliseconds" (DESIGN §7): ≤ 2 writes a second, each
-/// two fsyncs and a rename, off the runtime thread. Issue 15 measured the writes at
+/// "At most every few hundred milliseconds" (docs/design.md#checkpoint): ≤ 2 writes a
+/// second, each two fsyncs and a rename, off the runtime thread. Measured, writes at
 /// 4 a second as about a tenth of firetail's CPU at 5,000 lines/s (a blocking
 /// thread's wake-up, and the fsyncs in the kernel); a restart re-ships at most this
 /// long's acknowledgements more, far inside the duplicate window. Skipped when half
@@ -41,7 +41,7 @@ pub async fn run(
         tokio::select! {
             // While failing, new content waits for the retry timer (its permit stays).
             _ = progress.changed(), if failing.is_none() => {}
-            _ = sleep_until(retry_at) => {}
+            _ = sleep_until_opt(retry_at) => {}
             _ = stop.changed() => return cp,
         }
         if failing.is_none() && !paced(last_write, &progress, &mut stop).await {
@@ -101,11 +101,4 @@ async fn write_blocking(
     })
     .await
     .expect("the checkpoint write does not panic")
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

@@ -10,13 +10,15 @@ use base64::display::Base64Display;
 use bytes::Bytes;
 use serde::{Serialize, Serializer};
 
+use crate::outcome::DeadLetterReason;
+
 /// A line on its way to the dead-letter file. Cheap to clone (the data is shared).
 #[derive(Clone, Debug)]
 pub struct Pending {
     pub time: SystemTime,
     pub file: PathBuf,
     pub offset: u64,
-    pub reason: &'static str,
+    pub reason: DeadLetterReason,
     /// The line with its `\n`, or only its first bytes when it is huge.
     pub data: Bytes,
     /// The line's full size in bytes, with its `\n`.
@@ -69,7 +71,7 @@ impl Pending {
             time: humantime::format_rfc3339_millis(self.time).to_string(),
             file: &self.file,
             offset: self.offset,
-            reason: self.reason,
+            reason: self.reason.as_str(),
             size: self.size,
             line,
             line_base64,
@@ -110,7 +112,7 @@ mod tests {
             time: SystemTime::UNIX_EPOCH,
             file: PathBuf::from("/a.log"),
             offset: 7,
-            reason: "oversize",
+            reason: DeadLetterReason::Oversize,
             data: Bytes::copy_from_slice(data),
             size,
         }

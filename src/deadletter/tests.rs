@@ -10,7 +10,7 @@ fn pending(offset: u64, data: &[u8]) -> Pending {
         time: SystemTime::now(),
         file: PathBuf::from("/var/log/app/access.log"),
         offset,
-        reason: "invalid_json",
+        reason: DeadLetterReason::InvalidJson,
         data: Bytes::copy_from_slice(data),
         size: data.len() as u64,
     }
@@ -55,12 +55,12 @@ async fn entries_are_synced_json_lines() {
     let path = dir.path().join("dead.jsonl");
     let dl = DeadLetter::new(&path, 1 << 20, Arc::new(Metrics::new()));
     let data = Bytes::from_static(b"{\"x\":1}\n");
-    dl.write_retrying(Path::new("/a.log"), 7, "oversize", &data, 8)
+    dl.write_retrying(Path::new("/a.log"), 7, DeadLetterReason::Oversize, &data, 8)
         .await;
     dl.write_retrying(
         Path::new("/a.log"),
         15,
-        "invalid_json",
+        DeadLetterReason::InvalidJson,
         &Bytes::from_static(b"\xff\x00\n"),
         3,
     )
@@ -69,7 +69,7 @@ async fn entries_are_synced_json_lines() {
     assert_eq!(offsets(&path), vec![7, 15]);
 }
 
-/// Issue 13, observed 3: the disk fills mid-entry. The line waits (the call does not
+/// A full disk: it fills mid-entry. The line waits (the call does not
 /// return), the file keeps parsing, and once there is room the entry is there once.
 #[tokio::test]
 async fn a_full_disk_holds_the_line_and_tears_nothing() {
@@ -83,14 +83,26 @@ async fn a_full_disk_holds_the_line_and_tears_nothing() {
         disk.shared(),
     ));
     let line = Bytes::from(vec![b'x'; 200_000]);
-    dl.write_retrying(Path::new("/a.log"), 1, "oversize", &line, 200_000)
-        .await;
+    dl.write_retrying(
+        Path::new("/a.log"),
+        1,
+        DeadLetterReason::Oversize,
+        &line,
+        200_000,
+    )
+    .await;
     dl.sync().await;
     disk.set(Fault::Full);
     let (dl2, line2) = (dl.clone(), line.clone());
     let stuck = tokio::spawn(async move {
-        dl2.write_retrying(Path::new("/a.log"), 2, "oversize", &line2, 200_000)
-            .await;
+        dl2.write_retrying(
+            Path::new("/a.log"),
+            2,
+            DeadLetterReason::Oversize,
+            &line2,
+            200_000,
+        )
+        .await;
         dl2.sync().await;
     });
     // Several retries (100 ms, 200 ms, 400 ms …) fail meanwhile.

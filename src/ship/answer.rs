@@ -1,4 +1,5 @@
-//! What one `PutRecordBatch` answer means for the records in it (DESIGN §4).
+//! What one `PutRecordBatch` answer means for the records in it
+//! (docs/design.md#firehose-rules).
 //!
 //! Classified on the raw HTTP status first and the error code string second, in every
 //! shape the SDK hands an answer back: a Firehose error (`ServiceError` with a code), a
@@ -17,6 +18,8 @@ use std::fmt;
 use aws_sdk_firehose::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_firehose::operation::put_record_batch::{PutRecordBatchError, PutRecordBatchOutput};
 use aws_smithy_types::error::display::DisplayErrorContext;
+
+use crate::outcome::CallOutcome;
 
 /// Firehose's messages are short; a proxy's could be anything. Enough to identify it.
 const MESSAGE_MAX: usize = 200;
@@ -58,7 +61,7 @@ pub enum Answer {
     /// Resend the whole call. `maybe_delivered`: the answer never came or could not
     /// be read, so Firehose may hold the records already (duplicates possible).
     Retry {
-        outcome: &'static str,
+        outcome: CallOutcome,
         throttled: bool,
         maybe_delivered: bool,
         detail: Detail,
@@ -106,7 +109,7 @@ pub fn classify(result: Result<PutRecordBatchOutput, SdkError<PutRecordBatchErro
             classify_status(detail.status.unwrap_or(0), "", detail)
         }
         SdkError::TimeoutError(_) => Answer::Retry {
-            outcome: "timeout",
+            outcome: CallOutcome::Timeout,
             throttled: false,
             maybe_delivered: true,
             detail: Detail {
@@ -115,7 +118,11 @@ pub fn classify(result: Result<PutRecordBatchOutput, SdkError<PutRecordBatchErro
             },
         },
         SdkError::DispatchFailure(d) if d.is_timeout() || d.is_io() => Answer::Retry {
-            outcome: if d.is_timeout() { "timeout" } else { "network" },
+            outcome: if d.is_timeout() {
+                CallOutcome::Timeout
+            } else {
+                CallOutcome::Network
+            },
             throttled: false,
             // A connect timeout sent nothing; an I/O error may have cut the answer.
             maybe_delivered: d.is_io(),
@@ -162,13 +169,13 @@ pub fn classify_status(status: u16, code: &str, detail: Detail) -> Answer {
     match code {
         "InvalidArgumentException" => Answer::Invalid(detail),
         "ThrottlingException" | "LimitExceededException" | "TooManyRequestsException" => {
-            retry("throttled", true, false)
+            retry(CallOutcome::Throttled, true, false)
         }
         // Firehose's answer to a stream over its quota (API reference: "If you continue
         // to see the exception, throughput limits for the delivery stream may have been
         // exceeded"): a throttle, which the adaptive control must see.
-        "ServiceUnavailableException" => retry("unavailable", true, false),
-        "InternalFailure" | "InternalFailureException" => retry("unavailable", false, false),
+        "ServiceUnavailableException" => retry(CallOutcome::Unavailable, true, false),
+        "InternalFailure" | "InternalFailureException" => retry(CallOutcome::Unavailable, false, false),
         "ResourceNotFoundException" => Answer::Config {
             what: "the delivery stream does not exist: check --stream and AWS_REGION",
             detail,
@@ -184,11 +191,11 @@ pub fn classify_status(status: u16, code: &str, detail: Detail) -> Answer {
             what: "the stream's KMS key cannot be used: check the key and its policy",
             detail,
         },
-        _ if status == 429 => retry("throttled", true, false),
-        _ if status >= 500 => retry("server_error", false, false),
+        _ if status == 429 => retry(CallOutcome::Throttled, true, false),
+        _ if status >= 500 => retry(CallOutcome::ServerError, false, false),
         // A 2xx whose body cannot be matched to the records: Firehose may have taken
         // them, so resend and count possible duplicates.
-        _ if (200..300).contains(&status) => retry("bad_response", false, true),
+        _ if (200..300).contains(&status) => retry(CallOutcome::BadResponse, false, true),
         _ if code.is_empty() => Answer::Config {
             what: "an answer that is not Firehose's (HTML or empty): check the proxy, load balancer or AWS_ENDPOINT_URL between firetail and Firehose",
             detail,
@@ -249,7 +256,7 @@ mod tests {
         assert!(matches!(
             class(503, "ServiceUnavailableException"),
             Answer::Retry {
-                outcome: "unavailable",
+                outcome: CallOutcome::Unavailable,
                 throttled: true,
                 ..
             }
@@ -268,7 +275,7 @@ mod tests {
         assert!(matches!(
             class(502, "Whatever"),
             Answer::Retry {
-                outcome: "server_error",
+                outcome: CallOutcome::ServerError,
                 ..
             }
         ));
@@ -304,7 +311,7 @@ mod tests {
             assert!(matches!(
                 class(status, ""),
                 Answer::Retry {
-                    outcome: "server_error",
+                    outcome: CallOutcome::ServerError,
                     maybe_delivered: false,
                     ..
                 }
@@ -313,7 +320,7 @@ mod tests {
         assert!(matches!(
             class(200, ""),
             Answer::Retry {
-                outcome: "bad_response",
+                outcome: CallOutcome::BadResponse,
                 maybe_delivered: true,
                 ..
             }

@@ -1,4 +1,5 @@
-//! How hard this pod pushes on a stream that many pods share (issue "Fleet").
+//! How hard this pod pushes on a stream that many pods share
+//! (docs/design.md#firehose-rules).
 //!
 //! Firehose's quota is per stream and per second (records, requests, bytes). Over it,
 //! Firehose answers "Slow down." per record inside a 200, or a whole-call
@@ -47,6 +48,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+mod signal;
+pub use signal::Signal;
+use signal::Tally;
+
 /// Multiplicative decrease of the send rate on a throttled second. Only the pods
 /// throttled in a second cut, so the fleet's total falls by (1 − β) of what it sent
 /// past the quota, not of the whole: goodput stays near the quota.
@@ -67,7 +72,8 @@ pub const RATE_MIN: f64 = 5.0;
 /// amplification, within twice that of plain AIMD; it also bounds how much faster a
 /// pod that writes ten times its share grows than its peers (4 gave pods that write
 /// less than their share Jain 0.989-0.993 in the window model, 2 gives 0.992-0.994,
-/// plain AIMD 0.995-0.997).
+/// plain AIMD 0.995-0.997; with calls of 30 ms to 1.2 s, out of order, several in
+/// flight, 2 gives 0.988-0.993 and plain AIMD 0.992-0.998).
 pub const GROWTH_MIN: f64 = 0.25;
 pub const GROWTH_MAX: f64 = 2.0;
 /// The flush interval stretches to at most this many times `--flush-interval`.
@@ -93,67 +99,6 @@ const CUTS_TO_TELL: usize = 8;
 /// through whole or are throttled whole; only one that arrives as the second's quota
 /// runs out is throttled in part.)
 const UNMOVED: f64 = 0.6;
-
-/// Answers per record between two cuts.
-#[derive(Clone, Copy, Debug, Default)]
-struct Tally {
-    /// Calls answered per record.
-    calls: u64,
-    sent: u64,
-    throttled: u64,
-    throttled_calls: u64,
-    /// Calls throttled in part: some records accepted, some "Slow down.".
-    partial_calls: u64,
-}
-
-impl Tally {
-    fn add(&mut self, s: &Signal) {
-        self.calls += u64::from(s.sent > 0);
-        self.sent += u64::from(s.sent);
-        self.throttled += u64::from(s.throttled_records);
-        if s.throttled_records > 0 {
-            self.throttled_calls += 1;
-            if s.accepted > 0 {
-                self.partial_calls += 1;
-            }
-        }
-    }
-
-    fn merge(&mut self, o: &Tally) {
-        self.calls += o.calls;
-        self.sent += o.sent;
-        self.throttled += o.throttled;
-        self.throttled_calls += o.throttled_calls;
-        self.partial_calls += o.partial_calls;
-    }
-
-    /// Whole-call throttles (the request quota) answer no share.
-    fn share(&self) -> f64 {
-        if self.sent == 0 {
-            0.0
-        } else {
-            self.throttled as f64 / self.sent as f64
-        }
-    }
-}
-
-/// What one finished call tells the controller.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Signal {
-    /// Records of the call when Firehose answered per record (a 200; 0 otherwise),
-    /// how many it accepted and how many it answered "Slow down.".
-    pub sent: u32,
-    pub accepted: u32,
-    pub throttled_records: u32,
-    /// Records answered "Slow down.", or a whole call throttled.
-    pub throttled: bool,
-    /// A server error, timeout or connection failure: back off, but not a quota.
-    pub failed: bool,
-    pub latency: Duration,
-    /// Calls in flight when this one was sent: it only says the limit is too low when
-    /// every slot was in use.
-    pub in_flight_at_send: usize,
-}
 
 /// Whether a call may go now, with how many records at most, or when to ask again.
 #[derive(Clone, Copy, Debug, PartialEq)]

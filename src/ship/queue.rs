@@ -5,8 +5,8 @@
 //! slot is free (the in-flight limit) and the send rate allows, filling it up to the
 //! batch cut — 500 records or 1 MiB — from the records waiting, resent ones first.
 //! So while calls wait for a slot or a retry, what waits coalesces into full calls
-//! instead of many small ones (issue "Fleet"), and a resent record rides along with
-//! new ones. It takes a new batch only while less than one call's worth waits, so
+//! instead of many small ones (docs/design.md#firehose-rules), and a resent record
+//! rides along with new ones. It takes a new batch only while less than one call's worth waits, so
 //! memory stays bounded and the batch stage (and the tail) wait instead.
 //!
 //! A batch is acknowledged to [`Progress`] when its last record is settled, whatever
@@ -23,12 +23,15 @@ use tokio::time::Instant;
 
 use super::control::{Allow, Control};
 use super::{Ended, Rec, Shipper};
-use crate::batch::{Batch, Pace, BATCH_BYTES, MAX_BATCH_RECORDS};
+use crate::firehose::{BATCH_BYTES, MAX_BATCH_RECORDS};
+use crate::flush_clock::Pace;
+use crate::handover::Batch;
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Span};
+use crate::wait::sleep_until_opt;
 
-/// Settings of the ship stage.
-pub struct Settings {
+/// What the ship stage is told at start.
+pub struct ShipSettings {
     pub max_in_flight: usize,
     pub adaptive: bool,
     pub flush_interval: Duration,
@@ -156,7 +159,7 @@ impl Queue {
 pub async fn run(
     mut rx: mpsc::Receiver<Batch>,
     shipper: Arc<Shipper>,
-    settings: Settings,
+    settings: ShipSettings,
 ) -> anyhow::Result<()> {
     let progress = shipper.progress.clone();
     let metrics = shipper.metrics.clone();
@@ -233,17 +236,10 @@ fn publish(control: &Control, pace: &Pace, metrics: &Metrics) {
     metrics.send_rate_limit.set(control.rate().unwrap_or(0.0));
 }
 
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::RecordMeta;
+    use crate::handover::RecordMeta;
     use bytes::Bytes;
 
     fn progress() -> Progress {
@@ -271,6 +267,7 @@ mod tests {
             file,
             start,
             end: start + (n * len) as u64,
+            lines: n as u64,
         });
         b
     }

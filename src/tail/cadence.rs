@@ -2,8 +2,8 @@
 //!
 //! An app writes line by line and inotify reports every write: reading on each would
 //! wake the pipeline hundreds of times a second, each wake-up paying checks, a
-//! hand-over and a thread switch (issue 15 measured ~40 a second costing more than
-//! the lines themselves). So writes gather between reads, for a time that depends on
+//! hand-over and a thread switch (~40 a second, measured, cost more than the lines
+//! themselves). So writes gather between reads, for a time that depends on
 //! the rate:
 //! - a quiet app (most pods of a fleet) is read at most every quarter of
 //!   `--flush-interval` (250 ms at most): at 500 lines/s, ten reads a second with
@@ -22,65 +22,18 @@
 //! spell is read at once, and with no batch open a line waits at most a quarter of
 //! an interval before it is read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How long before the open batch is due the tail reads: time for the read and the
-/// hand-over to the batch stage on a loaded node. A batch that opens this late still
-/// goes at its deadline (`batch::due_at`).
-pub const LEAD: Duration = Duration::from_millis(30);
+use crate::firehose::MAX_BATCH_RECORDS;
+use crate::flush_clock::{Due, LEAD};
 
 /// The longest a quiet app's lines wait before they are read.
 const QUIET_MAX: Duration = Duration::from_millis(250);
 /// The longest a busy app's lines wait before they are read.
 const BUSY_MAX: Duration = Duration::from_millis(100);
-/// A full `PutRecordBatch` call's worth of lines: an app that writes this many in a
-/// quiet cadence's time is busy.
-const FULL_CALL_LINES: usize = 500;
-
-/// When the batch that lines read now would join is due: set by the batch stage
-/// (the open batch's deadline, or after a cut the next one), read by the tail. The tail
-/// knows nothing of the stages after it; this cell is its side of the hand-over.
-#[derive(Debug)]
-pub struct Due {
-    base: Instant,
-    /// Nanoseconds after `base`; 0: none.
-    nanos: AtomicU64,
-}
-
-impl Due {
-    pub fn new() -> Due {
-        Due {
-            base: Instant::now(),
-            nanos: AtomicU64::new(0),
-        }
-    }
-
-    pub fn set(&self, at: Option<Instant>) {
-        let nanos = at.map_or(0, |t| {
-            let d = t.saturating_duration_since(self.base).as_nanos();
-            u64::try_from(d).unwrap_or(u64::MAX).max(1)
-        });
-        self.nanos.store(nanos, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> Option<Instant> {
-        match self.nanos.load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(self.base + Duration::from_nanos(n)),
-        }
-    }
-}
-
-impl Default for Due {
-    fn default() -> Due {
-        Due::new()
-    }
-}
-
 /// A read closer than this to the last one is not worth a wake-up of its own: the
 /// batch is about to be cut, and its next deadline is published then.
 const MIN_WAIT: Duration = Duration::from_millis(10);
@@ -125,7 +78,7 @@ impl Cadence {
         let elapsed = now.saturating_duration_since(self.since);
         let busy = is_busy(self.lines, elapsed, self.quiet);
         self.full_by = (!busy)
-            .then(|| now + elapsed.mul_f64(FULL_CALL_LINES as f64 / self.lines.max(1) as f64));
+            .then(|| now + elapsed.mul_f64(MAX_BATCH_RECORDS as f64 / self.lines.max(1) as f64));
         self.lines = 0;
         self.since = now;
         if busy {
@@ -145,135 +98,12 @@ impl Cadence {
     }
 }
 
-/// True when `lines` read over `elapsed` means a full call's worth per `quiet`.
+/// True when `lines` read over `elapsed` means a full call's worth
+/// ([`MAX_BATCH_RECORDS`]) per `quiet`.
 fn is_busy(lines: usize, elapsed: Duration, quiet: Duration) -> bool {
     lines > 0
-        && lines as f64 * quiet.as_secs_f64() >= FULL_CALL_LINES as f64 * elapsed.as_secs_f64()
+        && lines as f64 * quiet.as_secs_f64() >= MAX_BATCH_RECORDS as f64 * elapsed.as_secs_f64()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    /// A cadence of the default interval, the cell its batch stage publishes in, and
-    /// the start of its first wait.
-    fn with_due() -> (Arc<Due>, Cadence, Instant) {
-        let due = Arc::new(Due::new());
-        let c = Cadence::new(Duration::from_secs(1), due.clone());
-        let t0 = c.since;
-        (due, c, t0)
-    }
-
-    #[test]
-    fn the_default_flush_interval_reads_every_quarter_or_tenth_second() {
-        let c = Cadence::new(Duration::from_secs(1), Arc::new(Due::new()));
-        assert_eq!((c.quiet, c.busy), (250 * MS, 100 * MS));
-        let c = Cadence::new(Duration::from_secs(10), Arc::new(Due::new()));
-        assert_eq!((c.quiet, c.busy), (250 * MS, 100 * MS), "capped");
-        let c = Cadence::new(200 * MS, Arc::new(Due::new()));
-        assert_eq!((c.quiet, c.busy), (50 * MS, 20 * MS));
-    }
-
-    /// 5,000 lines/s fills a call in 100 ms; 500 lines/s takes a second. The
-    /// threshold sits at 2,000 lines/s with the default interval.
-    #[test]
-    fn a_rate_that_fills_a_call_per_quiet_wait_is_busy() {
-        let quiet = 250 * MS;
-        assert!(is_busy(500, 100 * MS, quiet), "5,000 lines/s");
-        assert!(is_busy(1_250, 250 * MS, quiet), "5,000 lines/s read late");
-        assert!(!is_busy(125, 250 * MS, quiet), "500 lines/s");
-        assert!(!is_busy(199, 100 * MS, quiet), "1,990 lines/s");
-        assert!(is_busy(200, 100 * MS, quiet), "2,000 lines/s");
-        assert!(!is_busy(0, Duration::ZERO, quiet), "nothing read");
-    }
-
-    #[test]
-    fn the_wait_follows_the_rate_since_the_last_wait() {
-        let mut c = Cadence::new(Duration::from_secs(1), Arc::new(Due::new()));
-        let t0 = c.since;
-        c.read(125);
-        assert_eq!(c.wait(t0 + 250 * MS), 250 * MS, "500 lines/s is quiet");
-        c.read(1_000);
-        c.read(250);
-        assert_eq!(c.wait(t0 + 500 * MS), 100 * MS, "5,000 lines/s is busy");
-        c.read(500);
-        assert_eq!(c.wait(t0 + 600 * MS), 100 * MS, "and stays busy");
-        c.read(600);
-        assert_eq!(
-            c.wait(t0 + 10_600 * MS),
-            250 * MS,
-            "a burst after a quiet spell is a low rate"
-        );
-    }
-
-    /// 500 lines/s with a batch open and due in 900 ms: one read, `LEAD` before the
-    /// deadline, instead of three more on the quiet cadence.
-    #[test]
-    fn a_quiet_app_is_read_just_before_the_open_batch_is_due() {
-        let (due, mut c, t0) = with_due();
-        due.set(Some(t0 + 250 * MS + 900 * MS));
-        c.read(125);
-        assert_eq!(c.wait(t0 + 250 * MS), 900 * MS - LEAD);
-    }
-
-    /// 1,500 lines/s is quiet (a call's worth takes a third of a second), but a call's
-    /// worth gathers before the deadline: it is read then.
-    #[test]
-    fn a_call_s_worth_is_read_before_the_deadline() {
-        let (due, mut c, t0) = with_due();
-        due.set(Some(t0 + 250 * MS + 900 * MS));
-        c.read(375);
-        let wait = c.wait(t0 + 250 * MS);
-        assert!(wait > 330 * MS && wait < 335 * MS, "{wait:?}");
-    }
-
-    /// No batch open, or one about to be cut: the quiet cadence. Once the cut
-    /// publishes the next deadline, the wait goes on until just before it.
-    #[test]
-    fn a_near_or_missing_deadline_falls_back_to_the_quiet_cadence() {
-        let (due, mut c, t0) = with_due();
-        c.read(125);
-        assert_eq!(c.wait(t0 + 250 * MS), 250 * MS, "no deadline");
-        due.set(Some(t0 + 500 * MS + 60 * MS));
-        c.read(125);
-        assert_eq!(c.wait(t0 + 500 * MS), 60 * MS - LEAD, "due in 60 ms");
-        due.set(Some(t0 + 800 * MS + 35 * MS));
-        c.read(125);
-        assert_eq!(c.wait(t0 + 800 * MS), 250 * MS, "due in 35 ms");
-        assert_eq!(c.later(t0 + 900 * MS), None, "not cut yet");
-        due.set(Some(t0 + 1_400 * MS));
-        assert_eq!(
-            c.later(t0 + 1_050 * MS),
-            Some(t0 + 1_400 * MS - LEAD),
-            "cut"
-        );
-    }
-
-    /// A busy app is read every tenth of an interval whatever the deadline: reading
-    /// several calls' worth at once makes calls overlap.
-    #[test]
-    fn a_busy_app_does_not_wait_for_the_deadline() {
-        let (due, mut c, t0) = with_due();
-        due.set(Some(t0 + 1_000 * MS));
-        c.read(500);
-        assert_eq!(c.wait(t0 + 100 * MS), 100 * MS);
-        assert_eq!(c.later(t0 + 200 * MS), None);
-    }
-
-    #[test]
-    fn due_keeps_an_instant_or_none() {
-        let due = Due::new();
-        assert_eq!(due.get(), None);
-        let t = Instant::now() + 700 * MS;
-        due.set(Some(t));
-        let got = due.get().unwrap();
-        assert!(
-            got <= t && t - got < Duration::from_micros(1),
-            "{got:?} {t:?}"
-        );
-        due.set(None);
-        assert_eq!(due.get(), None);
-    }
-}
+mod tests;

@@ -30,10 +30,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::discovery::{AtPath, Scope};
-use super::framing::Line;
 use super::handle::{Handle, Phase, Read};
 use crate::config::ReadFrom;
-use crate::metrics::{Health, Metrics};
+use crate::handover::Line;
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::progress::{FileEntry, FileKey, Identity, Progress};
 
 /// Finished rotated files kept open for late writers: more than any rotation scheme
@@ -47,7 +48,7 @@ const DELETED_GRACE: Duration = Duration::from_secs(1);
 
 /// What the follower needs to know besides the ledger.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct TailSettings {
     pub path: PathBuf,
     pub read_from: ReadFrom,
     pub rotate_wait: Duration,
@@ -109,13 +110,13 @@ pub struct Follower {
 /// Siblings are also scanned this often without a rotation to prompt it: a copy made of
 /// content firetail had not read yet, when the truncation left the size at the offset,
 /// shows nowhere else. A few `stat`s per sibling every few seconds.
-const SCAN_EVERY: Duration = Duration::from_secs(5);
+pub(super) const SCAN_EVERY: Duration = Duration::from_secs(5);
 
 impl Follower {
     /// Starts following: from the checkpoint's entries when there are any; else the
     /// file at the path now per `read_from`, and every sibling present now is old.
     pub fn new(
-        settings: &Settings,
+        settings: &TailSettings,
         checkpoint: &[FileEntry],
         progress: Arc<Progress>,
         metrics: Arc<Metrics>,
@@ -166,6 +167,12 @@ impl Follower {
     /// True while rotated files are open (their `--rotate-wait` needs a timer).
     pub fn has_rotated(&self) -> bool {
         !self.rotated.is_empty()
+    }
+
+    /// How long until the periodic sibling scan is due: the slow poll wakes no later,
+    /// so the scan keeps its period, not the period plus a poll.
+    pub fn scan_due_in(&self) -> Duration {
+        SCAN_EVERY.saturating_sub(self.last_scan.elapsed())
     }
 
     /// Bytes read so far, partial lines included.
@@ -470,144 +477,4 @@ impl Follower {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::progress::Gauges;
-    use std::io::Write;
-
-    fn follower(path: &Path, progress: Arc<Progress>) -> Follower {
-        let settings = Settings {
-            path: path.to_path_buf(),
-            read_from: ReadFrom::Beginning,
-            rotate_wait: Duration::from_secs(30),
-            own_files: Vec::new(),
-        };
-        let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
-        Follower::new(&settings, &[], progress, m, h).unwrap()
-    }
-
-    /// The drain's end reads in bounded steps and never past the duplicate window: a
-    /// full window is "call again", never "at the end", and the partial last line only
-    /// leaves once the file was read to its end.
-    #[test]
-    fn the_drain_finishes_in_steps_within_the_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        let mut f = File::create(&path).unwrap();
-        for i in 0..2000 {
-            writeln!(f, "{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(100)).unwrap();
-        }
-        write!(f, "{{\"partial\":true}}").unwrap();
-        let progress = Arc::new(Progress::new(64 * 1024, Gauges::default()));
-        let mut fol = follower(&path, progress.clone());
-        let mut lines = Vec::new();
-        let mut steps = 0;
-        while fol.finish(&mut lines).unwrap() {
-            steps += 1;
-            let read = lines.iter().map(|l| l.size).sum::<u64>();
-            assert!(
-                read <= 64 * 1024 + 1024,
-                "read {read} bytes past the window"
-            );
-            if progress.room() == 0 {
-                assert!(
-                    fol.finish(&mut lines).unwrap(),
-                    "a full window is not the end"
-                );
-                progress.persisted(&progress.snapshot());
-                let spans: Vec<_> = lines
-                    .iter()
-                    .map(|l| crate::progress::Span {
-                        file: l.file,
-                        start: l.start,
-                        end: l.end,
-                    })
-                    .collect();
-                progress.register(&spans);
-                progress.ack(&spans);
-                progress.persisted(&progress.snapshot());
-                lines.clear();
-            }
-            assert!(steps < 1000);
-        }
-        assert!(steps > 3, "the drain read in steps");
-        assert_eq!(
-            lines.last().map(|l| &l.data[..]),
-            Some(&b"{\"partial\":true}\n"[..]),
-            "the partial last line leaves at the very end, with a newline"
-        );
-    }
-
-    /// The checkpoint names a file where it is now: a rename is followed.
-    #[test]
-    fn the_checkpoint_path_follows_a_renamed_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        std::fs::write(&path, "{\"a\":1}\n").unwrap();
-        let progress = Arc::new(Progress::default());
-        let mut fol = follower(&path, progress.clone());
-        let mut lines = Vec::new();
-        while fol.poll(&mut lines).unwrap() {}
-        std::fs::rename(&path, dir.path().join("access.log.0")).unwrap();
-        std::fs::write(&path, "{\"b\":2}\n").unwrap();
-        while fol.poll(&mut lines).unwrap() {}
-        let paths: Vec<PathBuf> = progress
-            .snapshot()
-            .entries
-            .into_iter()
-            .map(|e| e.path)
-            .collect();
-        assert_eq!(paths, [dir.path().join("access.log.0"), path]);
-        assert_eq!(lines.len(), 2);
-    }
-
-    /// At most 64 finished rotated files stay open; the oldest finished go first, each
-    /// counted.
-    #[test]
-    fn at_most_64_finished_rotated_files_stay_open_oldest_let_go_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        let progress = Arc::new(Progress::default());
-        let metrics = Arc::new(Metrics::new());
-        let settings = Settings {
-            path: path.clone(),
-            read_from: ReadFrom::Beginning,
-            rotate_wait: Duration::from_secs(3600),
-            own_files: Vec::new(),
-        };
-        let mut fol = Follower::new(
-            &settings,
-            &[],
-            progress,
-            metrics.clone(),
-            Arc::new(Health::default()),
-        )
-        .unwrap();
-        let mut lines = Vec::new();
-        for i in 0..70 {
-            std::fs::write(&path, format!("{{\"i\":{i}}}\n")).unwrap();
-            while fol.poll(&mut lines).unwrap() {}
-            std::fs::rename(&path, dir.path().join(format!("access.log.{i}"))).unwrap();
-        }
-        std::fs::write(&path, "{\"i\":70}\n").unwrap();
-        while fol.poll(&mut lines).unwrap() {}
-        while fol.poll(&mut lines).unwrap() {}
-        assert_eq!(
-            lines.len(),
-            71,
-            "every line read before any file was let go"
-        );
-        assert_eq!(fol.rotated.len(), MAX_FINISHED_OPEN);
-        assert_eq!(
-            metrics.rotated_files_evicted.get(),
-            70 - MAX_FINISHED_OPEN as u64
-        );
-        let first_kept = dir
-            .path()
-            .join(format!("access.log.{}", 70 - MAX_FINISHED_OPEN));
-        assert_eq!(
-            fol.rotated[0].path, first_kept,
-            "the oldest finished went first"
-        );
-    }
-}
+mod tests;

@@ -12,11 +12,8 @@ use std::os::unix::fs::FileExt;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::handover::Line;
 use crate::progress::FileKey;
-
-/// Firehose's per-record limit: 1,000 KiB of data (Firehose quotas page). A line
-/// (with its `\n`) above this can never be a record.
-pub const MAX_RECORD_BYTES: usize = 1_024_000;
 
 /// How much of an oversize line is kept for the dead-letter file. Bounds memory
 /// whatever the writer does (a 1 GiB line without a newline must not be 1 GiB of RSS):
@@ -29,29 +26,6 @@ pub const KEEP_OVERSIZE_BYTES: usize = 1024 * 1024;
 /// heap rather than mapped and zeroed by the kernel each time. A read buffer lives as
 /// long as any of its lines is in flight.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// One line of the file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Line {
-    pub file: FileKey,
-    /// File offset of the line's first byte.
-    pub start: u64,
-    /// File offset just after the line (after its `\n`, if the file has one).
-    pub end: u64,
-    /// The line with its trailing `\n` (appended when the file ended without one);
-    /// for an oversize line, only its first [`KEEP_OVERSIZE_BYTES`].
-    pub data: Bytes,
-    /// Size of the whole line with its `\n`; differs from `data.len()` only when oversize
-    /// and cut.
-    pub size: u64,
-}
-
-impl Line {
-    /// True when the line can never be a Firehose record.
-    pub fn is_oversize(&self) -> bool {
-        self.size > MAX_RECORD_BYTES as u64
-    }
-}
 
 /// Splits a byte stream into lines without copying them: each [`Line::data`] is a
 /// slice of the read buffer it arrived in.

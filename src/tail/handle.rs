@@ -2,7 +2,7 @@
 //!
 //! A [`Handle`] is a file followed through the descriptor it was opened with, never
 //! through its path, until the follower retires it. Each read is bracketed by checks
-//! (DESIGN §5): `fstat` before it (a size below the offset is a truncation, seen before
+//! (docs/design.md#files-and-lines): `fstat` before it (a size below the offset is a truncation, seen before
 //! any byte is read; the first bytes are compared too, since a file truncated and
 //! written again past the offset while we waited has a size that looks fine), and the
 //! same checks after it, before its lines are handed on — so a read never straddles a
@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use tokio::time::Instant;
 
 use super::discovery::mtime_ns;
-use super::framing::{Framer, Line};
+use super::framing::Framer;
+use crate::handover::Line;
 use crate::progress::{FileKey, Identity, Progress};
 
 /// Bytes read per call before control returns to the async shell, so a huge backlog
@@ -153,6 +154,11 @@ impl Handle {
             return Ok(Read::Truncated);
         }
         let at = self.framer.read_offset();
+        // Only the line in progress would be ahead of the durable checkpoint: it is read
+        // to its end however long, and no further. Otherwise the ledger's room already
+        // counts it, so the window holds once it ends.
+        let one_line = at > self.framer.line_offset() && progress.read_ahead() == 0;
+        let budget = if one_line { POLL_BUDGET as u64 } else { budget };
         let want = (meta.len() - at).min(budget).min(POLL_BUDGET as u64) as usize;
         if want == 0 {
             self.reached_end(&meta);
@@ -172,14 +178,21 @@ impl Handle {
             self.framer.unfill(total);
             return Ok(Read::Truncated);
         }
+        if one_line {
+            if let Some(i) = memchr::memchr(b'\n', self.framer.filled(total)) {
+                self.framer.unfill(total - i - 1);
+                total = i + 1;
+            }
+        }
         if self.identity.extend(at, self.framer.filled(total)) {
             progress.set_identity(self.key, &self.identity);
         }
         self.framer.frame(self.key, out);
-        // Up to the last complete line, not the read position: the bytes of a line in
-        // progress are in no batch, so they do not use the duplicate window — a line
-        // longer than the whole window must not stop the reading that would end it.
-        progress.read_to(self.key, self.framer.line_offset());
+        // Up to the last complete line; the bytes of the line in progress after it are
+        // in no batch yet, but count against the window (see `Progress::room`).
+        let line_offset = self.framer.line_offset();
+        let held = self.framer.read_offset() - line_offset;
+        progress.read_to_holding(self.key, line_offset, held);
         self.phase = Phase::Reading;
         let available = meta.len() - at;
         Ok(if total == 0 {

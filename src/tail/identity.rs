@@ -1,4 +1,4 @@
-//! identity: which file is this? (DESIGN §5)
+//! identity: which file is this? (docs/design.md#files-and-lines)
 //!
 //! A file is identified once, when it is opened: (device, inode) plus a fingerprint of
 //! its first bytes together with how many bytes it covers. The rules that follow from

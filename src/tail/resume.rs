@@ -94,7 +94,7 @@ impl Follower {
 
     /// Which candidate holds the checkpointed file (by identity, or as its copy).
     fn locate(&mut self, entry: &FileEntry, candidates: &[Candidate]) -> io::Result<Option<usize>> {
-        let id = entry.identity();
+        let id = entry.identity.clone();
         if let Some(i) = candidates.iter().position(|c| {
             (c.meta.dev(), c.meta.ino()) == (id.dev, id.ino) && c.meta.len() >= entry.offset
         }) {

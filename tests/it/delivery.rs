@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::support::fake_firehose::{FakeConfig, FakeFirehose, Fault, Faults, RawAnswer};
 use crate::support::firetail::{access_lines, append, aws_env, base_args, Firetail};
+use crate::support::skip::skip_or_fail;
 use crate::support::sorted;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -203,21 +204,30 @@ impl Ext4 {
             .unwrap()
             .set_len(16 * 1024 * 1024)
             .unwrap();
-        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
-            std::process::Command::new(cmd)
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
+        // Each step's failure, with what the tool said, or None when it worked.
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| match std::process::Command::new(cmd)
+            .args(args)
+            .output()
+        {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(format!(
+                "{cmd} {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Some(format!("cannot run {cmd}: {e}")),
         };
-        let mounted = run("mkfs.ext4", &["-q".as_ref(), "-F".as_ref(), image.as_ref()])
-            && run(
-                "mount",
-                &["-o".as_ref(), "loop".as_ref(), image.as_ref(), mnt.as_ref()],
-            );
-        if !mounted {
-            eprintln!("SKIPPED: cannot mount an ext4 image here (needs root with CAP_SYS_ADMIN, a loop device and mkfs.ext4)");
+        let failed =
+            run("mkfs.ext4", &["-q".as_ref(), "-F".as_ref(), image.as_ref()]).or_else(|| {
+                run(
+                    "mount",
+                    &["-o".as_ref(), "loop".as_ref(), image.as_ref(), mnt.as_ref()],
+                )
+            });
+        if let Some(failed) = failed {
+            skip_or_fail(&format!(
+                "cannot mount an ext4 image (needs root with CAP_SYS_ADMIN, a loop device and mkfs.ext4): {failed}"
+            ));
             return None;
         }
         Some(Ext4 { dir })

@@ -20,6 +20,8 @@ use crate::support::firetail::{access_lines, append, aws_env, base_args, binary,
 
 const LONG: Duration = Duration::from_secs(60);
 
+mod lost_answers;
+
 // ===== helpers ======================================================================
 
 /// `args` with `flag` set to `value`, replacing the value `base_args` gave it (clap

@@ -1,15 +1,93 @@
-//! The short fleet run (docs/fleet.md): ten debug firetail processes share one stream quota
-//! in the fake Firehose, offered 1.5× the record quota for a while, then 0.5× until
-//! caught up. What users keep is asserted: every written line arrives, every pod
-//! exits 0 with a clean drain report, and retries do not outnumber the records that
-//! got through (in the default, adaptive mode). Comparisons between fixed and adaptive belong to the full run
-//! (`cargo run --release --example fleet`), which is a benchmark, not a test.
+//! The short fleet run: ten debug firetail processes share one stream quota in the
+//! fake Firehose, offered 1.5× the record quota for a while, then 0.5× until caught
+//! up. What users keep is asserted — every written line arrives, every pod exits 0
+//! with a clean drain report — and the figures the docs/fleet.md's fleet table reports for
+//! the overload scenario (`cargo run --release --example fleet`: 50 release pods, 60 s
+//! of overload), read from the docs/fleet.md's table, within the margins below.
+//!
+//! The margins are what a run five times smaller and eight times shorter costs, on a
+//! machine shared with the rest of the suite. Fifteen runs of this test (load
+//! averages 1 to 19, the two modes side by side or one at a time; three with release
+//! pods, which measured the same) gave, adaptive: goodput 0.82–1.00, amplification
+//! 0.08–0.31, Jain 0.81–0.93; fixed: goodput 1.00, Jain 0.89–0.99. Adaptive pods share
+//! less evenly over 7 s than over 60 s (one run's shares went from 130 to 525 records
+//! where even was 350): a pod throttled early grows back additively, and 7 s is too
+//! short for that to even out. Fixed mode's retry amplification grows with the
+//! fleet's size (calls in flight against the quota): 2.1–2.6 here against the
+//! docs/fleet.md's 6.30 for fifty pods, so it is not held to the docs/fleet.md's figure; adaptive's
+//! bound stays far below it.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::fake_firehose::Quota;
 use crate::support::fleet::{run, Mode, Plan, Scenario};
+
+/// Goodput at most this far below the docs/fleet.md's.
+const GOODPUT_MARGIN: f64 = 0.25;
+/// Retry amplification at most this far above the docs/fleet.md's.
+const AMPLIFICATION_MARGIN: f64 = 0.35;
+/// Jain's index at most this far below the docs/fleet.md's.
+const JAIN_MARGIN: f64 = 0.25;
+
+/// The docs/fleet.md's figures for one mode of the overload scenario.
+#[derive(Debug)]
+struct Reported {
+    goodput: f64,
+    amplification: f64,
+    jain: f64,
+}
+
+/// The overload row of `mode` in the docs/fleet.md's fleet table (between `<!-- fleet:start
+/// -->` and `<!-- fleet:end -->`): goodput ("99 %"), retry amplification, Jain.
+fn reported(mode: Mode) -> Reported {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fleet.md"))
+        .expect("docs/fleet.md");
+    let table = readme
+        .split_once("<!-- fleet:start -->")
+        .and_then(|(_, rest)| rest.split_once("<!-- fleet:end -->"))
+        .expect("the fleet table in docs/fleet.md")
+        .0;
+    let header: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("| scenario |"))
+        .expect("the fleet table's header")
+        .split('|')
+        .map(str::trim)
+        .collect();
+    let row: Vec<&str> = table
+        .lines()
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
+        .find(|cells| cells.get(1..3) == Some(&["overload", mode.name()][..]))
+        .unwrap_or_else(|| {
+            panic!(
+                "no overload row for {} in docs/fleet.md's fleet table",
+                mode.name()
+            )
+        });
+    let cell = |starts: &str| -> f64 {
+        let i = header
+            .iter()
+            .position(|h| h.starts_with(starts))
+            .unwrap_or_else(|| panic!("no column {starts:?} in docs/fleet.md's fleet table"));
+        let text = row[i];
+        match text.strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+            None => text.parse(),
+        }
+        .unwrap_or_else(|e| {
+            panic!(
+                "docs/fleet.md's {starts:?} for {}: {text:?}: {e}",
+                mode.name()
+            )
+        })
+    };
+    Reported {
+        goodput: cell("goodput"),
+        amplification: cell("retry amplification"),
+        jain: cell("Jain"),
+    }
+}
 
 fn short_plan(mode: Mode, dir: PathBuf) -> Plan {
     Plan {
@@ -59,13 +137,26 @@ fn overload_loses_nothing(mode: Mode) {
         .map(|s| s.counts.records_rejected())
         .sum();
     assert!(rejected > 0, "the quota never throttled");
-    // Fixed concurrency with per-call backoff is the baseline the adaptive mode exists
-    // to beat (it measured 2.3 here): only the default mode is held to the bound.
+    let readme = reported(mode);
+    assert!(
+        f.goodput >= readme.goodput - GOODPUT_MARGIN,
+        "goodput {:.2}, the docs/fleet.md's {:.2} less {GOODPUT_MARGIN}",
+        f.goodput,
+        readme.goodput
+    );
+    assert!(
+        f.jain >= readme.jain - JAIN_MARGIN,
+        "Jain's index {:.3}, the docs/fleet.md's {:.3} less {JAIN_MARGIN}",
+        f.jain,
+        readme.jain
+    );
     if mode == Mode::Adaptive {
         assert!(
-            f.amplification <= 1.0,
-            "retry amplification {:.2} (rejected over accepted records)",
-            f.amplification
+            f.amplification <= readme.amplification + AMPLIFICATION_MARGIN,
+            "retry amplification {:.2} (rejected over accepted records), the docs/fleet.md's {:.2} \
+             plus {AMPLIFICATION_MARGIN}",
+            f.amplification,
+            readme.amplification
         );
     }
 }

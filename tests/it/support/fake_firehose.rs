@@ -1195,8 +1195,13 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     // No header read timeout: it would close idle keep-alive connections that the
     // SDK's pool still holds, and the resulting dispatch errors would be faults
     // nobody injected.
+    // Half-close allowed: otherwise hyper drops the handler when the client closes
+    // its side mid-call (a client that timed out), and a delayed call would never be
+    // accepted; Firehose finishes a call it received whether anyone waits for the
+    // answer or not.
     let _ = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .half_close(true)
         .header_read_timeout(None)
         .serve_connection(io, service)
         .await;

@@ -55,13 +55,27 @@ impl Firetail {
     /// Starts firetail through a wrapper command (`wrapper` then the binary), e.g.
     /// `setpriv` to run it as root without the capabilities that bypass file modes.
     pub fn start_via(wrapper: &[&str], args: &[String], env: &[(String, String)]) -> Firetail {
+        Firetail::spawn(wrapper, &binary(), args, env)
+    }
+
+    /// Starts another build of firetail, `program` (the release binary), the same way.
+    pub fn start_binary(program: &Path, args: &[String], env: &[(String, String)]) -> Firetail {
+        Firetail::spawn(&[], program, args, env)
+    }
+
+    fn spawn(
+        wrapper: &[&str],
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Firetail {
         let mut cmd = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(binary());
+            Some((wrapper, rest)) => {
+                let mut c = Command::new(wrapper);
+                c.args(rest).arg(program);
                 c
             }
-            None => Command::new(binary()),
+            None => Command::new(program),
         };
         cmd.args(args)
             .env_clear()
@@ -255,4 +269,21 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map_or("", |(_, b)| b)
         .to_string();
     (status, body)
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) in a Prometheus or
+/// OpenMetrics text; None when the series is absent, which a test of "exists at 0"
+/// must tell apart from 0.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// One scrape of `/metrics` (text format 0.0.4); panics unless it answers 200.
+pub fn scrape(addr: &str) -> String {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "/metrics answered {status}: {body}");
+    body
 }

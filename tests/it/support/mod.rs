@@ -9,6 +9,7 @@ pub mod fleet_figures;
 pub mod fleet_pod;
 pub mod moto;
 pub mod pod;
+pub mod skip;
 
 use std::time::{Duration, Instant};
 

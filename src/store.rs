@@ -105,32 +105,3 @@ impl StoreFile for File {
         self.sync_data()
     }
 }
-
-/// Waits between retries of a failing disk: 100 ms, doubling, capped at 5 s — quick
-/// to notice a disk that healed, without spinning on one that did not.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    next: std::time::Duration,
-}
-
-impl Backoff {
-    pub const FIRST: std::time::Duration = std::time::Duration::from_millis(100);
-    pub const CAP: std::time::Duration = std::time::Duration::from_secs(5);
-
-    pub fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
-    }
-
-    /// The wait before the next attempt; each call doubles the one after.
-    pub fn next_wait(&mut self) -> std::time::Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(Self::CAP);
-        wait
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
-}

@@ -2,10 +2,11 @@
 //!
 //! Input: the [`Progress`] ledger, where the ship stage acknowledges spans once Firehose
 //! accepted (or the dead-letter file took) every line in them. Output: a small
-//! versioned JSON file ([`format`]), per file followed: identity, last path, offset
-//! below which every line is acknowledged, and modification time.
+//! versioned JSON file, per file followed: identity, last path, offset below which
+//! every line is acknowledged, and modification time. The file's schema is this
+//! module's own (`format`: a private type per version).
 //!
-//! Guarantees (DESIGN §3, §7):
+//! Guarantees (docs/design.md#guarantees, docs/design.md#checkpoint):
 //! - At-least-once: an offset is written only after every line before it was
 //!   acknowledged, so a restart after a crash or `kill -9` re-ships at most the
 //!   duplicate window.
@@ -30,9 +31,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::metrics::{Health, Metrics};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::progress::{FileEntry, Progress};
-use crate::store::{Backoff, Disk, Store};
+use crate::store::{Disk, Store};
+use crate::wait::Backoff;
 
 /// Reads and writes the checkpoint file.
 #[derive(Clone)]
@@ -54,7 +57,7 @@ pub struct Unreadable {
 }
 
 /// What one read of a checkpoint file found.
-enum Read {
+enum Found {
     Ok(Vec<FileEntry>, SystemTime),
     Missing,
     Corrupt(String),
@@ -119,33 +122,33 @@ impl Checkpointer {
     pub fn try_load(&mut self) -> Result<Vec<FileEntry>, Unreadable> {
         let main = self.read_readable(&self.path)?;
         let tmp = self.read_readable(&self.tmp)?;
-        if let Read::Corrupt(e) = &tmp {
+        if let Found::Corrupt(e) = &tmp {
             tracing::warn!(file = %self.tmp.display(), error = %e, "Ignoring an incomplete temporary checkpoint left by an interrupted write.");
         }
         let newer_tmp = match (&main, &tmp) {
-            (Read::Ok(_, m), Read::Ok(_, t)) => t >= m,
-            (_, Read::Ok(..)) => true,
+            (Found::Ok(_, m), Found::Ok(_, t)) => t >= m,
+            (_, Found::Ok(..)) => true,
             _ => false,
         };
         let _ = self.store.remove(&self.tmp);
-        if let (true, Read::Ok(files, _)) = (newer_tmp, tmp) {
+        if let (true, Found::Ok(files, _)) = (newer_tmp, tmp) {
             tracing::info!(file = %self.tmp.display(), "Resuming from the temporary checkpoint of an interrupted write; it is newer than the checkpoint.");
             return Ok(files);
         }
         Ok(match main {
-            Read::Ok(files, _) => files,
-            Read::Corrupt(e) => {
+            Found::Ok(files, _) => files,
+            Found::Corrupt(e) => {
                 self.set_aside(&e);
                 Vec::new()
             }
-            Read::Missing | Read::Unreadable(_) => Vec::new(),
+            Found::Missing | Found::Unreadable(_) => Vec::new(),
         })
     }
 
     /// [`Checkpointer::read`], with "unreadable" as the error.
-    fn read_readable(&self, path: &Path) -> Result<Read, Unreadable> {
+    fn read_readable(&self, path: &Path) -> Result<Found, Unreadable> {
         match self.read(path) {
-            Read::Unreadable(error) => Err(Unreadable {
+            Found::Unreadable(error) => Err(Unreadable {
                 path: path.to_path_buf(),
                 error,
             }),
@@ -153,14 +156,14 @@ impl Checkpointer {
         }
     }
 
-    fn read(&self, path: &Path) -> Read {
+    fn read(&self, path: &Path) -> Found {
         match self.store.read(path) {
             Ok((bytes, mtime)) => match format::decode(&bytes) {
-                Ok(files) => Read::Ok(files, mtime),
-                Err(e) => Read::Corrupt(e),
+                Ok(files) => Found::Ok(files, mtime),
+                Err(e) => Found::Corrupt(e),
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Read::Missing,
-            Err(e) => Read::Unreadable(e),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Found::Missing,
+            Err(e) => Found::Unreadable(e),
         }
     }
 

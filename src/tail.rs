@@ -6,8 +6,8 @@
 //! never runs more than the duplicate window (`--max-unacked-bytes`) ahead of the
 //! durable checkpoint.
 //!
-//! Guarantees (DESIGN §5): files are followed through their open handles, never
-//! re-opened by path; a read never straddles a truncation; rotated files are read to
+//! Guarantees (docs/design.md#files-and-lines): files are followed through their open
+//! handles, never re-opened by path; a read never straddles a truncation; rotated files are read to
 //! their end before they are let go; only complete lines leave, except at the very end
 //! (drain, a rotated file retired), where a partial last line leaves with a `\n`
 //! appended rather than being lost.
@@ -24,8 +24,9 @@
 //! - `cadence`: how soon the tail reads again while the app writes;
 //! - this file: [`run`], the async shell (the read cadence, the slow poll, the drain).
 //!
-//! Only `progress`, `config` and `metrics` are imported: the tail knows nothing of the
-//! stages after it.
+//! Only the shared modules below the stages are imported (`progress`, `flush_clock`,
+//! `firehose`, `config`, `metrics`, `health`): the tail knows nothing of the stages
+//! after it, and learns when the open batch is due from [`crate::flush_clock::Due`].
 
 mod cadence;
 mod discovery;
@@ -43,21 +44,26 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-pub use cadence::{Cadence, Due, LEAD};
+pub use crate::handover::Line;
+pub use cadence::Cadence;
 pub use discovery::raise_nofile_limit;
-pub use follower::{Follower, Settings, MAX_FINISHED_OPEN};
-pub use framing::{Framer, Line, KEEP_OVERSIZE_BYTES, MAX_RECORD_BYTES};
+pub use follower::{Follower, TailSettings, MAX_FINISHED_OPEN};
+pub use framing::{Framer, KEEP_OVERSIZE_BYTES};
 pub use identity::FINGERPRINT_LEN;
 use watcher::Watch;
 
 /// The slow poll behind inotify: catches what events miss (a filesystem that sends
 /// none; an overflowed event queue wakes the tail itself) and times `--rotate-wait`.
-/// Every second without inotify; every ten with it, where it is only a safety net —
-/// an idle sidecar in every pod should cost nothing (issue 15: the poll, its sibling
-/// scan and its timers are what an idle firetail does) — or every second while
-/// rotated files are open.
+/// Every second without inotify; with it, where it is only a safety net, as seldom as
+/// the periodic sibling scan allows (an idle sidecar in every pod should cost nothing,
+/// but a copy of content truncated before a byte of it was read shows only to that
+/// scan, so a quiet log must not leave it unread, and exposed to a crash, for longer
+/// than the scan's period); or every second while rotated files are open.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-const POLL_INTERVAL_WITH_INOTIFY: Duration = Duration::from_secs(10);
+const POLL_INTERVAL_WITH_INOTIFY: Duration = follower::SCAN_EVERY;
+/// The shortest sleep before a due scan: never a busy loop, even if the poll that
+/// should have scanned returned early (a full duplicate window).
+const SCAN_SLACK: Duration = Duration::from_millis(10);
 
 /// The async shell: polls the follower whenever inotify says a watched directory
 /// changed (at most as often as the [`Cadence`] allows), or the slow poll fires; sends lines
@@ -122,7 +128,7 @@ pub async fn run(
             let not_before = polled + cadence.wait(polled);
             tokio::select! {
                 _ = next_change(&mut watcher, &cadence, not_before) => {}
-                _ = tokio::time::sleep(poll_every) => {}
+                _ = tokio::time::sleep(poll_every.min(follower.scan_due_in()).max(SCAN_SLACK)) => {}
                 _ = drain.changed() => {}
             }
         }

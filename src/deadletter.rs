@@ -1,10 +1,13 @@
-//! The dead-letter file: lines Firehose can never take (DESIGN §5).
+//! The dead-letter file: lines Firehose can never take
+//! (docs/design.md#files-and-lines).
 //!
 //! JSON lines `{"time", "file", "offset", "reason", "size", "line"}`; the line is a
 //! string when it is UTF-8, else base64 with `"line_base64": true`, and
-//! `"line_cut": true` when only its first bytes are kept. Reasons: `oversize` (over
-//! 1,024,000 bytes), `invalid_json` (with `--invalid-json dead-letter`), `rejected`
-//! (Firehose refused the record alone with `InvalidArgumentException`).
+//! `"line_cut": true` when only its first bytes are kept. Reasons
+//! ([`DeadLetterReason`]): `oversize` (over 1,024,000 bytes), `invalid_json` (with
+//! `--invalid-json dead-letter`), `rejected` (Firehose refused the record alone with
+//! `InvalidArgumentException`), `too_large_for_endpoint` (a single record answered
+//! HTTP 413).
 //!
 //! Guarantees:
 //! - An entry is in the file whole or not at all: a failed or short write is cut back
@@ -30,8 +33,11 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::metrics::{LogThrottle, Metrics};
-use crate::store::{Backoff, Disk, Store};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::Metrics;
+use crate::outcome::DeadLetterReason;
+use crate::store::{Disk, Store};
+use crate::wait::Backoff;
 use entry::Pending;
 use writer::Writer;
 
@@ -42,7 +48,7 @@ pub struct DeadLetter {
     log: LogThrottle,
     /// An entry was written since the last [`DeadLetter::sync`] began: without one,
     /// a sync (asked for before every batch) costs nothing, not a blocking thread's
-    /// wake-up (issue 15: ten a second at 5,000 lines/s).
+    /// wake-up (ten a second at 5,000 lines/s).
     dirty: AtomicBool,
 }
 
@@ -72,7 +78,7 @@ impl DeadLetter {
         &self,
         file: &Path,
         offset: u64,
-        reason: &'static str,
+        reason: DeadLetterReason,
         data: &Bytes,
         size: u64,
     ) {
@@ -94,7 +100,7 @@ impl DeadLetter {
                 file = %file.display(),
                 offset,
                 size,
-                reason,
+                reason = reason.as_str(),
                 lines,
                 dead_letter = %self.path.display(),
                 "Lines written to the dead-letter file (this one's file, offset, size and reason; `lines` counts all since the last such log line)."
