@@ -74,6 +74,10 @@ impl Framer {
         let n = loop {
             match file.read_at(&mut self.buf[len..], at) {
                 Ok(n) => break n,
+                // A signal during pread(2) is retried, never taken for a read error. No
+                // unit test can deliver one mid-pread, so the mutant that drops the retry
+                // is excluded in .cargo/mutants.toml; the one that retries every error
+                // is caught (a_failed_fill_leaves_the_buffer_as_it_was would spin).
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.buf.truncate(len);
@@ -188,6 +192,7 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firehose::MAX_RECORD_BYTES;
     use proptest::prelude::*;
 
     fn frame_all(chunks: &[&[u8]]) -> (Vec<Line>, Framer) {
