@@ -208,6 +208,45 @@ mod tests {
         assert_eq!(batch.records[0].len(), 22);
     }
 
+    #[test]
+    fn the_flush_timer_counts_from_the_first_line_of_the_batch() {
+        let mut b = Batcher::new(false, 500);
+        let t0 = Instant::now();
+        assert_eq!(b.oldest(), None);
+        b.add(&line(0, 0, 10), record(), t0);
+        b.add(
+            &line(0, 11, 10),
+            record(),
+            t0 + std::time::Duration::from_secs(1),
+        );
+        assert_eq!(b.oldest(), Some(t0));
+        b.take();
+        assert_eq!(b.oldest(), None, "a cut batch restarts the timer");
+    }
+
+    /// Records fill to Firehose's limits, not to some smaller product of sizes.
+    #[test]
+    fn aggregation_fills_one_record_with_many_kilobyte_lines() {
+        let mut b = Batcher::new(true, 500);
+        let now = Instant::now();
+        for i in 0..10 {
+            assert!(b.add(&line(0, i * 1000, 999), record(), now).is_none());
+        }
+        let batch = b.take().unwrap();
+        assert_eq!(batch.meta.iter().map(|m| m.lines).collect::<Vec<_>>(), [10]);
+        assert_eq!((batch.bytes, batch.records[0].len()), (10_000, 10_000));
+    }
+
+    #[test]
+    fn a_span_never_crosses_from_one_file_to_another() {
+        let mut b = Batcher::new(false, 500);
+        let now = Instant::now();
+        b.add(&line(0, 0, 10), record(), now);
+        b.add(&line(1, 11, 10), record(), now);
+        let files: Vec<FileKey> = b.take().unwrap().spans.iter().map(|s| s.file).collect();
+        assert_eq!(files, [0, 1]);
+    }
+
     /// A line as the property tests draw it: its body length and fate.
     fn arb_line() -> impl Strategy<Value = (usize, u8)> {
         let len = prop_oneof![
