@@ -173,6 +173,20 @@ mod tests {
         assert!(b.take().is_none());
     }
 
+    /// The open aggregate record counts too: closing it must not make a 501st record.
+    #[test]
+    fn aggregated_batches_are_cut_at_500_records_too() {
+        let mut b = Batcher::new(true, 1);
+        let now = Instant::now();
+        let mut cut = Vec::new();
+        for i in 0..501u64 {
+            cut.extend(b.add(&line(0, i * 11, 10), record(), now));
+        }
+        assert_eq!(cut.len(), 1);
+        assert_eq!(cut[0].records.len(), 500);
+        assert_eq!(b.take().unwrap().records.len(), 1);
+    }
+
     #[test]
     fn skipped_lines_are_covered_by_spans() {
         let mut b = Batcher::new(false, 500);
