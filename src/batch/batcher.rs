@@ -173,6 +173,21 @@ mod tests {
         assert!(b.take().is_none());
     }
 
+    #[test]
+    fn a_batch_fills_to_exactly_its_byte_limit() {
+        let mut b = Batcher::new(false, 500);
+        let now = Instant::now();
+        let quarter = BATCH_BYTES / 4;
+        for i in 0..4 {
+            let l = line(0, (i * quarter) as u64, quarter - 1);
+            assert!(b.add(&l, record(), now).is_none(), "line {i} fits");
+        }
+        let cut = b
+            .add(&line(0, BATCH_BYTES as u64, 0), record(), now)
+            .unwrap();
+        assert_eq!((cut.records.len(), cut.bytes), (4, BATCH_BYTES));
+    }
+
     /// The open aggregate record counts too: closing it must not make a 501st record.
     #[test]
     fn aggregated_batches_are_cut_at_500_records_too() {
