@@ -421,6 +421,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
 
+        let bad_endpoint = ConnectorError::user("invalid endpoint URL".into());
+        let answer = classify(Err(SdkError::dispatch_failure(bad_endpoint)));
+        assert!(
+            what(answer).contains("AWS_ENDPOINT_URL"),
+            "not retried as the network"
+        );
         let no_region = SdkError::construction_failure("no region configured");
         assert!(what(classify(Err(no_region))).contains("AWS_REGION"));
     }
