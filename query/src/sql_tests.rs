@@ -134,7 +134,12 @@ fn like_escaping_is_exact() {
     assert_eq!(like_pattern(LikeMatch::Contains, "a_b"), "%a\\_b%");
     assert_eq!(like_pattern(LikeMatch::Contains, ""), "%%");
     let e = Filter::like(ident("status"), LikeMatch::Prefix, "5").unwrap_err();
-    assert!(matches!(e, SqlError::LikeOnNonString { .. }));
+    assert_eq!(
+        e,
+        SqlError::LikeOnNonString {
+            column: "status".into()
+        }
+    );
 }
 
 #[test]
@@ -158,6 +163,15 @@ fn typed_values_become_literals_or_are_refused() {
             "{col}={bad}"
         );
     }
+    // The error names the column and the value, so the user sees which filter is wrong.
+    assert_eq!(
+        lit("status", "5xx"),
+        Err(SqlError::BadValue {
+            column: "status".into(),
+            expected: "integer",
+            value: "5xx".into(),
+        })
+    );
 }
 
 #[test]
@@ -198,9 +212,12 @@ fn a_value_over_athenas_parameter_limit_is_refused() {
         Value::Str(long),
     )]))
     .unwrap_err();
-    assert!(
-        matches!(e, SqlError::ValueTooLong { chars: 1025, .. }),
-        "{e}"
+    assert_eq!(
+        e,
+        SqlError::ValueTooLong {
+            column: "path".into(),
+            chars: 1025
+        }
     );
     let fits = "x".repeat(MAX_PARAMETER_CHARS - 2);
     search(&search_spec(vec![Filter::Eq(

@@ -163,6 +163,35 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_fills_to_exactly_its_byte_limit() {
+        let mut b = Batcher::new(false, 500);
+        let now = Instant::now();
+        let quarter = BATCH_BYTES / 4;
+        for i in 0..4 {
+            let l = line(0, (i * quarter) as u64, quarter - 1);
+            assert!(b.add(&l, record(), now).is_none(), "line {i} fits");
+        }
+        let cut = b
+            .add(&line(0, BATCH_BYTES as u64, 0), record(), now)
+            .unwrap();
+        assert_eq!((cut.records.len(), cut.bytes), (4, BATCH_BYTES));
+    }
+
+    /// The open aggregate record counts too: closing it must not make a 501st record.
+    #[test]
+    fn aggregated_batches_are_cut_at_500_records_too() {
+        let mut b = Batcher::new(true, 1);
+        let now = Instant::now();
+        let mut cut = Vec::new();
+        for i in 0..501u64 {
+            cut.extend(b.add(&line(0, i * 11, 10), record(), now));
+        }
+        assert_eq!(cut.len(), 1);
+        assert_eq!(cut[0].records.len(), 500);
+        assert_eq!(b.take().unwrap().records.len(), 1);
+    }
+
+    #[test]
     fn skipped_lines_are_covered_by_spans() {
         let mut b = Batcher::new(false, 500);
         let now = Instant::now();
@@ -195,6 +224,45 @@ mod tests {
         let lines: Vec<u32> = batch.meta.iter().map(|m| m.lines).collect();
         assert_eq!(lines, vec![2, 1, 1]);
         assert_eq!(batch.records[0].len(), 22);
+    }
+
+    #[test]
+    fn the_flush_timer_counts_from_the_first_line_of_the_batch() {
+        let mut b = Batcher::new(false, 500);
+        let t0 = Instant::now();
+        assert_eq!(b.oldest(), None);
+        b.add(&line(0, 0, 10), record(), t0);
+        b.add(
+            &line(0, 11, 10),
+            record(),
+            t0 + std::time::Duration::from_secs(1),
+        );
+        assert_eq!(b.oldest(), Some(t0));
+        b.take();
+        assert_eq!(b.oldest(), None, "a cut batch restarts the timer");
+    }
+
+    /// Records fill to Firehose's limits, not to some smaller product of sizes.
+    #[test]
+    fn aggregation_fills_one_record_with_many_kilobyte_lines() {
+        let mut b = Batcher::new(true, 500);
+        let now = Instant::now();
+        for i in 0..10 {
+            assert!(b.add(&line(0, i * 1000, 999), record(), now).is_none());
+        }
+        let batch = b.take().unwrap();
+        assert_eq!(batch.meta.iter().map(|m| m.lines).collect::<Vec<_>>(), [10]);
+        assert_eq!((batch.bytes, batch.records[0].len()), (10_000, 10_000));
+    }
+
+    #[test]
+    fn a_span_never_crosses_from_one_file_to_another() {
+        let mut b = Batcher::new(false, 500);
+        let now = Instant::now();
+        b.add(&line(0, 0, 10), record(), now);
+        b.add(&line(1, 11, 10), record(), now);
+        let files: Vec<FileKey> = b.take().unwrap().spans.iter().map(|s| s.file).collect();
+        assert_eq!(files, [0, 1]);
     }
 
     /// A line as the property tests draw it: its body length and fate.

@@ -269,6 +269,19 @@ mod tests {
         assert!(size("").is_err());
         let r = (4 << 20)..=(1 << 30);
         assert!(size_within("1MiB", &r).unwrap_err().contains("4MiB–1GiB"));
+        assert_eq!(size("512KiB"), Ok(512 * 1024));
+        assert_eq!(size("1GiB"), Ok(1024 * 1024 * 1024));
+        assert_eq!(size("3 kB"), Ok(3000));
+        assert_eq!(size("7B"), Ok(7));
+    }
+
+    #[test]
+    fn sizes_are_shown_in_the_largest_whole_binary_unit() {
+        assert_eq!(format_size(2 * 1024 * 1024 * 1024), "2GiB");
+        assert_eq!(format_size(1536 * 1024 * 1024), "1536MiB");
+        assert_eq!(format_size(512 * 1024), "512KiB");
+        assert_eq!(format_size(1000), "1000B");
+        assert_eq!(format_size(0), "0B");
     }
 
     #[test]

@@ -234,6 +234,10 @@ fn one_line(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_firehose::config::http::HttpResponse;
+    use aws_sdk_firehose::error::{ConnectorError, ErrorMetadata};
+    use aws_smithy_types::body::SdkBody;
+
     use super::*;
 
     fn class(status: u16, code: &str) -> Answer {
@@ -328,6 +332,105 @@ mod tests {
         assert!(matches!(class(403, ""), Answer::Config { .. }));
     }
 
+    fn what(answer: Answer) -> &'static str {
+        match answer {
+            Answer::Config { what, .. } => what,
+            other => panic!("not a configuration error: {other:?}"),
+        }
+    }
+
+    /// Each configuration error tells the operator what to check, not just "unexpected".
+    #[test]
+    fn configuration_errors_say_what_to_check() {
+        assert!(what(class(400, "ResourceNotFoundException")).contains("does not exist"));
+        assert!(what(class(400, "AccessDeniedException")).contains("access denied"));
+        assert!(what(class(403, "ExpiredTokenException")).contains("access denied"));
+        assert!(what(class(400, "InvalidKMSResourceException")).contains("KMS key"));
+        assert!(what(class(403, "")).contains("not Firehose's"));
+        assert!(what(class(400, "SomethingNew")).contains("unexpected"));
+        assert!(matches!(
+            class(500, "InternalFailure"),
+            Answer::Retry {
+                outcome: CallOutcome::Unavailable,
+                ..
+            }
+        ));
+    }
+
+    fn response(status: u16) -> HttpResponse {
+        let mut r = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        r.headers_mut().insert("x-amzn-RequestId", "req-1");
+        r
+    }
+
+    /// Every shape the SDK hands back is classified with its status and request id.
+    #[test]
+    fn every_shape_of_sdk_error_is_classified() {
+        let meta = ErrorMetadata::builder()
+            .code("InvalidArgumentException")
+            .message("too\nbig")
+            .build();
+        let service = SdkError::service_error(PutRecordBatchError::generic(meta), response(400));
+        let Answer::Invalid(d) = classify(Err(service)) else {
+            panic!("a Firehose code is classified on the code")
+        };
+        let want = (
+            "InvalidArgumentException",
+            Some(400),
+            Some("req-1"),
+            Some("too big"),
+        );
+        let got = (
+            d.kind.as_str(),
+            d.status,
+            d.request_id.as_deref(),
+            d.message.as_deref(),
+        );
+        assert_eq!(got, want);
+
+        let page = SdkError::response_error("<html>", response(502));
+        let Answer::Retry {
+            outcome, detail, ..
+        } = classify(Err(page))
+        else {
+            panic!("a proxy's 502 is retried")
+        };
+        assert_eq!(
+            (outcome, detail.kind.as_str()),
+            (CallOutcome::ServerError, "not_firehose_json")
+        );
+
+        match classify(Err(SdkError::timeout_error("slow"))) {
+            Answer::Retry {
+                outcome: CallOutcome::Timeout,
+                maybe_delivered: true,
+                detail,
+                ..
+            } => assert_eq!(detail.kind, "timeout"),
+            other => panic!("{other:?}"),
+        }
+
+        let reset = ConnectorError::io("connection reset by peer".into());
+        match classify(Err(SdkError::dispatch_failure(reset))) {
+            Answer::Retry {
+                outcome: CallOutcome::Network,
+                maybe_delivered: true,
+                detail,
+                ..
+            } => assert!(detail.kind.contains("connection reset by peer"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+
+        let bad_endpoint = ConnectorError::user("invalid endpoint URL".into());
+        let answer = classify(Err(SdkError::dispatch_failure(bad_endpoint)));
+        assert!(
+            what(answer).contains("AWS_ENDPOINT_URL"),
+            "not retried as the network"
+        );
+        let no_region = SdkError::construction_failure("no region configured");
+        assert!(what(classify(Err(no_region))).contains("AWS_REGION"));
+    }
+
     #[test]
     fn details_are_one_line() {
         let d = Detail {
@@ -343,5 +446,6 @@ mod tests {
             "not_firehose_json (HTTP 413): two lines   [request id abc]"
         );
         assert_eq!(one_line(&"x".repeat(500)).chars().count(), MESSAGE_MAX + 1);
+        assert_eq!(one_line(&"x".repeat(MESSAGE_MAX)), "x".repeat(MESSAGE_MAX));
     }
 }

@@ -74,6 +74,10 @@ impl Framer {
         let n = loop {
             match file.read_at(&mut self.buf[len..], at) {
                 Ok(n) => break n,
+                // A signal during pread(2) is retried, never taken for a read error. No
+                // unit test can deliver one mid-pread, so the mutant that drops the retry
+                // is excluded in .cargo/mutants.toml; the one that retries every error
+                // is caught (a_failed_fill_leaves_the_buffer_as_it_was would spin).
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.buf.truncate(len);
@@ -188,6 +192,7 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firehose::MAX_RECORD_BYTES;
     use proptest::prelude::*;
 
     fn frame_all(chunks: &[&[u8]]) -> (Vec<Line>, Framer) {
@@ -236,11 +241,104 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out[0].is_oversize());
         assert_eq!(out[0].data.len(), KEEP_OVERSIZE_BYTES);
+        assert!(
+            out[0].data.len() > MAX_RECORD_BYTES,
+            "the dead-letter entry shows more than a record could hold"
+        );
         assert_eq!(out[0].size, 6 * 1024 * 1024 + 1);
         assert_eq!(
             (out[1].start, &out[1].data[..]),
             (6 * 1024 * 1024 + 1, &b"next\n"[..])
         );
+    }
+
+    #[test]
+    fn a_line_is_oversize_only_above_the_record_limit() {
+        let mut fits = vec![b'x'; MAX_RECORD_BYTES - 1];
+        fits.push(b'\n');
+        let mut over = vec![b'y'; MAX_RECORD_BYTES];
+        over.push(b'\n');
+        let (out, _) = frame_all(&[&fits, &over]);
+        assert_eq!(
+            (out[0].size, out[0].is_oversize()),
+            (fits.len() as u64, false)
+        );
+        assert_eq!(
+            (out[1].size, out[1].is_oversize()),
+            (over.len() as u64, true)
+        );
+    }
+
+    #[test]
+    fn a_line_is_cut_only_beyond_the_bytes_kept() {
+        let (out, _) = frame_all(&[&vec![b'x'; KEEP_OVERSIZE_BYTES], b"\n"]);
+        assert_eq!(out[0].data.len(), KEEP_OVERSIZE_BYTES + 1);
+        assert_eq!(out[0].data.last(), Some(&b'\n'));
+    }
+
+    #[test]
+    fn finish_ships_an_oversize_partial_line_with_its_true_size() {
+        let mut f = Framer::new(10);
+        let mut out = Vec::new();
+        let block = vec![b'x'; 1024 * 1024];
+        for _ in 0..3 {
+            f.push(&block, 0, &mut out);
+        }
+        assert!(out.is_empty());
+        f.finish(0, &mut out);
+        let total = 3 * 1024 * 1024;
+        assert_eq!((out[0].start, out[0].end), (10, 10 + total));
+        assert_eq!(out[0].size, total + 1, "with the newline it was given");
+        assert_eq!(out[0].data.len(), KEEP_OVERSIZE_BYTES);
+        assert_eq!(f.line_offset(), 10 + total);
+    }
+
+    fn file_with(bytes: &[u8]) -> (tempfile::NamedTempFile, File) {
+        let mut t = tempfile::NamedTempFile::new().unwrap();
+        io::Write::write_all(&mut t, bytes).unwrap();
+        let f = File::open(t.path()).unwrap();
+        (t, f)
+    }
+
+    #[test]
+    fn fill_reads_at_the_read_offset_and_unfill_takes_bytes_back() {
+        let (_t, file) = file_with(b"one\ntwo\nthree");
+        let mut f = Framer::new(0);
+        assert_eq!(f.fill(&file, 100).unwrap(), 13);
+        assert_eq!(f.filled(13), b"one\ntwo\nthree");
+        assert_eq!(f.read_offset(), 13);
+        f.unfill(5);
+        assert_eq!(f.read_offset(), 8);
+        let mut out = Vec::new();
+        f.frame(0, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(f.line_offset(), 8);
+        assert_eq!(f.fill(&file, 100).unwrap(), 5);
+        assert_eq!(f.filled(5), b"three");
+        assert_eq!(f.fill(&file, 100).unwrap(), 0, "end of file");
+    }
+
+    #[test]
+    fn one_fill_reads_a_large_chunk_of_a_backlog_but_not_all_of_it() {
+        let (_t, file) = file_with(&vec![b'x'; 512 * 1024]);
+        let mut f = Framer::new(0);
+        let n = f.fill(&file, usize::MAX).unwrap();
+        // Few syscalls for a backlog, and a buffer below glibc's mmap threshold.
+        assert!((16 * 1024..128 * 1024).contains(&n), "{n}");
+        assert_eq!(f.read_offset(), n as u64);
+    }
+
+    #[test]
+    fn a_failed_fill_leaves_the_buffer_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_file = File::open(dir.path()).unwrap();
+        let mut f = Framer::new(0);
+        let mut out = Vec::new();
+        f.push(b"partial", 0, &mut out);
+        let e = f.fill(&not_a_file, 100).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EISDIR));
+        assert_eq!(f.read_offset(), 7);
+        assert_eq!(f.filled(7), b"partial");
     }
 
     proptest! {

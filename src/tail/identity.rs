@@ -131,6 +131,44 @@ mod tests {
     }
 
     #[test]
+    fn a_fingerprint_grows_from_exactly_where_it_ends_and_stops_at_its_full_length() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+        let (_t, short) = file_with(&data[..100]);
+        let mut id = Identity::of(&short, &short.metadata().unwrap()).unwrap();
+        assert!(id.extend(100, &data[100..110]), "bytes right after it");
+        assert_eq!(id.fp_len, 110);
+        assert!(
+            !id.extend(20, &data[20..110]),
+            "only bytes it already covers"
+        );
+        assert!(id.extend(110, &data[110..300]));
+        assert_eq!(id.fp_len, FINGERPRINT_LEN);
+        assert!(
+            !id.extend(256, &data[256..300]),
+            "full: nothing more counts"
+        );
+        let (_u, long) = file_with(&data);
+        let whole = Identity::of(&long, &long.metadata().unwrap()).unwrap();
+        assert_eq!((id.fp_len, id.fp_hash), (whole.fp_len, whole.fp_hash));
+    }
+
+    #[test]
+    fn a_file_matches_while_it_keeps_its_inode_and_first_bytes() {
+        let (t, file) = file_with(&[b'a'; 256]);
+        let id = Identity::of(&file, &file.metadata().unwrap()).unwrap();
+        assert!(id.matches(&file, &file.metadata().unwrap()).unwrap());
+        let (_c, copy) = file_with(&[b'a'; 256]);
+        assert!(
+            !id.matches(&copy, &copy.metadata().unwrap()).unwrap(),
+            "same bytes, another inode"
+        );
+        // Truncated to fewer bytes than the fingerprint covers: not this content, and
+        // not an error either.
+        t.as_file().set_len(100).unwrap();
+        assert!(!id.matches(&file, &file.metadata().unwrap()).unwrap());
+    }
+
+    #[test]
     fn a_copy_needs_the_same_start_another_inode_and_enough_bytes() {
         let (_t, orig) = file_with(&[b'a'; 300]);
         let id = Identity::of(&orig, &orig.metadata().unwrap()).unwrap();
