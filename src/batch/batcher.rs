@@ -142,6 +142,7 @@ mod tests {
     use proptest::prelude::*;
 
     use crate::handover::test_line as line;
+    use crate::progress::FileKey;
 
     fn record() -> Disposition {
         Disposition::Record { json: true }
