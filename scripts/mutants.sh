@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing of the pure cores (docs/development.md): cargo-mutants changes their
 # code one small way at a time and checks that their crate's unit tests fail. Not run by
-# CI: it rebuilds and reruns the unit tests once per mutant, about an hour and a half
-# in all on two busy cores.
+# CI: it rebuilds and reruns the unit tests once per mutant, so a group takes from ten
+# minutes (query) to about an hour (each of the others) on two busy cores.
 #
 #   scripts/mutants.sh [query] [tail] [core] [batcher]     (all four by default)
 #

@@ -253,6 +253,21 @@ mod tests {
     }
 
     #[test]
+    fn an_oversize_line_keeps_its_offsets_anywhere_in_the_file() {
+        let mut f = Framer::new(100);
+        let mut out = Vec::new();
+        let block = vec![b'x'; 1024 * 1024];
+        f.push(&block, 0, &mut out);
+        f.push(&block, 0, &mut out);
+        f.push(b"\n", 0, &mut out);
+        let size = 2 * 1024 * 1024 + 1;
+        assert_eq!(
+            (out[0].start, out[0].end, out[0].size),
+            (100, 100 + size, size)
+        );
+    }
+
+    #[test]
     fn a_line_is_oversize_only_above_the_record_limit() {
         let mut fits = vec![b'x'; MAX_RECORD_BYTES - 1];
         fits.push(b'\n');

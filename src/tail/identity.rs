@@ -117,6 +117,16 @@ mod tests {
         (t, f)
     }
 
+    /// The checkpoint stores fingerprints, so the hash must stay FNV-1a exactly: the
+    /// published 64-bit test vectors, whole and resumed part-way.
+    #[test]
+    fn the_fingerprint_is_fnv_1a() {
+        assert_eq!(fnv(FNV_OFFSET, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv(FNV_OFFSET, b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(fnv(fnv(FNV_OFFSET, b"foo"), b"bar"), 0x8594_4171_f739_67e8);
+    }
+
     #[test]
     fn an_extended_fingerprint_equals_one_taken_whole() {
         let data: Vec<u8> = (0..400u32).map(|i| (i % 251) as u8).collect();
