@@ -428,7 +428,13 @@ mod tests {
             "not retried as the network"
         );
         let no_region = SdkError::construction_failure("no region configured");
-        assert!(what(classify(Err(no_region))).contains("AWS_REGION"));
+        match classify(Err(no_region)) {
+            Answer::Config { what, detail } => {
+                assert!(what.contains("AWS_REGION"), "{what}");
+                assert!(detail.kind.contains("no region configured"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
