@@ -46,16 +46,23 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 /// Rebuild the stamp when HEAD moves (a commit or a checkout); worktrees keep HEAD in
-/// their own git dir and branch refs in the common one.
+/// their own git dir and branch refs in the common one. Only files that exist are
+/// watched: cargo takes a missing one as changed, and a clone without `packed-refs`
+/// rebuilt the crate on every `cargo build`.
 fn watch_git_head() {
+    let watch = |path: String| {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    };
     for (flag, file) in [("--git-dir", "HEAD"), ("--git-common-dir", "packed-refs")] {
         if let Some(dir) = git(&["rev-parse", flag]) {
-            println!("cargo:rerun-if-changed={dir}/{file}");
+            watch(format!("{dir}/{file}"));
         }
     }
     if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
         if let Some(dir) = git(&["rev-parse", "--git-common-dir"]) {
-            println!("cargo:rerun-if-changed={dir}/{reference}");
+            watch(format!("{dir}/{reference}"));
         }
     }
 }
