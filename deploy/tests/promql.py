@@ -10,15 +10,13 @@ with the reason.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
-from deploycheck import METRICS_RS
+from deploycheck import METRICS_RS, skip_or_fail
 
 # Series of other exporters that firetail's alerts and dashboard may read:
 # cAdvisor (through the kubelet) for the sidecar's CPU and memory, and
@@ -56,10 +54,7 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path:
         return path
-    message = "promtool not found: install Debian's prometheus package (scripts/system-deps.sh)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail("promtool not found: install Debian's prometheus package (scripts/system-deps.sh)")
 
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess:

@@ -27,6 +27,7 @@ from kubernetes_validate.utils import all_versions, latest_version
 from packaging.version import Version
 
 from deploycheck import (
+    skip_or_fail,
     DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_METRICS_ADDR,
     DEPLOYING_GUIDE,
@@ -149,10 +150,7 @@ def kubectl() -> str:
     path = str(beside_python) if os.access(beside_python, os.X_OK) else shutil.which("kubectl")
     if path:
         return path
-    message = "kubectl (with kustomize) not installed: run scripts/kubectl.sh"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail("kubectl (with kustomize) not installed: run scripts/kubectl.sh")
 
 
 def kustomize(target: Path) -> list[dict]:
