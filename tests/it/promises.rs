@@ -10,25 +10,11 @@ use std::time::{Duration, Instant};
 use crate::support::eventually;
 use crate::support::fake_firehose::{FakeConfig, FakeFirehose, Fault, Faults};
 use crate::support::firetail::{
-    access_lines, append, aws_env, base_args, binary, sample, scrape, Firetail,
+    access_lines, append, aws_env, base_args, binary, counter, sample, scrape, set, Firetail,
 };
 use crate::support::sorted;
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// `args` with `flag` set to `value`, replacing the value `base_args` gave it (clap
-/// refuses a flag given twice).
-fn set(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
-    let prefix = format!("{flag}=");
-    args.retain(|a| !a.starts_with(&prefix));
-    args.push(format!("{prefix}{value}"));
-    args
-}
-
-/// A labelled counter's value; panics when the series is missing.
-fn counter(text: &str, series: &str) -> f64 {
-    sample(text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
 
 fn calls(outcome: &str) -> String {
     format!("firetail_put_record_batch_calls_total{{outcome=\"{outcome}\"}}")

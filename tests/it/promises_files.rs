@@ -8,24 +8,11 @@ use std::time::{Duration, Instant};
 use crate::support::eventually;
 use crate::support::fake_firehose::{FakeConfig, FakeFirehose};
 use crate::support::firetail::{
-    access_lines, append, aws_env, base_args, sample, scrape, Firetail,
+    access_lines, append, aws_env, base_args, counter, scrape, set, Firetail,
 };
 use crate::support::sorted;
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// `args` with `flag` set to `value`, replacing the value `base_args` gave it.
-fn set(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
-    let prefix = format!("{flag}=");
-    args.retain(|a| !a.starts_with(&prefix));
-    args.push(format!("{prefix}{value}"));
-    args
-}
-
-/// A counter's value; panics when the series is missing.
-fn counter(text: &str, series: &str) -> f64 {
-    sample(text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
 
 /// Rename rotation: the old file "is let go only when it was read to its end and then
 /// unchanged for `--rotate-wait`", and what can be lost, item 4: "Bytes written to a

@@ -287,3 +287,17 @@ pub fn scrape(addr: &str) -> String {
     assert_eq!(status, 200, "/metrics answered {status}: {body}");
     body
 }
+
+/// `args` with `flag` set to `value`, replacing the value `base_args` gave it (clap
+/// refuses a flag given twice).
+pub fn set(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    let prefix = format!("{flag}=");
+    args.retain(|a| !a.starts_with(&prefix));
+    args.push(format!("{prefix}{value}"));
+    args
+}
+
+/// A labelled counter's value in a scrape; panics when the series is missing.
+pub fn counter(text: &str, series: &str) -> f64 {
+    sample(text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
