@@ -25,6 +25,7 @@
 
 pub mod batcher;
 pub mod disposition;
+pub mod fields;
 
 use std::sync::Arc;
 
