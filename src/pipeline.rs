@@ -240,6 +240,8 @@ fn follow(
         read_from: config.read_from,
         rotate_wait: config.rotate_wait,
         own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
+        source: 0,
+        source_name: "default".to_string(),
     };
     Follower::new(
         &settings,

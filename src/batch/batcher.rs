@@ -59,6 +59,7 @@ impl Batcher {
                     cut = self.take();
                 }
                 let meta = RecordMeta {
+                    source: line.source,
                     file: line.file,
                     offset: line.start,
                     lines: 1,
@@ -298,7 +299,7 @@ mod tests {
                 let mut data = format!("{i}:").into_bytes();
                 data.resize(data.len().max(*len), b'x');
                 data.push(b'\n');
-                let l = Line { file: 0, start: offset, end: offset + data.len() as u64,
+                let l = Line { source: 0, file: 0, start: offset, end: offset + data.len() as u64,
                                size: data.len() as u64, data: Bytes::from(data) };
                 offset = l.end;
                 let d = if l.is_oversize() {

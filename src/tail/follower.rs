@@ -33,9 +33,10 @@ use super::discovery::{AtPath, Scope};
 use super::handle::{Handle, Phase, Read};
 use crate::config::ReadFrom;
 use crate::handover::Line;
+use crate::handover::SourceId;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::progress::{FileEntry, FileKey, Identity, Progress};
+use crate::progress::{Chain, FileEntry, FileKey, Identity, Progress};
 
 /// Finished rotated files kept open for late writers: more than any rotation scheme
 /// produces within `--rotate-wait`, far below the open-files limit.
@@ -55,6 +56,9 @@ pub struct TailSettings {
     /// firetail's own files (checkpoint, dead-letter): never shipped, whatever their
     /// names; files named like them plus a suffix (`.tmp`, `.1`) neither.
     pub own_files: Vec<PathBuf>,
+    /// The source the path belongs to, and its name.
+    pub source: SourceId,
+    pub source_name: String,
 }
 
 /// Where the next file at the path starts.
@@ -91,7 +95,9 @@ pub struct Follower {
     pub(super) progress: Arc<Progress>,
     pub(super) metrics: Arc<Metrics>,
     health: Arc<Health>,
-    next_key: FileKey,
+    /// The source and the path this follower follows, stamped on every file it opens.
+    chain: Chain,
+    source: SourceId,
     pub(super) current: Current,
     /// Files rotated away, oldest first.
     pub(super) rotated: VecDeque<Handle>,
@@ -128,7 +134,8 @@ impl Follower {
             progress,
             metrics,
             health,
-            next_key: 0,
+            chain: Chain::new(&settings.source_name, &settings.path),
+            source: settings.source,
             current: Current::Waiting(StartAt::Beginning),
             rotated: VecDeque::new(),
             known: HashMap::new(),
@@ -188,8 +195,17 @@ impl Follower {
         path: &Path,
         offset: u64,
     ) -> io::Result<Handle> {
-        let h = Handle::open(self.next_key, file, meta, path, offset, &self.progress)?;
-        self.next_key += 1;
+        let key = self.progress.new_key();
+        let h = Handle::open(
+            key,
+            &self.chain,
+            self.source,
+            file,
+            meta,
+            path,
+            offset,
+            &self.progress,
+        )?;
         self.metrics.files_opened.inc();
         Ok(h)
     }
