@@ -23,7 +23,6 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -444,10 +443,9 @@ impl Follower {
     }
 
     pub(super) fn set_path_error(&self, kind: Option<&'static str>) {
-        let was = self
-            .health
-            .path_error
-            .swap(kind.is_some(), Ordering::Relaxed);
+        let was =
+            self.health
+                .set_problem(&self.chain.source, self.path(), kind.map(str::to_string));
         match kind {
             Some(kind) if !was => {
                 tracing::error!(file = %self.path().display(), kind, "The log path is not a regular file; not reading it, and not ready, until a regular file is back.")
