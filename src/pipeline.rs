@@ -261,7 +261,7 @@ fn start_lane(
     let due = Arc::new(Due::new());
     let pace = Arc::new(Pace::new(config.flush_interval));
     let follower = follow(config, lane, resume_from, shared)?;
-    let (quiet, following) = (config.drain_quiet, shared.health.following.clone());
+    let (quiet, following) = (config.drain_quiet, shared.health.lane());
     let cadence = tail::Cadence::new(config.flush_interval, due.clone());
     let stream = lane.stream.clone();
     let tail: Task = Box::pin(async move {
