@@ -189,7 +189,7 @@ impl Pipeline {
         });
         let shipper = Shipper::new(
             client,
-            config.stream.clone(),
+            config.sources[0].stream.clone(),
             config.adaptive,
             progress.clone(),
             metrics.clone(),
@@ -236,7 +236,7 @@ fn follow(
 ) -> anyhow::Result<Follower> {
     tail::raise_nofile_limit();
     let settings = TailSettings {
-        path: config.path.clone(),
+        path: config.sources[0].path.clone(),
         read_from: config.read_from,
         rotate_wait: config.rotate_wait,
         own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
@@ -248,7 +248,7 @@ fn follow(
         metrics.clone(),
         health.clone(),
     )
-    .with_context(|| format!("cannot follow {}", config.path.display()))
+    .with_context(|| format!("cannot follow {}", config.sources[0].path.display()))
 }
 
 /// The start-up line: the effective configuration.
@@ -256,8 +256,8 @@ fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: us
     let hd = |d: Duration| humantime::format_duration(d).to_string();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        path = %config.path.display(),
-        stream = %config.stream,
+        path = %config.sources[0].path.display(),
+        stream = %config.sources[0].stream,
         flush_interval = hd(config.flush_interval),
         checkpoint = %config.checkpoint.display(),
         dead_letter = %config.dead_letter.display(),

@@ -163,8 +163,12 @@ fn variables_fill_what_flags_leave_out() {
     .map(|(k, v)| (k.to_string(), v.to_os_string()))
     .collect();
     let c = parse_from(["firetail"], &|k| env.get(k).cloned()).unwrap();
-    assert_eq!(c.path, log);
-    assert_eq!(c.stream, "orders");
+    let only = SourceConfig {
+        name: DEFAULT_SOURCE.into(),
+        path: log,
+        stream: "orders".into(),
+    };
+    assert_eq!(c.sources, [only]);
     assert_eq!(c.read_from, ReadFrom::End);
     assert_eq!(c.max_in_flight, 8);
 }
@@ -270,9 +274,14 @@ fn help_lists_exit_codes_and_variables() {
 
 #[test]
 fn stream_name_is_checked() {
-    let o = Origin::Flag("--stream".into());
-    assert!(check_stream_name("orders-access_log.v2", &o).is_ok());
-    assert_eq!(check_stream_name("", &o).unwrap_err().name, "--stream");
-    assert!(check_stream_name("has space", &o).is_err());
-    assert!(check_stream_name(&"x".repeat(65), &o).is_err());
+    assert!(stream_problem("orders-access_log.v2").is_ok());
+    assert_eq!(stream_problem("").unwrap_err(), "must not be empty");
+    assert_eq!(
+        stream_problem("has space").unwrap_err(),
+        r#""has space" contains ' '; a stream name has only letters, digits, '_', '.' and '-'"#
+    );
+    assert_eq!(
+        stream_problem(&"x".repeat(65)).unwrap_err(),
+        "is longer than 64 characters"
+    );
 }
