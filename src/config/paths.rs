@@ -81,10 +81,13 @@ pub(super) fn side_files(
     let (dead_letter, dl_origin) = pick("dead_letter", "--dead-letter", ".dead.jsonl");
     check_writable_location(&dl_origin, &dead_letter)?;
     let followed = |f: &Path| sources.iter().any(|s| s.path == f);
-    if checkpoint == dead_letter || followed(&checkpoint) || followed(&dead_letter) {
-        return Err(cp_origin.bad(
-            "the log file, the checkpoint and the dead-letter file must be three different files",
-        ));
+    let apart =
+        "the log file, the checkpoint and the dead-letter file must be three different files";
+    if checkpoint == dead_letter || followed(&checkpoint) {
+        return Err(cp_origin.bad(apart));
+    }
+    if followed(&dead_letter) {
+        return Err(dl_origin.bad(apart));
     }
     for (file, origin) in [(&checkpoint, &cp_origin), (&dead_letter, &dl_origin)] {
         if let Some(s) = sources.iter().find(|s| s.is_glob() && s.matches(file)) {

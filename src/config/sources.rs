@@ -362,3 +362,6 @@ fn files_in(dir: &Path) -> Vec<std::ffi::OsString> {
     names.sort();
     names
 }
+
+#[cfg(test)]
+mod tests;
