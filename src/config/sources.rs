@@ -96,7 +96,16 @@ pub(super) fn from_given(given: &Given) -> Result<Vec<SourceConfig>, ConfigError
     let mut sources = Vec::with_capacity(specs.len());
     for (pos, text) in &specs {
         let at = Position::new(&origin, *pos);
-        sources.push(parse_spec(text).map_err(|(name, p)| at.bad(name.as_deref(), p))?);
+        let source = parse_spec(text).map_err(|(name, p)| at.bad(name.as_deref(), p))?;
+        if let Some(j) = sources
+            .iter()
+            .position(|o: &SourceConfig| o.name == source.name)
+        {
+            let first = Position::new(&origin, specs[j].0).label();
+            let problem = format!("name: {:?} is already the name of {first}", source.name);
+            return Err(at.bad(None, problem));
+        }
+        sources.push(source);
     }
     check_together(&sources).map_err(|(i, name, problem)| {
         Position::new(&origin, specs[i].0).bad(name.as_deref(), problem)
@@ -147,11 +156,17 @@ impl<'a> Position<'a> {
         Position { origin, pos }
     }
 
+    fn label(&self) -> String {
+        match self.origin {
+            Origin::Flag(f) => format!("{f} #{}", self.pos),
+            Origin::Env(v) => format!("{v} line {}", self.pos),
+        }
+    }
+
     fn bad(&self, name: Option<&str>, problem: String) -> ConfigError {
-        let at = match (name, self.origin) {
-            (Some(n), o) => format!("{} {n:?}", o.name()),
-            (None, Origin::Flag(f)) => format!("{f} #{}", self.pos),
-            (None, Origin::Env(v)) => format!("{v} line {}", self.pos),
+        let at = match name {
+            Some(n) => format!("{} {n:?}", self.origin.name()),
+            None => self.label(),
         };
         ConfigError { name: at, problem }
     }
@@ -270,20 +285,10 @@ fn glob_problem(path: &Path) -> Result<(), String> {
 /// What is wrong between sources: which one (its index), its name, and the sentence.
 type TogetherError = (usize, Option<String>, String);
 
-/// Names unique, then no file followed by two sources: the same path, a path another
-/// source's pattern matches, or two patterns of one directory that both match a file
-/// there now. Each conflict is reported on the later of the two sources.
+/// No file followed by two sources: the same path, a path another source's pattern
+/// matches, or two patterns of one directory that both match a file there now. Each
+/// conflict is reported on the later of the two sources.
 fn check_together(sources: &[SourceConfig]) -> Result<(), TogetherError> {
-    for (i, s) in sources.iter().enumerate() {
-        if let Some(j) = sources[..i].iter().position(|o| o.name == s.name) {
-            let problem = format!(
-                "name: {:?} is already the name of source #{}",
-                s.name,
-                j + 1
-            );
-            return Err((i, None, problem));
-        }
-    }
     let mut listings = HashMap::new();
     for (i, s) in sources.iter().enumerate() {
         for o in &sources[..i] {

@@ -249,7 +249,17 @@ fn names_are_unique() {
     .unwrap_err();
     assert_eq!(
         err,
-        "invalid value for --source #3: name: \"web\" is already the name of source #1"
+        "invalid value for --source #3: name: \"web\" is already the name of --source #1"
+    );
+    let text = format!(
+        "{}\n\n{}",
+        spec("web", &dir.path().join("a.log"), "s"),
+        spec("web", &dir.path().join("b.log"), "s")
+    );
+    let err = run(&[], &[("FIRETAIL_SOURCES", &text)]).unwrap_err();
+    assert_eq!(
+        err,
+        "invalid value for FIRETAIL_SOURCES line 3: name: \"web\" is already the name of FIRETAIL_SOURCES line 1"
     );
 }
 
