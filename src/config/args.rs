@@ -36,7 +36,7 @@ Exit codes:
      or a fatal runtime error
   2  invalid configuration or usage (the message names the flag or variable)";
 
-/// Ships JSON-lines log files to Amazon Data Firehose and loses no line on shutdown.
+/// Ships a JSON-lines log file to Amazon Data Firehose and loses no line on shutdown.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "firetail", version = VERSION, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Args {
