@@ -437,3 +437,23 @@ proptest! {
         let _ = run(&own, &[("FIRETAIL_SOURCES", &texts.join("\n"))]);
     }
 }
+
+#[test]
+fn a_variable_that_is_not_utf8_or_holds_only_blank_lines() {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = OsString::from_vec(b"name=a,path=/tmp/\xff.log,stream=s".to_vec());
+    let env = |k: &str| (k == "FIRETAIL_SOURCES").then(|| bytes.clone());
+    let Err(ParseError::Invalid(e)) = parse_from(["firetail"], &env) else {
+        panic!("a non-UTF-8 FIRETAIL_SOURCES was accepted")
+    };
+    assert_eq!(
+        e.to_string(),
+        "invalid value for FIRETAIL_SOURCES: is not valid UTF-8"
+    );
+    // Blank lines only: unset, as an empty variable is, so the one-source form is asked for.
+    let err = run(&[], &[("FIRETAIL_SOURCES", "\n  \n")]).unwrap_err();
+    assert_eq!(
+        err,
+        "invalid value for --stream: is required (give --stream or set FIRETAIL_STREAM; or give every source with --source or FIRETAIL_SOURCES)"
+    );
+}
