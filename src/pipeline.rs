@@ -149,7 +149,7 @@ struct Lane {
 /// The lanes, one per distinct stream, in the order the sources name them.
 fn lanes(config: &Config) -> Vec<Lane> {
     let mut lanes: Vec<Lane> = Vec::new();
-    for (id, source) in config.sources().iter().enumerate() {
+    for (id, source) in config.sources.iter().enumerate() {
         let id = id as SourceId;
         match lanes.iter_mut().find(|l| l.stream == source.stream) {
             Some(lane) => lane.sources.push(id),
@@ -317,7 +317,7 @@ fn follow(
     shared: &Shared,
 ) -> anyhow::Result<Follower> {
     let source = lane.sources[0];
-    let spec = &config.sources()[source as usize];
+    let spec = &config.sources[source as usize];
     let settings = TailSettings {
         path: spec.path.clone(),
         read_from: config.read_from,
@@ -342,7 +342,7 @@ fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: us
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         sources = config
-            .sources()
+            .sources
             .iter()
             .map(|s| format!("{}: {} → {}", s.name, s.path.display(), s.stream))
             .collect::<Vec<_>>()
@@ -359,27 +359,17 @@ fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: us
         max_in_flight = config.max_in_flight,
         adaptive = config.adaptive,
         call_timeout = hd(config.call_timeout),
+        add_fields = config
+            .add_fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        source_field = config.source_field.as_deref().unwrap_or(""),
+        file_field = config.file_field.as_deref().unwrap_or(""),
+        max_files = config.max_files,
         metrics_addr = %addr,
         checkpointed_files,
         "firetail started."
     );
-}
-
-/// Until the configuration lists sources: the one source of `--path` and `--stream`.
-struct SourceShim {
-    name: String,
-    path: std::path::PathBuf,
-    stream: String,
-}
-trait Sources {
-    fn sources(&self) -> Vec<SourceShim>;
-}
-impl Sources for Config {
-    fn sources(&self) -> Vec<SourceShim> {
-        vec![SourceShim {
-            name: "default".into(),
-            path: self.path.clone(),
-            stream: self.stream.clone(),
-        }]
-    }
 }
