@@ -7,9 +7,14 @@ use bytes::Bytes;
 use crate::firehose::MAX_RECORD_BYTES;
 use crate::progress::{FileKey, Span};
 
+/// A source: its index in the configuration's list of sources (a name, a path or glob,
+/// a stream). Lines and records carry it so that every count can be told per source.
+pub type SourceId = u16;
+
 /// One line of the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
+    pub source: SourceId,
     pub file: FileKey,
     /// File offset of the line's first byte.
     pub start: u64,
@@ -37,6 +42,7 @@ pub(crate) fn test_line(file: FileKey, start: u64, body_len: usize) -> Line {
     let mut data = vec![b'x'; body_len];
     data.push(b'\n');
     Line {
+        source: 0,
         file,
         start,
         end: start + data.len() as u64,
@@ -48,6 +54,7 @@ pub(crate) fn test_line(file: FileKey, start: u64, body_len: usize) -> Line {
 /// Where a record's (first) line came from, and how many lines it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordMeta {
+    pub source: SourceId,
     pub file: FileKey,
     pub offset: u64,
     pub lines: u32,

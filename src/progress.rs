@@ -21,8 +21,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
@@ -58,10 +58,40 @@ pub struct Span {
     pub lines: u64,
 }
 
+/// The line of files one follower follows: the path it watches (a literal path, or one
+/// path a glob matched) and the source it belongs to. Rotated files stay in their
+/// chain; the checkpoint forgets a chain's finished files oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Chain {
+    pub source: Arc<str>,
+    pub followed: Arc<Path>,
+}
+
+impl Default for Chain {
+    /// The one source of the single-file flags, following nothing in particular (unit
+    /// tests of the ledger).
+    fn default() -> Chain {
+        Chain::new("", Path::new(""))
+    }
+}
+
+impl Chain {
+    pub fn new(source: &str, followed: &Path) -> Chain {
+        Chain {
+            source: source.into(),
+            followed: followed.into(),
+        }
+    }
+}
+
 /// One file as the checkpoint records it. How it is written to disk is the
 /// checkpoint's business (`checkpoint::format`, one private type per version).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
+    /// The source the file belongs to, by name.
+    pub source: String,
+    /// The path its follower follows (see [`Chain`]).
+    pub followed: PathBuf,
     /// Where the file was when last seen (it follows the file through renames).
     pub path: PathBuf,
     pub identity: Identity,
@@ -118,6 +148,7 @@ pub struct Unacknowledged {
 }
 
 struct FileProgress {
+    chain: Chain,
     path: PathBuf,
     identity: Identity,
     mtime_ns: Option<u64>,
@@ -152,6 +183,8 @@ impl FileProgress {
 
     fn entry(&self) -> FileEntry {
         FileEntry {
+            source: self.chain.source.to_string(),
+            followed: self.chain.followed.to_path_buf(),
             path: self.path.clone(),
             identity: self.identity.clone(),
             offset: self.committed(),
@@ -175,6 +208,8 @@ pub struct Progress {
     settled_lines: AtomicU64,
     registered_lines: AtomicU64,
     acknowledged_lines: AtomicU64,
+    /// The next [`FileKey`]: keys are unique across every follower of every source.
+    next_key: AtomicU32,
 }
 
 impl Default for Progress {
@@ -195,6 +230,7 @@ impl Progress {
             settled_lines: AtomicU64::new(0),
             registered_lines: AtomicU64::new(0),
             acknowledged_lines: AtomicU64::new(0),
+            next_key: AtomicU32::new(0),
         }
     }
 
@@ -220,11 +256,18 @@ impl Progress {
         self.gauges.lag.set(lag as i64);
     }
 
+    /// A key for a file the tail is about to open; keys grow in the order files are
+    /// opened.
+    pub fn new_key(&self) -> FileKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// A file the tail starts reading at `offset`: nothing before it will be read.
-    pub fn open(&self, key: FileKey, identity: &Identity, path: &Path, offset: u64) {
+    pub fn open(&self, key: FileKey, chain: &Chain, identity: &Identity, path: &Path, offset: u64) {
         self.lock().insert(
             key,
             FileProgress {
+                chain: chain.clone(),
                 path: path.to_path_buf(),
                 identity: identity.clone(),
                 mtime_ns: None,
@@ -306,6 +349,22 @@ impl Progress {
         let ahead = Self::used(&files);
         let held = if ahead == 0 { 0 } else { Self::held(&files) };
         self.window.saturating_sub(ahead + held)
+    }
+
+    /// Bytes the tail may still read of this file: its share of the duplicate window.
+    pub fn room_for(&self, _key: FileKey) -> u64 {
+        self.room()
+    }
+
+    /// Waits until one of `keys` has room (returns at once when one has).
+    pub async fn wait_for_room_for(&self, keys: &[FileKey]) {
+        loop {
+            let notified = self.room.notified();
+            if keys.is_empty() || keys.iter().any(|k| self.room_for(*k) > 0) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     fn held(files: &BTreeMap<FileKey, FileProgress>) -> u64 {

@@ -54,6 +54,7 @@ mod tests {
     #[test]
     fn classify_follows_design() {
         let mk = |s: &[u8]| Line {
+            source: 0,
             file: 0,
             start: 0,
             end: s.len() as u64,

@@ -87,6 +87,8 @@ impl V2Entry {
                 self.fingerprint_len,
                 &self.fingerprint,
             )?,
+            source: String::new(),
+            followed: self.path.clone(),
             path: self.path,
             offset: self.offset,
             mtime_ns: self.mtime_ns,
@@ -103,6 +105,8 @@ impl V1Entry {
                 self.fingerprint_len,
                 &self.fingerprint,
             )?,
+            source: String::new(),
+            followed: self.path.clone(),
             path: self.path,
             offset: self.offset,
             mtime_ns: None,
@@ -159,6 +163,8 @@ mod tests {
 
     fn entry(mtime_ns: Option<u64>) -> FileEntry {
         FileEntry {
+            source: String::new(),
+            followed: PathBuf::from("/var/log/app/access.log"),
             path: PathBuf::from("/var/log/app/access.log"),
             identity: Identity {
                 dev: 66,

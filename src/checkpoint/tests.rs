@@ -3,7 +3,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::*;
-use crate::progress::{Identity, Span};
+use crate::progress::{Chain, Identity, Span};
 use crate::store::faulty::{Fault, Faulty};
 
 fn id() -> Identity {
@@ -43,7 +43,7 @@ fn write_is_atomic_and_skips_unchanged_state() {
     let path = dir.path().join("cp.json");
     let metrics = Arc::new(Metrics::new());
     let p = Progress::default();
-    p.open(0, &id(), Path::new("/x"), 5);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 5);
     p.seen(0, 5, 1_700_000_000_000_000_001);
     let mut cp = Checkpointer::new(&path, metrics.clone());
     assert!(cp.write(&p).unwrap());
@@ -105,7 +105,7 @@ fn an_unreadable_checkpoint_is_left_in_place_and_not_resumed_from_scratch() {
         let path = dir.path().join("cp.json");
         let metrics = Arc::new(Metrics::new());
         let p = Progress::default();
-        p.open(0, &id(), Path::new("/x"), 42);
+        p.open(0, &Chain::default(), &id(), Path::new("/x"), 42);
         Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
         let before = std::fs::read(&path).unwrap();
         let disk = Faulty::default();
@@ -137,7 +137,7 @@ async fn loading_waits_for_an_unreadable_checkpoint_and_is_not_ready_meanwhile()
     let path = dir.path().join("cp.json");
     let metrics = Arc::new(Metrics::new());
     let p = Progress::default();
-    p.open(0, &id(), Path::new("/x"), 42);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 42);
     Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
     let disk = Faulty::default();
     disk.set(Fault::Eio);
@@ -167,7 +167,7 @@ fn a_complete_leftover_temp_file_wins_over_an_older_checkpoint() {
     let path = dir.path().join("cp.json");
     let metrics = Arc::new(Metrics::new());
     let p = Progress::default();
-    p.open(0, &id(), Path::new("/x"), 5);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 5);
     Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
     // An interrupted write: the temp file was synced but never renamed.
     let newer = vec![FileEntry {
@@ -185,7 +185,7 @@ fn an_incomplete_leftover_temp_file_is_ignored() {
     let path = dir.path().join("cp.json");
     let metrics = Arc::new(Metrics::new());
     let p = Progress::default();
-    p.open(0, &id(), Path::new("/x"), 5);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 5);
     Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
     std::fs::write(dir.path().join("cp.json.tmp"), b"{\"vers").unwrap();
     let entries = Checkpointer::new(&path, metrics).try_load().unwrap();
@@ -202,7 +202,7 @@ async fn the_checkpoint_catches_up_after_the_disk_heals_without_new_acknowledgem
     let path = dir.path().join("cp.json");
     let metrics = Arc::new(Metrics::new());
     let progress = Arc::new(Progress::new(1000, Default::default()));
-    progress.open(0, &id(), Path::new("/x"), 0);
+    progress.open(0, &Chain::default(), &id(), Path::new("/x"), 0);
     let disk = Faulty::default();
     let cp = Checkpointer::with_store(&path, metrics.clone(), disk.shared());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -253,17 +253,26 @@ fn wants_openmetrics<B>(req: &Request<B>) -> bool {
         })
 }
 
-fn not_ready_because(health: &Health) -> &'static str {
+fn not_ready_because(health: &Health) -> String {
+    let problems = health.problems();
     if health.draining.load(Ordering::Relaxed) {
-        "draining\n"
+        "draining\n".into()
     } else if health.config_error.load(Ordering::Relaxed) {
-        "delivery blocked by a configuration error (see the ERROR log)\n"
-    } else if health.path_error.load(Ordering::Relaxed) {
-        "the log path is not a regular file (see the ERROR log)\n"
+        "delivery blocked by a configuration error (see the ERROR log)\n".into()
+    } else if !problems.is_empty() {
+        problems
+            .iter()
+            .map(|(source, path, why)| {
+                format!(
+                    "source {source}: {} is {why}, not a regular file (see the ERROR log)\n",
+                    path.display()
+                )
+            })
+            .collect()
     } else if health.checkpoint_unreadable.load(Ordering::Relaxed) {
-        "the checkpoint cannot be read (see the ERROR log)\n"
+        "the checkpoint cannot be read (see the ERROR log)\n".into()
     } else {
-        "starting: not watching the file yet\n"
+        "starting: not watching the file yet\n".into()
     }
 }
 

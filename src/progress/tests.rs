@@ -23,7 +23,7 @@ fn span(start: u64, end: u64) -> Span {
 #[test]
 fn the_oldest_unacked_age_is_read_at_each_scrape() {
     let p = std::sync::Arc::new(Progress::default());
-    p.open(0, &id(), Path::new("/log"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/log"), 0);
     let metrics = crate::metrics::Metrics::new();
     metrics.sample_age({
         let p = p.clone();
@@ -49,7 +49,7 @@ fn the_oldest_unacked_age_is_read_at_each_scrape() {
 #[test]
 fn offset_advances_only_over_contiguous_acks() {
     let p = Progress::default();
-    p.open(0, &id(), Path::new("/x"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 0);
     p.register(&[span(0, 10), span(10, 20), span(20, 30)]);
     p.ack(&[span(10, 20)]);
     assert_eq!(
@@ -66,7 +66,7 @@ fn offset_advances_only_over_contiguous_acks() {
 #[test]
 fn finished_files_leave_once_fully_acknowledged_and_durable() {
     let p = Progress::default();
-    p.open(0, &id(), Path::new("/old"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/old"), 0);
     p.register(&[span(0, 10)]);
     p.finish(0, 10);
     assert_eq!(p.entries().len(), 1);
@@ -82,7 +82,7 @@ fn finished_files_leave_once_fully_acknowledged_and_durable() {
 #[test]
 fn the_window_counts_from_the_durable_offset() {
     let p = Progress::new(100, Gauges::default());
-    p.open(0, &id(), Path::new("/x"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 0);
     p.read_to(0, 100);
     assert_eq!(p.room(), 0);
     p.register(&[span(0, 100)]);
@@ -98,7 +98,7 @@ fn the_window_counts_from_the_durable_offset() {
 #[test]
 fn a_line_in_progress_counts_unless_it_is_alone() {
     let p = Progress::new(100, Gauges::default());
-    p.open(0, &id(), Path::new("/x"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 0);
     p.read_to_holding(0, 60, 30);
     assert_eq!(p.room(), 10);
     assert!(p.under_pressure());
@@ -114,7 +114,7 @@ fn a_line_in_progress_counts_unless_it_is_alone() {
 #[test]
 fn the_checkpoint_names_the_file_as_the_tail_last_saw_it() {
     let p = Progress::default();
-    p.open(0, &id(), Path::new("/log/app.log"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/log/app.log"), 0);
     let grown = Identity {
         fp_len: 256,
         ..id()
@@ -139,7 +139,7 @@ fn the_checkpoint_names_the_file_as_the_tail_last_saw_it() {
 fn the_gauges_follow_reads_and_durable_checkpoints() {
     let gauges = Gauges::default();
     let p = Progress::new(1000, gauges.clone());
-    p.open(0, &id(), Path::new("/x"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 0);
     p.seen(0, 300, 1);
     p.read_to(0, 100);
     assert_eq!((gauges.unacked.get(), gauges.lag.get()), (100, 300));
@@ -152,8 +152,8 @@ fn the_gauges_follow_reads_and_durable_checkpoints() {
 #[test]
 fn unacknowledged_ranges_and_the_line_tally_follow_the_spans() {
     let p = Progress::default();
-    p.open(0, &id(), Path::new("/old"), 0);
-    p.open(1, &id(), Path::new("/new"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/old"), 0);
+    p.open(1, &Chain::default(), &id(), Path::new("/new"), 0);
     p.read_to(0, 30);
     p.register(&[span(0, 10), span(10, 20)]);
     p.ack(&[span(0, 10)]);
@@ -186,7 +186,7 @@ fn unacknowledged_ranges_and_the_line_tally_follow_the_spans() {
 #[test]
 fn a_finished_file_stays_while_lines_read_from_it_are_unregistered() {
     let p = Progress::default();
-    p.open(0, &id(), Path::new("/old"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/old"), 0);
     p.read_to(0, 10);
     p.finish(0, 10);
     assert_eq!(
@@ -202,7 +202,7 @@ fn a_finished_file_stays_while_lines_read_from_it_are_unregistered() {
 #[test]
 fn pressure_is_half_the_window_read_ahead_or_held() {
     let p = Progress::new(100, Gauges::default());
-    p.open(0, &id(), Path::new("/x"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 0);
     p.read_to_holding(0, 10, 10);
     assert_eq!(p.read_ahead(), 10);
     assert!(!p.under_pressure(), "20 of 100");
@@ -217,7 +217,7 @@ fn poll<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> std::task::Poll<F::
 #[test]
 fn the_tail_waits_for_room_until_a_checkpoint_is_durable() {
     let p = Progress::new(100, Gauges::default());
-    p.open(0, &id(), Path::new("/x"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 0);
     p.read_to(0, 100);
     let mut wait = std::pin::pin!(p.wait_for_room());
     assert!(poll(wait.as_mut()).is_pending(), "the window is full");
@@ -234,7 +234,7 @@ fn the_tail_waits_for_room_until_a_checkpoint_is_durable() {
 #[test]
 fn the_checkpoint_writer_wakes_when_the_content_may_have_changed() {
     let p = Progress::default();
-    p.open(0, &id(), Path::new("/x"), 0);
+    p.open(0, &Chain::default(), &id(), Path::new("/x"), 0);
     assert!(poll(std::pin::pin!(p.changed())).is_ready(), "the open");
     let mut changed = std::pin::pin!(p.changed());
     assert!(poll(changed.as_mut()).is_pending(), "nothing new");

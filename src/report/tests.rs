@@ -1,5 +1,6 @@
 use super::*;
 use crate::metrics::Reason;
+use crate::progress::Chain;
 
 #[test]
 fn a_failed_task_means_exit_1_even_when_everything_was_delivered() {
@@ -27,7 +28,7 @@ fn books(read: u64) -> (Metrics, Progress) {
         fp_len: 0,
         fp_hash: 0,
     };
-    p.open(0, &id, std::path::Path::new("/log"), 0);
+    p.open(0, &Chain::default(), &id, std::path::Path::new("/log"), 0);
     (m, p)
 }
 

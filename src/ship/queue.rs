@@ -257,6 +257,7 @@ mod tests {
         for i in 0..n {
             b.records.push(Bytes::from(vec![b'x'; len]));
             b.meta.push(RecordMeta {
+                source: 0,
                 file,
                 offset: start + (i * len) as u64,
                 lines: 1,

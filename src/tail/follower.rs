@@ -23,7 +23,6 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,9 +32,10 @@ use super::discovery::{AtPath, Scope};
 use super::handle::{Handle, Phase, Read};
 use crate::config::ReadFrom;
 use crate::handover::Line;
+use crate::handover::SourceId;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::progress::{FileEntry, FileKey, Identity, Progress};
+use crate::progress::{Chain, FileEntry, FileKey, Identity, Progress};
 
 /// Finished rotated files kept open for late writers: more than any rotation scheme
 /// produces within `--rotate-wait`, far below the open-files limit.
@@ -55,6 +55,9 @@ pub struct TailSettings {
     /// firetail's own files (checkpoint, dead-letter): never shipped, whatever their
     /// names; files named like them plus a suffix (`.tmp`, `.1`) neither.
     pub own_files: Vec<PathBuf>,
+    /// The source the path belongs to, and its name.
+    pub source: SourceId,
+    pub source_name: String,
 }
 
 /// Where the next file at the path starts.
@@ -66,6 +69,8 @@ pub enum StartAt {
 }
 
 /// The file at the path.
+// One per follower: boxing the handle would save nothing worth an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Current {
     /// None yet (missing, or not a regular file): the next one starts here.
@@ -91,7 +96,9 @@ pub struct Follower {
     pub(super) progress: Arc<Progress>,
     pub(super) metrics: Arc<Metrics>,
     health: Arc<Health>,
-    next_key: FileKey,
+    /// The source and the path this follower follows, stamped on every file it opens.
+    chain: Chain,
+    source: SourceId,
     pub(super) current: Current,
     /// Files rotated away, oldest first.
     pub(super) rotated: VecDeque<Handle>,
@@ -128,7 +135,8 @@ impl Follower {
             progress,
             metrics,
             health,
-            next_key: 0,
+            chain: Chain::new(&settings.source_name, &settings.path),
+            source: settings.source,
             current: Current::Waiting(StartAt::Beginning),
             rotated: VecDeque::new(),
             known: HashMap::new(),
@@ -188,8 +196,16 @@ impl Follower {
         path: &Path,
         offset: u64,
     ) -> io::Result<Handle> {
-        let h = Handle::open(self.next_key, file, meta, path, offset, &self.progress)?;
-        self.next_key += 1;
+        let key = self.progress.new_key();
+        let h = Handle::open(
+            (key, self.source),
+            &self.chain,
+            file,
+            meta,
+            path,
+            offset,
+            &self.progress,
+        )?;
         self.metrics.files_opened.inc();
         Ok(h)
     }
@@ -428,10 +444,9 @@ impl Follower {
     }
 
     pub(super) fn set_path_error(&self, kind: Option<&'static str>) {
-        let was = self
-            .health
-            .path_error
-            .swap(kind.is_some(), Ordering::Relaxed);
+        let was =
+            self.health
+                .set_problem(&self.chain.source, self.path(), kind.map(str::to_string));
         match kind {
             Some(kind) if !was => {
                 tracing::error!(file = %self.path().display(), kind, "The log path is not a regular file; not reading it, and not ready, until a regular file is back.")

@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::handover::Line;
+use crate::handover::{Line, SourceId};
 use crate::progress::FileKey;
 
 /// How much of an oversize line is kept for the dead-letter file. Bounds memory
@@ -41,6 +41,8 @@ pub struct Framer {
     /// An oversize line in progress past [`KEEP_OVERSIZE_BYTES`]: its start, what was
     /// kept of it, and how many bytes were dropped after that.
     oversize: Option<(u64, Bytes, u64)>,
+    /// The source the file belongs to, stamped on every line.
+    pub source: SourceId,
 }
 
 impl Framer {
@@ -50,7 +52,14 @@ impl Framer {
             offset,
             scanned: 0,
             oversize: None,
+            source: 0,
         }
+    }
+
+    /// The framer of a file of `source`.
+    pub fn with_source(mut self, source: SourceId) -> Framer {
+        self.source = source;
+        self
     }
 
     /// Offset just after the bytes read so far (the file position).
@@ -117,6 +126,7 @@ impl Framer {
             self.scanned = 0;
             out.push(match self.oversize.take() {
                 None => Line {
+                    source: self.source,
                     file: key,
                     start: end - take as u64,
                     end,
@@ -124,6 +134,7 @@ impl Framer {
                     data,
                 },
                 Some((start, kept, _dropped)) => Line {
+                    source: self.source,
                     file: key,
                     start,
                     end,
@@ -166,6 +177,7 @@ impl Framer {
         self.scanned = 0;
         match self.oversize.take() {
             Some((start, kept, _)) => out.push(Line {
+                source: self.source,
                 file: key,
                 start,
                 end,
@@ -176,6 +188,7 @@ impl Framer {
                 let mut data = partial;
                 data.extend_from_slice(b"\n");
                 out.push(Line {
+                    source: self.source,
                     file: key,
                     start: self.offset,
                     end,

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::discovery::mtime_ns;
 use super::framing::Framer;
-use crate::handover::Line;
-use crate::progress::{FileKey, Identity, Progress};
+use crate::handover::{Line, SourceId};
+use crate::progress::{Chain, FileKey, Identity, Progress};
 
 /// Bytes read per call before control returns to the async shell, so a huge backlog
 /// is handed downstream (and back-pressured) in steps of about a batch.
@@ -75,7 +75,8 @@ impl Handle {
     /// learns of it (with `--read-from end` this is what gets the first checkpoint
     /// written before anything is acknowledged).
     pub fn open(
-        key: FileKey,
+        (key, source): (FileKey, SourceId),
+        chain: &Chain,
         file: File,
         meta: &Metadata,
         path: &Path,
@@ -83,14 +84,14 @@ impl Handle {
         progress: &Progress,
     ) -> io::Result<Handle> {
         let identity = Identity::of(&file, meta)?;
-        progress.open(key, &identity, path, offset);
+        progress.open(key, chain, &identity, path, offset);
         progress.seen(key, meta.len(), mtime_ns(meta));
         Ok(Handle {
             key,
             file,
             identity,
             path: path.to_path_buf(),
-            framer: Framer::new(offset),
+            framer: Framer::new(offset).with_source(source),
             phase: Phase::Reading,
             deleted: false,
         })
@@ -110,7 +111,7 @@ impl Handle {
         self.identity = Identity::of(&file, meta)?;
         let before = std::mem::replace(&mut self.file, file);
         self.path = path.to_path_buf();
-        self.framer = Framer::new(offset);
+        self.framer = Framer::new(offset).with_source(self.framer.source);
         self.phase = Phase::Reading;
         progress.set_identity(self.key, &self.identity);
         progress.set_path(self.key, path);

@@ -8,6 +8,8 @@ fn follower(path: &Path, progress: Arc<Progress>) -> Follower {
         read_from: ReadFrom::Beginning,
         rotate_wait: Duration::from_secs(30),
         own_files: Vec::new(),
+        source: 0,
+        source_name: "default".to_string(),
     };
     let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
     Follower::new(&settings, &[], progress, m, h).unwrap()
@@ -102,6 +104,8 @@ fn at_most_64_finished_rotated_files_stay_open_oldest_let_go_first() {
         read_from: ReadFrom::Beginning,
         rotate_wait: Duration::from_secs(3600),
         own_files: Vec::new(),
+        source: 0,
+        source_name: "default".to_string(),
     };
     let mut fol = Follower::new(
         &settings,

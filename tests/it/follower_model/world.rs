@@ -84,6 +84,8 @@ fn settings(path: &Path) -> Settings {
         // Nothing retires by time inside a test case: late writers are never cut off.
         rotate_wait: Duration::from_secs(3600),
         own_files: vec![path.with_file_name(".firetail-access.log.json")],
+        source: 0,
+        source_name: "default".to_string(),
     }
 }
 

@@ -88,6 +88,8 @@ fn settings(path: &Path) -> Settings {
         read_from: ReadFrom::Beginning,
         rotate_wait: Duration::from_secs(3600),
         own_files: vec![path.with_file_name("cp.json")],
+        source: 0,
+        source_name: "default".to_string(),
     }
 }
 
