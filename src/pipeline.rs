@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::batch::{self, BatchSettings};
+use crate::batch::{self, BatchSettings, FieldSettings, FieldTally};
 use crate::checkpoint::{self, Checkpointer};
 use crate::config::Config;
 use crate::deadletter::DeadLetter;
@@ -275,6 +275,8 @@ fn start_lane(
         invalid_json: config.invalid_json,
         pace: pace.clone(),
         due,
+        // Counted in memory until the metrics have the fields' series per source.
+        fields: FieldSettings::from_config(config, Arc::new(FieldTally::default())),
     };
     let (progress, metrics, dead_letter) = (
         shared.progress.clone(),

@@ -74,6 +74,15 @@ pub struct Suffix {
 }
 
 impl Suffix {
+    /// The most bytes a splice adds with it.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     fn piece(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
@@ -114,6 +123,11 @@ impl Fields {
             source_key: source_field.map(key_part),
             file_key: file_field.map(key_part),
         }
+    }
+
+    /// True when no field is configured.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// The encoded fields for the lines of one file; the caller keeps it per file.
