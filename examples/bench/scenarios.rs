@@ -2,7 +2,7 @@
 //! agent on its sink, stopping it, and the row's counters.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,8 @@ pub fn backlog(ctx: &Ctx, agent: Agent, mode: Mode, perf: Option<&Path>) -> Row 
     let log = dir.path().join("access.log");
     std::fs::write(&log, ctx.lines.slice(0, n)).expect("write the backlog");
     // The sink's threads are new, so their CPU so far is all this run's.
-    let (sink, mut child, ready_ms, notes) = start_agent(ctx, agent, mode, &log, &dir, false);
+    let logs = [log];
+    let (sink, mut child, ready_ms, notes) = start_agent(ctx, agent, mode, &logs, &dir, false);
     row.ready_ms = ready_ms;
     row.notes.extend(notes);
     let perf = perf.map(|out| start_perf(child.pid, out));
@@ -83,7 +84,7 @@ pub fn drain(ctx: &Ctx, mode: Mode) -> Row {
     let sink = Sink::start(ctx, mode.tls, true);
     let mut child = Child::spawn(
         &ctx.bin,
-        &firetail_args(&log, mode.aggregate),
+        &firetail_args(std::slice::from_ref(&log), mode),
         &sink.env(ctx),
     );
     row.ready_ms = child
@@ -128,14 +129,14 @@ pub fn drain(ctx: &Ctx, mode: Mode) -> Row {
     row
 }
 
-/// The sink and the agent on `log`, started: firetail until `/readyz` answers 200
+/// The sink and the agent on `logs` (Fluent Bit: one), started: firetail until `/readyz` answers 200
 /// (its ready time), Fluent Bit until its tail input has opened the DB (said in a note:
 /// it has no readiness endpoint).
 pub fn start_agent(
     ctx: &Ctx,
     agent: Agent,
     mode: Mode,
-    log: &Path,
+    logs: &[PathBuf],
     dir: &tempfile::TempDir,
     store: bool,
 ) -> (Sink, Child, Option<f64>, Vec<String>) {
@@ -143,7 +144,7 @@ pub fn start_agent(
     match (agent, ctx.fluent_bit.as_ref()) {
         (Agent::FluentBit, Some(fluent_bit)) => {
             let sink = Sink::start_for_fluent_bit(ctx, fluent_bit, store);
-            let child = fluent_bit.spawn(log, dir.path(), DEFAULT_STREAM, &ctx.certs.ca_file);
+            let child = fluent_bit.spawn(&logs[0], dir.path(), DEFAULT_STREAM, &ctx.certs.ca_file);
             let note = match fluentbit::wait_started(&child, dir.path(), Duration::from_secs(30)) {
                 Some(d) => format!("tail input open {:.0} ms after spawn", ms(d)),
                 None => "tail input not open after 30 s".to_owned(),
@@ -154,7 +155,7 @@ pub fn start_agent(
         (Agent::Floor, _) => unreachable!("the floor has a driver of its own"),
         (Agent::Firetail, _) => {
             let sink = Sink::start(ctx, mode.tls, store);
-            let args = firetail_args(log, mode.aggregate);
+            let args = firetail_args(logs, mode);
             let mut child = Child::spawn(&ctx.bin, &args, &sink.env(ctx));
             let ready = child.wait_ready(Duration::from_secs(30)).map(ms);
             (sink, child, ready, Vec::new())
@@ -162,12 +163,10 @@ pub fn start_agent(
     }
 }
 
-pub fn agg_label(mode: Mode) -> &'static str {
-    if mode.aggregate {
-        " --aggregate"
-    } else {
-        ""
-    }
+/// The mode as the progress messages name it after the transport.
+pub fn agg_label(mode: Mode) -> String {
+    let agg = if mode.aggregate { " --aggregate" } else { "" };
+    format!("{agg}{}", mode.variant())
 }
 
 pub fn run_dir(ctx: &Ctx) -> tempfile::TempDir {
