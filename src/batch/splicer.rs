@@ -21,13 +21,13 @@ use crate::progress::{FileKey, Progress};
 
 /// Where the batch stage counts what became of each line's fields, per source: the
 /// pipeline passes its metrics, tests a [`FieldTally`].
-pub trait FieldCounts: Send + Sync + fmt::Debug {
+pub trait FieldCounts: Send + Sync {
     /// One record line of `source` was spliced with the outcome `what`.
     fn count(&self, source: SourceId, what: Splice);
 }
 
 /// The fields and what the batch stage needs to write them.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FieldSettings {
     pub fields: Arc<Fields>,
     /// Every source's name, indexed by [`SourceId`] (the `--source-field` value).
@@ -81,6 +81,15 @@ pub struct Splicer {
     suffixes: HashMap<FileKey, Suffix>,
     arena: BytesMut,
     too_large: LogThrottle,
+}
+
+impl fmt::Debug for FieldSettings {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("FieldSettings")
+            .field("fields", &self.fields)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FieldSettings {
