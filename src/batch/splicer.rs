@@ -131,8 +131,20 @@ impl Splicer {
         if self.arena.capacity() < need {
             self.arena = BytesMut::with_capacity(need.max(ARENA));
         }
-        let what = splice_into(&line.data, shape, suffix, MAX_RECORD_BYTES, &mut self.arena);
-        let data = self.arena.split().freeze();
+        let what = match shape {
+            Shape::NotObject => Splice::NotObject,
+            Shape::Object { .. } => {
+                splice_into(&line.data, shape, suffix, MAX_RECORD_BYTES, &mut self.arena)
+            }
+        };
+        let data = match what {
+            Splice::Spliced | Splice::AppKept(_) => self.arena.split().freeze(),
+            // Unchanged: the line's own bytes, not a copy.
+            Splice::NotObject | Splice::TooLarge => {
+                self.arena.clear();
+                line.data.clone()
+            }
+        };
         self.settings.counts.count(source, what);
         if what == Splice::TooLarge {
             self.warn_too_large(source);
