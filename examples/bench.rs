@@ -291,6 +291,8 @@ struct Mode {
     /// The sources rows (`bench/sources.rs`): three `--add-field`s, and how many files
     /// the lines are spread over (1 but there).
     fields: bool,
+    /// The control for `fields`: the lines hold the same fields, written by the app.
+    app_fields: bool,
     files: usize,
 }
 
@@ -300,6 +302,7 @@ impl Mode {
             tls,
             aggregate,
             fields: false,
+            app_fields: false,
             files: 1,
         }
     }
@@ -309,6 +312,9 @@ impl Mode {
         let mut v = String::new();
         if self.fields {
             v.push_str(", 3 added fields");
+        }
+        if self.app_fields {
+            v.push_str(", the 3 fields in the lines");
         }
         if self.files > 1 {
             v.push_str(&format!(", {} files", self.files));

@@ -25,7 +25,13 @@ pub fn backlog(ctx: &Ctx, agent: Agent, mode: Mode, perf: Option<&Path>) -> Row 
     let mut row = Row::new(Scenario::Backlog, mode);
     let dir = run_dir(ctx);
     let log = dir.path().join("access.log");
-    std::fs::write(&log, ctx.lines.slice(0, n)).expect("write the backlog");
+    let backlog = ctx.lines.slice(0, n);
+    let written = if mode.app_fields {
+        crate::sources::with_fields_written(backlog)
+    } else {
+        backlog.to_vec()
+    };
+    std::fs::write(&log, written).expect("write the backlog");
     // The sink's threads are new, so their CPU so far is all this run's.
     let logs = [log];
     let (sink, mut child, ready_ms, notes) = start_agent(ctx, agent, mode, &logs, &dir, false);

@@ -2,7 +2,10 @@
 //! back so that both halves share the machine's moment:
 //!
 //! - `--fields-cost`: scenario 1 without, then with three `--add-field`s (a pod's
-//!   identity from the Downward API): the splice's CPU per line;
+//!   identity from the Downward API), then without them but with the same three
+//!   fields already in every line: the first pair is what the fields cost in all
+//!   (longer records cost more to encode, encrypt and send), the last pair what the
+//!   splice itself costs (the same bytes shipped);
 //! - `--four-files`: scenario 2 at `--steady-rate` into one file, then the same total
 //!   rate spread over four files, each its own `--source` shipping to the one stream:
 //!   what following several files costs.
@@ -22,6 +25,28 @@ pub const FIELDS: [&str; 3] = [
     "--add-field=namespace=shop",
     "--add-field=node=ip-10-0-12-34.eu-west-1.compute.internal",
 ];
+
+/// `lines` as an app would write them with the three fields itself, at the end of each
+/// object: the bytes firetail ships with `--add-field`, without the splice.
+pub fn with_fields_written(lines: &[u8]) -> Vec<u8> {
+    let suffix: String = FIELDS
+        .iter()
+        .map(|f| {
+            let (k, v) = f["--add-field=".len()..].split_once('=').unwrap();
+            format!(",\"{k}\":\"{v}\"")
+        })
+        .collect();
+    let mut out = Vec::with_capacity(lines.len() + lines.len() / 3);
+    for line in lines.split_inclusive(|b| *b == b'\n') {
+        let body = line
+            .strip_suffix(b"}\n")
+            .expect("a bench line is one JSON object");
+        out.extend_from_slice(body);
+        out.extend_from_slice(suffix.as_bytes());
+        out.extend_from_slice(b"}\n");
+    }
+    out
+}
 
 /// A `--source` for each log, all to the fake's stream.
 pub fn source_args(logs: &[PathBuf]) -> Vec<String> {
@@ -47,6 +72,11 @@ pub fn rows(ctx: &Ctx, tls: bool) -> Vec<Row> {
             ..base
         };
         rows.push(backlog(ctx, Agent::Firetail, fields, None));
+        let app_fields = Mode {
+            app_fields: true,
+            ..base
+        };
+        rows.push(backlog(ctx, Agent::Firetail, app_fields, None));
     }
     if ctx.opts.four_files {
         let rate = ctx.opts.steady_rate;
@@ -71,7 +101,8 @@ pub fn summary(rows: &[Row]) -> String {
         (Some(a), Some(b)) if a > 0.0 => format!("{:+.0} %", (b / a - 1.0) * 100.0),
         _ => "—".into(),
     };
-    let fields = pair(Scenario::Backlog, &|r| r.variant.contains("fields"));
+    let fields = pair(Scenario::Backlog, &|r| r.variant.contains("added fields"));
+    let written = pair(Scenario::Backlog, &|r| r.variant.contains("in the lines"));
     let files = pair(Scenario::Steady, &|r| r.variant.contains("files"));
     if fields.is_none() && files.is_none() {
         return t;
@@ -87,6 +118,15 @@ pub fn summary(rows: &[Row]) -> String {
             opt(b.cpu_per_m, 2),
             opt(v.cpu_per_m, 2),
             change(b.cpu_per_m, v.cpu_per_m)
+        );
+    }
+    if let (Some((_, added)), Some((_, app))) = (fields, written) {
+        let _ = writeln!(
+            t,
+            "| 1 backlog: the 3 fields in the lines / added by firetail (same bytes) | CPU-s per M lines | {} | {} | {} |",
+            opt(app.cpu_per_m, 2),
+            opt(added.cpu_per_m, 2),
+            change(app.cpu_per_m, added.cpu_per_m)
         );
     }
     if let Some((b, v)) = files {
