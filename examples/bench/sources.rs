@@ -101,6 +101,15 @@ pub fn summary(rows: &[Row]) -> String {
         (Some(a), Some(b)) if a > 0.0 => format!("{:+.0} %", (b / a - 1.0) * 100.0),
         _ => "—".into(),
     };
+    // A run that lost lines compares nothing: say so instead of a change.
+    let short = |r: &Row| r.notes.iter().any(|n| n.starts_with("only "));
+    let change_of = |a: &Row, b: &Row, f: &dyn Fn(&Row) -> Option<f64>| {
+        if short(a) || short(b) {
+            "— (lines missing: see the notes)".to_owned()
+        } else {
+            change(f(a), f(b))
+        }
+    };
     let fields = pair(Scenario::Backlog, &|r| r.variant.contains("added fields"));
     let written = pair(Scenario::Backlog, &|r| r.variant.contains("in the lines"));
     let files = pair(Scenario::Steady, &|r| r.variant.contains("files"));
@@ -117,7 +126,7 @@ pub fn summary(rows: &[Row]) -> String {
             "| 1 backlog: no fields / 3 added fields | CPU-s per M lines | {} | {} | {} |",
             opt(b.cpu_per_m, 2),
             opt(v.cpu_per_m, 2),
-            change(b.cpu_per_m, v.cpu_per_m)
+            change_of(b, v, &|r| r.cpu_per_m)
         );
     }
     if let (Some((_, added)), Some((_, app))) = (fields, written) {
@@ -126,7 +135,7 @@ pub fn summary(rows: &[Row]) -> String {
             "| 1 backlog: the 3 fields in the lines / added by firetail (same bytes) | CPU-s per M lines | {} | {} | {} |",
             opt(app.cpu_per_m, 2),
             opt(added.cpu_per_m, 2),
-            change(app.cpu_per_m, added.cpu_per_m)
+            change_of(app, added, &|r| r.cpu_per_m)
         );
     }
     if let Some((b, v)) = files {
@@ -143,7 +152,7 @@ pub fn summary(rows: &[Row]) -> String {
                 b.offered,
                 opt(f(b), 2),
                 opt(f(v), 2),
-                change(f(b), f(v))
+                change_of(b, v, &f)
             );
         }
     }
