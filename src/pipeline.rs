@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::progress::{FileEntry, Progress};
 use crate::report::{log_report, report, Report};
 use crate::ship::{self, ShipSettings, Shipper};
-use crate::tail::{self, Follower, TailSettings};
+use crate::tail::{self, SourceSpec, Tail, TailSettings};
 use drain::{Failure, Stop};
 
 mod drain;
@@ -156,7 +156,7 @@ impl Pipeline {
         ));
         let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
         let resume_from = checkpointer.load_retrying(&health).await;
-        let follower = follow(config, &resume_from, &progress, &metrics, &health)?;
+        let tail = follow(config, &resume_from, &progress, &metrics, &health)?;
         log_start(config, addr, resume_from.len());
 
         let (drain_tx, drain_rx) = watch::channel(false);
@@ -169,7 +169,7 @@ impl Pipeline {
         let (quiet, following) = (config.drain_quiet, health.following.clone());
         let cadence = tail::Cadence::new(config.flush_interval, due.clone());
         let tail = tokio::spawn(async move {
-            tail::run(follower, line_tx, drain_rx, quiet, cadence, following).await?;
+            tail::run(tail, line_tx, drain_rx, quiet, cadence, following).await?;
             Ok(())
         });
         let settings = BatchSettings {
@@ -226,25 +226,28 @@ impl Pipeline {
     }
 }
 
-/// The tail's follower, resumed from the checkpoint's entries.
+/// The tail of the one source, resumed from the checkpoint's entries.
 fn follow(
     config: &Config,
     resume_from: &[FileEntry],
     progress: &Arc<Progress>,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
-) -> anyhow::Result<Follower> {
+) -> anyhow::Result<Tail> {
     tail::raise_nofile_limit();
     let settings = TailSettings {
-        path: config.path.clone(),
+        sources: vec![SourceSpec {
+            id: 0,
+            name: "default".to_string(),
+            path: config.path.clone(),
+        }],
         read_from: config.read_from,
         rotate_wait: config.rotate_wait,
         own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
-        source: 0,
-        source_name: "default".to_string(),
+        max_files: 1024,
     };
-    Follower::new(
-        &settings,
+    Tail::new(
+        settings,
         resume_from,
         progress.clone(),
         metrics.clone(),

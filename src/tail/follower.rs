@@ -46,9 +46,9 @@ pub const MAX_FINISHED_OPEN: usize = 64;
 /// handle, but nobody can open it again.
 const DELETED_GRACE: Duration = Duration::from_secs(1);
 
-/// What the follower needs to know besides the ledger.
+/// What the follower of one path needs to know besides the ledger.
 #[derive(Debug, Clone)]
-pub struct TailSettings {
+pub struct FollowSettings {
     pub path: PathBuf,
     pub read_from: ReadFrom,
     pub rotate_wait: Duration,
@@ -69,6 +69,8 @@ pub enum StartAt {
 }
 
 /// The file at the path.
+// One per follower, replaced only when a file comes or goes: a box would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Current {
     /// None yet (missing, or not a regular file): the next one starts here.
@@ -110,6 +112,22 @@ pub struct Follower {
     pub(super) last_scan: Instant,
     /// The drain's last scan is done.
     drain_scanned: bool,
+    /// Nothing was at the path at the last look.
+    pub(super) path_missing: bool,
+    /// The files the last poll or drain step could not read for want of room in their
+    /// share of the duplicate window.
+    blocked: Vec<FileKey>,
+}
+
+/// What one read of a follower's files came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// It read, or met a truncation: call again.
+    More,
+    /// Every file is at its end.
+    End,
+    /// The file to read next has no room in its share of the window (see `blocked`).
+    Blocked,
 }
 
 /// Siblings are also scanned this often without a rotation to prompt it: a copy made of
@@ -121,7 +139,7 @@ impl Follower {
     /// Starts following: from the checkpoint's entries when there are any; else the
     /// file at the path now per `read_from`, and every sibling present now is old.
     pub fn new(
-        settings: &TailSettings,
+        settings: &FollowSettings,
         checkpoint: &[FileEntry],
         progress: Arc<Progress>,
         metrics: Arc<Metrics>,
@@ -142,6 +160,8 @@ impl Follower {
             rescan: false,
             last_scan: Instant::now(),
             drain_scanned: false,
+            path_missing: false,
+            blocked: Vec::new(),
         };
         if checkpoint.is_empty() {
             for c in f.scope.scan()? {
@@ -210,37 +230,96 @@ impl Follower {
     }
 
     /// Reads what is available, up to a budget. True when there may be more at once
-    /// (call again); false when every file is at its end.
+    /// (call again); false when every file is at its end, or the file to read next
+    /// has no room in its share of the duplicate window ([`Follower::blocked`]).
     pub fn poll(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
-        // No room in the duplicate window: nothing is read, so no read below can be
+        self.blocked.clear();
+        // No room for any open file: nothing is read, so no read below can be
         // mistaken for the end of a file.
-        if self.progress.room() == 0 {
-            return Ok(true);
+        if self.all_full() {
+            return Ok(false);
         }
         self.look_at_path()?;
         if self.rescan || self.last_scan.elapsed() >= SCAN_EVERY {
             self.adopt_unknown_siblings()?;
         }
-        if self.read_once(out, true)? {
-            return Ok(true);
+        match self.read_once(out, true)? {
+            Step::More => return Ok(true),
+            Step::Blocked => return Ok(false),
+            Step::End => {}
         }
         self.retire_done(out, false);
         Ok(false)
     }
 
-    /// One read of the first file (oldest first) with bytes. True when it read, hit a
-    /// full window or a truncation (call again). With `settle`, a read of the current
+    /// True when files are open and none has room in its share of the window; then
+    /// they are all [`Follower::blocked`].
+    fn all_full(&mut self) -> bool {
+        let keys = self.keys();
+        if keys.is_empty() || keys.iter().any(|k| self.progress.room_for(*k) > 0) {
+            return false;
+        }
+        self.blocked = keys;
+        true
+    }
+
+    /// The files the last poll or drain step could not read for want of room in their
+    /// share of the duplicate window: waiting for room for one of them
+    /// ([`Progress::wait_for_room_for`]) is waiting for this follower to read again.
+    pub fn blocked(&self) -> &[FileKey] {
+        &self.blocked
+    }
+
+    /// The keys of the files open now, oldest first.
+    pub fn keys(&self) -> Vec<FileKey> {
+        let cur = match &self.current {
+            Current::Open(h) => Some(h.key),
+            Current::Waiting(_) => None,
+        };
+        self.rotated.iter().map(|h| h.key).chain(cur).collect()
+    }
+
+    /// Files open now (descriptors held), rotated ones included.
+    pub fn open_files(&self) -> usize {
+        self.rotated.len() + usize::from(matches!(self.current, Current::Open(_)))
+    }
+
+    /// True when the follower has nothing left to do until a file comes to the path:
+    /// nothing there at the last look, and every file it read is read and let go.
+    pub fn is_done(&self) -> bool {
+        self.path_missing && self.rotated.is_empty() && matches!(self.current, Current::Waiting(_))
+    }
+
+    /// One read of a rotated file (`Some(index)`) or the current one, on the file's
+    /// share of the window.
+    fn read_file(&mut self, i: Option<usize>, out: &mut Vec<Line>) -> io::Result<Read> {
+        let h = match i {
+            Some(i) => &mut self.rotated[i],
+            None => match &mut self.current {
+                Current::Open(h) => h,
+                Current::Waiting(_) => return Ok(Read::AtEnd),
+            },
+        };
+        let budget = self.progress.room_for(h.key);
+        let read = h.read(&self.progress, budget, out)?;
+        if read == Read::WindowFull {
+            self.blocked.push(h.key);
+        }
+        Ok(read)
+    }
+
+    /// One read of the first file (oldest first) with bytes: More when it read or met
+    /// a truncation (call again). With `settle`, a read of the current
     /// file that took every byte it held counts as its end: the next wake-up reads on,
     /// rather than a second round of checks now (half the system calls of a wake-up
     /// at a steady rate). Rotated files are always read until a read finds their end,
     /// which is what starts their `--rotate-wait`.
-    fn read_once(&mut self, out: &mut Vec<Line>, settle: bool) -> io::Result<bool> {
+    fn read_once(&mut self, out: &mut Vec<Line>, settle: bool) -> io::Result<Step> {
         for i in 0..self.rotated.len() {
-            let budget = self.progress.room();
-            match self.rotated[i].read(&self.progress, budget, out)? {
+            match self.read_file(Some(i), out)? {
                 Read::AtEnd => continue,
                 Read::Data(n) | Read::ToEnd(n) => self.bytes_read += n as u64,
-                Read::WindowFull => {}
+                Read::WindowFull => return Ok(Step::Blocked),
                 Read::Truncated => {
                     let old = self.rotated.remove(i).expect("index in range");
                     match self.truncated(old)? {
@@ -252,24 +331,21 @@ impl Follower {
                         }
                         Err(old) => {
                             self.rotated.insert(i, old);
-                            return Ok(false);
+                            return Ok(Step::End);
                         }
                     }
                 }
             }
-            return Ok(true);
+            return Ok(Step::More);
         }
-        let Current::Open(cur) = &mut self.current else {
-            return Ok(false);
-        };
-        match cur.read(&self.progress, self.progress.room(), out)? {
-            Read::AtEnd => return Ok(false),
+        match self.read_file(None, out)? {
+            Read::AtEnd => return Ok(Step::End),
             Read::Data(n) => self.bytes_read += n as u64,
             Read::ToEnd(n) => {
                 self.bytes_read += n as u64;
-                return Ok(!settle);
+                return Ok(if settle { Step::End } else { Step::More });
             }
-            Read::WindowFull => {}
+            Read::WindowFull => return Ok(Step::Blocked),
             Read::Truncated => {
                 let Current::Open(old) =
                     std::mem::replace(&mut self.current, Current::Waiting(StartAt::Beginning))
@@ -283,24 +359,26 @@ impl Follower {
                     }
                     Err(old) => {
                         self.current = Current::Open(old);
-                        return Ok(false);
+                        return Ok(Step::End);
                     }
                 }
             }
         }
-        Ok(true)
+        Ok(Step::More)
     }
 
     /// Drain end, one bounded step at a time (like [`Follower::poll`]): every open file
     /// is read to its end first; then partial last lines are handed on (with `\n`) and
     /// rotated files retired. True while there is more to do.
     pub fn finish(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        self.blocked.clear();
         if !self.drain_scanned {
             self.drain_scanned = true;
             self.look_at_path()?;
             self.adopt_unknown_siblings()?;
         }
-        if self.progress.room() == 0 || self.read_once(out, false)? {
+        // A full share is not the end: the caller waits for room ([`Follower::blocked`]).
+        if self.all_full() || self.read_once(out, false)? != Step::End {
             return Ok(true);
         }
         self.retire_done(out, true);
@@ -394,6 +472,7 @@ impl Follower {
                 return Ok(());
             }
         };
+        self.path_missing = matches!(at_path, AtPath::Missing);
         match at_path {
             AtPath::Missing => {
                 self.set_path_error(None);

@@ -88,6 +88,18 @@ impl Follower {
             .find(|h| (h.identity.dev, h.identity.ino) == inode)
     }
 
+    /// The (device, inode) of every file open now.
+    pub(super) fn open_inodes(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let cur = match &self.current {
+            Current::Open(h) => Some(h),
+            Current::Waiting(_) => None,
+        };
+        self.rotated
+            .iter()
+            .chain(cur)
+            .map(|h| (h.identity.dev, h.identity.ino))
+    }
+
     /// Siblings nobody told us about are files rotated while we were behind: they are
     /// read from 0, oldest first, after the files already open. A sibling that is a copy
     /// of an open file (copytruncate in progress) is left for the truncation to find.

@@ -1,0 +1,369 @@
+//! The tail of one lane over several sources (docs/design.md#sources): the real `Tail`
+//! reading real files — literal paths and globs, files coming and going, logrotate's
+//! `dateext` forms, `--max-files`, fairness between a burst and a trickle, a restart
+//! from the checkpoint's entries.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use firetail::config::ReadFrom;
+use firetail::health::Health;
+use firetail::metrics::Metrics;
+use firetail::progress::{FileEntry, Progress, Span};
+use firetail::tail::{Line, SourceSpec, Tail, TailSettings};
+
+fn settings(sources: &[&Path], max_files: usize, read_from: ReadFrom) -> TailSettings {
+    TailSettings {
+        sources: sources
+            .iter()
+            .enumerate()
+            .map(|(i, p)| SourceSpec {
+                id: i as u16,
+                name: format!("s{i}"),
+                path: p.to_path_buf(),
+            })
+            .collect(),
+        read_from,
+        rotate_wait: Duration::ZERO,
+        own_files: Vec::new(),
+        max_files,
+    }
+}
+
+fn start(s: TailSettings, entries: &[FileEntry]) -> (Tail, Arc<Progress>) {
+    let progress = Arc::new(Progress::default());
+    let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+    (
+        Tail::new(s, entries, progress.clone(), m, h).unwrap(),
+        progress,
+    )
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn text(l: &Line) -> String {
+    String::from_utf8(l.data.to_vec()).unwrap()
+}
+
+/// Polls until the tail says it is at the end of every file.
+fn poll_all(t: &mut Tail) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..100_000 {
+        if !t.poll(&mut out).unwrap() {
+            return out.iter().map(text).collect();
+        }
+    }
+    panic!("the tail never reached the end of its files");
+}
+
+/// Each line once: a count per line.
+fn counted(lines: &[String]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for l in lines {
+        *m.entry(l.clone()).or_default() += 1;
+    }
+    m
+}
+
+/// Registers and acknowledges every line, as the later stages do once shipped.
+fn ack(progress: &Progress, lines: &[Line]) {
+    let spans: Vec<Span> = lines
+        .iter()
+        .map(|l| Span {
+            file: l.file,
+            start: l.start,
+            end: l.end,
+            lines: 1,
+        })
+        .collect();
+    progress.register(&spans);
+    progress.ack(&spans);
+    progress.persisted(&progress.snapshot());
+}
+
+#[test]
+fn a_glob_follows_a_file_created_while_running_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("a.log"), "a1\n");
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    assert_eq!(poll_all(&mut t), ["a1\n"]);
+    append(&dir.path().join("b.log"), "b1\nb2\n");
+    append(&dir.path().join("b.txt"), "not matched\n");
+    t.discover_soon();
+    assert_eq!(poll_all(&mut t), ["b1\n", "b2\n"]);
+}
+
+/// The async shell picks a new file up on inotify's word, well before the periodic
+/// scan (every 5 s) would.
+#[tokio::test]
+async fn a_new_file_is_picked_up_on_inotify_before_the_periodic_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, _) = start(
+        settings(&[&dir.path().join("*.log")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let (_drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let due = Arc::new(firetail::flush_clock::Due::new());
+    let cadence = firetail::tail::Cadence::new(Duration::from_secs(1), due);
+    let following = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run = tokio::spawn(firetail::tail::run(
+        t,
+        tx,
+        drain_rx,
+        Duration::from_millis(100),
+        cadence,
+        following.clone(),
+    ));
+    while !following.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Past the first wake-up's scan, and the watch in place.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    append(&dir.path().join("new.log"), "hello\n");
+    let got = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+        .await
+        .expect("the new file's line within 3 s: inotify, not the 5 s scan")
+        .unwrap();
+    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), ["hello\n"]);
+    run.abort();
+}
+
+/// logrotate with `dateext`, `extension .log` and `copytruncate` makes
+/// `app-20261207.log` of `app.log`: the glob matches both, yet every line leaves once —
+/// the copy is `app.log`'s, where its unread lines are finished from.
+#[test]
+fn a_dateext_copy_the_glob_matches_is_read_once_and_finishes_the_truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.log");
+    append(&app, "1\n2\n");
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let mut lines = poll_all(&mut t);
+    // Written, not read yet, when logrotate copies and truncates.
+    append(&app, "3\n4\n");
+    std::fs::copy(&app, dir.path().join("app-20261207.log")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&app, "5\n");
+    t.discover_soon();
+    lines.extend(poll_all(&mut t));
+    t.discover_soon();
+    lines.extend(poll_all(&mut t));
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["1\n", "2\n", "3\n", "4\n", "5\n"], "got {lines:?}");
+}
+
+#[test]
+fn a_dateext_rename_the_glob_matches_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.log");
+    append(&app, "1\n");
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("app*.log")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let mut lines = poll_all(&mut t);
+    append(&app, "2\n");
+    std::fs::rename(&app, dir.path().join("app-20261207.log")).unwrap();
+    append(&app, "3\n");
+    for _ in 0..3 {
+        t.discover_soon();
+        lines.extend(poll_all(&mut t));
+    }
+    assert_eq!(
+        counted(&lines),
+        counted(&["1\n", "2\n", "3\n"].map(String::from))
+    );
+}
+
+#[test]
+fn another_apps_log_named_like_a_dateext_rotation_is_followed_too() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("app.log"), "app\n");
+    append(&dir.path().join("app-worker.log"), "worker\n");
+    append(&dir.path().join("app.log.1"), "rotated before start\n");
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("app*")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let mut lines = poll_all(&mut t);
+    lines.sort();
+    assert_eq!(lines, ["app\n", "worker\n"]);
+}
+
+/// A burst in one file delays another file's lines by one poll at most, and a poll
+/// hands on about one budget, not one per file.
+#[test]
+fn a_burst_in_one_file_delays_another_by_one_poll_at_most() {
+    let dir = tempfile::tempdir().unwrap();
+    let (burst, slow) = (dir.path().join("burst.log"), dir.path().join("slow.log"));
+    let line = format!("{}\n", "b".repeat(999));
+    append(&burst, &line.repeat(8 * 1024));
+    append(&slow, "");
+    let (mut t, _) = start(settings(&[&burst, &slow], 100, ReadFrom::Beginning), &[]);
+    let mut slow_seen = Vec::new();
+    for round in 0..20 {
+        append(&slow, &format!("slow {round}\n"));
+        let mut out = Vec::new();
+        let more = t.poll(&mut out).unwrap();
+        assert!(more, "the burst has more after round {round}");
+        let bytes: u64 = out.iter().map(|l| l.size).sum();
+        assert!(
+            bytes <= 2 * firetail::tail::POLL_BUDGET as u64,
+            "one poll read {bytes} bytes"
+        );
+        slow_seen.extend(out.iter().map(text).filter(|l| l.starts_with("slow")));
+        let due: Vec<String> = (0..round).map(|r| format!("slow {r}\n")).collect();
+        assert!(
+            due.iter().all(|d| slow_seen.contains(d)),
+            "round {round}: the slow file's lines written before the last poll are all read: {slow_seen:?}"
+        );
+    }
+}
+
+/// A subscriber writing into a buffer, to read what was logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `--max-files`: 200 files match, 150 are followed, the WARN names the first one left
+/// out, the count says 50; once files are deleted and let go the rest are followed,
+/// and every line of every file leaves once.
+#[test]
+fn max_files_caps_open_files_and_follows_the_rest_once_files_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |i: usize| dir.path().join(format!("f{i:03}.log"));
+    for i in 0..200 {
+        append(&path(i), &format!("line of {i}\n"));
+    }
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let log = log.clone();
+            move || log.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 150, ReadFrom::Beginning),
+        &[],
+    );
+    let mut lines = poll_all(&mut t);
+    assert_eq!(t.open_files(), 150);
+    assert_eq!(t.counts().get(0), Some((150, 50)));
+    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let warn = logged
+        .lines()
+        .find(|l| l.contains("--max-files"))
+        .expect("a WARN about --max-files");
+    assert!(
+        warn.contains("WARN") && warn.contains("f150.log") && warn.contains("not_followed=50"),
+        "{warn}"
+    );
+    for i in 0..60 {
+        std::fs::remove_file(path(i)).unwrap();
+    }
+    for _ in 0..3 {
+        lines.extend(poll_all(&mut t));
+    }
+    assert_eq!(t.open_files(), 140);
+    assert_eq!(t.counts().get(0), Some((140, 0)));
+    let expected: Vec<String> = (0..200).map(|i| format!("line of {i}\n")).collect();
+    assert_eq!(counted(&lines), counted(&expected));
+}
+
+/// A glob's file deleted and read to its end: its follower goes (memory stays bounded
+/// over files coming and going), and a file at that name later is a new one, read from
+/// its start.
+#[test]
+fn a_deleted_glob_file_is_let_go_and_its_name_later_is_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log");
+    append(&a, "old\n");
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let mut lines = poll_all(&mut t);
+    std::fs::remove_file(&a).unwrap();
+    lines.extend(poll_all(&mut t));
+    lines.extend(poll_all(&mut t));
+    assert_eq!(t.open_files(), 0);
+    assert_eq!(t.followers(), 0, "the follower of a gone file is dropped");
+    append(&a, "new\n");
+    t.discover_soon();
+    lines.extend(poll_all(&mut t));
+    assert_eq!(lines, ["old\n", "new\n"]);
+}
+
+/// A restart resumes every file of a glob at its checkpointed offset, and reads a file
+/// created while firetail was down from its start, even under `--read-from end`.
+#[test]
+fn a_restart_resumes_each_file_of_a_glob_at_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let glob: PathBuf = dir.path().join("*.log");
+    append(&dir.path().join("a.log"), "a1\n");
+    append(&dir.path().join("b.log"), "b1\n");
+    let (mut t, progress) = start(settings(&[&glob], 100, ReadFrom::Beginning), &[]);
+    let mut out = Vec::new();
+    while t.poll(&mut out).unwrap() {}
+    assert_eq!(out.len(), 2);
+    ack(&progress, &out);
+    let entries = progress.entries();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e.source == "s0" && e.offset == 3));
+    drop(t);
+    append(&dir.path().join("a.log"), "a2\n");
+    append(&dir.path().join("b.log"), "b2\n");
+    append(&dir.path().join("c.log"), "c1\n");
+    let (mut t, _) = start(settings(&[&glob], 100, ReadFrom::End), &entries);
+    let mut lines = poll_all(&mut t);
+    lines.sort();
+    assert_eq!(lines, ["a2\n", "b2\n", "c1\n"]);
+}
+
+/// On a first start, `--read-from end` skips what every matched file holds.
+#[test]
+fn a_first_start_reads_every_matched_file_per_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("a.log"), "before\n");
+    append(&dir.path().join("b.log"), "before\n");
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 100, ReadFrom::End),
+        &[],
+    );
+    assert!(poll_all(&mut t).is_empty());
+    append(&dir.path().join("a.log"), "after\n");
+    assert_eq!(poll_all(&mut t), ["after\n"]);
+}
