@@ -21,15 +21,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::discovery::{AtPath, Scope};
-use super::handle::{Handle, Phase, Read};
+use super::discovery::Scope;
+use super::handle::{Handle, Read};
 use crate::config::ReadFrom;
 use crate::handover::Line;
 use crate::handover::SourceId;
@@ -390,184 +389,9 @@ impl Follower {
         }
         Ok(false)
     }
-
-    /// Retires rotated files that are done (all of them, in a drain, once each is read
-    /// to its end), then the oldest finished ones beyond [`MAX_FINISHED_OPEN`].
-    fn retire_done(&mut self, out: &mut Vec<Line>, draining: bool) {
-        let deleted_wait = self.rotate_wait.min(DELETED_GRACE);
-        let mut i = 0;
-        while i < self.rotated.len() {
-            let h = &self.rotated[i];
-            let done = h.at_end()
-                && (draining
-                    || h.quiet_for(self.rotate_wait)
-                    || (h.deleted && h.quiet_for(deleted_wait)));
-            if done {
-                let h = self.rotated.remove(i).expect("index in range");
-                self.retire(h, out, "Finished reading rotated file.");
-            } else {
-                i += 1;
-            }
-        }
-        self.evict_beyond_cap(out);
-    }
-
-    /// More than [`MAX_FINISHED_OPEN`] finished files open: the oldest finished ones are
-    /// let go early (one WARN per round, with the count, and a metric). Bytes a late
-    /// writer adds to them later are found by the next sibling scan, not at once.
-    fn evict_beyond_cap(&mut self, out: &mut Vec<Line>) {
-        let finished = self.rotated.iter().filter(|h| h.at_end()).count();
-        if finished <= MAX_FINISHED_OPEN {
-            return;
-        }
-        let mut ends: Vec<(Instant, FileKey)> = self
-            .rotated
-            .iter()
-            .filter_map(|h| match h.phase {
-                Phase::AtEnd { since, .. } => Some((since, h.key)),
-                Phase::Reading => None,
-            })
-            .collect();
-        ends.sort();
-        let evict: Vec<FileKey> = ends[..finished - MAX_FINISHED_OPEN]
-            .iter()
-            .map(|e| e.1)
-            .collect();
-        let oldest = self
-            .rotated
-            .iter()
-            .find(|h| h.key == evict[0])
-            .map(|h| h.path.clone());
-        tracing::warn!(oldest = ?oldest, closed = evict.len(), open_finished = finished, limit = MAX_FINISHED_OPEN, "Too many finished rotated files open; closing the oldest finished ones before --rotate-wait.");
-        for key in evict {
-            let i = self
-                .rotated
-                .iter()
-                .position(|h| h.key == key)
-                .expect("listed above");
-            let h = self.rotated.remove(i).expect("index in range");
-            self.metrics.rotated_files_evicted.inc();
-            self.retire(h, out, "Closed rotated file early.");
-        }
-    }
-
-    fn retire(&mut self, mut h: Handle, out: &mut Vec<Line>, msg: &'static str) {
-        h.finish(&self.progress, out);
-        if !h.deleted {
-            if let Ok(meta) = h.file.metadata() {
-                self.remember_read(&meta, Some((h.identity.clone(), h.framer.read_offset())));
-            }
-        }
-        tracing::info!(file = %h.path.display(), inode = h.identity.ino, end_offset = h.framer.read_offset(), deleted = h.deleted, "{msg}");
-    }
-
-    /// Looks at the path: a new inode is a rotation, a missing path a rename or a
-    /// deletion, something not a regular file an ERROR (and not ready) until a regular
-    /// file is back. Opens the file at the path when there is a new one.
-    fn look_at_path(&mut self) -> io::Result<()> {
-        let at_path = match self.scope.look() {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(file = %self.path().display(), error = %e, "Cannot stat the log path; retrying.");
-                return Ok(());
-            }
-        };
-        self.path_missing = matches!(at_path, AtPath::Missing);
-        match at_path {
-            AtPath::Missing => {
-                self.set_path_error(None);
-                // While nothing is at the path, files may come and be renamed away
-                // between two looks: every look scans the siblings.
-                self.leave_path("File moved or deleted; finishing it and waiting for a new one.");
-                self.adopt_unknown_siblings()?;
-            }
-            AtPath::NotRegular(kind) => {
-                self.set_path_error(Some(kind));
-                self.leave_path(
-                    "The path is no longer a regular file; finishing the file that was there.",
-                );
-            }
-            AtPath::Regular(meta) => {
-                self.set_path_error(None);
-                match &self.current {
-                    Current::Open(h) if h.identity.same_inode(&meta) => {}
-                    Current::Open(_) => {
-                        self.metrics.rotations.inc();
-                        self.leave_path("Rotation followed; finishing the old file, then reading the new one from offset 0.");
-                        self.adopt_unknown_siblings()?;
-                        self.open_current();
-                    }
-                    Current::Waiting(_) => {
-                        self.adopt_unknown_siblings()?;
-                        self.open_current();
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The current file left the path: finish it as a rotated file. True if one did.
-    fn leave_path(&mut self, msg: &'static str) -> bool {
-        match std::mem::replace(&mut self.current, Current::Waiting(StartAt::Beginning)) {
-            Current::Open(h) => {
-                tracing::info!(file = %h.path.display(), inode = h.identity.ino, read_offset = h.framer.read_offset(), "{msg}");
-                self.rotated.push_back(h);
-                true
-            }
-            // Nothing was open: whatever comes to the path next is new, read from 0
-            // (also under --read-from end, which is for the file present at start).
-            Current::Waiting(_) => false,
-        }
-    }
-
-    pub(super) fn set_path_error(&self, kind: Option<&'static str>) {
-        let was =
-            self.health
-                .set_problem(&self.chain.source, self.path(), kind.map(str::to_string));
-        match kind {
-            Some(kind) if !was => {
-                tracing::error!(file = %self.path().display(), kind, "The log path is not a regular file; not reading it, and not ready, until a regular file is back.")
-            }
-            None if was => {
-                tracing::info!(file = %self.path().display(), "The log path is a regular file again.")
-            }
-            _ => {}
-        }
-    }
-
-    /// Opens the file at the path as the current one (a file already followed, a
-    /// re-pointed symlink pointing back, keeps its place and offset).
-    fn open_current(&mut self) {
-        let path = self.path().to_path_buf();
-        let Some((file, meta)) = self.open_logged(&path) else {
-            return;
-        };
-        if let Some(i) = self
-            .rotated
-            .iter()
-            .position(|h| h.identity.same_inode(&meta))
-        {
-            let h = self.rotated.remove(i).expect("index in range");
-            self.current = Current::Open(h);
-            return;
-        }
-        let Current::Waiting(start) = self.current else {
-            return;
-        };
-        let offset = match start {
-            StartAt::Beginning => 0,
-            StartAt::End => meta.len(),
-        };
-        match self.track(file, &meta, &path, offset) {
-            Ok(h) => {
-                tracing::info!(file = %path.display(), inode = meta.ino(), offset, "Following file.");
-                self.current = Current::Open(h);
-            }
-            Err(e) => self.open_failed(&path, &e),
-        }
-    }
 }
 
+mod at_path;
+mod retire;
 #[cfg(test)]
 mod tests;

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::discovery::{is_sibling_name, Scope};
-use super::follower::{FollowSettings, Follower, Known, SCAN_EVERY};
+use super::discovery::Scope;
+use super::follower::{FollowSettings, Follower, SCAN_EVERY};
 use super::handle::POLL_BUDGET;
-use crate::config::{parent_dir, ReadFrom};
+use crate::config::ReadFrom;
 use crate::handover::{Line, SourceId};
 use crate::health::Health;
 use crate::log_throttle::LogThrottle;
@@ -33,6 +33,10 @@ use crate::metrics::Metrics;
 use crate::progress::{FileEntry, FileKey, Progress};
 
 mod discover;
+mod let_go;
+
+use discover::{glob_of, unnamed_of};
+use let_go::LetGo;
 
 /// How a glob matches a file name: as a shell does, so `*` skips hidden files
 /// (firetail's own `.firetail-*` files among them). The configuration checks overlaps
@@ -119,13 +123,6 @@ struct Followed {
     finished: bool,
 }
 
-/// A file read and let go by a follower since dropped (or not shipped by it): a glob
-/// matching it later must not ship it again.
-struct LetGo {
-    dir: PathBuf,
-    known: Known,
-}
-
 /// Every file of one lane's sources.
 pub struct Tail {
     sources: Vec<Source>,
@@ -146,6 +143,9 @@ pub struct Tail {
     discover: bool,
     last_discovery: Instant,
     over_cap_log: LogThrottle,
+    /// WARNs of chains that cannot be resumed, or directories listed, for want of
+    /// descriptors: at most one per interval.
+    resume_failed_log: LogThrottle,
     counts: Arc<FileCounts>,
     /// Bytes read by dropped followers: `bytes_read` never goes back.
     bytes_dropped: u64,
@@ -184,6 +184,7 @@ impl Tail {
             discover: true,
             last_discovery: Instant::now(),
             over_cap_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
+            resume_failed_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
             bytes_dropped: 0,
             drain_discovered: false,
             progress,
@@ -220,7 +221,7 @@ impl Tail {
         } else {
             tail.read_from
         };
-        tail.discover_all(start_from)?;
+        tail.discover_all(start_from);
         tail.update_counts();
         Ok(tail)
     }
@@ -243,7 +244,7 @@ impl Tail {
             || (!self.not_followed.is_empty() || !self.to_resume.is_empty())
                 && self.open_files() < self.max_files
         {
-            self.discover_all(ReadFrom::Beginning)?;
+            self.discover_all(ReadFrom::Beginning);
         }
         let more = self.round(out, |f, out| f.poll(out))?;
         self.drop_done();
@@ -256,7 +257,7 @@ impl Tail {
     pub fn finish(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
         if !self.drain_discovered {
             self.drain_discovered = true;
-            self.discover_all(ReadFrom::Beginning)?;
+            self.discover_all(ReadFrom::Beginning);
         }
         self.round(out, |f, out| f.finish(out))
     }
@@ -396,84 +397,4 @@ impl Tail {
             self.health.clone(),
         )
     }
-
-    /// Drops the glob followers with nothing left to do: what they let go is kept (a
-    /// glob matching it later does not ship it again), their path's problem cleared.
-    fn drop_done(&mut self) {
-        let mut i = 0;
-        while i < self.followers.len() {
-            let f = &self.followers[i];
-            let source = &self.sources[f.source];
-            if source.glob.is_none() || !f.follower.is_done() {
-                i += 1;
-                continue;
-            }
-            let f = self.followers.remove(i);
-            if i < self.next {
-                self.next -= 1;
-            }
-            let path = f.follower.path().to_path_buf();
-            self.health.set_problem(&source.spec.name, &path, None);
-            self.bytes_dropped += f.follower.bytes_read();
-            let dir = parent_dir(&path).to_path_buf();
-            for (inode, known) in f.follower.known {
-                self.let_go.insert(
-                    inode,
-                    LetGo {
-                        dir: dir.clone(),
-                        known,
-                    },
-                );
-            }
-            tracing::info!(source = %source.spec.name, file = %path.display(), "Nothing at the path and every file there read and let go; no longer following it.");
-        }
-        if self.next >= self.followers.len() {
-            self.next = 0;
-        }
-    }
-
-    fn update_counts(&self) {
-        for (i, source) in self.sources.iter().enumerate() {
-            let _ = source;
-            let followed: usize = self
-                .followers
-                .iter()
-                .filter(|f| f.source == i)
-                .map(|f| f.follower.open_files())
-                .sum();
-            let waiting = self.not_followed.values().filter(|s| **s == i).count()
-                + self.to_resume.values().filter(|(s, _)| *s == i).count();
-            self.counts.followed[i].store(followed as u64, Ordering::Relaxed);
-            self.counts.not_followed[i].store(waiting as u64, Ordering::Relaxed);
-        }
-    }
-}
-
-/// An entry of a checkpoint written before sources had names (one `--path`): the
-/// literal path's file or one of its rotated siblings.
-fn unnamed_of(e: &FileEntry, path: &Path) -> bool {
-    let sibling = |p: &Path| {
-        parent_dir(p) == parent_dir(path)
-            && match (p.file_name(), path.file_name()) {
-                (Some(n), Some(base)) => {
-                    n == base || is_sibling_name(&n.to_string_lossy(), &base.to_string_lossy())
-                }
-                _ => false,
-            }
-    };
-    e.source.is_empty() && (e.followed == path || sibling(&e.path))
-}
-
-/// The directory and pattern of a glob path; None for a literal one.
-fn glob_of(path: &Path, own_files: &[PathBuf]) -> Option<Glob> {
-    let name = path.file_name()?.to_str()?;
-    if !name.bytes().any(|b| matches!(b, b'*' | b'?' | b'[')) {
-        return None;
-    }
-    let pattern = glob::Pattern::new(name).ok()?;
-    Some(Glob {
-        dir: parent_dir(path).to_path_buf(),
-        pattern,
-        scope: Scope::new(path, own_files),
-    })
 }

@@ -367,3 +367,111 @@ fn a_first_start_reads_every_matched_file_per_read_from() {
     append(&dir.path().join("a.log"), "after\n");
     assert_eq!(poll_all(&mut t), ["after\n"]);
 }
+
+// ===== open-files limits, in a child process (a limit is the whole process's) =======
+
+const CHILD: &str = "tail_sources::child_follows_200_files_under_the_limit_it_was_given";
+
+/// Runs [`child_follows_200_files_under_the_limit_it_was_given`] in a child process
+/// whose open-files limit is `soft`/`hard`, and checks it ran and passed.
+fn in_child_with_nofile(mode: &str, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        CHILD,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("FIRETAIL_TEST_NOFILE", mode);
+    // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the child failed:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "the child test did not run:\n{text}"
+    );
+}
+
+/// The hard limit on open files this process may keep: a child may not get more.
+fn hard_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    lim.rlim_max
+}
+
+/// 200 files matched at once, a soft limit of 64: firetail raises it to the hard one
+/// and follows every file.
+#[test]
+fn two_hundred_files_under_a_low_soft_limit_are_all_followed() {
+    let hard = hard_nofile().min(4096);
+    assert!(hard >= 512, "the hard open-files limit here is {hard}");
+    in_child_with_nofile("soft", 64, hard);
+}
+
+/// 200 files matched at once, a hard limit of 64: the files that cannot be opened
+/// wait (the open-failure path, EMFILE) and are read once descriptors are free —
+/// never lost, never a panic.
+#[test]
+fn files_over_a_low_hard_limit_wait_and_are_read_once_descriptors_free() {
+    in_child_with_nofile("hard", 64, 64);
+}
+
+#[test]
+#[ignore = "run in a child process with a low open-files limit by the two tests above"]
+fn child_follows_200_files_under_the_limit_it_was_given() {
+    let mode = std::env::var("FIRETAIL_TEST_NOFILE").expect("run by its parent test");
+    firetail::tail::raise_nofile_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |i: usize| dir.path().join(format!("f{i:03}.log"));
+    for i in 0..200 {
+        append(&path(i), &format!("line of {i}\n"));
+    }
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 1024, ReadFrom::Beginning),
+        &[],
+    );
+    let mut lines = poll_all(&mut t);
+    let expected: Vec<String> = (0..200).map(|i| format!("line of {i}\n")).collect();
+    if mode == "soft" {
+        assert_eq!(t.open_files(), 200);
+        assert_eq!(counted(&lines), counted(&expected));
+        return;
+    }
+    assert!(t.open_files() < 200, "the hard limit of 64 was never met");
+    // The app deletes the files read; their descriptors free, the rest are opened.
+    for _ in 0..100 {
+        for l in &lines {
+            let i: usize = l.trim().trim_start_matches("line of ").parse().unwrap();
+            let _ = std::fs::remove_file(path(i));
+        }
+        t.discover_soon();
+        lines.extend(poll_all(&mut t));
+        if lines.len() >= 200 {
+            break;
+        }
+    }
+    assert_eq!(counted(&lines), counted(&expected));
+}

@@ -16,10 +16,12 @@ use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::{Tail, MATCH};
-use crate::config::ReadFrom;
+use super::{Glob, Tail, MATCH};
+use crate::config::{parent_dir, ReadFrom};
 use crate::progress::FileEntry;
-use crate::tail::discovery::{is_compressed, is_rotation_of, mtime_ns, open_regular};
+use crate::tail::discovery::{
+    is_compressed, is_fd_exhaustion, is_rotation_of, is_sibling_name, mtime_ns, open_regular, Scope,
+};
 
 /// What a matched file is to this tail, by identity.
 enum Seen {
@@ -33,28 +35,36 @@ enum Seen {
 impl Tail {
     /// Follows the chains of the checkpoint waiting for room, then every new path each
     /// glob matches, starting files with no entry per `read_from`.
-    pub(super) fn discover_all(&mut self, read_from: ReadFrom) -> io::Result<()> {
+    pub(super) fn discover_all(&mut self, read_from: ReadFrom) {
         self.discover = false;
         self.last_discovery = Instant::now();
-        self.resume_waiting()?;
+        self.resume_waiting();
         for i in 0..self.sources.len() {
             if self.sources[i].glob.is_some() {
                 self.discover_glob(i, read_from);
             }
         }
-        Ok(())
     }
 
-    /// The checkpoint's chains not followed yet, while there is room.
-    fn resume_waiting(&mut self) -> io::Result<()> {
+    /// The checkpoint's chains not followed yet, while there is room. One that cannot
+    /// be started now (its directory unreadable, no descriptor free) waits for the next
+    /// scan, keeping its entries.
+    fn resume_waiting(&mut self) {
         while self.open_files() < self.max_files {
             let Some((path, (source, entries))) = self.to_resume.pop_first() else {
                 break;
             };
-            let f = self.new_follower(source, &path, &entries, ReadFrom::Beginning)?;
-            self.push(source, f);
+            match self.new_follower(source, &path, &entries, ReadFrom::Beginning) {
+                Ok(f) => self.push(source, f),
+                Err(e) => {
+                    if let Some(times) = self.resume_failed_log.note(1) {
+                        tracing::warn!(source = %self.sources[source].spec.name, file = %path.display(), error = %e, failures_since_last = times, "Cannot resume a checkpointed file now; retrying at the next scan.");
+                    }
+                    self.to_resume.insert(path, (source, entries));
+                    break;
+                }
+            }
         }
-        Ok(())
     }
 
     fn discover_glob(&mut self, source: usize, read_from: ReadFrom) {
@@ -86,9 +96,9 @@ impl Tail {
             .flat_map(|f| f.follower.open_inodes())
             .collect();
         let mut over_cap: Vec<PathBuf> = Vec::new();
+        self.not_followed.retain(|_, s| *s != source);
         for file_name in &names {
             let path = dir.join(file_name);
-            self.not_followed.remove(&path);
             if followed.contains(&path)
                 || bases
                     .iter()
@@ -148,6 +158,15 @@ impl Tail {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.health.set_problem(&src.spec.name, &g.dir, None);
                 Vec::new()
+            }
+            Err(e) if is_fd_exhaustion(&e) => {
+                // Not the directory's fault: retried at the next poll, like any open.
+                self.discover = true;
+                self.metrics.file_open_failures.inc();
+                if let Some(times) = self.resume_failed_log.note(1) {
+                    tracing::warn!(source = %src.spec.name, dir = %g.dir.display(), error = %e, failures_since_last = times, "No file descriptor free to list the directory of a glob source; retrying.");
+                }
+                return None;
             }
             Err(e) => {
                 let why = format!("cannot list the directory: {e}");
@@ -213,4 +232,33 @@ impl Tail {
             mtime_ns: Some(mtime_ns(meta)),
         })
     }
+}
+
+/// An entry of a checkpoint written before sources had names (one `--path`): the
+/// literal path's file or one of its rotated siblings.
+pub(super) fn unnamed_of(e: &FileEntry, path: &Path) -> bool {
+    let sibling = |p: &Path| {
+        parent_dir(p) == parent_dir(path)
+            && match (p.file_name(), path.file_name()) {
+                (Some(n), Some(base)) => {
+                    n == base || is_sibling_name(&n.to_string_lossy(), &base.to_string_lossy())
+                }
+                _ => false,
+            }
+    };
+    e.source.is_empty() && (e.followed == path || sibling(&e.path))
+}
+
+/// The directory and pattern of a glob path; None for a literal one.
+pub(super) fn glob_of(path: &Path, own_files: &[PathBuf]) -> Option<Glob> {
+    let name = path.file_name()?.to_str()?;
+    if !name.bytes().any(|b| matches!(b, b'*' | b'?' | b'[')) {
+        return None;
+    }
+    let pattern = glob::Pattern::new(name).ok()?;
+    Some(Glob {
+        dir: parent_dir(path).to_path_buf(),
+        pattern,
+        scope: Scope::new(path, own_files),
+    })
 }
