@@ -245,6 +245,7 @@ fn follow(
         rotate_wait: config.rotate_wait,
         own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
         max_files: 1024,
+        others: Vec::new(),
     };
     Tail::new(
         settings,

@@ -13,7 +13,7 @@
 //! follower at the next poll. So a burst in one file delays another's lines by one poll
 //! at most, and a poll's chunk stays about a budget, however many files there are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +70,9 @@ pub struct TailSettings {
     pub own_files: Vec<PathBuf>,
     /// `--max-files`: files open at once over the whole tail.
     pub max_files: usize,
+    /// The sources of the other lanes: a file that a glob of this tail and an earlier
+    /// source (lower id) of another lane both match is that source's.
+    pub others: Vec<SourceSpec>,
 }
 
 /// Per source of this tail, files followed (open) and matched but not followed (over
@@ -115,6 +118,15 @@ struct Glob {
     scope: Scope,
 }
 
+/// A glob of any source of the process: of two that match a new file, the first in
+/// the configuration's order (the lower id) follows it.
+struct Claim {
+    id: SourceId,
+    name: String,
+    dir: PathBuf,
+    pattern: glob::Pattern,
+}
+
 /// A follower and the source it belongs to (an index into `Tail::sources`).
 struct Followed {
     source: usize,
@@ -143,6 +155,10 @@ pub struct Tail {
     discover: bool,
     last_discovery: Instant,
     over_cap_log: LogThrottle,
+    /// Every glob source of the process, this tail's and the other lanes'.
+    claims: Vec<Claim>,
+    /// Files two globs match, already reported (an ERROR once per file).
+    overlaps: HashSet<PathBuf>,
     /// WARNs of chains that cannot be resumed, or directories listed, for want of
     /// descriptors: at most one per interval.
     resume_failed_log: LogThrottle,
@@ -184,6 +200,21 @@ impl Tail {
             discover: true,
             last_discovery: Instant::now(),
             over_cap_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
+            claims: settings
+                .sources
+                .iter()
+                .chain(&settings.others)
+                .filter_map(|s| {
+                    let g = glob_of(&s.path, &[])?;
+                    Some(Claim {
+                        id: s.id,
+                        name: s.name.clone(),
+                        dir: g.dir,
+                        pattern: g.pattern,
+                    })
+                })
+                .collect(),
+            overlaps: HashSet::new(),
             resume_failed_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
             bytes_dropped: 0,
             drain_discovered: false,

@@ -30,6 +30,7 @@ fn settings(sources: &[&Path], max_files: usize, read_from: ReadFrom) -> TailSet
         rotate_wait: Duration::ZERO,
         own_files: Vec::new(),
         max_files,
+        others: Vec::new(),
     }
 }
 
@@ -366,6 +367,65 @@ fn a_first_start_reads_every_matched_file_per_read_from() {
     assert!(poll_all(&mut t).is_empty());
     append(&dir.path().join("a.log"), "after\n");
     assert_eq!(poll_all(&mut t), ["after\n"]);
+}
+
+/// A new file two globs match is followed by the first source in the configuration's
+/// order — of this lane or another — and only by it.
+#[test]
+fn a_file_two_globs_match_is_followed_by_the_first_source_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("a*.log"), dir.path().join("*.log"));
+    let (mut one_lane, _) = start(settings(&[&first, &second], 100, ReadFrom::Beginning), &[]);
+    let mut other = settings(&[&second], 100, ReadFrom::Beginning);
+    other.sources[0].id = 1;
+    other.others = settings(&[&first], 100, ReadFrom::Beginning).sources;
+    let (mut other_lane, _) = start(other, &[]);
+    append(&dir.path().join("ab.log"), "both\n");
+    append(&dir.path().join("c.log"), "second only\n");
+    let polled = |t: &mut Tail| {
+        t.discover_soon();
+        let mut out = Vec::new();
+        while t.poll(&mut out).unwrap() {}
+        let mut got: Vec<(u16, String)> = out.iter().map(|l| (l.source, text(l))).collect();
+        got.sort();
+        got
+    };
+    let both = (0, "both\n".to_string());
+    let second_only = (1, "second only\n".to_string());
+    assert_eq!(polled(&mut one_lane), [both, second_only.clone()]);
+    assert_eq!(polled(&mut other_lane), [second_only]);
+}
+
+/// A file whose share of the duplicate window is full is not "more to read at once":
+/// the poll says it is blocked (the shell waits for room for it) instead of spinning,
+/// and reads on once the checkpoint frees room.
+#[test]
+fn a_full_share_of_the_window_blocks_the_file_and_room_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("a.log");
+    let line = format!("{}\n", "x".repeat(99));
+    append(&log, &line.repeat(10_000));
+    let progress = Arc::new(Progress::new(64 * 1024, Default::default()));
+    let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+    let s = settings(&[&log], 100, ReadFrom::Beginning);
+    let mut t = Tail::new(s, &[], progress.clone(), m, h).unwrap();
+    let mut out = Vec::new();
+    let mut polls = 0;
+    while t.poll(&mut out).unwrap() {
+        polls += 1;
+        assert!(polls < 100, "a full window made the tail spin");
+    }
+    let read: u64 = out.iter().map(|l| l.size).sum();
+    assert!(read <= 64 * 1024, "read {read} bytes past a 64 KiB window");
+    assert_eq!(t.blocked(), t.keys(), "the one file waits for room");
+    ack(&progress, &out);
+    let mut more = Vec::new();
+    while t.poll(&mut more).unwrap() {}
+    assert!(
+        !more.is_empty(),
+        "room from the checkpoint lets the file be read on"
+    );
+    assert_eq!(more[0].start, out.last().unwrap().end);
 }
 
 // ===== open-files limits, in a child process (a limit is the whole process's) =======

@@ -97,9 +97,15 @@ impl Tail {
             .collect();
         let mut over_cap: Vec<PathBuf> = Vec::new();
         self.not_followed.retain(|_, s| *s != source);
+        self.overlaps.retain(|p| {
+            p.parent() != Some(&dir)
+                || p.file_name()
+                    .is_some_and(|n| names.iter().any(|m| n == m.as_str()))
+        });
         for file_name in &names {
             let path = dir.join(file_name);
             if followed.contains(&path)
+                || self.claimed_earlier(source, &dir, file_name, &path)
                 || bases
                     .iter()
                     .any(|b| b != file_name && is_rotation_of(file_name, b))
@@ -138,6 +144,23 @@ impl Tail {
         for path in over_cap {
             self.not_followed.insert(path, source);
         }
+    }
+
+    /// True when a source before this one (in the configuration's order, any lane)
+    /// matches the file too: that one follows it. An ERROR names both, once per file.
+    fn claimed_earlier(&mut self, source: usize, dir: &Path, file_name: &str, path: &Path) -> bool {
+        let me = &self.sources[source].spec;
+        let Some(first) = self
+            .claims
+            .iter()
+            .find(|c| c.id < me.id && c.dir == dir && c.pattern.matches_with(file_name, MATCH))
+        else {
+            return false;
+        };
+        if self.overlaps.insert(path.to_path_buf()) {
+            tracing::error!(file = %path.display(), source = %first.name, also = %me.name, "A new file matches the globs of two sources; only the first in the configuration's order follows it.");
+        }
+        true
     }
 
     /// The names in the glob's directory it matches, not firetail's own nor
