@@ -26,4 +26,5 @@ mod promises_files;
 mod restarts;
 mod rotation;
 mod store;
+mod tail_sources;
 mod window;
