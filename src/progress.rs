@@ -19,7 +19,7 @@
 //! whatever the order acknowledgements arrive in. The file on disk is the buffer:
 //! bytes acknowledged behind a stuck batch cost no memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -142,9 +142,25 @@ pub struct LineTally {
 /// One file with bytes read but not acknowledged, for the drain report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Unacknowledged {
+    /// The source the file belongs to, by name.
+    pub source: String,
     pub path: PathBuf,
     pub from_offset: u64,
     pub to_offset: u64,
+}
+
+/// One source's part of the ledger, for the drain report ([`Progress::per_source`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SourceLedger {
+    /// Files in the ledger: being read, or finished and not yet forgotten.
+    pub files: u64,
+    /// Bytes read and not acknowledged, summed over its files.
+    pub unacknowledged_bytes: u64,
+    /// Lines in its spans registered and not acknowledged.
+    pub pending_lines: u64,
+    /// The committed offset of its newest file, while it follows one path (a literal
+    /// path); None for a glob that matched several.
+    pub checkpoint_offset: Option<u64>,
 }
 
 struct FileProgress {
@@ -240,13 +256,6 @@ impl Progress {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn used(files: &BTreeMap<FileKey, FileProgress>) -> u64 {
-        files
-            .values()
-            .map(|f| f.read_offset.saturating_sub(f.durable))
-            .sum()
-    }
-
     fn update_gauges(&self, files: &BTreeMap<FileKey, FileProgress>) {
         self.gauges.unacked.set(Self::used(files) as i64);
         let lag: u64 = files
@@ -335,63 +344,10 @@ impl Progress {
             f.finished = true;
         }
         self.update_gauges(&files);
+        drop(files);
         self.changed.notify_one();
-    }
-
-    /// Bytes the tail may still read before the duplicate window is full. A line in
-    /// progress counts as soon as anything else is ahead of the durable checkpoint: it
-    /// will be, whole, once it ends. When nothing else is, the whole window is room and
-    /// the tail reads the line in progress to its end and no further
-    /// ([`Progress::read_ahead`]): a line longer than the window must not stop the
-    /// reading that would end it.
-    pub fn room(&self) -> u64 {
-        let files = self.lock();
-        let ahead = Self::used(&files);
-        let held = if ahead == 0 { 0 } else { Self::held(&files) };
-        self.window.saturating_sub(ahead + held)
-    }
-
-    /// Bytes the tail may still read of this file: its share of the duplicate window.
-    pub fn room_for(&self, _key: FileKey) -> u64 {
-        self.room()
-    }
-
-    /// Waits until one of `keys` has room (returns at once when one has).
-    pub async fn wait_for_room_for(&self, keys: &[FileKey]) {
-        loop {
-            let notified = self.room.notified();
-            if keys.is_empty() || keys.iter().any(|k| self.room_for(*k) > 0) {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn held(files: &BTreeMap<FileKey, FileProgress>) -> u64 {
-        files.values().map(|f| f.held).sum()
-    }
-
-    /// Bytes of lines handed on and not covered by the durable checkpoint.
-    pub fn read_ahead(&self) -> u64 {
-        Self::used(&self.lock())
-    }
-
-    /// Waits until the window has room (returns at once when it has).
-    pub async fn wait_for_room(&self) {
-        loop {
-            let notified = self.room.notified();
-            if self.room() > 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// True when half the window is used: the checkpoint writer should write now
-    /// rather than wait for its interval, so a fast backlog is not held up by it.
-    pub fn under_pressure(&self) -> bool {
-        let files = self.lock();
-        Self::used(&files) + Self::held(&files) >= self.window / 2
+        // One file fewer shares the window: the others' shares grow.
+        self.room.notify_waiters();
     }
 
     /// Called in file order when a batch is cut, before it can be acknowledged.
@@ -447,16 +403,18 @@ impl Progress {
     }
 
     /// The checkpoint's content now. Files that are finished and fully acknowledged
-    /// are left out, oldest first and only while every older one is left out too: a
-    /// done file newer than a pending one stays, so a restart knows not to read it
-    /// again. Changes nothing.
+    /// are left out, oldest first and only while every older one of their chain is
+    /// left out too: a done file newer than a pending one of its chain stays, so a
+    /// restart knows not to read it again. Chains are independent: one source's
+    /// pending file keeps no other chain's finished files. Changes nothing.
     pub fn snapshot(&self) -> Snapshot {
         let files = self.lock();
         let mut snap = Snapshot::default();
-        let mut leading_done = true;
+        let mut leading_done: HashMap<&Chain, bool> = HashMap::new();
         for (key, f) in files.iter() {
-            leading_done &= f.done();
-            if leading_done {
+            let leading_done = leading_done.entry(&f.chain).or_insert(true);
+            *leading_done &= f.done();
+            if *leading_done {
                 snap.dropped.push(*key);
             } else {
                 snap.entries.push(f.entry());
@@ -494,6 +452,7 @@ impl Progress {
             .values()
             .filter(|f| f.read_offset > f.committed())
             .map(|f| Unacknowledged {
+                source: f.chain.source.to_string(),
                 path: f.path.clone(),
                 from_offset: f.committed(),
                 to_offset: f.read_offset,
@@ -526,13 +485,46 @@ impl Progress {
     }
 
     /// The committed offset of the newest file (the one at the path), for the report.
+    /// It means something only while every file is in one chain (one path followed):
+    /// None when the ledger holds several.
     pub fn current_offset(&self) -> Option<u64> {
-        self.lock()
-            .values()
-            .next_back()
-            .map(FileProgress::committed)
+        let files = self.lock();
+        let newest = files.values().next_back()?;
+        if files.values().any(|f| f.chain != newest.chain) {
+            return None;
+        }
+        Some(newest.committed())
+    }
+
+    /// Per source (by name, in name order), what the ledger holds: for the drain
+    /// report's per-source figures.
+    pub fn per_source(&self) -> BTreeMap<String, SourceLedger> {
+        let files = self.lock();
+        let mut out: BTreeMap<String, SourceLedger> = BTreeMap::new();
+        let mut chains: HashMap<&str, &Chain> = HashMap::new();
+        let mut several: Vec<&str> = Vec::new();
+        for f in files.values() {
+            let s = out.entry(f.chain.source.to_string()).or_default();
+            s.files += 1;
+            s.unacknowledged_bytes += f.read_offset.saturating_sub(f.committed());
+            s.pending_lines += f.pending.values().map(|(_, lines, _)| *lines).sum::<u64>();
+            // Files come in key order: the last one seen is the newest.
+            s.checkpoint_offset = Some(f.committed());
+            if **chains.entry(&f.chain.source).or_insert(&f.chain) != f.chain {
+                several.push(&f.chain.source);
+            }
+        }
+        for name in several {
+            if let Some(s) = out.get_mut(name) {
+                s.checkpoint_offset = None;
+            }
+        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests;
+mod window;
+
+pub use window::MIN_SHARE;
