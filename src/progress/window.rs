@@ -119,3 +119,6 @@ impl Progress {
         Self::used(&files) + Self::held(&files) >= self.window / 2
     }
 }
+
+#[cfg(test)]
+mod tests;
