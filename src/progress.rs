@@ -17,7 +17,9 @@
 //! the tail stops reading instead of letting the other call slots ship megabytes that a
 //! restart would ship again. So the bytes a restart can re-send are at most `window`,
 //! whatever the order acknowledgements arrive in. The file on disk is the buffer:
-//! bytes acknowledged behind a stuck batch cost no memory.
+//! bytes acknowledged behind a stuck batch cost no memory. Each file has a share of the
+//! window ([`Progress::room_for`]), so a file bursting, or stuck behind a throttled
+//! stream, leaves the others room; the shares never loosen the bound (`window`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
