@@ -213,7 +213,7 @@ impl FileProgress {
 
 /// What the pipeline has read, registered, acknowledged and made durable, per file.
 pub struct Progress {
-    files: Mutex<BTreeMap<FileKey, FileProgress>>,
+    files: Mutex<Files>,
     /// Woken when the checkpoint's content may have changed: the checkpoint writer
     /// sleeps on it, so an idle sidecar does not wake to find nothing changed.
     changed: Notify,
@@ -240,7 +240,7 @@ impl Default for Progress {
 impl Progress {
     pub fn new(window: u64, gauges: Gauges) -> Progress {
         Progress {
-            files: Mutex::new(BTreeMap::new()),
+            files: Mutex::new(Files::default()),
             changed: Notify::new(),
             room: Notify::new(),
             window,
@@ -252,19 +252,16 @@ impl Progress {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<FileKey, FileProgress>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Files> {
         // A panic while holding the lock aborts the process (panic = "abort"), so the
         // ledger is never seen half-updated.
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn update_gauges(&self, files: &BTreeMap<FileKey, FileProgress>) {
-        self.gauges.unacked.set(Self::used(files) as i64);
-        let lag: u64 = files
-            .values()
-            .map(|f| f.size.max(f.read_offset).saturating_sub(f.durable))
-            .sum();
-        self.gauges.lag.set(lag as i64);
+    fn update_gauges(&self, files: &Files) {
+        let t = files.totals();
+        self.gauges.unacked.set(t.ahead as i64);
+        self.gauges.lag.set(t.lag as i64);
     }
 
     /// A key for a file the tail is about to open; keys grow in the order files are
@@ -296,16 +293,12 @@ impl Progress {
 
     /// The file's fingerprint grew (it was shorter than the fingerprint when opened).
     pub fn set_identity(&self, key: FileKey, identity: &Identity) {
-        if let Some(f) = self.lock().get_mut(&key) {
-            f.identity = identity.clone();
-        }
+        self.lock().update(key, |f| f.identity = identity.clone());
     }
 
     /// The file was renamed: the checkpoint names it where it is now.
     pub fn set_path(&self, key: FileKey, path: &Path) {
-        if let Some(f) = self.lock().get_mut(&key) {
-            f.path = path.to_path_buf();
-        }
+        self.lock().update(key, |f| f.path = path.to_path_buf());
         self.changed.notify_one();
     }
 
@@ -313,10 +306,10 @@ impl Progress {
     /// tail last saw them (`fstat` of its handle).
     pub fn seen(&self, key: FileKey, size: u64, mtime_ns: u64) {
         let mut files = self.lock();
-        if let Some(f) = files.get_mut(&key) {
+        files.update(key, |f| {
             f.size = size;
             f.mtime_ns = Some(mtime_ns);
-        }
+        });
         self.update_gauges(&files);
     }
 
@@ -329,10 +322,10 @@ impl Progress {
     /// of the line in progress after it.
     pub fn read_to_holding(&self, key: FileKey, offset: u64, held: u64) {
         let mut files = self.lock();
-        if let Some(f) = files.get_mut(&key) {
+        files.update(key, |f| {
             f.read_offset = offset;
             f.held = held;
-        }
+        });
         self.update_gauges(&files);
     }
 
@@ -340,11 +333,11 @@ impl Progress {
     /// leaves the checkpoint.
     pub fn finish(&self, key: FileKey, end: u64) {
         let mut files = self.lock();
-        if let Some(f) = files.get_mut(&key) {
+        files.update(key, |f| {
             f.read_offset = end;
             f.held = 0;
             f.finished = true;
-        }
+        });
         self.update_gauges(&files);
         drop(files);
         self.changed.notify_one();
@@ -358,10 +351,10 @@ impl Progress {
         let mut files = self.lock();
         for s in spans {
             self.registered_lines.fetch_add(s.lines, Ordering::Relaxed);
-            if let Some(f) = files.get_mut(&s.file) {
+            files.update(s.file, |f| {
                 f.pending.insert(s.start, (s.end, s.lines, now));
                 f.registered_end = f.registered_end.max(s.end);
-            }
+            });
         }
     }
 
@@ -373,9 +366,9 @@ impl Progress {
             // shows as more acknowledged than registered and pending together.
             self.acknowledged_lines
                 .fetch_add(s.lines, Ordering::Relaxed);
-            if let Some(f) = files.get_mut(&s.file) {
+            files.update(s.file, |f| {
                 f.pending.remove(&s.start);
-            }
+            });
         }
         self.update_gauges(&files);
         self.changed.notify_one();
@@ -439,9 +432,7 @@ impl Progress {
             files.remove(key);
         }
         for (key, entry) in snap.keys.iter().zip(&snap.entries) {
-            if let Some(f) = files.get_mut(key) {
-                f.durable = f.durable.max(entry.offset);
-            }
+            files.update(*key, |f| f.durable = f.durable.max(entry.offset));
         }
         self.update_gauges(&files);
         drop(files);
@@ -525,8 +516,11 @@ impl Progress {
     }
 }
 
+mod files;
 #[cfg(test)]
 mod tests;
 mod window;
+
+use files::Files;
 
 pub use window::MIN_SHARE;

@@ -6,8 +6,7 @@
 //! stream) cannot take the room the others need: [`Progress::room_for`] is never more
 //! than [`Progress::room`], so every bound `room` gives holds with shares too.
 
-use std::collections::BTreeMap;
-
+use super::files::Files;
 use super::{FileKey, FileProgress, Progress};
 
 /// The smallest share of the window a file gets however many files are open: a file
@@ -17,20 +16,12 @@ pub const MIN_SHARE: u64 = 64 * 1024;
 
 impl FileProgress {
     /// Lines handed on and not covered by the durable checkpoint.
-    fn ahead(&self) -> u64 {
+    pub(super) fn ahead(&self) -> u64 {
         self.read_offset.saturating_sub(self.durable)
     }
 }
 
 impl Progress {
-    pub(super) fn used(files: &BTreeMap<FileKey, FileProgress>) -> u64 {
-        files.values().map(FileProgress::ahead).sum()
-    }
-
-    fn held(files: &BTreeMap<FileKey, FileProgress>) -> u64 {
-        files.values().map(|f| f.held).sum()
-    }
-
     /// Bytes the tail may still read before the duplicate window is full. A line in
     /// progress counts as soon as anything else is ahead of the durable checkpoint: it
     /// will be, whole, once it ends. When nothing else is, the whole window is room and
@@ -41,17 +32,16 @@ impl Progress {
         self.room_in(&self.lock())
     }
 
-    fn room_in(&self, files: &BTreeMap<FileKey, FileProgress>) -> u64 {
-        let ahead = Self::used(files);
-        let held = if ahead == 0 { 0 } else { Self::held(files) };
-        self.window.saturating_sub(ahead + held)
+    fn room_in(&self, files: &Files) -> u64 {
+        let t = files.totals();
+        let held = if t.ahead == 0 { 0 } else { t.held };
+        self.window.saturating_sub(t.ahead + held)
     }
 
     /// A file's share of the window: the window divided between the files still being
     /// read, never less than [`MIN_SHARE`].
-    fn share(&self, files: &BTreeMap<FileKey, FileProgress>) -> u64 {
-        let reading = files.values().filter(|f| !f.finished).count().max(1);
-        (self.window / reading as u64).max(MIN_SHARE)
+    fn share(&self, files: &Files) -> u64 {
+        (self.window / files.totals().reading.max(1)).max(MIN_SHARE)
     }
 
     /// Bytes the tail may still read of this file: the room in the whole window, and
@@ -92,7 +82,7 @@ impl Progress {
 
     /// Bytes of lines handed on and not covered by the durable checkpoint.
     pub fn read_ahead(&self) -> u64 {
-        Self::used(&self.lock())
+        self.lock().totals().ahead
     }
 
     /// Bytes of this file's lines handed on and not covered by the durable checkpoint
@@ -115,8 +105,8 @@ impl Progress {
     /// True when half the window is used: the checkpoint writer should write now
     /// rather than wait for its interval, so a fast backlog is not held up by it.
     pub fn under_pressure(&self) -> bool {
-        let files = self.lock();
-        Self::used(&files) + Self::held(&files) >= self.window / 2
+        let t = self.lock().totals();
+        t.ahead + t.held >= self.window / 2
     }
 }
 
