@@ -196,7 +196,9 @@ impl Pipeline {
             config.dead_letter_max_bytes,
             metrics.clone(),
         ));
-        let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
+        let sources: Vec<_> = config.sources.iter().map(|s| (&s.name, &s.path)).collect();
+        let mut checkpointer =
+            Checkpointer::new(&config.checkpoint, metrics.clone()).with_sources(&sources);
         let resume_from = checkpointer.load_retrying(&health).await;
         tail::raise_nofile_limit();
         log_start(config, addr, resume_from.len());
