@@ -190,6 +190,7 @@ impl Pipeline {
         let shipper = Shipper::new(
             client,
             config.stream.clone(),
+            0,
             config.adaptive,
             progress.clone(),
             metrics.clone(),

@@ -106,7 +106,7 @@ impl Report {
 
 /// Lines that reached their end: shipped, dead-lettered or skipped.
 pub fn settled(m: &Metrics) -> u64 {
-    m.lines_shipped.get()
+    m.total_lines_shipped()
         + DeadLetterReason::ALL
             .iter()
             .map(|r| m.dead_lettered(*r))
@@ -117,10 +117,10 @@ pub fn settled(m: &Metrics) -> u64 {
 /// The report as the counters and the ledger stand now.
 pub fn report(m: &Metrics, progress: &Progress, drain: Duration, drain_end: DrainEnd) -> Report {
     let ledger = progress.line_tally();
-    let lines_read = m.lines_read.get();
+    let lines_read = m.total_lines_read();
     let mut report = Report {
         lines_read,
-        lines_shipped: m.lines_shipped.get(),
+        lines_shipped: m.total_lines_shipped(),
         records_shipped: m.records_shipped.get(),
         dead_lettered_oversize: m.dead_lettered(DeadLetterReason::Oversize),
         dead_lettered_invalid_json: m.dead_lettered(DeadLetterReason::InvalidJson),

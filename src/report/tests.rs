@@ -1,10 +1,9 @@
 use super::*;
-use crate::metrics::Reason;
 use crate::progress::Chain;
 
 #[test]
 fn a_failed_task_means_exit_1_even_when_everything_was_delivered() {
-    let m = Metrics::new();
+    let m = Metrics::default();
     let p = Progress::default();
     let mut r = report(&m, &p, Duration::ZERO, DrainEnd::Drained);
     assert_eq!(r.exit_code(), 0);
@@ -19,8 +18,8 @@ fn a_failed_task_means_exit_1_even_when_everything_was_delivered() {
 
 /// A ledger for one file with `read` lines read, and the outcome counters.
 fn books(read: u64) -> (Metrics, Progress) {
-    let m = Metrics::new();
-    m.lines_read.inc_by(read);
+    let m = Metrics::default();
+    m.source(0).lines_read.inc_by(read);
     let p = Progress::default();
     let id = crate::progress::Identity {
         dev: 1,
@@ -45,20 +44,13 @@ fn ten(start: u64) -> crate::progress::Span {
 /// `lines` settled as `outcome`, counted by the stage (the outcome counters) and
 /// by the ledger, as the pipeline does.
 fn settle(m: &Metrics, p: &Progress, outcome: &str, lines: u64) {
+    let s = m.source(0);
     match outcome {
-        "shipped" => m.lines_shipped.inc_by(lines),
-        "skipped" => m
-            .skipped
-            .get_or_create(&Reason {
-                reason: SkipReason::Empty.as_str(),
-            })
-            .inc_by(lines),
-        _ => m
-            .dead_lettered
-            .get_or_create(&Reason {
-                reason: DeadLetterReason::Oversize.as_str(),
-            })
-            .inc_by(lines),
+        "shipped" => {
+            s.lines_shipped.inc_by(lines);
+        }
+        "skipped" => (0..lines).for_each(|_| s.skip(SkipReason::Empty)),
+        _ => s.dead_letter(DeadLetterReason::Oversize, lines),
     };
     p.settled(lines);
 }
@@ -135,7 +127,7 @@ fn a_batch_counted_shipped_twice_is_an_error_naming_the_figures_and_exit_1() {
     p.register(&[ten(0), ten(10)]);
     settle(&m, &p, "shipped", 10);
     p.ack(&[ten(0)]);
-    m.lines_shipped.inc_by(10);
+    m.source(0).lines_shipped.inc_by(10);
     let (error, code) = mismatch_error(&m, &p);
     assert_eq!(code, 1);
     assert_eq!(
@@ -205,7 +197,7 @@ fn a_span_acknowledged_before_its_lines_settled_is_an_error_and_exit_1() {
 /// reads comes first and survives however long the report's error text is.
 #[test]
 fn the_termination_message_fits_the_kubelets_limit_and_leads_with_the_outcome() {
-    let m = Metrics::new();
+    let m = Metrics::default();
     let p = Progress::default();
     let mut r = report(&m, &p, Duration::ZERO, DrainEnd::Error);
     r.failed_task = Some("tail".into());

@@ -96,7 +96,7 @@ pub struct Follower {
     health: Arc<Health>,
     /// The source and the path this follower follows, stamped on every file it opens.
     chain: Chain,
-    source: SourceId,
+    pub(super) source: SourceId,
     pub(super) current: Current,
     /// Files rotated away, oldest first.
     pub(super) rotated: VecDeque<Handle>,
@@ -205,7 +205,7 @@ impl Follower {
             offset,
             &self.progress,
         )?;
-        self.metrics.files_opened.inc();
+        self.metrics.source(self.source).files_opened.inc();
         Ok(h)
     }
 
@@ -413,7 +413,7 @@ impl Follower {
                 match &self.current {
                     Current::Open(h) if h.identity.same_inode(&meta) => {}
                     Current::Open(_) => {
-                        self.metrics.rotations.inc();
+                        self.metrics.source(self.source).rotations.inc();
                         self.leave_path("Rotation followed; finishing the old file, then reading the new one from offset 0.");
                         self.adopt_unknown_siblings()?;
                         self.open_current();

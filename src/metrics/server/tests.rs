@@ -4,7 +4,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn start(limits: Limits) -> (SocketAddr, Arc<Metrics>) {
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     tokio::spawn(serve_with(listener, metrics.clone(), health, limits));
     (addr, metrics)
@@ -106,7 +106,7 @@ async fn the_default_address_takes_ipv4_and_ipv6() {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(serve_with(
         listener,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         Arc::new(Health::default()),
         SMALL,
     ));
