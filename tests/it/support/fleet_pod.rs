@@ -248,12 +248,7 @@ fn gauges(addr: &str) -> Option<(f64, f64)> {
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    let value = |name: &str| {
-        text.lines().find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
-            (n == name).then(|| v.trim().parse::<f64>().ok())?
-        })
-    };
+    let value = |name: &str| super::firetail::sample(&text, name);
     Some((
         value("firetail_in_flight_limit")?,
         value("firetail_flush_interval_seconds")?,
