@@ -6,7 +6,10 @@
 //! (the process is alive) and `/readyz` (following the file, not draining, no
 //! configuration error blocking delivery: [`crate::health::Health`]) on
 //! `--metrics-addr` (docs/design.md#observability). The label values come from
-//! [`crate::outcome`].
+//! [`crate::outcome`], and from the configuration: what happens to lines is counted
+//! per source ([`Metrics::source`]), what the adaptive control does per stream
+//! ([`Metrics::stream`]); the rest is the pod's. A file path is never a label: a glob
+//! matches any number of files over a pod's life.
 
 mod labelled;
 mod server;
