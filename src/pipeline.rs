@@ -189,7 +189,6 @@ impl Pipeline {
         });
         let shipper = Shipper::new(
             client,
-            config.stream.clone(),
             0,
             config.adaptive,
             progress.clone(),

@@ -66,9 +66,10 @@ impl Shipper {
         self.metrics.stream(self.lane)
     }
 
+    /// The shipper of lane `lane`: it sends to the stream `metrics.stream(lane)` is
+    /// named for, and counts its calls there.
     pub fn new(
         client: Client,
-        stream: String,
         lane: usize,
         adaptive: bool,
         progress: Arc<Progress>,
@@ -78,7 +79,7 @@ impl Shipper {
     ) -> Shipper {
         Shipper {
             client,
-            stream,
+            stream: metrics.stream(lane).name.clone(),
             lane,
             adaptive,
             progress,
