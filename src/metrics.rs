@@ -204,6 +204,19 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// The series of `config`'s sources, and of each stream they name once, in the
+    /// order they first name it (the pipeline's lanes find theirs by name).
+    pub fn for_config(config: &crate::config::Config) -> Metrics {
+        let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+        let mut streams: Vec<String> = Vec::new();
+        for s in &config.sources {
+            if !streams.contains(&s.stream) {
+                streams.push(s.stream.clone());
+            }
+        }
+        Metrics::new(&sources, &streams)
+    }
+
     /// Sets the build info (the labelled series were created with their source or
     /// stream).
     fn start_at_zero(&self) {

@@ -214,7 +214,7 @@ async fn readyz_names_every_source_whose_path_is_not_a_regular_file() {
         }
     };
     let health = Arc::new(Health::default());
-    health.following.store(true, Ordering::Relaxed);
+    health.lane().store(true, Ordering::Relaxed);
     let (addr, _) = start_with(SMALL, health.clone()).await;
     assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
     health.set_problem("web", &fifo, Some(kind(&fifo).to_string()));
