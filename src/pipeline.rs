@@ -287,9 +287,15 @@ fn start_lane(
         batch::run(line_rx, batch_tx, settings, progress, metrics, dead_letter).await;
         Ok(())
     });
+    let index = shared
+        .metrics
+        .streams()
+        .iter()
+        .position(|s| s.name == lane.stream)
+        .with_context(|| format!("no metrics for stream {}", lane.stream))?;
     let shipper = Shipper::new(
         shared.client.clone(),
-        lane.stream.clone(),
+        index,
         config.adaptive,
         shared.progress.clone(),
         shared.metrics.clone(),
