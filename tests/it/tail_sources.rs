@@ -36,7 +36,15 @@ fn settings(sources: &[&Path], max_files: usize, read_from: ReadFrom) -> TailSet
 
 fn start(s: TailSettings, entries: &[FileEntry]) -> (Tail, Arc<Progress>) {
     let progress = Arc::new(Progress::default());
-    let names: Vec<String> = s.sources.iter().map(|s| s.name.clone()).collect();
+    // Series for every source id this tail may stamp (a lane's ids need not start at 0).
+    let ids = s
+        .sources
+        .iter()
+        .chain(&s.others)
+        .map(|s| s.id)
+        .max()
+        .unwrap_or(0);
+    let names: Vec<String> = (0..=ids).map(|i| format!("s{i}")).collect();
     let m = Arc::new(Metrics::new(&names, &["stream".to_string()]));
     let h = Arc::new(Health::default());
     (
