@@ -244,7 +244,7 @@ def test_two_sources_grace_period_covers_the_slowest_app_and_the_drain():
     assert f"-t {sidekiq}" in "\n".join(sidekiq_app["args"])
 
 
-def test_the_example_and_overlay_keys_are_the_terraform_columns():
+def test_the_configmap_keys_are_the_terraform_columns():
     # The ConfigMap keys are what a user edits to rename the columns: they
     # must start out as the Terraform defaults, or every row's pod is NULL.
     defaults = tf_variable_defaults(load_terraform())
