@@ -153,6 +153,7 @@ async fn sort_out(
     metrics: &Metrics,
     dead_letter: &DeadLetter,
 ) {
+    let metrics = metrics.source(line.source);
     match d {
         Disposition::Record { json: false } => {
             metrics.invalid_json.inc();
@@ -220,7 +221,7 @@ mod tests {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let dead_letter = Arc::new(DeadLetter::new(
             &dir.path().join("dead.jsonl"),
             1 << 20,
@@ -269,7 +270,7 @@ mod tests {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let dl_path = dir.path().join("dead.jsonl");
         let dead_letter = Arc::new(DeadLetter::new(&dl_path, 1 << 20, metrics.clone()));
         let progress = Arc::new(Progress::new(u64::MAX, Default::default()));

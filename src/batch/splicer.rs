@@ -17,13 +17,31 @@ use crate::config::Config;
 use crate::firehose::MAX_RECORD_BYTES;
 use crate::handover::{Line, SourceId};
 use crate::log_throttle::LogThrottle;
+use crate::metrics::Metrics;
 use crate::progress::{FileKey, Progress};
 
 /// Where the batch stage counts what became of each line's fields, per source: the
-/// pipeline passes its metrics, tests a [`FieldTally`].
+/// pipeline passes its [`Metrics`], tests a [`FieldTally`].
 pub trait FieldCounts: Send + Sync {
     /// One record line of `source` was spliced with the outcome `what`.
     fn count(&self, source: SourceId, what: Splice);
+}
+
+/// The sidecar's series: a line too large with the fields is shipped without them, as
+/// a line that is no object is, and counted with those (its WARN tells them apart).
+impl FieldCounts for Metrics {
+    fn count(&self, source: SourceId, what: Splice) {
+        let m = self.source(source);
+        match what {
+            Splice::Spliced => {}
+            Splice::AppKept(_) => {
+                m.fields_app_kept.inc();
+            }
+            Splice::NotObject | Splice::TooLarge => {
+                m.fields_not_object.inc();
+            }
+        }
+    }
 }
 
 /// The fields and what the batch stage needs to write them.
@@ -35,8 +53,7 @@ pub struct FieldSettings {
     pub counts: Arc<dyn FieldCounts>,
 }
 
-/// Lines per source and outcome, in memory (tests; a pipeline without the metrics'
-/// series).
+/// Lines per source and outcome, in memory (tests).
 #[derive(Debug, Default)]
 pub struct FieldTally(std::sync::Mutex<HashMap<(SourceId, &'static str), u64>>);
 
@@ -278,5 +295,29 @@ mod tests {
         config.file_field = Some("file".into());
         let s = FieldSettings::from_config(&config, Arc::new(FieldTally::default())).unwrap();
         assert_eq!(s.sources.len(), config.sources.len());
+    }
+
+    /// The sidecar's series: kept keys in one, lines shipped without the fields (no
+    /// object, or too large with them) in the other, each under its own source.
+    #[test]
+    fn the_metrics_count_kept_keys_and_lines_without_fields_per_source() {
+        let m = Metrics::new(&["web".into(), "jobs".into()], &["s".into()]);
+        for what in [
+            Splice::Spliced,
+            Splice::AppKept(2),
+            Splice::NotObject,
+            Splice::TooLarge,
+        ] {
+            m.count(1, what);
+        }
+        let (web, jobs) = (m.source(0), m.source(1));
+        assert_eq!(
+            (jobs.fields_app_kept.get(), jobs.fields_not_object.get()),
+            (1, 2)
+        );
+        assert_eq!(
+            (web.fields_app_kept.get(), web.fields_not_object.get()),
+            (0, 0)
+        );
     }
 }

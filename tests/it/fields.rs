@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use crate::support::fake_firehose::{FakeConfig, FakeFirehose};
-use crate::support::firetail::{access_lines, append, aws_env, base_args, Firetail};
+use crate::support::firetail::{
+    access_lines, append, aws_env, base_args, sample, scrape, Firetail,
+};
 use crate::support::sorted;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -34,6 +36,18 @@ fn every_object_line_arrives_with_the_fields_and_dead_letters_stay_as_written() 
     let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
     let shipped = lines.len() as u64 - 1;
     assert!(fake.wait_for_lines(shipped, LONG), "{}", ft.dump());
+    let text = scrape(&ft.metrics_addr());
+    let series = |name: &str| sample(&text, &format!("{name}{{source=\"default\"}}"));
+    assert_eq!(
+        series("firetail_fields_app_kept_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series("firetail_fields_not_object_total"),
+        Some(1.0),
+        "{text}"
+    );
     ft.term();
     assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
 
