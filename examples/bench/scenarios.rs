@@ -187,12 +187,16 @@ pub fn billable_from_metrics(child: &Child, lines: u64) -> Option<u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = child.metrics();
-        let shipped = m
-            .get("firetail_lines_shipped_total")
-            .copied()
-            .unwrap_or(0.0);
+        // Summed over the series' labels (`source`): line series are per source.
+        let sum = |name: &str| {
+            m.iter()
+                .filter(|(k, _)| k.split('{').next() == Some(name))
+                .map(|(_, v)| *v)
+                .reduce(|a, b| a + b)
+        };
+        let shipped = sum("firetail_lines_shipped_total").unwrap_or(0.0);
         if shipped as u64 >= lines || Instant::now() >= deadline {
-            return m.get("firetail_billable_bytes_total").map(|v| *v as u64);
+            return sum("firetail_billable_bytes_total").map(|v| v as u64);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
