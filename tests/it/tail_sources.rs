@@ -175,6 +175,44 @@ fn a_dateext_copy_the_glob_matches_is_read_once_and_finishes_the_truncated_file(
     assert_eq!(sorted, ["1\n", "2\n", "3\n", "4\n", "5\n"], "got {lines:?}");
 }
 
+/// The same with the real logrotate: `dateext`, `extension .log`, `copytruncate`.
+#[test]
+fn real_logrotate_dateext_copytruncate_under_a_glob_ships_every_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.log");
+    append(&app, "1\n2\n");
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let mut lines = poll_all(&mut t);
+    append(&app, "3\n4\n");
+    crate::rotation::logrotate(
+        dir.path(),
+        &app,
+        "copytruncate\ndateext\ndateformat -%Y%m%d\nextension .log\nrotate 5",
+    );
+    let rotated: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("app-") && n.ends_with(".log"))
+        .collect();
+    assert_eq!(
+        rotated.len(),
+        1,
+        "logrotate made one dateext copy: {rotated:?}"
+    );
+    append(&app, "5\n");
+    for _ in 0..3 {
+        t.discover_soon();
+        lines.extend(poll_all(&mut t));
+    }
+    assert_eq!(
+        counted(&lines),
+        counted(&["1\n", "2\n", "3\n", "4\n", "5\n"].map(String::from))
+    );
+}
+
 #[test]
 fn a_dateext_rename_the_glob_matches_is_read_once() {
     let dir = tempfile::tempdir().unwrap();
