@@ -68,7 +68,7 @@ pub enum StartAt {
 }
 
 /// The file at the path.
-// One per follower, replaced only when a file comes or goes: a box would buy nothing.
+// One per follower: boxing the handle would save nothing worth an indirection.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Current {
@@ -215,9 +215,8 @@ impl Follower {
     ) -> io::Result<Handle> {
         let key = self.progress.new_key();
         let h = Handle::open(
-            key,
+            (key, self.source),
             &self.chain,
-            self.source,
             file,
             meta,
             path,

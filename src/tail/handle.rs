@@ -78,9 +78,8 @@ impl Handle {
     // them would exist only for this call.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
-        key: FileKey,
+        (key, source): (FileKey, SourceId),
         chain: &Chain,
-        source: SourceId,
         file: File,
         meta: &Metadata,
         path: &Path,

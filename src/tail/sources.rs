@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,9 @@ pub struct TailSettings {
     /// The sources of the other lanes: a file that a glob of this tail and an earlier
     /// source (lower id) of another lane both match is that source's.
     pub others: Vec<SourceSpec>,
+    /// Files open over every lane's tail (one counter shared by them all), which
+    /// `max_files` bounds.
+    pub open_files: Arc<AtomicUsize>,
 }
 
 /// Per source of this tail, files followed (open) and matched but not followed (over
@@ -155,6 +158,9 @@ pub struct Tail {
     discover: bool,
     last_discovery: Instant,
     over_cap_log: LogThrottle,
+    /// Files open over every lane's tail, and this tail's part of it.
+    open_total: Arc<AtomicUsize>,
+    published: usize,
     /// Every glob source of the process, this tail's and the other lanes'.
     claims: Vec<Claim>,
     /// Files two globs match, already reported (an ERROR once per file).
@@ -200,6 +206,8 @@ impl Tail {
             discover: true,
             last_discovery: Instant::now(),
             over_cap_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
+            open_total: settings.open_files.clone(),
+            published: 0,
             claims: settings
                 .sources
                 .iter()
@@ -272,8 +280,7 @@ impl Tail {
     pub fn poll(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
         if self.discover
             || self.last_discovery.elapsed() >= SCAN_EVERY
-            || (!self.not_followed.is_empty() || !self.to_resume.is_empty())
-                && self.open_files() < self.max_files
+            || (!self.not_followed.is_empty() || !self.to_resume.is_empty()) && !self.at_cap()
         {
             self.discover_all(ReadFrom::Beginning);
         }
@@ -346,6 +353,29 @@ impl Tail {
             .iter()
             .flat_map(|f| f.follower.keys())
             .collect()
+    }
+
+    /// True when files open over every lane reach `--max-files`: no new path is
+    /// followed (rotated files of the paths followed are never refused).
+    fn at_cap(&self) -> bool {
+        let others = self
+            .open_total
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.published);
+        others + self.open_files() >= self.max_files
+    }
+
+    /// Tells the other lanes how many files this tail has open.
+    fn publish_open_files(&mut self) {
+        let now = self.open_files();
+        if now > self.published {
+            self.open_total
+                .fetch_add(now - self.published, Ordering::Relaxed);
+        } else {
+            self.open_total
+                .fetch_sub(self.published - now, Ordering::Relaxed);
+        }
+        self.published = now;
     }
 
     /// Paths followed now (a follower each) over every source.
@@ -427,5 +457,11 @@ impl Tail {
             self.metrics.clone(),
             self.health.clone(),
         )
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        self.open_total.fetch_sub(self.published, Ordering::Relaxed);
     }
 }

@@ -31,6 +31,7 @@ fn settings(sources: &[&Path], max_files: usize, read_from: ReadFrom) -> TailSet
         own_files: Vec::new(),
         max_files,
         others: Vec::new(),
+        open_files: Arc::default(),
     }
 }
 

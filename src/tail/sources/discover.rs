@@ -50,12 +50,15 @@ impl Tail {
     /// be started now (its directory unreadable, no descriptor free) waits for the next
     /// scan, keeping its entries.
     fn resume_waiting(&mut self) {
-        while self.open_files() < self.max_files {
+        while !self.at_cap() {
             let Some((path, (source, entries))) = self.to_resume.pop_first() else {
                 break;
             };
             match self.new_follower(source, &path, &entries, ReadFrom::Beginning) {
-                Ok(f) => self.push(source, f),
+                Ok(f) => {
+                    self.push(source, f);
+                    self.publish_open_files();
+                }
                 Err(e) => {
                     if let Some(times) = self.resume_failed_log.note(1) {
                         tracing::warn!(source = %self.sources[source].spec.name, file = %path.display(), error = %e, failures_since_last = times, "Cannot resume a checkpointed file now; retrying at the next scan.");
@@ -123,13 +126,16 @@ impl Tail {
                 Seen::ReadTo(e) => vec![e],
                 Seen::New => Vec::new(),
             };
-            if self.open_files() >= self.max_files {
+            if self.at_cap() {
                 over_cap.push(path);
                 continue;
             }
             self.let_go.remove(&(meta.dev(), meta.ino()));
             match self.new_follower(source, &path, &entries, read_from) {
-                Ok(f) => self.push(source, f),
+                Ok(f) => {
+                    self.push(source, f);
+                    self.publish_open_files();
+                }
                 Err(e) => {
                     tracing::warn!(source = %name, file = %path.display(), error = %e, "Cannot start following a file the glob matches; retrying at the next scan.");
                 }

@@ -52,7 +52,8 @@ impl Tail {
         }
     }
 
-    pub(super) fn update_counts(&self) {
+    pub(super) fn update_counts(&mut self) {
+        self.publish_open_files();
         for (i, source) in self.sources.iter().enumerate() {
             let _ = source;
             let followed: usize = self
