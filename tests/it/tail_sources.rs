@@ -467,6 +467,67 @@ fn a_full_share_of_the_window_blocks_the_file_and_room_resumes_it() {
     assert_eq!(more[0].start, out.last().unwrap().end);
 }
 
+// ===== the built binary ==============================================================
+
+/// The built binary with one glob source: files present at start, and one created
+/// while it runs, are shipped once each; the drain reads every file to its end and
+/// says how many it finished.
+#[test]
+fn the_binary_ships_every_file_a_glob_matches_and_drains_them_all() {
+    use crate::support::fake_firehose::{FakeConfig, FakeFirehose};
+    use crate::support::firetail::{access_lines, aws_env, base_args, Firetail};
+    const LONG: Duration = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let worker = |n: usize| dir.path().join(format!("worker-{n}.log"));
+    let mut written = Vec::new();
+    for n in 1..=2 {
+        let lines = access_lines(&format!("w{n}"), 0..200);
+        crate::support::firetail::append(&worker(n), &lines);
+        written.extend(lines);
+    }
+    let mut args: Vec<String> = base_args(&worker(0), "unused")
+        .into_iter()
+        .filter(|a| !a.starts_with("--path=") && !a.starts_with("--stream="))
+        .collect();
+    args.push(format!(
+        "--source=name=workers,path={},stream={}",
+        dir.path().join("worker-*.log").display(),
+        fake.stream_name()
+    ));
+    args.push("--read-from=beginning".into());
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    assert!(
+        crate::support::eventually(LONG, || fake.lines_accepted() == 400),
+        "the files present at start; logs:\n{}",
+        ft.dump()
+    );
+    let late = access_lines("w3", 0..200);
+    crate::support::firetail::append(&worker(3), &late);
+    written.extend(late);
+    assert!(
+        crate::support::eventually(LONG, || fake.lines_accepted() == 600),
+        "the file created while running; logs:\n{}",
+        ft.dump()
+    );
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "logs:\n{}", ft.dump());
+    let mut accepted = fake.accepted_lines();
+    accepted.sort();
+    written.sort();
+    assert_eq!(accepted, written, "every line once");
+    let drained = ft
+        .logs()
+        .into_iter()
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Drain: the files were quiet"))
+        })
+        .expect("the drain's line");
+    assert_eq!(drained["files"], 3, "{drained}");
+}
+
 // ===== open-files limits, in a child process (a limit is the whole process's) =======
 
 const CHILD: &str = "tail_sources::child_follows_200_files_under_the_limit_it_was_given";
