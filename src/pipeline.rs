@@ -263,12 +263,12 @@ fn start_lane(
     // for the tail; the ship stage sets the flush interval (`pace`) for the batch stage.
     let due = Arc::new(Due::new());
     let pace = Arc::new(Pace::new(config.flush_interval));
-    let follower = follow(config, lane, resume_from, shared)?;
+    let tail_set = follow(config, lane, resume_from, shared)?;
     let (quiet, following) = (config.drain_quiet, shared.health.lane());
     let cadence = tail::Cadence::new(config.flush_interval, due.clone());
     let stream = lane.stream.clone();
     let tail: Task = Box::pin(async move {
-        tail::run(follower, line_tx, drain_rx, quiet, cadence, following)
+        tail::run(tail_set, line_tx, drain_rx, quiet, cadence, following)
             .await
             .with_context(|| format!("the tail of stream {stream}"))
     });
@@ -312,7 +312,8 @@ fn start_lane(
     Ok(LaneTasks { tail, batch, ship })
 }
 
-/// The lane's tail, resumed from the checkpoint's entries.
+/// The lane's tail, resumed from the checkpoint's entries of its sources. A file that
+/// globs of two lanes match is the earlier source's: every tail knows the others.
 fn follow(
     config: &Config,
     lane: &Lane,
@@ -327,13 +328,14 @@ fn follow(
             path: s.path.clone(),
         }
     };
+    let all = 0..config.sources.len() as SourceId;
     let settings = TailSettings {
         sources: lane.sources.iter().map(|id| spec(*id)).collect(),
         read_from: config.read_from,
         rotate_wait: config.rotate_wait,
         own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
         max_files: config.max_files,
-        others: (0..config.sources.len() as SourceId)
+        others: all
             .filter(|id| !lane.sources.contains(id))
             .map(spec)
             .collect(),

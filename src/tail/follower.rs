@@ -68,7 +68,7 @@ pub enum StartAt {
 }
 
 /// The file at the path.
-// One per follower: boxing the handle would save nothing worth an indirection.
+// One per follower, replaced only when a file comes or goes: a box would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Current {
