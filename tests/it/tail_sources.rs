@@ -467,6 +467,47 @@ fn a_full_share_of_the_window_blocks_the_file_and_room_resumes_it() {
     assert_eq!(more[0].start, out.last().unwrap().end);
 }
 
+/// Two lanes share one window: a file of one lane that fills its share waits, and a
+/// file of the other lane is read meanwhile, to its end.
+#[test]
+fn a_file_that_fills_its_share_does_not_stop_another_lanes_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (busy, quiet) = (dir.path().join("busy.log"), dir.path().join("quiet.log"));
+    let line = format!("{}\n", "x".repeat(99));
+    append(&busy, &line.repeat(20_000));
+    append(&quiet, &line.repeat(500));
+    let progress = Arc::new(Progress::new(256 * 1024, Default::default()));
+    let lane = |path: &Path, id: u16| {
+        let mut s = settings(&[path], 100, ReadFrom::Beginning);
+        s.sources[0].id = id;
+        let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+        Tail::new(s, &[], progress.clone(), m, h).unwrap()
+    };
+    let (mut busy_lane, mut quiet_lane) = (lane(&busy, 0), lane(&quiet, 1));
+    let mut busy_lines = Vec::new();
+    for _ in 0..100 {
+        if !busy_lane.poll(&mut busy_lines).unwrap() {
+            break;
+        }
+    }
+    assert!(
+        !busy_lane.blocked().is_empty(),
+        "the busy file filled its share"
+    );
+    let mut quiet_lines = Vec::new();
+    for _ in 0..100 {
+        if !quiet_lane.poll(&mut quiet_lines).unwrap() {
+            break;
+        }
+    }
+    assert_eq!(
+        quiet_lines.len(),
+        500,
+        "the other lane's file is read to its end"
+    );
+    assert!(quiet_lane.blocked().is_empty());
+}
+
 // ===== the built binary ==============================================================
 
 /// The built binary with one glob source: files present at start, and one created
