@@ -15,15 +15,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::discovery::Scope;
-use super::follower::{FollowSettings, Follower, SCAN_EVERY};
+use super::follower::{Follower, SCAN_EVERY};
 use super::handle::POLL_BUDGET;
 use crate::config::ReadFrom;
 use crate::handover::{Line, SourceId};
@@ -32,9 +32,11 @@ use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::progress::{FileEntry, FileKey, Progress};
 
+mod counts;
 mod discover;
 mod let_go;
 
+pub use counts::FileCounts;
 use discover::{glob_of, unnamed_of};
 use let_go::LetGo;
 
@@ -46,6 +48,9 @@ pub const MATCH: glob::MatchOptions = glob::MatchOptions {
     require_literal_separator: true,
     require_literal_leading_dot: true,
 };
+
+/// While the tail reads without a pause, globs' directories are listed this often.
+const BUSY_DISCOVERY: Duration = Duration::from_secs(1);
 
 /// The WARN about files over `--max-files` repeats at most this often.
 const OVER_CAP_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -76,35 +81,6 @@ pub struct TailSettings {
     /// Files open over every lane's tail (one counter shared by them all), which
     /// `max_files` bounds.
     pub open_files: Arc<AtomicUsize>,
-}
-
-/// Per source of this tail, files followed (open) and matched but not followed (over
-/// `--max-files`): the values of `firetail_files_followed` and
-/// `firetail_files_not_followed`, for the metrics to read.
-#[derive(Debug, Default)]
-pub struct FileCounts {
-    pub sources: Vec<SourceId>,
-    pub followed: Vec<AtomicU64>,
-    pub not_followed: Vec<AtomicU64>,
-}
-
-impl FileCounts {
-    fn new(sources: &[SourceSpec]) -> FileCounts {
-        FileCounts {
-            sources: sources.iter().map(|s| s.id).collect(),
-            followed: sources.iter().map(|_| AtomicU64::new(0)).collect(),
-            not_followed: sources.iter().map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    /// (followed, not followed) for `source`, if it is one of this tail's.
-    pub fn get(&self, source: SourceId) -> Option<(u64, u64)> {
-        let i = self.sources.iter().position(|s| *s == source)?;
-        Some((
-            self.followed[i].load(Ordering::Relaxed),
-            self.not_followed[i].load(Ordering::Relaxed),
-        ))
-    }
 }
 
 /// A source as the tail follows it.
@@ -172,6 +148,8 @@ pub struct Tail {
     /// Bytes read by dropped followers: `bytes_read` never goes back.
     bytes_dropped: u64,
     drain_discovered: bool,
+    /// The last poll had more to read at once.
+    busy: bool,
     pub(super) progress: Arc<Progress>,
     pub(super) metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -226,6 +204,7 @@ impl Tail {
             resume_failed_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
             bytes_dropped: 0,
             drain_discovered: false,
+            busy: false,
             progress,
             metrics,
             health,
@@ -278,13 +257,18 @@ impl Tail {
     /// Reads what is available: every follower once at most, round-robin, until about
     /// one budget is read. True when there may be more at once (call again).
     pub fn poll(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        let since = self.last_discovery.elapsed();
+        // While the tail reads without a pause, the shell looks at no inotify event: a
+        // new file is then found by listing at most every second.
         if self.discover
-            || self.last_discovery.elapsed() >= SCAN_EVERY
+            || since >= SCAN_EVERY
+            || (self.busy && since >= BUSY_DISCOVERY)
             || (!self.not_followed.is_empty() || !self.to_resume.is_empty()) && !self.at_cap()
         {
             self.discover_all(ReadFrom::Beginning);
         }
         let more = self.round(out, |f, out| f.poll(out))?;
+        self.busy = more;
         self.drop_done();
         self.update_counts();
         Ok(more)
@@ -355,29 +339,6 @@ impl Tail {
             .collect()
     }
 
-    /// True when files open over every lane reach `--max-files`: no new path is
-    /// followed (rotated files of the paths followed are never refused).
-    fn at_cap(&self) -> bool {
-        let others = self
-            .open_total
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.published);
-        others + self.open_files() >= self.max_files
-    }
-
-    /// Tells the other lanes how many files this tail has open.
-    fn publish_open_files(&mut self) {
-        let now = self.open_files();
-        if now > self.published {
-            self.open_total
-                .fetch_add(now - self.published, Ordering::Relaxed);
-        } else {
-            self.open_total
-                .fetch_sub(self.published - now, Ordering::Relaxed);
-        }
-        self.published = now;
-    }
-
     /// Paths followed now (a follower each) over every source.
     pub fn followers(&self) -> usize {
         self.followers.len()
@@ -424,44 +385,5 @@ impl Tail {
             .map(|f| f.follower.bytes_read())
             .sum::<u64>()
             + self.bytes_dropped
-    }
-
-    fn push(&mut self, source: usize, follower: Follower) {
-        self.followers.push(Followed {
-            source,
-            follower,
-            finished: false,
-        });
-    }
-
-    fn new_follower(
-        &self,
-        source: usize,
-        path: &Path,
-        entries: &[FileEntry],
-        read_from: ReadFrom,
-    ) -> io::Result<Follower> {
-        let spec = &self.sources[source].spec;
-        let settings = FollowSettings {
-            path: path.to_path_buf(),
-            read_from,
-            rotate_wait: self.rotate_wait,
-            own_files: self.own_files.clone(),
-            source: spec.id,
-            source_name: spec.name.clone(),
-        };
-        Follower::new(
-            &settings,
-            entries,
-            self.progress.clone(),
-            self.metrics.clone(),
-            self.health.clone(),
-        )
-    }
-}
-
-impl Drop for Tail {
-    fn drop(&mut self) {
-        self.open_total.fetch_sub(self.published, Ordering::Relaxed);
     }
 }

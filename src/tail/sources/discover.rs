@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::{Glob, Tail, MATCH};
+use super::{Followed, Glob, Tail, MATCH};
 use crate::config::{parent_dir, ReadFrom};
 use crate::progress::FileEntry;
 use crate::tail::discovery::{
     is_compressed, is_fd_exhaustion, is_rotation_of, is_sibling_name, mtime_ns, open_regular, Scope,
 };
+use crate::tail::follower::{FollowSettings, Follower};
 
 /// What a matched file is to this tail, by identity.
 enum Seen {
@@ -33,6 +34,39 @@ enum Seen {
 }
 
 impl Tail {
+    pub(super) fn push(&mut self, source: usize, follower: Follower) {
+        self.followers.push(Followed {
+            source,
+            follower,
+            finished: false,
+        });
+    }
+
+    pub(super) fn new_follower(
+        &self,
+        source: usize,
+        path: &Path,
+        entries: &[FileEntry],
+        read_from: ReadFrom,
+    ) -> io::Result<Follower> {
+        let spec = &self.sources[source].spec;
+        let settings = FollowSettings {
+            path: path.to_path_buf(),
+            read_from,
+            rotate_wait: self.rotate_wait,
+            own_files: self.own_files.clone(),
+            source: spec.id,
+            source_name: spec.name.clone(),
+        };
+        Follower::new(
+            &settings,
+            entries,
+            self.progress.clone(),
+            self.metrics.clone(),
+            self.health.clone(),
+        )
+    }
+
     /// Follows the chains of the checkpoint waiting for room, then every new path each
     /// glob matches, starting files with no entry per `read_from`.
     pub(super) fn discover_all(&mut self, read_from: ReadFrom) {
