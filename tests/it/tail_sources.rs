@@ -144,6 +144,38 @@ async fn a_new_file_is_picked_up_on_inotify_before_the_periodic_scan() {
     run.abort();
 }
 
+/// While one file keeps the tail reading without a pause (the shell looks at no
+/// inotify event then), a new file is still found by listing, every second — well
+/// before the periodic scan (5 s).
+#[test]
+fn a_new_file_is_found_while_another_keeps_the_tail_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    // A sparse GiB: far more than a second of reading, and no disk.
+    let busy = std::fs::File::create(dir.path().join("busy.log")).unwrap();
+    busy.set_len(1 << 30).unwrap();
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let started = std::time::Instant::now();
+    append(&dir.path().join("new.log"), "new\n");
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the new file was not found while the tail was busy"
+        );
+        out.clear();
+        assert!(
+            t.poll(&mut out).unwrap(),
+            "the busy file keeps the tail reading"
+        );
+        if out.iter().any(|l| l.data.as_ref() == b"new\n") {
+            break;
+        }
+    }
+}
+
 /// logrotate with `dateext`, `extension .log` and `copytruncate` makes
 /// `app-20261207.log` of `app.log`: the glob matches both, yet every line leaves once —
 /// the copy is `app.log`'s, where its unread lines are finished from.
