@@ -124,8 +124,6 @@ pub struct Tail {
     rotate_wait: Duration,
     own_files: Vec<PathBuf>,
     max_files: usize,
-    /// Chains of the checkpoint not followed yet (over `--max-files`), by followed path.
-    to_resume: BTreeMap<PathBuf, (usize, Vec<FileEntry>)>,
     /// Paths a glob matches that are not followed for `--max-files`, with their source.
     not_followed: BTreeMap<PathBuf, usize>,
     /// Files dropped followers read and let go, by (device, inode).
@@ -141,9 +139,9 @@ pub struct Tail {
     claims: Vec<Claim>,
     /// Files two globs match, already reported (an ERROR once per file).
     overlaps: HashSet<PathBuf>,
-    /// WARNs of chains that cannot be resumed, or directories listed, for want of
-    /// descriptors: at most one per interval.
-    resume_failed_log: LogThrottle,
+    /// WARNs of directories that cannot be listed for want of descriptors: at most one
+    /// per interval.
+    fd_log: LogThrottle,
     counts: Arc<FileCounts>,
     /// Bytes read by dropped followers: `bytes_read` never goes back.
     bytes_dropped: u64,
@@ -178,7 +176,6 @@ impl Tail {
             rotate_wait: settings.rotate_wait,
             own_files: settings.own_files,
             max_files: settings.max_files.max(1),
-            to_resume: BTreeMap::new(),
             not_followed: BTreeMap::new(),
             let_go: HashMap::new(),
             discover: true,
@@ -201,7 +198,7 @@ impl Tail {
                 })
                 .collect(),
             overlaps: HashSet::new(),
-            resume_failed_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
+            fd_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
             bytes_dropped: 0,
             drain_discovered: false,
             busy: false,
@@ -226,12 +223,16 @@ impl Tail {
                 tail.push(i, f);
                 continue;
             }
+            // Every chain of the checkpoint is resumed, whatever --max-files says: one
+            // left out would leave the checkpoint at its next write, and be read again
+            // from 0 after a restart. New paths wait while they exceed the limit.
+            let mut chains: BTreeMap<PathBuf, Vec<FileEntry>> = BTreeMap::new();
             for e in mine {
-                let chain = tail
-                    .to_resume
-                    .entry(e.followed.clone())
-                    .or_insert_with(|| (i, Vec::new()));
-                chain.1.push(e);
+                chains.entry(e.followed.clone()).or_default().push(e);
+            }
+            for (followed, entries) in chains {
+                let f = tail.new_follower(i, &followed, &entries, ReadFrom::Beginning)?;
+                tail.push(i, f);
             }
         }
         let start_from = if resumed {
@@ -263,7 +264,7 @@ impl Tail {
         if self.discover
             || since >= SCAN_EVERY
             || (self.busy && since >= BUSY_DISCOVERY)
-            || (!self.not_followed.is_empty() || !self.to_resume.is_empty()) && !self.at_cap()
+            || (!self.not_followed.is_empty() && !self.at_cap())
         {
             self.discover_all(ReadFrom::Beginning);
         }

@@ -425,6 +425,34 @@ fn a_restart_resumes_each_file_of_a_glob_at_its_offset() {
     assert_eq!(lines, ["a2\n", "b2\n", "c1\n"]);
 }
 
+/// A restart resumes every checkpointed file, even beyond `--max-files` (one left out
+/// would leave the checkpoint, and be read again from 0 after the next restart); a new
+/// file waits while the limit is exceeded.
+#[test]
+fn a_restart_resumes_every_checkpointed_file_beyond_max_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let glob: PathBuf = dir.path().join("*.log");
+    let path = |n: &str| dir.path().join(format!("{n}.log"));
+    for n in ["a", "b", "c"] {
+        append(&path(n), &format!("{n}1\n"));
+    }
+    let (mut t, progress) = start(settings(&[&glob], 100, ReadFrom::Beginning), &[]);
+    let mut out = Vec::new();
+    while t.poll(&mut out).unwrap() {}
+    ack(&progress, &out);
+    let entries = progress.entries();
+    drop(t);
+    for n in ["a", "b", "c"] {
+        append(&path(n), &format!("{n}2\n"));
+    }
+    append(&path("d"), "d1\n");
+    let (mut t, _) = start(settings(&[&glob], 2, ReadFrom::Beginning), &entries);
+    let mut lines = poll_all(&mut t);
+    lines.sort();
+    assert_eq!(lines, ["a2\n", "b2\n", "c2\n"]);
+    assert_eq!(t.counts().get(0), Some((3, 1)));
+}
+
 /// On a first start, `--read-from end` skips what every matched file holds.
 #[test]
 fn a_first_start_reads_every_matched_file_per_read_from() {

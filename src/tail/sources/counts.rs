@@ -70,8 +70,7 @@ impl Tail {
                 .filter(|f| f.source == i)
                 .map(|f| f.follower.open_files())
                 .sum();
-            let waiting = self.not_followed.values().filter(|s| **s == i).count()
-                + self.to_resume.values().filter(|(s, _)| *s == i).count();
+            let waiting = self.not_followed.values().filter(|s| **s == i).count();
             self.counts.followed[i].store(followed as u64, Ordering::Relaxed);
             self.counts.not_followed[i].store(waiting as u64, Ordering::Relaxed);
         }

@@ -67,39 +67,14 @@ impl Tail {
         )
     }
 
-    /// Follows the chains of the checkpoint waiting for room, then every new path each
-    /// glob matches, starting files with no entry per `read_from`.
+    /// Follows every new path each glob matches, starting files with no entry per
+    /// `read_from`.
     pub(super) fn discover_all(&mut self, read_from: ReadFrom) {
         self.discover = false;
         self.last_discovery = Instant::now();
-        self.resume_waiting();
         for i in 0..self.sources.len() {
             if self.sources[i].glob.is_some() {
                 self.discover_glob(i, read_from);
-            }
-        }
-    }
-
-    /// The checkpoint's chains not followed yet, while there is room. One that cannot
-    /// be started now (its directory unreadable, no descriptor free) waits for the next
-    /// scan, keeping its entries.
-    fn resume_waiting(&mut self) {
-        while !self.at_cap() {
-            let Some((path, (source, entries))) = self.to_resume.pop_first() else {
-                break;
-            };
-            match self.new_follower(source, &path, &entries, ReadFrom::Beginning) {
-                Ok(f) => {
-                    self.push(source, f);
-                    self.publish_open_files();
-                }
-                Err(e) => {
-                    if let Some(times) = self.resume_failed_log.note(1) {
-                        tracing::warn!(source = %self.sources[source].spec.name, file = %path.display(), error = %e, failures_since_last = times, "Cannot resume a checkpointed file now; retrying at the next scan.");
-                    }
-                    self.to_resume.insert(path, (source, entries));
-                    break;
-                }
             }
         }
     }
@@ -226,7 +201,7 @@ impl Tail {
                 // Not the directory's fault: retried at the next poll, like any open.
                 self.discover = true;
                 self.metrics.file_open_failures.inc();
-                if let Some(times) = self.resume_failed_log.note(1) {
+                if let Some(times) = self.fd_log.note(1) {
                     tracing::warn!(source = %src.spec.name, dir = %g.dir.display(), error = %e, failures_since_last = times, "No file descriptor free to list the directory of a glob source; retrying.");
                 }
                 return None;
