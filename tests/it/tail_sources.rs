@@ -357,13 +357,18 @@ fn max_files_caps_open_files_and_follows_the_rest_once_files_go() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let (mut t, _) = start(
-        settings(&[&dir.path().join("*.log")], 150, ReadFrom::Beginning),
-        &[],
-    );
+    let metrics = Arc::new(Metrics::new(&["s0".to_string()], &["stream".to_string()]));
+    let s = settings(&[&dir.path().join("*.log")], 150, ReadFrom::Beginning);
+    let (p, h) = (Arc::new(Progress::default()), Arc::new(Health::default()));
+    let mut t = Tail::new(s, &[], p, metrics.clone(), h).unwrap();
     let mut lines = poll_all(&mut t);
     assert_eq!(t.open_files(), 150);
     assert_eq!(t.counts().get(0), Some((150, 50)));
+    let gauges = |m: &Metrics| {
+        let s = m.source(0);
+        (s.files_followed.get(), s.files_not_followed.get())
+    };
+    assert_eq!(gauges(&metrics), (150, 50));
     let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
     let warn = logged
         .lines()
@@ -381,6 +386,7 @@ fn max_files_caps_open_files_and_follows_the_rest_once_files_go() {
     }
     assert_eq!(t.open_files(), 140);
     assert_eq!(t.counts().get(0), Some((140, 0)));
+    assert_eq!(gauges(&metrics), (140, 0));
     let expected: Vec<String> = (0..200).map(|i| format!("line of {i}\n")).collect();
     assert_eq!(counted(&lines), counted(&expected));
 }
@@ -550,7 +556,9 @@ fn a_file_that_fills_its_share_does_not_stop_another_lanes_file() {
     let lane = |path: &Path, id: u16| {
         let mut s = settings(&[path], 100, ReadFrom::Beginning);
         s.sources[0].id = id;
-        let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+        let names = ["s0".to_string(), "s1".to_string()];
+        let m = Arc::new(Metrics::new(&names, &["stream".to_string()]));
+        let h = Arc::new(Health::default());
         Tail::new(s, &[], progress.clone(), m, h).unwrap()
     };
     let (mut busy_lane, mut quiet_lane) = (lane(&busy, 0), lane(&quiet, 1));

@@ -63,7 +63,6 @@ impl Tail {
     pub(super) fn update_counts(&mut self) {
         self.publish_open_files();
         for (i, source) in self.sources.iter().enumerate() {
-            let _ = source;
             let followed: usize = self
                 .followers
                 .iter()
@@ -73,6 +72,10 @@ impl Tail {
             let waiting = self.not_followed.values().filter(|s| **s == i).count();
             self.counts.followed[i].store(followed as u64, Ordering::Relaxed);
             self.counts.not_followed[i].store(waiting as u64, Ordering::Relaxed);
+            if let Some(m) = self.metrics.sources().get(usize::from(source.spec.id)) {
+                m.files_followed.set(followed as i64);
+                m.files_not_followed.set(waiting as i64);
+            }
         }
     }
 }
