@@ -40,15 +40,6 @@ pub use counts::FileCounts;
 use discover::{glob_of, unnamed_of};
 use let_go::LetGo;
 
-/// How a glob matches a file name: as a shell does, so `*` skips hidden files
-/// (firetail's own `.firetail-*` files among them). The configuration checks overlaps
-/// with the same options.
-pub const MATCH: glob::MatchOptions = glob::MatchOptions {
-    case_sensitive: true,
-    require_literal_separator: true,
-    require_literal_leading_dot: true,
-};
-
 /// While the tail reads without a pause, globs' directories are listed this often.
 const BUSY_DISCOVERY: Duration = Duration::from_secs(1);
 

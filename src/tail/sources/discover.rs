@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::{Followed, Glob, Tail, MATCH};
-use crate::config::{parent_dir, ReadFrom};
+use super::{Followed, Glob, Tail};
+use crate::config::{parent_dir, ReadFrom, MATCH};
 use crate::progress::FileEntry;
 use crate::tail::discovery::{
     is_compressed, is_fd_exhaustion, is_rotation_of, is_sibling_name, mtime_ns, open_regular, Scope,
