@@ -221,11 +221,21 @@ fn a_dateext_copy_the_glob_matches_is_read_once_and_finishes_the_truncated_file(
 /// The same with the real logrotate: `dateext`, `extension .log`, `copytruncate`.
 #[test]
 fn real_logrotate_dateext_copytruncate_under_a_glob_ships_every_line_once() {
+    real_logrotate_dateext_copytruncate("*.log");
+}
+
+/// And for a literal path: the copy is found among its siblings by that name too.
+#[test]
+fn real_logrotate_dateext_copytruncate_of_a_literal_path_ships_every_line_once() {
+    real_logrotate_dateext_copytruncate("app.log");
+}
+
+fn real_logrotate_dateext_copytruncate(source: &str) {
     let dir = tempfile::tempdir().unwrap();
     let app = dir.path().join("app.log");
     append(&app, "1\n2\n");
     let (mut t, _) = start(
-        settings(&[&dir.path().join("*.log")], 100, ReadFrom::Beginning),
+        settings(&[&dir.path().join(source)], 100, ReadFrom::Beginning),
         &[],
     );
     let mut lines = poll_all(&mut t);
