@@ -304,6 +304,22 @@ fn another_apps_log_named_like_a_dateext_rotation_is_followed_too() {
     assert_eq!(lines, ["app\n", "worker\n"]);
 }
 
+/// Two names of one file (a hard link), both matched: the file is followed once.
+#[test]
+fn two_names_of_one_file_are_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("a.log"), "once\n");
+    std::fs::hard_link(dir.path().join("a.log"), dir.path().join("b.log")).unwrap();
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let mut lines = poll_all(&mut t);
+    t.discover_soon();
+    lines.extend(poll_all(&mut t));
+    assert_eq!(lines, ["once\n"]);
+}
+
 /// A burst in one file delays another file's lines by one poll at most, and a poll
 /// hands on about one budget, not one per file.
 #[test]

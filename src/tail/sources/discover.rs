@@ -102,7 +102,7 @@ impl Tail {
                 .iter()
                 .filter_map(|p| p.file_name()?.to_str().map(str::to_string)),
         );
-        let open: HashSet<(u64, u64)> = self
+        let mut open: HashSet<(u64, u64)> = self
             .followers
             .iter()
             .flat_map(|f| f.follower.open_inodes())
@@ -142,6 +142,8 @@ impl Tail {
             self.let_go.remove(&(meta.dev(), meta.ino()));
             match self.new_follower(source, &path, &entries, read_from) {
                 Ok(f) => {
+                    // Another name of the same file (a hard link) is not a second file.
+                    open.extend(f.open_inodes());
                     self.push(source, f);
                     self.publish_open_files();
                 }
