@@ -1,22 +1,21 @@
-//! The world of the follower model: real files in a temporary directory, the app's
-//! one `O_APPEND` descriptor, and what the model knows each file's content holds, as
-//! pieces of the lines written — a line is whole in a content, or cut by a rotation
-//! into a head (in the content the descriptor pointed at when the app wrote the first
-//! part) and a tail (in the one it pointed at when it wrote the rest).
+//! The world of the follower model: real files in one temporary directory, one app per
+//! followed path (each with its one `O_APPEND` descriptor and its own way of naming
+//! rotated files), and what the model knows each file's content holds, as pieces of
+//! the lines written — a line is whole in a content, or cut by a rotation into a head
+//! (in the content the descriptor pointed at when the app wrote the first part) and a
+//! tail (in the one it pointed at when it wrote the rest). firetail's side (reading,
+//! acknowledging, checkpoints, kills and restarts) is in `reader.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
-use firetail::checkpoint::Checkpointer;
-use firetail::config::ReadFrom;
-use firetail::health::Health;
-use firetail::metrics::Metrics;
-use firetail::progress::{FileEntry, Progress, Span};
-use firetail::tail::{Follower, Line, TailSettings as Settings};
+use firetail::handover::SourceId;
+use firetail::progress::Progress;
+use firetail::tail::Line;
+
+use super::reader::Reader;
 
 /// Which bytes of a written line a content holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,6 +34,8 @@ pub type Piece = (usize, Part);
 pub struct Written {
     pub text: String,
     pub cut: usize,
+    /// The app that wrote it (index into `apps`).
+    pub app: usize,
 }
 
 /// A file's content as the model knows it.
@@ -44,65 +45,81 @@ pub struct MFile {
     pub opened: bool,
 }
 
-pub struct World {
-    _dir: tempfile::TempDir,
+/// How an app's rotated files are named (logrotate's default, `dateext`, and either
+/// with `extension .log`, which keeps the extension last).
+// The `Ext` namings are for glob sources, whose files the tail of several sources reads.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+    /// `access.log.0`, `.1`, … shifted at every rotation.
+    Numbered,
+    /// `access.log-20261207NNNN`, never shifted.
+    Dated,
+    /// `job-a.0.log`, `.1.log`, … shifted.
+    NumberedExt,
+    /// `app-20261207NNNN.log`, never shifted.
+    DatedExt,
+}
+
+/// A source as configured: a name and a literal path or a glob.
+#[derive(Clone, Debug)]
+pub struct SourceDef {
+    pub name: String,
     pub path: PathBuf,
-    pub checkpoint: PathBuf,
-    writer: std::fs::File,
+}
+
+/// One app writing one followed path.
+pub struct App {
+    pub path: PathBuf,
+    pub source: SourceId,
+    pub naming: Naming,
+    /// The next dated suffix.
+    dated: usize,
+    /// The app stopped for good (a job that ended).
+    ended: bool,
+    /// None until the app first opens its path, and once it ended.
+    writer: Option<std::fs::File>,
     /// The model file the app's descriptor writes into.
     writer_file: usize,
-    /// Model files by real path.
-    at: HashMap<PathBuf, usize>,
-    pub files: Vec<MFile>,
     /// The line whose first part is written and whose rest is not.
     partial: Option<usize>,
+}
+
+pub struct World {
+    pub(super) dir: tempfile::TempDir,
+    pub checkpoint: PathBuf,
+    pub sources: Vec<SourceDef>,
+    pub apps: Vec<App>,
+    /// The app the file-system actions act on (see [`World::select`]).
+    cur: usize,
+    /// Model files by real path.
+    pub(super) at: HashMap<PathBuf, usize>,
+    pub files: Vec<MFile>,
     pub written: Vec<Written>,
     /// Pieces of contents destroyed by a truncation (they existed, so may come out).
     pub history: Vec<Piece>,
     /// Files deleted while firetail held them open: readable only until it goes down.
-    held_deleted: Vec<usize>,
+    pub(super) held_deleted: Vec<usize>,
     /// Pieces no follower can recover (they may still come out, if read in time).
     pub unrecoverable: HashSet<Piece>,
-    follower: Option<Follower>,
-    progress: Arc<Progress>,
+    pub(super) reader: Option<Reader>,
+    pub(super) progress: std::sync::Arc<Progress>,
     /// Every line the follower handed on, in order (a restart's repeats included).
     pub lines_out: Vec<Line>,
     pub emitted: Vec<String>,
-    unacked: Vec<Line>,
+    /// Per line out, the run (firetail start) that read it.
+    pub runs: Vec<usize>,
+    pub(super) run: usize,
+    pub(super) unacked: Vec<Line>,
     /// Every line read since firetail last started (what a restart may read again).
-    read_since_up: Vec<Line>,
+    pub(super) read_since_up: Vec<Line>,
     /// The last checkpoint written: per key its offset; and the keys let go since
     /// firetail last started.
-    last_checkpoint: (HashMap<u32, u64>, HashSet<u32>),
+    pub(super) last_checkpoint: (HashMap<u32, u64>, HashSet<u32>),
     pub may_duplicate: HashSet<String>,
 }
 
-fn settings(path: &Path) -> Settings {
-    Settings {
-        path: path.to_path_buf(),
-        read_from: ReadFrom::Beginning,
-        // Nothing retires by time inside a test case: late writers are never cut off.
-        rotate_wait: Duration::from_secs(3600),
-        own_files: vec![path.with_file_name(".firetail-access.log.json")],
-        source: 0,
-        source_name: "default".to_string(),
-    }
-}
-
-fn new_follower(path: &Path, entries: &[FileEntry]) -> (Follower, Arc<Progress>) {
-    let progress = Arc::new(Progress::default());
-    let follower = Follower::new(
-        &settings(path),
-        entries,
-        progress.clone(),
-        Arc::new(Metrics::new()),
-        Arc::new(Health::default()),
-    )
-    .unwrap();
-    (follower, progress)
-}
-
-fn open_append(path: &Path) -> std::fs::File {
+pub(super) fn open_append(path: &Path) -> std::fs::File {
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -121,10 +138,17 @@ pub fn shm() -> &'static Path {
     }
 }
 
-fn sibling(path: &Path, n: usize) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{n}"));
-    PathBuf::from(s)
+/// The `n`th rotated name of `path` under `naming`.
+fn rotated_name(path: &Path, naming: Naming, n: usize) -> PathBuf {
+    let name = path.file_name().unwrap().to_string_lossy();
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((&name, ""));
+    let name = match naming {
+        Naming::Numbered => format!("{name}.{n}"),
+        Naming::Dated => format!("{name}-20261207{n:04}"),
+        Naming::NumberedExt => format!("{stem}.{n}.{ext}"),
+        Naming::DatedExt => format!("{stem}-20261207{n:04}.{ext}"),
+    };
+    path.with_file_name(name)
 }
 
 pub fn text_of(l: &Line) -> String {
@@ -132,42 +156,101 @@ pub fn text_of(l: &Line) -> String {
 }
 
 impl World {
+    /// One source, `default`, one app writing `access.log`, rotated by number.
     pub fn new() -> World {
+        World::with(
+            &[("default", "access.log")],
+            &[(0, "access.log", Naming::Numbered)],
+        )
+    }
+
+    /// The sources (name, path or glob in the directory) and the apps writing at
+    /// first (source, file name, naming); firetail is up before the apps write (the
+    /// startup probe gates them), and so it has each app's first line open.
+    pub fn with(sources: &[(&str, &str)], apps: &[(SourceId, &str, Naming)]) -> World {
         let dir = tempfile::tempdir_in(shm()).unwrap();
-        let path = dir.path().join("access.log");
-        let checkpoint = dir.path().join(".firetail-access.log.json");
-        let (follower, progress) = new_follower(&path, &[]);
-        let writer = open_append(&path);
+        let checkpoint = dir.path().join(".firetail-checkpoint.json");
+        let sources: Vec<SourceDef> = sources
+            .iter()
+            .map(|(name, path)| SourceDef {
+                name: name.to_string(),
+                path: dir.path().join(path),
+            })
+            .collect();
         let mut w = World {
-            _dir: dir,
-            writer,
-            writer_file: 0,
-            at: HashMap::from([(path.clone(), 0)]),
-            files: vec![MFile {
-                pieces: Vec::new(),
-                opened: false,
-            }],
-            path,
             checkpoint,
-            partial: None,
+            sources,
+            apps: Vec::new(),
+            cur: 0,
+            at: HashMap::new(),
+            files: Vec::new(),
             written: Vec::new(),
             history: Vec::new(),
             held_deleted: Vec::new(),
             unrecoverable: HashSet::new(),
-            follower: Some(follower),
-            progress,
+            reader: None,
+            progress: Default::default(),
             lines_out: Vec::new(),
             emitted: Vec::new(),
+            runs: Vec::new(),
+            run: 0,
             unacked: Vec::new(),
             read_since_up: Vec::new(),
             last_checkpoint: Default::default(),
             may_duplicate: HashSet::new(),
+            dir,
         };
-        // firetail is up before the app writes (the startup probe gates the app).
-        w.write_line(20);
+        w.start_reader(&[]);
+        for (source, name, naming) in apps {
+            let a = w.spawn(*source, name, *naming).expect("a new app");
+            w.select(a);
+            w.write_line(20);
+        }
+        w.select(0);
         w.poll_all();
         w.write_checkpoint();
         w
+    }
+
+    /// Starts an app writing `name` in the directory for `source`; None when an app
+    /// still writes there.
+    pub fn spawn(&mut self, source: SourceId, name: &str, naming: Naming) -> Option<usize> {
+        let path = self.dir.path().join(name);
+        if self
+            .apps
+            .iter()
+            .any(|a| a.path == path && a.writer.is_some())
+        {
+            return None;
+        }
+        self.apps.push(App {
+            path,
+            source,
+            naming,
+            dated: 0,
+            ended: false,
+            writer: None,
+            writer_file: 0,
+            partial: None,
+        });
+        let a = self.apps.len() - 1;
+        let cur = std::mem::replace(&mut self.cur, a);
+        self.reopen();
+        self.cur = cur;
+        Some(a)
+    }
+
+    /// The app the next file-system actions act on.
+    pub fn select(&mut self, app: usize) {
+        self.cur = app;
+    }
+
+    fn app(&self) -> &App {
+        &self.apps[self.cur]
+    }
+
+    fn app_mut(&mut self) -> &mut App {
+        &mut self.apps[self.cur]
     }
 
     /// The text of a piece: its seq is on both sides of any cut (in `seq` and `end`),
@@ -192,18 +275,23 @@ impl World {
         self.written.push(Written {
             cut: head.len() + into_pad,
             text,
+            app: self.cur,
         });
         self.written.len() - 1
     }
 
     fn append(&mut self, bytes: &[u8], piece: Piece) {
-        self.writer.write_all(bytes).unwrap();
-        self.files[self.writer_file].pieces.push(piece);
+        let app = &mut self.apps[self.cur];
+        app.writer.as_mut().unwrap().write_all(bytes).unwrap();
+        self.files[app.writer_file].pieces.push(piece);
     }
 
     /// A whole line; or, while one is half written, its rest.
     pub fn write_line(&mut self, len: usize) {
-        if self.partial.is_some() {
+        if self.app().writer.is_none() {
+            return;
+        }
+        if self.app().partial.is_some() {
             return self.write_rest();
         }
         let i = self.new_line(len, 0.5);
@@ -214,28 +302,33 @@ impl World {
     /// The first part of a line (a writer flushing a buffer mid-line); nothing while
     /// another line is half written.
     pub fn write_partial(&mut self, len: usize, cut: f64) {
-        if self.partial.is_some() {
+        if self.app().partial.is_some() || self.app().writer.is_none() {
             return;
         }
         let i = self.new_line(len, cut);
         let w = &self.written[i];
         let bytes = w.text.as_bytes()[..w.cut].to_vec();
         self.append(&bytes, (i, Part::Head));
-        self.partial = Some(i);
+        self.app_mut().partial = Some(i);
     }
 
     /// The rest of the half-written line, through the descriptor as it is now: into
     /// the same content (renamed or not) it completes the line; into another (the app
     /// reopened, or logrotate truncated and `O_APPEND` put it at offset 0) it is a
     /// tail, and the head stays a fragment where it is.
-    fn write_rest(&mut self) {
-        let Some(i) = self.partial.take() else {
+    pub(super) fn write_rest(&mut self) {
+        let Some(i) = self.app_mut().partial.take() else {
             return;
         };
         let w = &self.written[i];
         let bytes = format!("{}\n", &w.text[w.cut..]);
-        self.writer.write_all(bytes.as_bytes()).unwrap();
-        let pieces = &mut self.files[self.writer_file].pieces;
+        let app = &mut self.apps[self.cur];
+        app.writer
+            .as_mut()
+            .unwrap()
+            .write_all(bytes.as_bytes())
+            .unwrap();
+        let pieces = &mut self.files[app.writer_file].pieces;
         match pieces.last_mut() {
             Some(last) if *last == (i, Part::Head) => last.1 = Part::Whole,
             _ => pieces.push((i, Part::Tail)),
@@ -248,55 +341,71 @@ impl World {
         self.at.insert(to.to_path_buf(), id);
     }
 
-    /// `.n` → `.n+1` for every rotated file, newest last.
-    fn shift(&mut self) {
+    fn rotated(&self, n: usize) -> PathBuf {
+        rotated_name(&self.app().path, self.app().naming, n)
+    }
+
+    /// The name for the file rotated now: `.n` → `.n+1` for every rotated file first
+    /// when numbered, the next date when dated.
+    fn next_rotated(&mut self) -> PathBuf {
+        if matches!(self.app().naming, Naming::Dated | Naming::DatedExt) {
+            let n = self.app().dated;
+            self.app_mut().dated += 1;
+            return self.rotated(n);
+        }
         let mut n = 0;
-        while sibling(&self.path, n).exists() {
+        while self.rotated(n).exists() {
             n += 1;
         }
         for n in (0..n).rev() {
-            self.rename(&sibling(&self.path, n), &sibling(&self.path, n + 1));
+            self.rename(&self.rotated(n), &self.rotated(n + 1));
         }
+        self.rotated(0)
     }
 
     /// Rename rotation, also in the middle of a line: the app's descriptor still
     /// points at the renamed file.
     pub fn rename_rotate(&mut self) {
-        if !self.path.exists() {
+        if !self.app().path.exists() {
             return;
         }
-        self.shift();
-        let path = self.path.clone();
-        self.rename(&path, &sibling(&path, 0));
+        let to = self.next_rotated();
+        let path = self.app().path.clone();
+        self.rename(&path, &to);
     }
 
     /// The app reopens the path (also in the middle of a line: a buffered writer
     /// reopened on a signal flushes the rest into the new file).
     pub fn reopen(&mut self) {
-        if !self.at.contains_key(&self.path) {
+        let path = self.app().path.clone();
+        if self.app().ended {
+            return;
+        }
+        if !self.at.contains_key(&path) {
             self.files.push(MFile {
                 pieces: Vec::new(),
                 opened: false,
             });
-            self.at.insert(self.path.clone(), self.files.len() - 1);
+            self.at.insert(path.clone(), self.files.len() - 1);
         }
-        self.writer = open_append(&self.path);
-        self.writer_file = self.at[&self.path];
+        let file = self.at[&path];
+        let app = self.app_mut();
+        app.writer = Some(open_append(&path));
+        app.writer_file = file;
     }
 
     /// copytruncate, also in the middle of a line: copy, `window` writes (the first
     /// finishes a half-written line, inside the doomed content), truncate. The rest of
     /// a line still half written after that lands at offset 0 of the truncated file.
     pub fn copy_truncate(&mut self, window: usize, keep_copy: bool) {
-        let Some(&id) = self.at.get(&self.path) else {
+        let Some(&id) = self.at.get(&self.app().path) else {
             return;
         };
-        if self.writer_file != id {
+        if self.app().writer_file != id || self.app().writer.is_none() {
             return;
         }
-        self.shift();
-        let copy = sibling(&self.path, 0);
-        std::fs::copy(&self.path, &copy).unwrap();
+        let copy = self.next_rotated();
+        std::fs::copy(&self.app().path, &copy).unwrap();
         self.files.push(MFile {
             pieces: self.files[id].pieces.clone(),
             opened: false,
@@ -320,7 +429,7 @@ impl World {
         }
         OpenOptions::new()
             .write(true)
-            .open(&self.path)
+            .open(&self.app().path)
             .unwrap()
             .set_len(0)
             .unwrap();
@@ -335,7 +444,7 @@ impl World {
 
     /// Pieces whose content was destroyed: unrecoverable unless firetail already
     /// emitted them, holds them in an open file, or another file still has them.
-    fn destroyed(&mut self, pieces: Vec<Piece>, held_open: bool) {
+    pub(super) fn destroyed(&mut self, pieces: Vec<Piece>, held_open: bool) {
         self.history.extend(pieces.iter().copied());
         if held_open {
             return;
@@ -356,7 +465,7 @@ impl World {
     fn delete(&mut self, path: &Path) {
         std::fs::remove_file(path).unwrap();
         let id = self.at.remove(path).unwrap();
-        let held = self.files[id].opened && self.follower.is_some();
+        let held = self.files[id].opened && self.reader.is_some();
         if held {
             self.held_deleted.push(id);
         }
@@ -364,156 +473,62 @@ impl World {
         self.destroyed(pieces, held);
     }
 
+    /// The app's rotated files that exist, oldest first.
+    fn rotated_files(&self) -> Vec<PathBuf> {
+        let app = self.app();
+        match app.naming {
+            Naming::Dated | Naming::DatedExt => (0..app.dated)
+                .map(|n| self.rotated(n))
+                .filter(|p| p.exists())
+                .collect(),
+            Naming::Numbered | Naming::NumberedExt => {
+                let mut n = 0;
+                while self.rotated(n).exists() {
+                    n += 1;
+                }
+                (0..n).rev().map(|n| self.rotated(n)).collect()
+            }
+        }
+    }
+
+    /// The oldest rotated file is deleted (Logger's `shift_age`, logrotate `rotate N`).
     pub fn delete_oldest(&mut self) {
-        let mut n = 0;
-        while sibling(&self.path, n).exists() {
-            n += 1;
-        }
-        if n == 0 {
+        let Some(oldest) = self.rotated_files().into_iter().next() else {
             return;
-        }
-        let oldest = sibling(&self.path, n - 1);
-        if self.at.get(&oldest) == Some(&self.writer_file) {
+        };
+        if self.at.get(&oldest) == Some(&self.app().writer_file) && self.app().writer.is_some() {
             return; // the app still writes there
         }
         self.delete(&oldest);
     }
 
-    fn take(&mut self, out: Vec<Line>) {
-        for l in out {
-            self.emitted.push(text_of(&l));
-            self.read_since_up.push(l.clone());
-            self.lines_out.push(l.clone());
-            self.unacked.push(l);
-        }
-    }
-
-    pub fn poll(&mut self) -> bool {
-        let Some(f) = self.follower.as_mut() else {
-            return false;
-        };
-        let mut out = Vec::new();
-        let more = f.poll(&mut out).unwrap();
-        self.take(out);
-        more
-    }
-
-    pub fn poll_all(&mut self) {
-        if self.follower.is_none() {
+    /// The app ends (a job done): it finishes its line, and its file and every
+    /// rotated one are deleted with it.
+    pub fn end_app(&mut self) {
+        if self.app().writer.is_none() {
             return;
         }
-        for _ in 0..10_000 {
-            if !self.poll() {
-                for f in self.at.values() {
-                    self.files[*f].opened = true;
-                }
-                return;
-            }
-        }
-        panic!("the follower never reached the end of its files");
-    }
-
-    /// The pipeline registers what was read, in file order, and acknowledges it in an
-    /// order of the seed's choosing; about a third stays unacknowledged.
-    pub fn ack(&mut self, seed: u64) {
-        let spans: Vec<Span> = self
-            .unacked
-            .iter()
-            .map(|l| Span {
-                file: l.file,
-                start: l.start,
-                end: l.end,
-                lines: 1,
-            })
-            .collect();
-        self.progress.register(&spans);
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let mut order: Vec<usize> = (0..spans.len()).collect();
-        rng.shuffle(&mut order);
-        let keep = order.len() / 3;
-        let acked: Vec<Span> = order[keep..].iter().map(|i| spans[*i]).collect();
-        self.progress.ack(&acked);
-        let mut left = Vec::new();
-        for (i, l) in std::mem::take(&mut self.unacked).into_iter().enumerate() {
-            if order[..keep].contains(&i) {
-                left.push(l);
-            }
-        }
-        self.unacked = left;
-    }
-
-    /// The checkpoint writer's turn: what is acknowledged now becomes durable.
-    pub fn write_checkpoint(&mut self) {
-        if self.follower.is_none() {
-            return;
-        }
-        let snap = self.progress.snapshot();
-        Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
-            .write(&self.progress)
-            .unwrap();
-        let offsets = snap
-            .keys
-            .iter()
-            .zip(&snap.entries)
-            .map(|(k, e)| (*k, e.offset));
-        // A key let go stays let go (keys are never reused within a process).
-        self.last_checkpoint.0 = offsets.collect();
-        self.last_checkpoint.1.extend(snap.dropped);
-    }
-
-    /// `kill -9`: a restart reads again every line at or after its file's offset in the
-    /// last checkpoint written (acknowledged out of order after a gap, not at all, or
-    /// after that write), and every line of a file opened after it.
-    pub fn down(&mut self) {
-        if self.follower.take().is_none() {
-            return;
-        }
-        for id in std::mem::take(&mut self.held_deleted) {
-            let pieces = self.files[id].pieces.clone();
-            self.destroyed(pieces, false);
-        }
-        let (offsets, dropped) = &self.last_checkpoint;
-        for l in self.read_since_up.drain(..) {
-            let again = match offsets.get(&l.file) {
-                Some(o) => l.start >= *o,
-                None => !dropped.contains(&l.file),
-            };
-            if again {
-                self.may_duplicate.insert(text_of(&l));
-            }
-        }
-        self.unacked.clear();
-    }
-
-    pub fn up(&mut self) {
-        if self.follower.is_some() {
-            return;
-        }
-        let entries = Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
-            .try_load()
-            .unwrap();
-        let (follower, progress) = new_follower(&self.path, &entries);
-        self.follower = Some(follower);
-        self.progress = progress;
-        self.last_checkpoint = Default::default();
-        // The writer writes as soon as files are opened (Progress::open wakes it).
-        self.write_checkpoint();
-    }
-
-    /// The app stops (finishing its line wherever its descriptor points); firetail is
-    /// up and drains.
-    pub fn finish(&mut self) {
         self.write_rest();
-        self.up();
-        self.poll_all();
-        let f = self.follower.as_mut().unwrap();
-        let mut out = Vec::new();
-        let mut steps = 0;
-        while f.finish(&mut out).unwrap() {
-            steps += 1;
-            assert!(steps < 10_000, "the drain never finished");
+        self.app_mut().writer = None;
+        self.app_mut().ended = true;
+        let mut paths = self.rotated_files();
+        paths.push(self.app().path.clone());
+        for p in paths {
+            if self.at.contains_key(&p) {
+                self.delete(&p);
+            }
         }
-        self.take(out);
+    }
+
+    /// Every app stops, finishing its line wherever its descriptor points.
+    pub(super) fn apps_stop(&mut self) {
+        for a in 0..self.apps.len() {
+            self.cur = a;
+            if self.app().writer.is_some() {
+                self.write_rest();
+            }
+        }
+        self.cur = 0;
     }
 
     /// Every piece any content ever held: what may come out.
