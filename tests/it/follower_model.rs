@@ -28,8 +28,8 @@
 
 mod fragments;
 mod multi;
-mod reader;
-mod world;
+pub(crate) mod reader;
+pub(crate) mod world;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -11,8 +11,9 @@
 //! retries against the fake Firehose.
 
 mod model;
+mod several;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -151,6 +152,138 @@ fn a_line_across_the_windows_edge_waits_for_room() {
         m.all_read(),
         "reading went on once the checkpoint made room"
     );
+}
+
+// ===== several files, one window ======================================================
+
+/// After a poll, per file: its bytes ahead of the durable checkpoint grew only within
+/// the share it had before the poll (shares only shrink within a poll: files open,
+/// none finishes) — or to one line, the line in progress a file with nothing else
+/// ahead reads to its end however long.
+fn check_shares(
+    before: &HashMap<u32, (u64, usize)>,
+    after: &HashMap<u32, (u64, usize)>,
+    share: u64,
+    step: usize,
+) -> Result<(), TestCaseError> {
+    for (file, (bytes, lines)) in after {
+        let was = before.get(file).map_or(0, |b| b.0);
+        if *bytes <= was {
+            continue;
+        }
+        prop_assert!(
+            *bytes <= share || (*lines == 1 && was == 0),
+            "step {step}: file {file} read to {bytes} bytes ({lines} lines) ahead of the durable checkpoint; its share was {share}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "proptest-regressions/it/window.txt",
+            ),
+        )),
+        ..ProptestConfig::with_cases(48)
+    })]
+
+    /// Three files, one app each (rotating, writing in pieces), one lane each, one
+    /// lane's stream stuck until a random step: after every poll the bytes a restart
+    /// would read again, summed over files, are at most the window, and each file
+    /// grew its own only within its share. Killed at the end and restarted for real:
+    /// it resends at most the window's bytes Firehose already had, and loses none.
+    #[test]
+    fn several_files_share_one_window(
+        window in 196_608u64..786_432,
+        ops in prop::collection::vec(several::arb_op(), 1..300),
+        stuck in prop::option::of(0usize..several::SOURCES),
+        release_at in 0usize..450,
+    ) {
+        let mut m = several::Several::new(window, stuck);
+        for (step, op) in ops.iter().enumerate() {
+            if step == release_at {
+                m.release();
+            }
+            let share = m.share();
+            let before = m.ahead_per_file();
+            m.apply(op);
+            if !matches!(op, several::Op::Poll) {
+                continue;
+            }
+            let (_, ahead) = m.ahead();
+            prop_assert!(ahead <= window,
+                "step {step}: {ahead} bytes read ahead of the durable checkpoint over all files; window {window}");
+            check_shares(&before, &m.ahead_per_file(), share, step)?;
+        }
+        let (predicted, _) = m.ahead();
+        let (m, again) = m.kill_and_restart();
+        let again: HashSet<usize> = again.into_iter().collect();
+        for seq in 0..m.lens.len() {
+            prop_assert!(m.accepted.contains(&seq) || again.contains(&seq),
+                "line {seq} (app {}) lost: neither accepted before the kill nor read by the restart", m.app_of[seq]);
+        }
+        let resent: Vec<usize> = again.iter().copied().filter(|s| m.accepted.contains(s)).collect();
+        for s in &resent {
+            prop_assert!(predicted.contains(s), "line {s} resent, not predicted");
+        }
+        let resent_bytes: u64 = resent.iter().map(|s| m.lens[*s]).sum();
+        prop_assert!(resent_bytes <= window,
+            "a restart resends {resent_bytes} bytes Firehose had; window {window}");
+    }
+
+    /// No starvation: the burst file's stream is stuck for good, so it fills its share
+    /// and stays there, while the slow file's lines are acknowledged and checkpointed
+    /// as the ops say. Whenever the slow file's unread lines fit in what is left of its
+    /// share, two polls read them (one, unless the round-robin's budget ran out on the
+    /// others first).
+    #[test]
+    fn a_file_with_room_is_read_while_another_is_stuck(
+        window in 196_608u64..700_000,
+        ops in prop::collection::vec(starving_op(), 1..300),
+    ) {
+        let mut m = several::Several::new(window, Some(BURST));
+        let mut eligible: HashMap<usize, usize> = HashMap::new();
+        for (step, op) in ops.iter().enumerate() {
+            if matches!(op, several::Op::Poll) {
+                let share = m.share();
+                let unread = m.unread(SLOW);
+                let own: u64 = m.ahead_of_app(SLOW);
+                let room = own + unread.iter().map(|s| m.lens[*s]).sum::<u64>() <= share;
+                if room {
+                    for s in &unread {
+                        *eligible.entry(*s).or_default() += 1;
+                    }
+                }
+            }
+            m.apply(op);
+            let unread: HashSet<usize> = m.unread(SLOW).into_iter().collect();
+            for (s, polls) in &eligible {
+                prop_assert!(!unread.contains(s) || *polls < 2,
+                    "step {step}: slow line {s} unread after {polls} polls with room in its share, the burst file stuck");
+            }
+            eligible.retain(|s, _| unread.contains(s));
+        }
+        let stuck_ahead = m.ahead_of_app(BURST);
+        prop_assert!(stuck_ahead <= m.share() + window / 4, "the stuck file is held at its share: {stuck_ahead}");
+    }
+}
+
+const BURST: usize = 0;
+const SLOW: usize = 1;
+
+fn starving_op() -> impl Strategy<Value = several::Op> {
+    use several::Op;
+    prop_oneof![
+        6 => (1usize..40, 1000u32..8000).prop_map(|(n, l)| Op::Write(BURST, n, l)),
+        6 => (1usize..4, 1u32..200).prop_map(|(n, l)| Op::Write(SLOW, n, l)),
+        2 => (1usize..10, 1u32..2000).prop_map(|(n, l)| Op::Write(2, n, l)),
+        8 => Just(Op::Poll),
+        6 => (0usize..several::SOURCES, 1usize..80).prop_map(|(a, n)| Op::Cut(a, n)),
+        6 => any::<usize>().prop_map(Op::Complete),
+        3 => Just(Op::Checkpoint),
+    ]
 }
 
 // ===== the built binary, kill -9 with one batch stuck ================================

@@ -38,7 +38,7 @@ fn chain_of(path: &Path, entries: &[FileEntry]) -> Vec<FileEntry> {
 }
 
 impl Reader {
-    fn new(
+    pub(crate) fn new(
         sources: &[SourceDef],
         checkpoint: &Path,
         entries: &[FileEntry],
@@ -73,7 +73,7 @@ impl Reader {
 
     /// One poll: every follower once, from the next in turn. True when there may be
     /// more at once.
-    fn poll(&mut self, out: &mut Vec<Line>) -> bool {
+    pub(crate) fn poll(&mut self, out: &mut Vec<Line>) -> bool {
         let n = self.followers.len();
         let mut more = false;
         for k in 0..n {
@@ -84,10 +84,10 @@ impl Reader {
     }
 
     /// inotify reported a file created in a watched directory.
-    fn created(&mut self) {}
+    pub(crate) fn created(&mut self) {}
 
     /// One step of the drain's end. True while there is more to do.
-    fn finish(&mut self, out: &mut Vec<Line>) -> bool {
+    pub(crate) fn finish(&mut self, out: &mut Vec<Line>) -> bool {
         let mut more = false;
         for f in &mut self.followers {
             more |= f.finish(out).unwrap();

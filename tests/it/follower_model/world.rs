@@ -119,7 +119,7 @@ pub struct World {
     pub may_duplicate: HashSet<String>,
 }
 
-pub(super) fn open_append(path: &Path) -> std::fs::File {
+pub(crate) fn open_append(path: &Path) -> std::fs::File {
     OpenOptions::new()
         .create(true)
         .append(true)
