@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::progress::{FileEntry, Progress};
 use crate::report::{log_report, report, Report};
 use crate::ship::{self, ShipSettings, Shipper};
-use crate::tail::{self, Follower, TailSettings};
+use crate::tail::{self, SourceSpec, Tail, TailSettings};
 use drain::{Failure, Stop};
 
 mod drain;
@@ -196,7 +196,9 @@ impl Pipeline {
             config.dead_letter_max_bytes,
             metrics.clone(),
         ));
-        let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
+        let sources: Vec<_> = config.sources.iter().map(|s| (&s.name, &s.path)).collect();
+        let mut checkpointer =
+            Checkpointer::new(&config.checkpoint, metrics.clone()).with_sources(&sources);
         let resume_from = checkpointer.load_retrying(&health).await;
         tail::raise_nofile_limit();
         log_start(config, addr, resume_from.len());
@@ -260,12 +262,12 @@ fn start_lane(
     // for the tail; the ship stage sets the flush interval (`pace`) for the batch stage.
     let due = Arc::new(Due::new());
     let pace = Arc::new(Pace::new(config.flush_interval));
-    let follower = follow(config, lane, resume_from, shared)?;
+    let tail_set = follow(config, lane, resume_from, shared)?;
     let (quiet, following) = (config.drain_quiet, shared.health.lane());
     let cadence = tail::Cadence::new(config.flush_interval, due.clone());
     let stream = lane.stream.clone();
     let tail: Task = Box::pin(async move {
-        tail::run(follower, line_tx, drain_rx, quiet, cadence, following)
+        tail::run(tail_set, line_tx, drain_rx, quiet, cadence, following)
             .await
             .with_context(|| format!("the tail of stream {stream}"))
     });
@@ -285,9 +287,15 @@ fn start_lane(
         batch::run(line_rx, batch_tx, settings, progress, metrics, dead_letter).await;
         Ok(())
     });
+    let index = shared
+        .metrics
+        .streams()
+        .iter()
+        .position(|s| s.name == lane.stream)
+        .with_context(|| format!("no metrics for stream {}", lane.stream))?;
     let shipper = Shipper::new(
         shared.client.clone(),
-        lane.stream.clone(),
+        index,
         config.adaptive,
         shared.progress.clone(),
         shared.metrics.clone(),
@@ -309,31 +317,42 @@ fn start_lane(
     Ok(LaneTasks { tail, batch, ship })
 }
 
-/// The lane's tail, resumed from the checkpoint's entries.
+/// The lane's tail, resumed from the checkpoint's entries of its sources. A file that
+/// globs of two lanes match is the earlier source's: every tail knows the others.
 fn follow(
     config: &Config,
     lane: &Lane,
     resume_from: &[FileEntry],
     shared: &Shared,
-) -> anyhow::Result<Follower> {
-    let source = lane.sources[0];
-    let spec = &config.sources[source as usize];
+) -> anyhow::Result<Tail> {
+    let spec = |id: SourceId| {
+        let s = &config.sources[id as usize];
+        SourceSpec {
+            id,
+            name: s.name.clone(),
+            path: s.path.clone(),
+        }
+    };
+    let all = 0..config.sources.len() as SourceId;
     let settings = TailSettings {
-        path: spec.path.clone(),
+        sources: lane.sources.iter().map(|id| spec(*id)).collect(),
         read_from: config.read_from,
         rotate_wait: config.rotate_wait,
         own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
-        source,
-        source_name: spec.name.clone(),
+        max_files: config.max_files,
+        others: all
+            .filter(|id| !lane.sources.contains(id))
+            .map(spec)
+            .collect(),
     };
-    Follower::new(
-        &settings,
+    Tail::new(
+        settings,
         resume_from,
         shared.progress.clone(),
         shared.metrics.clone(),
         shared.health.clone(),
     )
-    .with_context(|| format!("cannot follow {}", spec.path.display()))
+    .with_context(|| format!("cannot follow the sources of stream {}", lane.stream))
 }
 
 /// The start-up line: the effective configuration.

@@ -41,7 +41,7 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 fn write_is_atomic_and_skips_unchanged_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let p = Progress::default();
     p.open(0, &Chain::default(), &id(), Path::new("/x"), 5);
     p.seen(0, 5, 1_700_000_000_000_000_001);
@@ -65,7 +65,7 @@ fn a_version_1_checkpoint_resumes_where_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
     std::fs::write(&path, br#"{"version":1,"files":[{"path":"/x","dev":1,"inode":2,"fingerprint_len":3,"fingerprint":"0000000000000abc","offset":77}]}"#).unwrap();
-    let entries = Checkpointer::new(&path, Arc::new(Metrics::new()))
+    let entries = Checkpointer::new(&path, Arc::new(Metrics::default()))
         .try_load()
         .unwrap();
     assert_eq!(entries[0].offset, 77);
@@ -85,7 +85,7 @@ fn corrupt_checkpoints_are_moved_aside_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");
         std::fs::write(&path, bad).unwrap();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let mut cp = Checkpointer::new(&path, metrics.clone());
         assert!(cp.try_load().unwrap().is_empty());
         assert!(!path.exists());
@@ -103,7 +103,7 @@ fn an_unreadable_checkpoint_is_left_in_place_and_not_resumed_from_scratch() {
     for fault in [Fault::Denied, Fault::Eio] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let p = Progress::default();
         p.open(0, &Chain::default(), &id(), Path::new("/x"), 42);
         Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
@@ -135,7 +135,7 @@ fn an_unreadable_checkpoint_is_left_in_place_and_not_resumed_from_scratch() {
 async fn loading_waits_for_an_unreadable_checkpoint_and_is_not_ready_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let p = Progress::default();
     p.open(0, &Chain::default(), &id(), Path::new("/x"), 42);
     Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
@@ -165,7 +165,7 @@ async fn loading_waits_for_an_unreadable_checkpoint_and_is_not_ready_meanwhile()
 fn a_complete_leftover_temp_file_wins_over_an_older_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let p = Progress::default();
     p.open(0, &Chain::default(), &id(), Path::new("/x"), 5);
     Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
@@ -183,7 +183,7 @@ fn a_complete_leftover_temp_file_wins_over_an_older_checkpoint() {
 fn an_incomplete_leftover_temp_file_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let p = Progress::default();
     p.open(0, &Chain::default(), &id(), Path::new("/x"), 5);
     Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
@@ -200,7 +200,7 @@ fn an_incomplete_leftover_temp_file_is_ignored() {
 async fn the_checkpoint_catches_up_after_the_disk_heals_without_new_acknowledgements() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let progress = Arc::new(Progress::new(1000, Default::default()));
     progress.open(0, &Chain::default(), &id(), Path::new("/x"), 0);
     let disk = Faulty::default();
@@ -265,4 +265,98 @@ async fn the_checkpoint_catches_up_after_the_disk_heals_without_new_acknowledgem
     assert!(metrics.checkpoint_write_failures.get() >= 4);
     stop_tx.send(true).unwrap();
     writer.await.unwrap();
+}
+
+/// A version 2 checkpoint read by a firetail with several sources: each file goes to
+/// the source that follows it, the one no source follows is dropped, and the next
+/// write is version 3 with what was kept.
+#[test]
+fn a_version_2_checkpoint_is_placed_in_the_configured_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp.json");
+    std::fs::write(
+        &path,
+        br#"{"version": 2, "files": [
+        {"path": "/log/web.log.1", "dev": 1, "inode": 2, "fingerprint_len": 3,
+         "fingerprint": "0000000000000abc", "offset": 10, "mtime_ns": 5},
+        {"path": "/log/api-1.log", "dev": 1, "inode": 3, "fingerprint_len": 3,
+         "fingerprint": "0000000000000abc", "offset": 20},
+        {"path": "/elsewhere/gone.log", "dev": 1, "inode": 4, "fingerprint_len": 3,
+         "fingerprint": "0000000000000abc", "offset": 30}]}"#,
+    )
+    .unwrap();
+    let sources = [
+        ("web", PathBuf::from("/log/web.log")),
+        ("api", PathBuf::from("/log/api-*.log")),
+    ];
+    let metrics = Arc::new(Metrics::default());
+    let mut cp = Checkpointer::new(&path, metrics.clone()).with_sources(&sources);
+    let entries = cp.try_load().unwrap();
+    let got: Vec<_> = entries
+        .iter()
+        .map(|e| (e.source.as_str(), e.followed.to_str().unwrap(), e.offset))
+        .collect();
+    assert_eq!(
+        got,
+        [("web", "/log/web.log", 10), ("api", "/log/api-1.log", 20)]
+    );
+    assert!(
+        aside_files(dir.path()).is_empty(),
+        "version 2 is not corrupt"
+    );
+    // The tail resumes them in their chains; the next checkpoint is version 3.
+    let p = Progress::default();
+    for (key, e) in entries.iter().enumerate() {
+        let chain = Chain::new(&e.source, &e.followed);
+        p.open(key as u32, &chain, &e.identity, &e.path, e.offset);
+    }
+    cp.write(&p).unwrap();
+    let again = Checkpointer::new(&path, metrics).try_load().unwrap();
+    assert_eq!(
+        again,
+        entries
+            .iter()
+            .map(|e| FileEntry {
+                mtime_ns: None,
+                ..e.clone()
+            })
+            .collect::<Vec<_>>()
+    );
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("\"version\": 3"));
+}
+
+/// A version 3 checkpoint after a source was removed: its files are dropped, the
+/// others' kept as written.
+#[test]
+fn a_removed_source_loses_its_entries_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp.json");
+    let metrics = Arc::new(Metrics::default());
+    let p = Progress::default();
+    p.open(
+        0,
+        &Chain::new("web", Path::new("/log/web.log")),
+        &id(),
+        Path::new("/log/web.log"),
+        5,
+    );
+    p.open(
+        1,
+        &Chain::new("api", Path::new("/log/api.log")),
+        &id(),
+        Path::new("/log/api.log"),
+        6,
+    );
+    Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
+    let all = Checkpointer::new(&path, metrics.clone())
+        .try_load()
+        .unwrap();
+    assert_eq!(all.len(), 2, "without sources, as written");
+    let entries = Checkpointer::new(&path, metrics)
+        .with_sources(&[("web", "/log/web.log")])
+        .try_load()
+        .unwrap();
+    assert_eq!(entries, all[..1]);
 }

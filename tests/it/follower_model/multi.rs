@@ -1,11 +1,13 @@
 //! The follower model with several sources sharing one ledger: each app writes its
 //! own path and rotates it by its own script (rename, copytruncate, numbered or dated
-//! names) while the others write, all in one directory; firetail, behind at every
-//! event, acknowledges in any order with one source's lines stuck at times (its
-//! stream throttled), and is killed and restarted from the real checkpoint at random
-//! points. Every line of every file is checked as the one-file model checks it, and
-//! each under its own source, never joined with another file's bytes, in its file's
-//! order.
+//! names) while the others write, all in one directory; a glob's files appear and are
+//! deleted with their apps while firetail runs, and the glob also matches the rotated
+//! files of a literal path (logrotate's `dateext` with `extension .log`) and of its own
+//! files. firetail, behind at every event (inotify's events come late), acknowledges
+//! in any order with one source's lines stuck at times (its stream throttled), and is
+//! killed and restarted from the real checkpoint at random points. Every line of every
+//! file is checked as the one-file model checks it, and each under its own source,
+//! once, never joined with another file's bytes, in its file's order.
 
 use proptest::prelude::*;
 
@@ -20,6 +22,11 @@ enum MultiOp {
     AckBut(u64, u16),
     /// The app ends for good; its files are deleted with it.
     End(usize),
+    /// A job starts writing `app-<letter>.log` (the glob's), its rotations numbered
+    /// or dated, both with the extension last.
+    Spawn(u8, bool),
+    /// inotify's event for a created file reaches the tail.
+    Notify,
 }
 
 fn arb_multi_op() -> impl Strategy<Value = MultiOp> {
@@ -27,30 +34,70 @@ fn arb_multi_op() -> impl Strategy<Value = MultiOp> {
         20 => (any::<usize>(), arb_op()).prop_map(|(a, op)| MultiOp::On(a, op)),
         1 => (any::<u64>(), 0u16..3).prop_map(|(s, src)| MultiOp::AckBut(s, src)),
         1 => any::<usize>().prop_map(MultiOp::End),
+        2 => (0u8..4, any::<bool>()).prop_map(|(l, d)| MultiOp::Spawn(l, d)),
+        2 => Just(MultiOp::Notify),
     ]
 }
 
-fn naming(dated: bool) -> Naming {
-    if dated {
+/// Product bugs the property test steps around until they are fixed, each pinned by
+/// an ignored test below that fails: set to false with the fix.
+///
+/// A glob's path whose follower starts with no checkpoint entry (the path first
+/// listed at run time, or at a restart before any checkpoint held it) takes the
+/// rotated files present then for files older than firetail: never shipped
+/// (`a_glob_file_rotated_before_the_tail_saw_it_is_shipped`). Stepped around by
+/// rotating a glob's file only once a checkpoint holds it.
+const BUG_GLOB_FILE_ROTATED_BEFORE_SEEN: bool = true;
+/// A literal path's rotated file that a glob of another source matches (`dateext`
+/// with `extension .log`): shipped by the glob too, from 0, under the glob's source
+/// (`a_literal_paths_rotated_file_a_glob_matches_is_shipped_once`).
+const BUG_GLOB_TAKES_A_LITERAL_PATHS_ROTATION: bool = true;
+
+/// A literal path rotated with `dateext` and `extension .log`, whose rotated files
+/// the glob matches; another literal path; a glob (in the first one's lane) with one
+/// job writing at first.
+fn three_sources(worker_dated: bool) -> World {
+    let app = if BUG_GLOB_TAKES_A_LITERAL_PATHS_ROTATION {
+        Naming::Dated
+    } else {
+        Naming::DatedExt
+    };
+    three_sources_with(app, worker_dated)
+}
+
+fn three_sources_with(app: Naming, worker_dated: bool) -> World {
+    let worker = if worker_dated {
         Naming::Dated
     } else {
         Naming::Numbered
-    }
-}
-
-/// Three literal paths in one directory, each its own source.
-fn three_sources(dated: [bool; 3]) -> World {
+    };
     World::with(
         &[
             ("app", "app.log"),
             ("worker", "worker.log"),
-            ("cron", "cron.log"),
+            ("jobs", "app-*.log"),
         ],
+        &[&[0, 2], &[1]],
         &[
-            (0, "app.log", naming(dated[0])),
-            (1, "worker.log", naming(dated[1])),
-            (2, "cron.log", naming(dated[2])),
+            (0, "app.log", app),
+            (1, "worker.log", worker),
+            (2, "app-a.log", Naming::NumberedExt),
         ],
+    )
+}
+
+/// Firetail's own actions, which no app's state holds back.
+fn of_firetail(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Poll | Op::PollAll | Op::Ack(_) | Op::Checkpoint | Op::Down | Op::Up
+    )
+}
+
+fn rotates(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::RenameRotate | Op::CopyTruncate { .. } | Op::CutBy(..)
     )
 }
 
@@ -58,7 +105,15 @@ fn run(w: &mut World, ops: &[MultiOp]) {
     for op in ops {
         match op {
             MultiOp::On(a, op) => {
-                w.select(a % w.apps.len());
+                let a = a % w.apps.len();
+                if w.ended(a) && !of_firetail(op) {
+                    continue;
+                }
+                let unseen = w.apps[a].source == 2 && !w.apps[a].anchored;
+                if BUG_GLOB_FILE_ROTATED_BEFORE_SEEN && unseen && rotates(op) {
+                    continue;
+                }
+                w.select(a);
                 apply(w, op);
             }
             MultiOp::AckBut(seed, source) => w.ack_but(*seed, Some(*source)),
@@ -66,6 +121,16 @@ fn run(w: &mut World, ops: &[MultiOp]) {
                 w.select(a % w.apps.len());
                 w.end_app();
             }
+            MultiOp::Spawn(letter, dated) => {
+                let naming = if *dated {
+                    Naming::DatedExt
+                } else {
+                    Naming::NumberedExt
+                };
+                let name = format!("app-{}.log", char::from(b'a' + letter));
+                w.spawn(2, &name, naming);
+            }
+            MultiOp::Notify => w.notify(),
         }
     }
     w.finish();
@@ -84,9 +149,9 @@ proptest! {
     #[test]
     fn several_sources_every_line_once_under_its_source_in_order(
         ops in prop::collection::vec(arb_multi_op(), 1..160),
-        dated in any::<[bool; 3]>(),
+        worker_dated in any::<bool>(),
     ) {
-        let mut w = three_sources(dated);
+        let mut w = three_sources(worker_dated);
         run(&mut w, &ops);
         check(&w)?;
     }
@@ -97,7 +162,7 @@ proptest! {
 /// lines come out, each under its source.
 #[test]
 fn rotations_of_three_files_interleaved_while_behind() {
-    let mut w = three_sources([false, true, false]);
+    let mut w = three_sources(true);
     for round in 0..6 {
         for a in 0..3 {
             w.select(a);
@@ -134,4 +199,56 @@ fn rotations_of_three_files_interleaved_while_behind() {
             .count();
         assert!(out >= 6 * 2, "source {a}: {out} lines out");
     }
+}
+
+/// Product bug (`BUG_GLOB_FILE_ROTATED_BEFORE_SEEN`): a job's file under the glob,
+/// rotated before the tail listed the directory again (its loop held up sending to a
+/// full channel), is followed with no checkpoint entry, as on a first start: the
+/// rotated file present then is taken for one older than firetail and never shipped.
+/// Also at a restart before a checkpoint held the path. Suspect: `Tail::new_follower`
+/// (src/tail/sources.rs) and `Follower::new` (src/tail/follower.rs), which remembers
+/// every sibling present as not to be shipped when given no entries; only a first
+/// start (no checkpoint at all) may do that.
+#[test]
+#[ignore = "product bug: a glob's file rotated before the tail saw it is never shipped"]
+fn a_glob_file_rotated_before_the_tail_saw_it_is_shipped() {
+    let mut w = three_sources(false);
+    let job = w.spawn(2, "app-b.log", Naming::NumberedExt).unwrap();
+    w.select(job);
+    w.write_line(30);
+    w.rename_rotate(); // app-b.log → app-b.0.log, which the glob matches too
+    w.reopen();
+    w.write_line(30);
+    w.finish();
+    check(&w).unwrap();
+}
+
+/// Product bug (`BUG_GLOB_TAKES_A_LITERAL_PATHS_ROTATION`): `app.log` (a literal
+/// source) rotated by logrotate with `dateext` and `extension .log` makes
+/// `app-20261207NNNN.log`, which the glob `app-*.log` of another source matches. When
+/// the glob's listing sees that file before the literal path's follower has it open
+/// (logrotate's copy, always: the follower opens it only once it sees the truncation;
+/// or two renames between two polls), the glob follows it as a new file from 0: its
+/// lines are shipped twice, once under the wrong source. Suspect: `discover_glob`
+/// (src/tail/sources/discover.rs) counts as bases only the paths of its own source's
+/// followers, not the literal paths of the other sources (`TailSettings.others`
+/// included).
+#[test]
+#[ignore = "product bug: a literal path's rotated file a glob matches is shipped twice"]
+fn a_literal_paths_rotated_file_a_glob_matches_is_shipped_once() {
+    let mut w = three_sources_with(Naming::DatedExt, false);
+    w.select(0);
+    w.write_line(30);
+    w.copy_truncate(0, true);
+    w.write_line(30);
+    w.poll_all();
+    w.write_line(30);
+    w.rename_rotate();
+    w.reopen();
+    w.write_line(30);
+    w.rename_rotate();
+    w.reopen();
+    w.write_line(30);
+    w.finish();
+    check(&w).unwrap();
 }

@@ -11,86 +11,84 @@ use firetail::config::ReadFrom;
 use firetail::health::Health;
 use firetail::metrics::Metrics;
 use firetail::progress::{FileEntry, Progress, Span};
-use firetail::tail::{Follower, Line, TailSettings};
+use firetail::tail::{Line, SourceSpec, Tail, TailSettings};
 
 use super::world::{text_of, SourceDef, World};
 
-/// The tail of every source: one follower per literal path, sharing one ledger.
+/// The tail of every source: one [`Tail`] per lane (the sources shipping to one
+/// stream), sharing one ledger, as the pipeline runs them.
 pub struct Reader {
-    followers: Vec<Follower>,
-    /// The follower the next poll starts with (round-robin, as the tail reads).
-    next: usize,
-}
-
-/// The entries of `path`'s chain: its own, and its rotated files'.
-fn chain_of(path: &Path, entries: &[FileEntry]) -> Vec<FileEntry> {
-    let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    entries
-        .iter()
-        .filter(|e| {
-            e.path.parent() == path.parent()
-                && e.path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&name))
-        })
-        .cloned()
-        .collect()
+    lanes: Vec<Tail>,
 }
 
 impl Reader {
+    /// `lanes`: the sources of each lane, by index into `sources`.
     pub(crate) fn new(
         sources: &[SourceDef],
+        lanes: &[Vec<usize>],
         checkpoint: &Path,
         entries: &[FileEntry],
         progress: &Arc<Progress>,
     ) -> Reader {
-        let followers = sources
+        let spec = |i: usize| SourceSpec {
+            id: i as u16,
+            name: sources[i].name.clone(),
+            path: sources[i].path.clone(),
+        };
+        let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+        let streams: Vec<String> = (0..lanes.len()).map(|i| format!("stream-{i}")).collect();
+        // One set of series for every lane, as the pipeline has.
+        let metrics = Arc::new(Metrics::new(&names, &streams));
+        let lanes = lanes
             .iter()
-            .enumerate()
-            .map(|(i, s)| {
+            .map(|lane| {
                 let settings = TailSettings {
-                    path: s.path.clone(),
+                    sources: lane.iter().map(|i| spec(*i)).collect(),
                     read_from: ReadFrom::Beginning,
                     // Nothing retires by time inside a test case: late writers are never
                     // cut off.
                     rotate_wait: Duration::from_secs(3600),
                     own_files: vec![checkpoint.to_path_buf()],
-                    source: i as u16,
-                    source_name: s.name.clone(),
+                    max_files: 1024,
+                    others: (0..sources.len())
+                        .filter(|i| !lane.contains(i))
+                        .map(spec)
+                        .collect(),
                 };
-                Follower::new(
-                    &settings,
-                    &chain_of(&s.path, entries),
+                Tail::new(
+                    settings,
+                    entries,
                     progress.clone(),
-                    Arc::new(Metrics::new()),
+                    metrics.clone(),
                     Arc::new(Health::default()),
                 )
                 .unwrap()
             })
             .collect();
-        Reader { followers, next: 0 }
+        Reader { lanes }
     }
 
-    /// One poll: every follower once, from the next in turn. True when there may be
-    /// more at once.
+    /// One poll of every lane. True when there may be more at once.
     pub(crate) fn poll(&mut self, out: &mut Vec<Line>) -> bool {
-        let n = self.followers.len();
         let mut more = false;
-        for k in 0..n {
-            more |= self.followers[(self.next + k) % n].poll(out).unwrap();
+        for t in &mut self.lanes {
+            more |= t.poll(out).unwrap();
         }
-        self.next = (self.next + 1) % n.max(1);
         more
     }
 
     /// inotify reported a file created in a watched directory.
-    pub(crate) fn created(&mut self) {}
+    pub(crate) fn created(&mut self) {
+        for t in &mut self.lanes {
+            t.discover_soon();
+        }
+    }
 
     /// One step of the drain's end. True while there is more to do.
     pub(crate) fn finish(&mut self, out: &mut Vec<Line>) -> bool {
         let mut more = false;
-        for f in &mut self.followers {
-            more |= f.finish(out).unwrap();
+        for t in &mut self.lanes {
+            more |= t.finish(out).unwrap();
         }
         more
     }
@@ -101,6 +99,7 @@ impl World {
         self.progress = Arc::new(Progress::default());
         self.reader = Some(Reader::new(
             &self.sources,
+            &self.lanes,
             &self.checkpoint,
             entries,
             &self.progress,
@@ -146,6 +145,9 @@ impl World {
             if !self.poll() {
                 for f in self.at.values() {
                     self.files[*f].opened = true;
+                }
+                for a in &mut self.apps {
+                    a.seen |= self.at.contains_key(&a.path);
                 }
                 return;
             }
@@ -197,7 +199,7 @@ impl World {
             return;
         }
         let snap = self.progress.snapshot();
-        Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
+        Checkpointer::new(&self.checkpoint, Arc::new(Metrics::default()))
             .write(&self.progress)
             .unwrap();
         let offsets = snap
@@ -208,6 +210,9 @@ impl World {
         // A key let go stays let go (keys are never reused within a process).
         self.last_checkpoint.0 = offsets.collect();
         self.last_checkpoint.1.extend(snap.dropped);
+        for a in &mut self.apps {
+            a.anchored |= a.seen;
+        }
     }
 
     /// `kill -9`: a restart reads again every line at or after its file's offset in the
@@ -238,7 +243,7 @@ impl World {
         if self.reader.is_some() {
             return;
         }
-        let entries = Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
+        let entries = Checkpointer::new(&self.checkpoint, Arc::new(Metrics::default()))
             .try_load()
             .unwrap();
         self.run += 1;

@@ -47,8 +47,6 @@ pub struct MFile {
 
 /// How an app's rotated files are named (logrotate's default, `dateext`, and either
 /// with `extension .log`, which keeps the extension last).
-// The `Ext` namings are for glob sources, whose files the tail of several sources reads.
-#[allow(dead_code)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Naming {
     /// `access.log.0`, `.1`, … shifted at every rotation.
@@ -77,6 +75,10 @@ pub struct App {
     dated: usize,
     /// The app stopped for good (a job that ended).
     ended: bool,
+    /// firetail has had its path's file open (a full poll passed while it existed).
+    pub seen: bool,
+    /// Seen, and a checkpoint written since: its chain has an entry to resume from.
+    pub anchored: bool,
     /// None until the app first opens its path, and once it ended.
     writer: Option<std::fs::File>,
     /// The model file the app's descriptor writes into.
@@ -89,6 +91,8 @@ pub struct World {
     pub(super) dir: tempfile::TempDir,
     pub checkpoint: PathBuf,
     pub sources: Vec<SourceDef>,
+    /// The sources of each lane (one stream each), by index.
+    pub lanes: Vec<Vec<usize>>,
     pub apps: Vec<App>,
     /// The app the file-system actions act on (see [`World::select`]).
     cur: usize,
@@ -160,14 +164,20 @@ impl World {
     pub fn new() -> World {
         World::with(
             &[("default", "access.log")],
+            &[&[0]],
             &[(0, "access.log", Naming::Numbered)],
         )
     }
 
-    /// The sources (name, path or glob in the directory) and the apps writing at
-    /// first (source, file name, naming); firetail is up before the apps write (the
-    /// startup probe gates them), and so it has each app's first line open.
-    pub fn with(sources: &[(&str, &str)], apps: &[(SourceId, &str, Naming)]) -> World {
+    /// The sources (name, path or glob in the directory), the lanes (the sources of
+    /// each stream) and the apps writing at first (source, file name, naming);
+    /// firetail is up before the apps write (the startup probe gates them), and so it
+    /// has each app's first line open.
+    pub fn with(
+        sources: &[(&str, &str)],
+        lanes: &[&[usize]],
+        apps: &[(SourceId, &str, Naming)],
+    ) -> World {
         let dir = tempfile::tempdir_in(shm()).unwrap();
         let checkpoint = dir.path().join(".firetail-checkpoint.json");
         let sources: Vec<SourceDef> = sources
@@ -180,6 +190,7 @@ impl World {
         let mut w = World {
             checkpoint,
             sources,
+            lanes: lanes.iter().map(|l| l.to_vec()).collect(),
             apps: Vec::new(),
             cur: 0,
             at: HashMap::new(),
@@ -229,6 +240,8 @@ impl World {
             naming,
             dated: 0,
             ended: false,
+            seen: false,
+            anchored: false,
             writer: None,
             writer_file: 0,
             partial: None,
@@ -238,6 +251,11 @@ impl World {
         self.reopen();
         self.cur = cur;
         Some(a)
+    }
+
+    /// True once the app ended: nothing it did touches its path's files any more.
+    pub fn ended(&self, app: usize) -> bool {
+        self.apps[app].ended
     }
 
     /// The app the next file-system actions act on.

@@ -118,7 +118,11 @@ impl Pod {
         let bytes = std::fs::read(self.checkpoint()).expect("the checkpoint file exists");
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).expect("the checkpoint file is valid JSON");
-        assert_eq!(value["version"], 2, "checkpoint: {value}");
+        assert_eq!(
+            value["version"],
+            firetail::checkpoint::VERSION,
+            "checkpoint: {value}"
+        );
         value["files"].as_array().expect("checkpoint files").clone()
     }
 
@@ -390,10 +394,8 @@ pub fn wait_ready(ft: &Firetail) {
     assert!(ready, "firetail never became ready; logs:\n{}", ft.dump());
 }
 
-/// The value of an unlabelled series in Prometheus text (`name value`).
+/// The value of a series in Prometheus text, summed over the labels `name` does not
+/// give (`source`, `stream`).
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok())?
-    })
+    super::firetail::sample(text, name)
 }

@@ -69,6 +69,11 @@ pub struct Read {
     pub end: u64,
 }
 
+/// One lane per source: each its own stream.
+fn lanes() -> Vec<Vec<usize>> {
+    (0..SOURCES).map(|s| vec![s]).collect()
+}
+
 fn seq_of(data: &[u8]) -> usize {
     let text = std::str::from_utf8(data).unwrap();
     let digits = text.strip_prefix("{\"seq\":").expect("a whole line");
@@ -117,8 +122,8 @@ impl Several {
         let writers = sources.iter().map(|s| open_append(&s.path)).collect();
         let progress = Arc::new(Progress::new(window, Gauges::default()));
         let mut m = Several {
-            reader: Reader::new(&sources, &checkpoint, &[], &progress),
-            checkpointer: Checkpointer::new(&checkpoint, Arc::new(Metrics::new())),
+            reader: Reader::new(&sources, &lanes(), &checkpoint, &[], &progress),
+            checkpointer: Checkpointer::new(&checkpoint, Arc::new(Metrics::default())),
             progress,
             _dir: dir,
             checkpoint,
@@ -329,11 +334,17 @@ impl Several {
         for a in 0..SOURCES {
             self.write_rest(a);
         }
-        let entries = Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
+        let entries = Checkpointer::new(&self.checkpoint, Arc::new(Metrics::default()))
             .try_load()
             .expect("the checkpoint is readable");
         let progress = Arc::new(Progress::default());
-        let mut r = Reader::new(&self.sources, &self.checkpoint, &entries, &progress);
+        let mut r = Reader::new(
+            &self.sources,
+            &lanes(),
+            &self.checkpoint,
+            &entries,
+            &progress,
+        );
         let mut out = Vec::new();
         let mut steps = 0;
         while r.poll(&mut out) {
