@@ -322,6 +322,40 @@ fn a_line_longer_than_the_share_lets_the_file_read_only_that_line() {
     }
 }
 
+/// Pinned, not vacuous: the burst file's stream stuck for good and its backlog far
+/// larger than the window; the slow file writes a line at a time, each acknowledged
+/// and checkpointed. The burst file stops at its share (a third of the window) and
+/// every slow line is read by the very next poll, a hundred times over.
+#[test]
+fn the_slow_file_is_read_at_every_poll_while_the_burst_file_is_stuck() {
+    use several::Op;
+    let window = 300_000;
+    let mut m = several::Several::new(window, Some(BURST));
+    m.write(BURST, 400, 2_000);
+    for round in 0..100 {
+        m.write(SLOW, 1, 100 + round);
+        for op in [
+            Op::Poll,
+            Op::Cut(SLOW, 100),
+            Op::Cut(BURST, 100),
+            Op::Complete(0),
+        ] {
+            m.apply(&op);
+        }
+        m.apply(&Op::Checkpoint);
+        assert!(
+            m.unread(SLOW).is_empty(),
+            "round {round}: a slow line waits"
+        );
+    }
+    let burst = m.ahead_of_app(BURST);
+    assert!(
+        burst <= m.share() && burst > m.share() - 3_000,
+        "the burst file holds its share and no more: {burst} of {}",
+        m.share()
+    );
+}
+
 const BURST: usize = 0;
 const SLOW: usize = 1;
 

@@ -12,7 +12,7 @@
 use proptest::prelude::*;
 
 use super::world::{Naming, World};
-use super::{apply, arb_op, check, Op};
+use super::{apply, arb_op, check, Op, Rotation};
 
 #[derive(Clone, Debug)]
 enum MultiOp {
@@ -50,19 +50,16 @@ fn arb_multi_op() -> impl Strategy<Value = MultiOp> {
 const BUG_GLOB_FILE_ROTATED_BEFORE_SEEN: bool = true;
 /// A literal path's rotated file that a glob of another source matches (`dateext`
 /// with `extension .log`): shipped by the glob too, from 0, under the glob's source
-/// (`a_literal_paths_rotated_file_a_glob_matches_is_shipped_once`).
+/// (`a_literal_paths_rotated_file_a_glob_matches_is_shipped_once`). Stepped around
+/// by no copytruncate of that path, and renaming it only while firetail has its file
+/// open: then the glob's listing finds the rotated file open, and leaves it.
 const BUG_GLOB_TAKES_A_LITERAL_PATHS_ROTATION: bool = true;
 
 /// A literal path rotated with `dateext` and `extension .log`, whose rotated files
 /// the glob matches; another literal path; a glob (in the first one's lane) with one
 /// job writing at first.
 fn three_sources(worker_dated: bool) -> World {
-    let app = if BUG_GLOB_TAKES_A_LITERAL_PATHS_ROTATION {
-        Naming::Dated
-    } else {
-        Naming::DatedExt
-    };
-    three_sources_with(app, worker_dated)
+    three_sources_with(Naming::DatedExt, worker_dated)
 }
 
 fn three_sources_with(app: Naming, worker_dated: bool) -> World {
@@ -101,6 +98,25 @@ fn rotates(op: &Op) -> bool {
     )
 }
 
+fn copies(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::CopyTruncate { .. } | Op::CutBy(Rotation::CopyTruncate { .. }, ..)
+    )
+}
+
+/// The steps around the known bugs (see their flags): true when `op` of app `a`
+/// would run into one.
+fn into_known_bug(w: &World, a: usize, op: &Op) -> bool {
+    let app = &w.apps[a];
+    let glob_unanchored = app.source == 2 && !app.anchored;
+    let glob_matches_rotations = app.source == 0 && app.naming == Naming::DatedExt;
+    (BUG_GLOB_FILE_ROTATED_BEFORE_SEEN && glob_unanchored && rotates(op))
+        || (BUG_GLOB_TAKES_A_LITERAL_PATHS_ROTATION
+            && glob_matches_rotations
+            && (copies(op) || (rotates(op) && !w.current_opened(a))))
+}
+
 fn run(w: &mut World, ops: &[MultiOp]) {
     for op in ops {
         match op {
@@ -109,8 +125,7 @@ fn run(w: &mut World, ops: &[MultiOp]) {
                 if w.ended(a) && !of_firetail(op) {
                     continue;
                 }
-                let unseen = w.apps[a].source == 2 && !w.apps[a].anchored;
-                if BUG_GLOB_FILE_ROTATED_BEFORE_SEEN && unseen && rotates(op) {
+                if into_known_bug(w, a, op) {
                     continue;
                 }
                 w.select(a);
@@ -143,12 +158,12 @@ proptest! {
                 "proptest-regressions/it/follower_model.txt",
             ),
         )),
-        ..ProptestConfig::with_cases(96)
+        ..ProptestConfig::with_cases(256)
     })]
 
     #[test]
     fn several_sources_every_line_once_under_its_source_in_order(
-        ops in prop::collection::vec(arb_multi_op(), 1..160),
+        ops in prop::collection::vec(arb_multi_op(), 1..240),
         worker_dated in any::<bool>(),
     ) {
         let mut w = three_sources(worker_dated);
@@ -162,7 +177,8 @@ proptest! {
 /// lines come out, each under its source.
 #[test]
 fn rotations_of_three_files_interleaved_while_behind() {
-    let mut w = three_sources(true);
+    // `dateext` without the extension: the glob matches none of app.log's rotations.
+    let mut w = three_sources_with(Naming::Dated, true);
     for round in 0..6 {
         for a in 0..3 {
             w.select(a);

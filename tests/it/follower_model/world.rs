@@ -258,6 +258,12 @@ impl World {
         self.apps[app].ended
     }
 
+    /// True when firetail has (or had) the file at the app's path open.
+    pub fn current_opened(&self, app: usize) -> bool {
+        let path = &self.apps[app].path;
+        self.at.get(path).is_some_and(|f| self.files[*f].opened)
+    }
+
     /// The app the next file-system actions act on.
     pub fn select(&mut self, app: usize) {
         self.cur = app;
