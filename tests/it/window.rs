@@ -199,10 +199,12 @@ proptest! {
     })]
 
     /// Three files, one app each (rotating, writing in pieces), one lane each, one
-    /// lane's stream stuck until a random step: after every poll the bytes a restart
-    /// would read again, summed over files, are at most the window, and each file
-    /// grew its own only within its share. Killed at the end and restarted for real:
-    /// it resends at most the window's bytes Firehose already had, and loses none.
+    /// lane's stream stuck until a random step, firetail killed and restarted from its
+    /// checkpoint at random steps: after every poll the bytes a restart would read
+    /// again, summed over files, are at most the window, and each file grew its own
+    /// only within its share. Each restart reads again only lines the model
+    /// predicted, and resends at most the window's bytes Firehose already had; killed
+    /// at the end and restarted for real, nothing is lost.
     #[test]
     fn several_files_share_one_window(
         window in 196_608u64..786_432,
@@ -226,7 +228,13 @@ proptest! {
                 "step {step}: {ahead} bytes read ahead of the durable checkpoint over all files; window {window}");
             check_shares(&before, &m.ahead_per_file(), share, step)?;
         }
-        let (predicted, _) = m.ahead();
+        for (i, e) in m.epochs.iter().chain([&m.epoch]).enumerate().skip(1) {
+            prop_assert!(e.unpredicted.is_empty(),
+                "restart {i} read again lines a restart should not have: {:?}", e.unpredicted);
+            prop_assert!(e.resent_bytes <= window,
+                "restart {i} resent {} bytes Firehose had; window {window}", e.resent_bytes);
+        }
+        let predicted = m.predicted();
         let (m, again) = m.kill_and_restart();
         let again: HashSet<usize> = again.into_iter().collect();
         for seq in 0..m.lens.len() {

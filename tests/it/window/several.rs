@@ -43,6 +43,8 @@ pub enum Op {
     /// only once released.
     Complete(usize),
     Checkpoint,
+    /// `kill -9` and a restart from the checkpoint on disk; the apps go on writing.
+    Restart,
 }
 
 pub fn arb_op() -> impl Strategy<Value = Op> {
@@ -56,7 +58,26 @@ pub fn arb_op() -> impl Strategy<Value = Op> {
         6 => (app, 1usize..80).prop_map(|(a, n)| Op::Cut(a, n)),
         8 => any::<usize>().prop_map(Op::Complete),
         3 => Just(Op::Checkpoint),
+        1 => Just(Op::Restart),
     ]
+}
+
+/// What one restart reads again, as firetail runs on after it.
+#[derive(Default)]
+pub struct Epoch {
+    /// The lines the restart may read again: those a restart would read again when
+    /// it happened, and the ones an earlier restart's epoch never got back to.
+    pub predicted: HashSet<usize>,
+    /// Every line handed on before the restart.
+    before: HashSet<usize>,
+    /// Every line Firehose had before the restart.
+    accepted_before: HashSet<usize>,
+    /// Lines read again that Firehose had: their bytes.
+    pub resent_bytes: u64,
+    /// Lines read again that the restart should not have read.
+    pub unpredicted: Vec<usize>,
+    /// Lines read again since the restart.
+    reread: HashSet<usize>,
 }
 
 /// A line handed on by the tail.
@@ -106,6 +127,10 @@ pub struct Several {
     durable: (HashMap<u32, u64>, HashSet<u32>),
     /// The stuck stream's source, while stuck.
     pub stuck: Option<usize>,
+    /// Since the last restart.
+    pub epoch: Epoch,
+    /// Every restart's epoch, closed.
+    pub epochs: Vec<Epoch>,
 }
 
 impl Several {
@@ -140,6 +165,8 @@ impl Several {
             accepted: HashSet::new(),
             durable: Default::default(),
             stuck,
+            epoch: Epoch::default(),
+            epochs: Vec::new(),
         };
         // firetail is up, with its first checkpoint, before the apps write.
         m.checkpoint();
@@ -196,6 +223,15 @@ impl Several {
             };
             self.queues[r.source].push_back(r);
             self.handed.push(r);
+            let e = &mut self.epoch;
+            if e.before.contains(&r.seq) && e.reread.insert(r.seq) {
+                if !e.predicted.contains(&r.seq) {
+                    e.unpredicted.push(r.seq);
+                }
+                if e.accepted_before.contains(&r.seq) {
+                    e.resent_bytes += r.end - r.start;
+                }
+            }
         }
     }
 
@@ -266,12 +302,53 @@ impl Several {
             Op::Cut(a, max) => self.cut(a, max),
             Op::Complete(pick) => self.complete(pick),
             Op::Checkpoint => self.checkpoint(),
+            Op::Restart => self.restart(),
         }
     }
 
     /// The stuck stream is answered from now on.
     pub fn release(&mut self) {
         self.stuck = None;
+    }
+
+    /// The lines a restart now may read again (see [`Epoch::predicted`]).
+    pub fn predicted(&self) -> HashSet<usize> {
+        let carried = self.epoch.predicted.difference(&self.epoch.reread);
+        let mut p = self.ahead().0;
+        p.extend(carried);
+        p
+    }
+
+    /// `kill -9` and a real restart from the checkpoint on disk, with the apps going
+    /// on; what was read and not in a batch, and the batches in flight, are gone.
+    fn restart(&mut self) {
+        let mut before = std::mem::take(&mut self.epoch.before);
+        before.extend(self.handed.iter().map(|l| l.seq));
+        let next = Epoch {
+            predicted: self.predicted(),
+            before,
+            accepted_before: self.accepted.clone(),
+            ..Epoch::default()
+        };
+        self.epochs.push(std::mem::replace(&mut self.epoch, next));
+        let entries = self
+            .checkpointer
+            .try_load()
+            .expect("the checkpoint is readable");
+        self.progress = Arc::new(Progress::new(self.window, Gauges::default()));
+        self.reader = Reader::new(
+            &self.sources,
+            &lanes(),
+            &self.checkpoint,
+            &entries,
+            &self.progress,
+        );
+        self.queues.iter_mut().for_each(VecDeque::clear);
+        self.in_flight.clear();
+        self.handed.clear();
+        self.durable = Default::default();
+        // The writer writes as soon as files are opened.
+        self.checkpoint();
     }
 
     /// Would a restart from the durable checkpoint read this line again?
