@@ -195,7 +195,7 @@ proptest! {
                 "proptest-regressions/it/window.txt",
             ),
         )),
-        ..ProptestConfig::with_cases(48)
+        ..ProptestConfig::with_cases(96)
     })]
 
     /// Three files, one app each (rotating, writing in pieces), one lane each, one

@@ -199,6 +199,7 @@ impl World {
             return;
         }
         let snap = self.progress.snapshot();
+        self.check_entries(&snap.entries);
         Checkpointer::new(&self.checkpoint, Arc::new(Metrics::default()))
             .write(&self.progress)
             .unwrap();
@@ -212,6 +213,33 @@ impl World {
         self.last_checkpoint.1.extend(snap.dropped);
         for a in &mut self.apps {
             a.anchored |= a.seen;
+        }
+    }
+
+    /// Each checkpoint entry of a file the model knows names the source and the path
+    /// of the app that wrote it: a restart resumes it there, under that source.
+    fn check_entries(&self, entries: &[FileEntry]) {
+        for e in entries {
+            let Some(id) = self.at.get(&e.path) else {
+                continue; // deleted, or renamed since the tail last looked
+            };
+            let Some(piece) = self.files[*id].pieces.first() else {
+                continue;
+            };
+            let app = &self.apps[self.written[piece.0].app];
+            let source = &self.sources[usize::from(app.source)].name;
+            assert_eq!(
+                &e.source,
+                source,
+                "checkpoint entry of {}",
+                e.path.display()
+            );
+            assert_eq!(
+                e.followed,
+                app.path,
+                "checkpoint entry of {}",
+                e.path.display()
+            );
         }
     }
 
