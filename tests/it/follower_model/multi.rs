@@ -50,7 +50,8 @@ fn arb_multi_op() -> impl Strategy<Value = MultiOp> {
 const BUG_GLOB_FILE_ROTATED_BEFORE_SEEN: bool = true;
 /// A literal path's rotated file that a glob of another source matches (`dateext`
 /// with `extension .log`): shipped by the glob too, from 0, under the glob's source
-/// (`a_literal_paths_rotated_file_a_glob_matches_is_shipped_once`). Stepped around
+/// (`a_literal_paths_copy_a_glob_matches_is_shipped_once`,
+/// `a_literal_paths_rotated_file_a_glob_matches_is_shipped_once`). Stepped around
 /// by no copytruncate of that path, and renaming it only while firetail has its file
 /// open: then the glob's listing finds the rotated file open, and leaves it.
 const BUG_GLOB_TAKES_A_LITERAL_PATHS_ROTATION: bool = true;
@@ -250,20 +251,29 @@ fn a_glob_file_rotated_before_the_tail_saw_it_is_shipped() {
 /// followers, not the literal paths of the other sources (`TailSettings.others`
 /// included).
 #[test]
+#[ignore = "product bug: a literal path's copy a glob matches is shipped twice"]
+fn a_literal_paths_copy_a_glob_matches_is_shipped_once() {
+    let mut w = three_sources_with(Naming::DatedExt, false);
+    w.select(0);
+    w.write_line(30);
+    w.copy_truncate(0, true); // app.log's copy: app-202612070000.log
+    w.write_line(30);
+    w.finish();
+    check(&w).unwrap();
+}
+
+/// The same bug through renames: two between two polls, so the follower of app.log
+/// never had the first renamed-to file open when the glob lists it.
+#[test]
 #[ignore = "product bug: a literal path's rotated file a glob matches is shipped twice"]
 fn a_literal_paths_rotated_file_a_glob_matches_is_shipped_once() {
     let mut w = three_sources_with(Naming::DatedExt, false);
     w.select(0);
-    w.write_line(30);
-    w.copy_truncate(0, true);
-    w.write_line(30);
-    w.poll_all();
-    w.write_line(30);
-    w.rename_rotate();
-    w.reopen();
-    w.write_line(30);
-    w.rename_rotate();
-    w.reopen();
+    for _ in 0..2 {
+        w.write_line(30);
+        w.rename_rotate();
+        w.reopen();
+    }
     w.write_line(30);
     w.finish();
     check(&w).unwrap();

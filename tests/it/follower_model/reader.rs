@@ -39,6 +39,7 @@ impl Reader {
         let streams: Vec<String> = (0..lanes.len()).map(|i| format!("stream-{i}")).collect();
         // One set of series for every lane, as the pipeline has.
         let metrics = Arc::new(Metrics::new(&names, &streams));
+        let open_files = Arc::default();
         let lanes = lanes
             .iter()
             .map(|lane| {
@@ -54,6 +55,7 @@ impl Reader {
                         .filter(|i| !lane.contains(i))
                         .map(spec)
                         .collect(),
+                    open_files: Arc::clone(&open_files),
                 };
                 Tail::new(
                     settings,
