@@ -223,7 +223,7 @@ fn rotations_of_three_files_interleaved_while_behind() {
 /// full channel), is followed with no checkpoint entry, as on a first start: the
 /// rotated file present then is taken for one older than firetail and never shipped.
 /// Also at a restart before a checkpoint held the path. Suspect: `Tail::new_follower`
-/// (src/tail/sources.rs) and `Follower::new` (src/tail/follower.rs), which remembers
+/// (src/tail/sources/discover.rs) and `Follower::new` (src/tail/follower.rs), which remembers
 /// every sibling present as not to be shipped when given no entries; only a first
 /// start (no checkpoint at all) may do that.
 #[test]
