@@ -85,6 +85,17 @@ impl Progress {
         self.lock().totals().ahead
     }
 
+    /// True when the file has nothing of its own ahead and its line in progress has
+    /// already reached its share: [`Progress::room_for`] then lets it read on through
+    /// the whole window's room, for that line only.
+    pub fn past_share(&self, key: FileKey) -> bool {
+        let files = self.lock();
+        let share = self.share(&files);
+        files
+            .get(&key)
+            .is_some_and(|f| f.ahead() == 0 && f.held > 0 && f.held >= share)
+    }
+
     /// `--max-unacked-bytes`.
     pub fn window(&self) -> u64 {
         self.window

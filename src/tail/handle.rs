@@ -165,10 +165,17 @@ impl Handle {
         // ever. Otherwise the ledger's room already counts it, so the window holds once
         // it ends.
         let in_progress = at - self.framer.line_offset();
-        let one_line = in_progress > 0
+        let unbounded = in_progress > 0
             && (progress.read_ahead() == 0
                 || (in_progress >= progress.window() && progress.read_ahead_of(self.key) == 0));
-        let budget = if one_line { POLL_BUDGET as u64 } else { budget };
+        // A line past its file's share reads on in the window's room, but only to its
+        // end: the lines after it wait for the file's share.
+        let one_line = unbounded || progress.past_share(self.key);
+        let budget = if unbounded {
+            POLL_BUDGET as u64
+        } else {
+            budget
+        };
         let want = (meta.len() - at).min(budget).min(POLL_BUDGET as u64) as usize;
         if want == 0 {
             self.reached_end(&meta);

@@ -25,24 +25,6 @@ use crate::support::firetail::{access_lines, append, aws_env, base_args, http_ge
 
 // ===== the tail and the acknowledgement path as a model ==============================
 
-/// Product bug the property tests step around until it is fixed (pinned by the
-/// ignored `shares::a_line_shorter_than_the_window_waits_for_room`, which fails): set
-/// to false with the fix. A file with nothing of its own ahead of the durable
-/// checkpoint reads its line in progress to its end whatever room the window has
-/// left, also when the line is shorter than the window; so the bytes a restart would
-/// send again pass the window by up to one line per file. Stepped around by allowing
-/// that much: per file, its first line ahead.
-const BUG_A_LINE_IN_PROGRESS_PASSES_THE_WINDOW: bool = true;
-
-/// What the window's bound allows beyond the window while the bug stands.
-fn allowance(first_lines_ahead: u64) -> u64 {
-    if BUG_A_LINE_IN_PROGRESS_PASSES_THE_WINDOW {
-        first_lines_ahead
-    } else {
-        0
-    }
-}
-
 proptest! {
     // Beside the unit tests' regressions: one folder for the crate.
     #![proptest_config(ProptestConfig {
@@ -76,11 +58,11 @@ proptest! {
             }
             let ahead = m.ahead_bytes();
             peak = peak.max(ahead);
-            prop_assert!(ahead <= window + allowance(m.first_lines_ahead()),
+            prop_assert!(ahead <= window,
                 "step {step} ({op:?}): {ahead} bytes read ahead of the durable checkpoint; window {window}");
         }
         let (predicted, _) = m.ahead();
-        let bound = window + allowance(m.first_lines_ahead());
+        let bound = window;
         let (m, again) = m.kill_and_restart();
         let again_set: HashSet<usize> = again.iter().copied().collect();
         for seq in 0..m.lens.len() {

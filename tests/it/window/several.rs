@@ -78,8 +78,6 @@ pub struct Epoch {
     pub unpredicted: Vec<usize>,
     /// Lines read again since the restart.
     reread: HashSet<usize>,
-    /// [`Several::first_lines_ahead`] when the restart came.
-    pub first_lines: u64,
 }
 
 /// A line handed on by the tail.
@@ -330,7 +328,6 @@ impl Several {
             predicted: self.predicted(),
             before,
             accepted_before: self.accepted.clone(),
-            first_lines: self.first_lines_ahead(),
             ..Epoch::default()
         };
         self.epochs.push(std::mem::replace(&mut self.epoch, next));
@@ -389,17 +386,6 @@ impl Several {
         self.handed
             .iter()
             .filter(|l| l.source == app && self.again(l))
-            .map(|l| l.end - l.start)
-            .sum()
-    }
-
-    /// Per file, the bytes of the first line a restart would read again (see
-    /// `BUG_A_LINE_IN_PROGRESS_PASSES_THE_WINDOW`).
-    pub fn first_lines_ahead(&self) -> u64 {
-        let mut files = HashSet::new();
-        self.handed
-            .iter()
-            .filter(|l| self.again(l) && files.insert(l.file))
             .map(|l| l.end - l.start)
             .sum()
     }

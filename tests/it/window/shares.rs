@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 
-use super::{allowance, several};
+use super::several;
 
 /// After a poll, per file: its bytes ahead of the durable checkpoint grew only within
 /// the share it had before the poll (shares only shrink within a poll: files open,
@@ -67,18 +67,18 @@ proptest! {
                 continue;
             }
             let (_, ahead) = m.ahead();
-            prop_assert!(ahead <= window + allowance(m.first_lines_ahead()),
+            prop_assert!(ahead <= window,
                 "step {step}: {ahead} bytes read ahead of the durable checkpoint over all files; window {window}");
             check_shares(&before, &m.ahead_per_file(), share, step)?;
         }
         for (i, e) in m.epochs.iter().chain([&m.epoch]).enumerate().skip(1) {
             prop_assert!(e.unpredicted.is_empty(),
                 "restart {i} read again lines a restart should not have: {:?}", e.unpredicted);
-            prop_assert!(e.resent_bytes <= window + allowance(e.first_lines),
+            prop_assert!(e.resent_bytes <= window,
                 "restart {i} resent {} bytes Firehose had; window {window}", e.resent_bytes);
         }
         let predicted = m.predicted();
-        let bound = window + allowance(m.first_lines_ahead());
+        let bound = window;
         let (m, again) = m.kill_and_restart();
         let again: HashSet<usize> = again.into_iter().collect();
         for seq in 0..m.lens.len() {
@@ -204,16 +204,14 @@ fn the_slow_file_is_read_at_every_poll_while_the_burst_file_is_stuck() {
     );
 }
 
-/// Pinned (a product bug, see `BUG_A_LINE_IN_PROGRESS_PASSES_THE_WINDOW`): a window
+/// A line shorter than the window waits for room: a window
 /// of 150,000 bytes, three files with a share of 64 KiB each (the floor); two of
 /// them hold their shares ahead (128 KiB, their streams stuck), and the third holds
 /// 18,000 bytes of a 37,000-byte line, nothing of its own ahead: ~3,000 bytes of
 /// room are left. Its line is shorter than the window, so it must wait for room
-/// (docs/how-it-works.md#the-duplicate-bound: "as far as the whole window allows");
-/// it is read to its end at once, and the bytes a restart would send again pass the
-/// window by ~16,000.
+/// (docs/how-it-works.md#the-duplicate-bound: "as far as the whole window allows"),
+/// rather than be read to its end at once, past the window by ~16,000 bytes.
 #[test]
-#[ignore = "product bug: a line shorter than the window is read past the window's room"]
 fn a_line_shorter_than_the_window_waits_for_room() {
     use several::Op;
     let window = 150_000;
