@@ -186,13 +186,19 @@ impl Pipeline {
             health,
             addr,
         } = observed;
-        let progress = Arc::new(Progress::new(
+        let progress = Progress::new(
             config.max_unacked_bytes,
             crate::progress::Gauges {
                 unacked: metrics.unacked_bytes.clone(),
                 lag: metrics.lag_bytes.clone(),
             },
-        ));
+        );
+        let one_path = matches!(&config.sources[..], [s] if !s.is_glob());
+        let progress = Arc::new(if one_path {
+            progress
+        } else {
+            progress.expect_newcomers()
+        });
         let dead_letter = Arc::new(DeadLetter::new(
             &config.dead_letter,
             config.dead_letter_max_bytes,

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -203,6 +203,8 @@ pub struct Progress {
     acknowledged_lines: AtomicU64,
     /// The next [`FileKey`]: keys are unique across every follower of every source.
     next_key: AtomicU32,
+    /// See [`Progress::expect_newcomers`].
+    newcomers: AtomicBool,
 }
 
 impl Default for Progress {
@@ -224,7 +226,16 @@ impl Progress {
             registered_lines: AtomicU64::new(0),
             acknowledged_lines: AtomicU64::new(0),
             next_key: AtomicU32::new(0),
+            newcomers: AtomicBool::new(false),
         }
+    }
+
+    /// Files may appear that belong to no chain open now (several sources, or a glob):
+    /// one share of the window is kept free for the next, so that files already open —
+    /// one stuck behind a throttled stream above all — never hold all of it.
+    pub fn expect_newcomers(self) -> Progress {
+        self.newcomers.store(true, Ordering::Relaxed);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Files> {

@@ -295,6 +295,30 @@ fn a_bursting_file_leaves_the_slow_one_its_share() {
     assert_eq!(p.room(), window - share, "the window itself is not full");
 }
 
+/// When files may appear (several sources, a glob), a file alone — stuck behind a
+/// throttled stream, say — holds at most half the window, so a file opened later
+/// still finds room; with one path it may hold all of it.
+#[test]
+fn a_file_alone_leaves_a_share_for_a_newcomer_when_files_may_appear() {
+    let window = 1024 * KIB;
+    for (newcomers, alone) in [(false, window), (true, window / 2)] {
+        let p = Progress::new(window, Gauges::default());
+        let p = if newcomers { p.expect_newcomers() } else { p };
+        p.open(0, &chain("stuck", "/a"), &id(), Path::new("/a"), 0);
+        let mut stuck = 0;
+        for _ in 0..200 {
+            stuck = read_lines(&p, 0, stuck, 10 * KIB);
+        }
+        assert_eq!(stuck, alone, "newcomers expected: {newcomers}");
+        p.open(1, &chain("web", "/b"), &id(), Path::new("/b"), 0);
+        assert_eq!(
+            p.room_for(1) > 0,
+            newcomers,
+            "newcomers expected: {newcomers}"
+        );
+    }
+}
+
 /// With more files than the window has 64 KiB shares for, each still gets 64 KiB: the
 /// window bounds the sum, so the last files wait on the whole window, not a share.
 #[test]

@@ -6,6 +6,8 @@
 //! stream) cannot take the room the others need: [`Progress::room_for`] is never more
 //! than [`Progress::room`], so every bound `room` gives holds with shares too.
 
+use std::sync::atomic::Ordering;
+
 use super::files::Files;
 use super::{FileKey, FileProgress, Progress};
 
@@ -39,9 +41,11 @@ impl Progress {
     }
 
     /// A file's share of the window: the window divided between the files still being
-    /// read, never less than [`MIN_SHARE`].
+    /// read (and, when files may appear, one more: room kept for the next one to
+    /// appear), never less than [`MIN_SHARE`].
     fn share(&self, files: &Files) -> u64 {
-        (self.window / files.totals().reading.max(1)).max(MIN_SHARE)
+        let newcomer = u64::from(self.newcomers.load(Ordering::Relaxed));
+        (self.window / (files.totals().reading + newcomer).max(1)).max(MIN_SHARE)
     }
 
     /// Bytes the tail may still read of this file: the room in the whole window, and

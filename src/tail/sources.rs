@@ -128,6 +128,10 @@ pub struct Tail {
     published: usize,
     /// Every glob source of the process, this tail's and the other lanes'.
     claims: Vec<Claim>,
+    /// The literal paths of every source of the process: a name a glob matches that is
+    /// a rotation of one of them (`app-20261207.log` of `app.log`) is that source's
+    /// file, followed by its follower, not a file of the glob's.
+    literals: Vec<PathBuf>,
     /// Files two globs match, already reported (an ERROR once per file).
     overlaps: HashSet<PathBuf>,
     /// WARNs of directories that cannot be listed for want of descriptors: at most one
@@ -187,6 +191,13 @@ impl Tail {
                         pattern: g.pattern,
                     })
                 })
+                .collect(),
+            literals: settings
+                .sources
+                .iter()
+                .chain(&settings.others)
+                .filter(|s| glob_of(&s.path, &[]).is_none())
+                .map(|s| s.path.clone())
                 .collect(),
             overlaps: HashSet::new(),
             fd_log: LogThrottle::new(OVER_CAP_LOG_EVERY),

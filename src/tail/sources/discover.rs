@@ -2,8 +2,8 @@
 //! them get one.
 //!
 //! A matched name is skipped when it is firetail's own, compressed, or a rotation of
-//! another matched or followed name (`access.log.1`, `app-20261207.log` of `app.log`:
-//! that file is its follower's). A file is followed once, by identity: one open in any
+//! another matched or followed name, or of any source's literal path (`access.log.1`,
+//! `app-20261207.log` of `app.log`: that file is its follower's). A file is followed once, by identity: one open in any
 //! follower (a rotated file renamed to a name the glob matches), or read and let go,
 //! is not shipped again — a file let go that grew since is followed from where reading
 //! stopped. Beyond `--max-files` open files a new path is not opened: a WARN names the
@@ -97,9 +97,11 @@ impl Tail {
             .map(|f| f.follower.path().to_path_buf())
             .collect();
         let mut bases: Vec<String> = names.clone();
+        let literals = self.literals.iter().filter(|p| parent_dir(p) == dir);
         bases.extend(
             followed
                 .iter()
+                .chain(literals)
                 .filter_map(|p| p.file_name()?.to_str().map(str::to_string)),
         );
         let mut open: HashSet<(u64, u64)> = self
