@@ -25,5 +25,6 @@ mod promises;
 mod promises_files;
 mod restarts;
 mod rotation;
+mod sources;
 mod store;
 mod window;
