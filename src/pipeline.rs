@@ -29,6 +29,7 @@ use crate::checkpoint::{self, Checkpointer};
 use crate::config::Config;
 use crate::deadletter::DeadLetter;
 use crate::flush_clock::{Due, Pace};
+use crate::handover::SourceId;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::progress::{FileEntry, Progress};
@@ -112,15 +113,22 @@ pub async fn run(
 
 /// The running stages and what they share.
 ///
+/// One *lane* per stream: a tail (the files of every source shipping to that stream),
+/// a batch stage and a ship stage with its own adaptive control, since each stream has
+/// its own quota. A throttled stream fills only its own lane's channels; the per-file
+/// share of the duplicate window keeps its files from taking the others' room. The
+/// lanes share the ledger, the metrics, the dead-letter file and the checkpoint writer
+/// (docs/design.md#sources).
+///
 /// Every task is watched from start to exit: one that ends on an error or a panic, or
 /// ends when it should not, is a [`Failure`] — an ERROR naming it, exit 1, and its
-/// name in the drain report. `None` once a task has been waited for.
+/// name in the drain report.
 struct Pipeline {
-    tail: Option<JoinHandle<anyhow::Result<()>>>,
-    batcher: Option<JoinHandle<anyhow::Result<()>>>,
-    ship: Option<JoinHandle<anyhow::Result<()>>>,
+    tails: Stage,
+    batchers: Stage,
+    ships: Stage,
     writer: Option<JoinHandle<Checkpointer>>,
-    /// Tells the tail the drain started.
+    /// Tells the tails the drain started.
     drain_tx: watch::Sender<bool>,
     /// Tells the checkpoint writer to hand itself back for the final write.
     stop_tx: watch::Sender<bool>,
@@ -129,9 +137,43 @@ struct Pipeline {
     health: Arc<Health>,
 }
 
+/// One stage's task in every lane; each ends with its lane's stream named in its error.
+type Stage = tokio::task::JoinSet<anyhow::Result<()>>;
+
+/// The sources that ship to one stream, by their index in `config.sources`.
+struct Lane {
+    stream: String,
+    sources: Vec<SourceId>,
+}
+
+/// The lanes, one per distinct stream, in the order the sources name them.
+fn lanes(config: &Config) -> Vec<Lane> {
+    let mut lanes: Vec<Lane> = Vec::new();
+    for (id, source) in config.sources().iter().enumerate() {
+        let id = id as SourceId;
+        match lanes.iter_mut().find(|l| l.stream == source.stream) {
+            Some(lane) => lane.sources.push(id),
+            None => lanes.push(Lane {
+                stream: source.stream.clone(),
+                sources: vec![id],
+            }),
+        }
+    }
+    lanes
+}
+
+/// What every lane shares.
+struct Shared {
+    progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    dead_letter: Arc<DeadLetter>,
+    client: aws_sdk_firehose::Client,
+}
+
 impl Pipeline {
-    /// Resumes from the checkpoint and spawns tail → batch → ship, and the checkpoint
-    /// writer beside them.
+    /// Resumes from the checkpoint and spawns every lane's tail → batch → ship, and the
+    /// checkpoint writer beside them.
     async fn start(
         config: &Config,
         client: aws_sdk_firehose::Client,
@@ -156,56 +198,23 @@ impl Pipeline {
         ));
         let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
         let resume_from = checkpointer.load_retrying(&health).await;
-        let follower = follow(config, &resume_from, &progress, &metrics, &health)?;
+        tail::raise_nofile_limit();
         log_start(config, addr, resume_from.len());
-
         let (drain_tx, drain_rx) = watch::channel(false);
-        let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
-        let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
-        // The flush clock: the batch stage publishes when the open batch is due (`due`)
-        // for the tail; the ship stage sets the flush interval (`pace`) for the batch stage.
-        let due = Arc::new(Due::new());
-        let pace = Arc::new(Pace::new(config.flush_interval));
-        let (quiet, following) = (config.drain_quiet, health.following.clone());
-        let cadence = tail::Cadence::new(config.flush_interval, due.clone());
-        let tail = tokio::spawn(async move {
-            tail::run(follower, line_tx, drain_rx, quiet, cadence, following).await?;
-            Ok(())
-        });
-        let settings = BatchSettings {
-            aggregate: config.aggregate,
-            aggregate_max_lines: config.aggregate_max_lines,
-            invalid_json: config.invalid_json,
-            pace: pace.clone(),
-            due,
-        };
-        let batcher = tokio::spawn({
-            let (progress, metrics, dead_letter) =
-                (progress.clone(), metrics.clone(), dead_letter.clone());
-            async move {
-                batch::run(line_rx, batch_tx, settings, progress, metrics, dead_letter).await;
-                Ok(())
-            }
-        });
-        let shipper = Shipper::new(
-            client,
-            config.stream.clone(),
-            config.adaptive,
-            progress.clone(),
-            metrics.clone(),
-            health.clone(),
+        let shared = Shared {
+            progress: progress.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
             dead_letter,
-        );
-        let ship = tokio::spawn(ship::run(
-            batch_rx,
-            Arc::new(shipper),
-            ShipSettings {
-                max_in_flight: config.max_in_flight,
-                adaptive: config.adaptive,
-                flush_interval: config.flush_interval,
-                pace,
-            },
-        ));
+            client,
+        };
+        let (mut tails, mut batchers, mut ships) = (Stage::new(), Stage::new(), Stage::new());
+        for lane in lanes(config) {
+            let tasks = start_lane(config, &lane, &resume_from, &shared, drain_rx.clone())?;
+            tails.spawn(tasks.tail);
+            batchers.spawn(tasks.batch);
+            ships.spawn(tasks.ship);
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let writer = tokio::spawn(checkpoint::run(checkpointer, progress.clone(), stop_rx));
         metrics.sample_age({
@@ -213,9 +222,9 @@ impl Pipeline {
             move || progress.oldest_unacked_age()
         });
         Ok(Pipeline {
-            tail: Some(tail),
-            batcher: Some(batcher),
-            ship: Some(ship),
+            tails,
+            batchers,
+            ships,
             writer: Some(writer),
             drain_tx,
             stop_tx,
@@ -226,31 +235,105 @@ impl Pipeline {
     }
 }
 
-/// The tail's follower, resumed from the checkpoint's entries.
+/// One stage's work in one lane; its error names the lane's stream.
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
+/// One lane's three stages.
+struct LaneTasks {
+    tail: Task,
+    batch: Task,
+    ship: Task,
+}
+
+/// Builds one lane: its tail resumed from the checkpoint's entries of its sources, its
+/// batch stage, its ship stage with its own control and flush clock.
+fn start_lane(
+    config: &Config,
+    lane: &Lane,
+    resume_from: &[FileEntry],
+    shared: &Shared,
+    drain_rx: watch::Receiver<bool>,
+) -> anyhow::Result<LaneTasks> {
+    let (line_tx, line_rx) = mpsc::channel(LINE_CHANNEL);
+    let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
+    // The flush clock: the batch stage publishes when the open batch is due (`due`)
+    // for the tail; the ship stage sets the flush interval (`pace`) for the batch stage.
+    let due = Arc::new(Due::new());
+    let pace = Arc::new(Pace::new(config.flush_interval));
+    let follower = follow(config, lane, resume_from, shared)?;
+    let (quiet, following) = (config.drain_quiet, shared.health.following.clone());
+    let cadence = tail::Cadence::new(config.flush_interval, due.clone());
+    let stream = lane.stream.clone();
+    let tail: Task = Box::pin(async move {
+        tail::run(follower, line_tx, drain_rx, quiet, cadence, following)
+            .await
+            .with_context(|| format!("the tail of stream {stream}"))
+    });
+    let settings = BatchSettings {
+        aggregate: config.aggregate,
+        aggregate_max_lines: config.aggregate_max_lines,
+        invalid_json: config.invalid_json,
+        pace: pace.clone(),
+        due,
+    };
+    let (progress, metrics, dead_letter) = (
+        shared.progress.clone(),
+        shared.metrics.clone(),
+        shared.dead_letter.clone(),
+    );
+    let batch: Task = Box::pin(async move {
+        batch::run(line_rx, batch_tx, settings, progress, metrics, dead_letter).await;
+        Ok(())
+    });
+    let shipper = Shipper::new(
+        shared.client.clone(),
+        lane.stream.clone(),
+        config.adaptive,
+        shared.progress.clone(),
+        shared.metrics.clone(),
+        shared.health.clone(),
+        shared.dead_letter.clone(),
+    );
+    let stream = lane.stream.clone();
+    let settings = ShipSettings {
+        max_in_flight: config.max_in_flight,
+        adaptive: config.adaptive,
+        flush_interval: config.flush_interval,
+        pace,
+    };
+    let ship: Task = Box::pin(async move {
+        ship::run(batch_rx, Arc::new(shipper), settings)
+            .await
+            .with_context(|| format!("the ship stage of stream {stream}"))
+    });
+    Ok(LaneTasks { tail, batch, ship })
+}
+
+/// The lane's tail, resumed from the checkpoint's entries.
 fn follow(
     config: &Config,
+    lane: &Lane,
     resume_from: &[FileEntry],
-    progress: &Arc<Progress>,
-    metrics: &Arc<Metrics>,
-    health: &Arc<Health>,
+    shared: &Shared,
 ) -> anyhow::Result<Follower> {
-    tail::raise_nofile_limit();
+    let source = lane.sources[0];
+    let spec = &config.sources()[source as usize];
     let settings = TailSettings {
-        path: config.path.clone(),
+        path: spec.path.clone(),
         read_from: config.read_from,
         rotate_wait: config.rotate_wait,
         own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
-        source: 0,
-        source_name: "default".to_string(),
+        source,
+        source_name: spec.name.clone(),
     };
     Follower::new(
         &settings,
         resume_from,
-        progress.clone(),
-        metrics.clone(),
-        health.clone(),
+        shared.progress.clone(),
+        shared.metrics.clone(),
+        shared.health.clone(),
     )
-    .with_context(|| format!("cannot follow {}", config.path.display()))
+    .with_context(|| format!("cannot follow {}", spec.path.display()))
 }
 
 /// The start-up line: the effective configuration.
@@ -258,8 +341,12 @@ fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: us
     let hd = |d: Duration| humantime::format_duration(d).to_string();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        path = %config.path.display(),
-        stream = %config.stream,
+        sources = config
+            .sources()
+            .iter()
+            .map(|s| format!("{}: {} → {}", s.name, s.path.display(), s.stream))
+            .collect::<Vec<_>>()
+            .join("; "),
         flush_interval = hd(config.flush_interval),
         checkpoint = %config.checkpoint.display(),
         dead_letter = %config.dead_letter.display(),
@@ -276,4 +363,23 @@ fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: us
         checkpointed_files,
         "firetail started."
     );
+}
+
+/// Until the configuration lists sources: the one source of `--path` and `--stream`.
+struct SourceShim {
+    name: String,
+    path: std::path::PathBuf,
+    stream: String,
+}
+trait Sources {
+    fn sources(&self) -> Vec<SourceShim>;
+}
+impl Sources for Config {
+    fn sources(&self) -> Vec<SourceShim> {
+        vec![SourceShim {
+            name: "default".into(),
+            path: self.path.clone(),
+            stream: self.stream.clone(),
+        }]
+    }
 }

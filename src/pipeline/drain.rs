@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
-use super::Pipeline;
+use super::{Pipeline, Stage};
 use crate::checkpoint::Checkpointer;
 use crate::config::Config;
 use crate::outcome::DrainEnd;
@@ -56,6 +56,15 @@ pub(super) enum Stop {
     Failed(Failure),
 }
 
+/// Waits for the next of a stage's tasks (one per lane) to end: pending forever once
+/// every one has, so one `select!` can watch every task without polling an empty set.
+async fn next_ended(stage: &mut Stage) -> Result<anyhow::Result<()>, JoinError> {
+    match stage.join_next().await {
+        Some(result) => result,
+        None => std::future::pending().await,
+    }
+}
+
 /// Waits for a task that may already have been waited for: pending forever once it
 /// has, so one `select!` can watch every task without polling a finished handle.
 async fn ended<T>(slot: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
@@ -77,9 +86,9 @@ impl Pipeline {
             name = signals.recv() => {
                 return Stop::Signal(name.unwrap_or("signal channel closed"))
             }
-            res = ended(&mut self.tail) => Failure::of("tail", res, true),
-            res = ended(&mut self.batcher) => Failure::of("batch", res, true),
-            res = ended(&mut self.ship) => Failure::of("ship", res, true),
+            res = next_ended(&mut self.tails) => Failure::of("tail", res, true),
+            res = next_ended(&mut self.batchers) => Failure::of("batch", res, true),
+            res = next_ended(&mut self.ships) => Failure::of("ship", res, true),
             res = ended(&mut self.writer) => Failure::of("checkpoint", res.map(Ok), true),
         };
         Stop::Failed(failure.expect("a task that ends early is a failure"))
@@ -112,8 +121,9 @@ impl Pipeline {
         let mut tick =
             tokio::time::interval_at(started + DRAIN_PROGRESS_EVERY, DRAIN_PROGRESS_EVERY);
         let end = loop {
-            if self.ship.is_none() {
-                // Nothing can be delivered any more (the ship stage failed, or ended).
+            if self.ships.is_empty() {
+                // Nothing can be delivered any more (every lane's ship stage failed, or
+                // ended).
                 break if failures.is_empty() {
                     DrainEnd::Drained
                 } else {
@@ -121,9 +131,9 @@ impl Pipeline {
                 };
             }
             tokio::select! {
-                res = ended(&mut self.ship) => failures.extend(Failure::of("ship", res, false)),
-                res = ended(&mut self.tail) => failures.extend(Failure::of("tail", res, false)),
-                res = ended(&mut self.batcher) => failures.extend(Failure::of("batch", res, false)),
+                res = next_ended(&mut self.ships) => failures.extend(Failure::of("ship", res, false)),
+                res = next_ended(&mut self.tails) => failures.extend(Failure::of("tail", res, false)),
+                res = next_ended(&mut self.batchers) => failures.extend(Failure::of("batch", res, false)),
                 res = ended(&mut self.writer) => {
                     failures.extend(Failure::of("checkpoint", res.map(Ok), true));
                 }
@@ -148,28 +158,27 @@ impl Pipeline {
         (end, failures)
     }
 
-    /// Ends the tail, batch and ship tasks, reading the result of each that ended on
-    /// its own. After a complete drain every one of them is ending (each ended
+    /// Ends every lane's tail, batch and ship tasks, reading the result of each that
+    /// ended on its own. After a complete drain every one of them is ending (each ended
     /// because the one before it dropped its sender), so they are waited for, briefly;
     /// otherwise the ones still running are aborted.
     async fn stop_stages(&mut self, drained: bool) -> Vec<Failure> {
         let mut failures = Vec::new();
-        for (task, slot) in [
-            ("tail", &mut self.tail),
-            ("batch", &mut self.batcher),
-            ("ship", &mut self.ship),
+        for (task, stage) in [
+            ("tail", &mut self.tails),
+            ("batch", &mut self.batchers),
+            ("ship", &mut self.ships),
         ] {
-            let Some(handle) = slot.as_mut() else {
-                continue;
-            };
-            if drained || handle.is_finished() {
-                match tokio::time::timeout(STAGE_END_WAIT, ended(slot)).await {
-                    Ok(res) => failures.extend(Failure::of(task, res, false)),
-                    Err(_) => slot.take().expect("still running").abort(),
+            if drained {
+                let end = Instant::now() + STAGE_END_WAIT;
+                while let Ok(Some(res)) = tokio::time::timeout_at(end, stage.join_next()).await {
+                    failures.extend(Failure::of(task, res, false));
                 }
-            } else {
-                handle.abort();
             }
+            while let Some(res) = stage.try_join_next() {
+                failures.extend(Failure::of(task, res, false));
+            }
+            stage.abort_all();
         }
         failures
     }

@@ -69,6 +69,8 @@ pub enum StartAt {
 }
 
 /// The file at the path.
+// One per follower: boxing the handle would save nothing worth an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Current {
     /// None yet (missing, or not a regular file): the next one starts here.
@@ -196,9 +198,8 @@ impl Follower {
     ) -> io::Result<Handle> {
         let key = self.progress.new_key();
         let h = Handle::open(
-            key,
+            (key, self.source),
             &self.chain,
-            self.source,
             file,
             meta,
             path,

@@ -75,9 +75,8 @@ impl Handle {
     /// learns of it (with `--read-from end` this is what gets the first checkpoint
     /// written before anything is acknowledged).
     pub fn open(
-        key: FileKey,
+        (key, source): (FileKey, SourceId),
         chain: &Chain,
-        source: SourceId,
         file: File,
         meta: &Metadata,
         path: &Path,
