@@ -2,9 +2,10 @@
 //!
 //! Input: the [`Progress`] ledger, where the ship stage acknowledges spans once Firehose
 //! accepted (or the dead-letter file took) every line in them. Output: a small
-//! versioned JSON file, per file followed: identity, last path, offset below which
-//! every line is acknowledged, and modification time. The file's schema is this
-//! module's own (`format`: a private type per version).
+//! versioned JSON file, per file followed: its source and chain, identity, last path,
+//! offset below which every line is acknowledged, and modification time. The file's
+//! schema is this module's own (`format`: a private type per version); on start each
+//! entry is placed in a configured source ([`migrate`]).
 //!
 //! Guarantees (docs/design.md#guarantees, docs/design.md#checkpoint):
 //! - At-least-once: an offset is written only after every line before it was
@@ -20,9 +21,11 @@
 //!   never moved or overwritten, and reading the log does not start meanwhile).
 
 mod format;
+mod migrate;
 mod writer;
 
 pub use format::VERSION;
+pub use migrate::migrate;
 pub use writer::{run, WRITE_INTERVAL};
 
 use std::io::{self, Write};
@@ -45,6 +48,9 @@ pub struct Checkpointer {
     last_written: Option<Vec<u8>>,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
+    /// The configured sources (name, path or glob) entries are placed in on load;
+    /// None: entries are returned as the file holds them.
+    sources: Option<Vec<(String, PathBuf)>>,
 }
 
 /// The checkpoint (or its temp file) exists but cannot be read: resuming without it
@@ -78,7 +84,22 @@ impl Checkpointer {
             last_written: None,
             metrics,
             store,
+            sources: None,
         }
+    }
+
+    /// Loads place each entry in one of these sources (name, path or glob; in the
+    /// configuration's order), dropping with a WARN those none follows ([`migrate`]).
+    pub fn with_sources<S: AsRef<str>, P: AsRef<Path>>(
+        mut self,
+        sources: &[(S, P)],
+    ) -> Checkpointer {
+        let sources = sources
+            .iter()
+            .map(|(n, p)| (n.as_ref().to_string(), p.as_ref().to_path_buf()))
+            .collect();
+        self.sources = Some(sources);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -118,8 +139,17 @@ impl Checkpointer {
 
     /// One attempt at [`Checkpointer::load_retrying`]: the entries to resume from
     /// (empty when missing or corrupt — a corrupt file is moved aside and the reason
-    /// logged at ERROR), or why the checkpoint cannot be read.
+    /// logged at ERROR), placed in the sources when given
+    /// ([`Checkpointer::with_sources`]); or why the checkpoint cannot be read.
     pub fn try_load(&mut self) -> Result<Vec<FileEntry>, Unreadable> {
+        let entries = self.try_load_as_written()?;
+        Ok(match &self.sources {
+            Some(sources) => migrate(entries, sources),
+            None => entries,
+        })
+    }
+
+    fn try_load_as_written(&mut self) -> Result<Vec<FileEntry>, Unreadable> {
         let main = self.read_readable(&self.path)?;
         let tmp = self.read_readable(&self.tmp)?;
         if let Found::Corrupt(e) = &tmp {

@@ -9,7 +9,9 @@
 //! tests parse from a map and never touch the process environment.
 
 mod args;
+mod fields;
 mod paths;
+mod sources;
 mod values;
 
 use std::ffi::OsString;
@@ -21,10 +23,11 @@ use std::time::Duration;
 use clap::{CommandFactory, ValueEnum};
 
 pub use args::{Args, VERSION};
-use paths::{beside, check_log_path, check_writable_location};
+use paths::side_files;
 pub use paths::{not_a_regular_file, parent_dir};
+pub use sources::{SourceConfig, DEFAULT_SOURCE, MATCH};
+use values::Given;
 pub use values::{format_size, parse_bool, size as parse_size};
-use values::{Given, Origin};
 
 use crate::firehose::{BATCH_BYTES, MAX_DEAGGREGATED_RECORDS};
 
@@ -64,6 +67,9 @@ pub const MAX_IN_FLIGHT: RangeInclusive<usize> = 1..=64;
 /// Firehose's JSON de-aggregation (dynamic partitioning's multi-record deaggregation)
 /// splits at most 500 records out of one; a larger pack would have to be split by hand.
 pub const AGGREGATE_MAX_LINES: RangeInclusive<usize> = 1..=MAX_DEAGGREGATED_RECORDS;
+/// Files followed at once over all sources, each an open descriptor: the floor keeps
+/// one, the ceiling stays far below any descriptor limit firetail raises itself to.
+pub const MAX_FILES: RangeInclusive<usize> = 1..=65536;
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,8 +115,15 @@ impl InvalidJson {
 /// The validated configuration. Every field is known good.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Config {
-    pub path: PathBuf,
-    pub stream: String,
+    /// At least one; a single `--path`/`--stream` is one named [`DEFAULT_SOURCE`].
+    pub sources: Vec<SourceConfig>,
+    /// Added to every JSON object line, in the order given.
+    pub add_fields: Vec<(String, String)>,
+    /// Adds `"KEY":"<source name>"` to every JSON object line.
+    pub source_field: Option<String>,
+    /// Adds `"KEY":"<path the file was opened at>"` to every JSON object line.
+    pub file_field: Option<String>,
+    pub max_files: usize,
     #[serde(with = "humantime_serde_compat")]
     pub flush_interval: Duration,
     pub checkpoint: PathBuf,
@@ -187,16 +200,13 @@ where
     Ok(validate(&Given::new(&full, matches, env))?)
 }
 
-/// Every value that clap cannot check alone, and the defaults that depend on `--path`.
+/// Every value that clap cannot check alone, and the defaults that depend on the
+/// sources.
 fn validate(given: &Given) -> Result<Config, ConfigError> {
-    let stream = required(given, "stream", "--stream", "FIRETAIL_STREAM")?;
-    check_stream_name(&stream.0, &stream.1)?;
-    let (path, path_origin) = given
-        .path("path")
-        .ok_or_else(|| missing("--path", "FIRETAIL_PATH"))?;
-    let path = check_log_path(&path, &path_origin)?;
+    let sources = sources::from_given(given)?;
     let (max_in_flight, _) = given.parsed("max_in_flight", |s| values::count(s, &MAX_IN_FLIGHT))?;
-    let (checkpoint, dead_letter) = side_files(given, &path)?;
+    let (checkpoint, dead_letter) = side_files(given, &sources)?;
+    let fields = fields::from_given(given)?;
     let dur = |id: &str, range: &RangeInclusive<Duration>| {
         given.parsed(id, |s| values::duration(s, range))
     };
@@ -221,8 +231,13 @@ fn validate(given: &Given) -> Result<Config, ConfigError> {
         )));
     }
     Ok(Config {
-        path,
-        stream: stream.0,
+        sources,
+        add_fields: fields.add,
+        source_field: fields.source,
+        file_field: fields.file,
+        max_files: given
+            .parsed("max_files", |s| values::count(s, &MAX_FILES))?
+            .0,
         flush_interval: dur("flush_interval", &FLUSH_INTERVAL)?.0,
         checkpoint,
         dead_letter,
@@ -267,64 +282,27 @@ fn termination_message(given: &Given) -> Option<PathBuf> {
         })
 }
 
-fn missing(flag: &str, var: &str) -> ConfigError {
-    ConfigError {
-        name: flag.to_string(),
-        problem: format!("is required (give {flag} or set {var})"),
-    }
-}
-
-fn required(
-    given: &Given,
-    id: &str,
-    flag: &str,
-    var: &str,
-) -> Result<(String, Origin), ConfigError> {
-    given.text(id)?.ok_or_else(|| missing(flag, var))
-}
-
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.trim()
         .parse()
         .map_err(|_| format!("{s:?} is not an address:port such as 0.0.0.0:9797 or [::]:9797"))
 }
 
-/// The checkpoint and dead-letter paths (defaults beside the log file), each proven
-/// writable, and all three files different.
-fn side_files(given: &Given, path: &Path) -> Result<(PathBuf, PathBuf), ConfigError> {
-    let pick = |id: &str, flag: &str, suffix: &str| match given.path(id) {
-        Some(p) => p,
-        None => (
-            beside(path, ".firetail-", suffix),
-            Origin::Flag(flag.to_string()),
-        ),
-    };
-    let (checkpoint, cp_origin) = pick("checkpoint", "--checkpoint", ".json");
-    check_writable_location(&cp_origin, &checkpoint)?;
-    let (dead_letter, dl_origin) = pick("dead_letter", "--dead-letter", ".dead.jsonl");
-    check_writable_location(&dl_origin, &dead_letter)?;
-    if checkpoint == dead_letter || checkpoint == path || dead_letter == path {
-        return Err(cp_origin.bad(
-            "the log file, the checkpoint and the dead-letter file must be three different files",
-        ));
-    }
-    Ok((checkpoint, dead_letter))
-}
-
-fn check_stream_name(name: &str, origin: &Origin) -> Result<(), ConfigError> {
+/// Firehose's rule for a stream name, as the sentence saying how `name` breaks it.
+fn stream_problem(name: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err(origin.bad("must not be empty"));
+        return Err("must not be empty".into());
     }
     if name.len() > STREAM_NAME_MAX {
-        return Err(origin.bad("is longer than 64 characters"));
+        return Err("is longer than 64 characters".into());
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
-        return Err(origin.bad(format!(
+        return Err(format!(
             "{name:?} contains {c:?}; a stream name has only letters, digits, '_', '.' and '-'"
-        )));
+        ));
     }
     Ok(())
 }

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 /// The probes' view of the agent.
 #[derive(Default)]
 pub struct Health {
-    /// The tail stage watches the path (the file is open, or waited for).
-    pub following: Arc<AtomicBool>,
+    /// Per lane, whether its tail watches its paths (the files are open, or waited
+    /// for): ready once every lane's does.
+    lanes: Mutex<Vec<Arc<AtomicBool>>>,
     /// SIGTERM arrived.
     pub draining: AtomicBool,
     /// Firehose answered with a configuration error (stream missing, access denied,
@@ -27,11 +28,27 @@ pub struct Health {
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        self.following.load(Ordering::Relaxed)
+        self.following()
             && !self.draining.load(Ordering::Relaxed)
             && !self.config_error.load(Ordering::Relaxed)
             && self.lock().is_empty()
             && !self.checkpoint_unreadable.load(Ordering::Relaxed)
+    }
+
+    /// A lane's flag, set by its tail once it watches its paths.
+    pub fn lane(&self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(flag.clone());
+        flag
+    }
+
+    /// Every lane's tail watches its paths (and there is at least one lane).
+    pub fn following(&self) -> bool {
+        let lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        !lanes.is_empty() && lanes.iter().all(|f| f.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, PathBuf), String>> {
@@ -66,7 +83,10 @@ mod tests {
     fn readiness_needs_following_and_no_drain_or_config_error() {
         let h = Health::default();
         assert!(!h.is_ready());
-        h.following.store(true, Ordering::Relaxed);
+        let (a, b) = (h.lane(), h.lane());
+        a.store(true, Ordering::Relaxed);
+        assert!(!h.is_ready(), "one lane of two follows");
+        b.store(true, Ordering::Relaxed);
         assert!(h.is_ready());
         h.config_error.store(true, Ordering::Relaxed);
         assert!(!h.is_ready());

@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::progress::{FileEntry, Progress};
 use crate::report::{log_report, report, Report};
 use crate::ship::{self, ShipSettings, Shipper};
-use crate::tail::{self, Follower, TailSettings};
+use crate::tail::{self, SourceSpec, Tail, TailSettings};
 use drain::{Failure, Stop};
 
 mod drain;
@@ -149,7 +149,7 @@ struct Lane {
 /// The lanes, one per distinct stream, in the order the sources name them.
 fn lanes(config: &Config) -> Vec<Lane> {
     let mut lanes: Vec<Lane> = Vec::new();
-    for (id, source) in config.sources().iter().enumerate() {
+    for (id, source) in config.sources.iter().enumerate() {
         let id = id as SourceId;
         match lanes.iter_mut().find(|l| l.stream == source.stream) {
             Some(lane) => lane.sources.push(id),
@@ -260,12 +260,12 @@ fn start_lane(
     // for the tail; the ship stage sets the flush interval (`pace`) for the batch stage.
     let due = Arc::new(Due::new());
     let pace = Arc::new(Pace::new(config.flush_interval));
-    let follower = follow(config, lane, resume_from, shared)?;
-    let (quiet, following) = (config.drain_quiet, shared.health.following.clone());
+    let tail_set = follow(config, lane, resume_from, shared)?;
+    let (quiet, following) = (config.drain_quiet, shared.health.lane());
     let cadence = tail::Cadence::new(config.flush_interval, due.clone());
     let stream = lane.stream.clone();
     let tail: Task = Box::pin(async move {
-        tail::run(follower, line_tx, drain_rx, quiet, cadence, following)
+        tail::run(tail_set, line_tx, drain_rx, quiet, cadence, following)
             .await
             .with_context(|| format!("the tail of stream {stream}"))
     });
@@ -309,31 +309,42 @@ fn start_lane(
     Ok(LaneTasks { tail, batch, ship })
 }
 
-/// The lane's tail, resumed from the checkpoint's entries.
+/// The lane's tail, resumed from the checkpoint's entries of its sources. A file that
+/// globs of two lanes match is the earlier source's: every tail knows the others.
 fn follow(
     config: &Config,
     lane: &Lane,
     resume_from: &[FileEntry],
     shared: &Shared,
-) -> anyhow::Result<Follower> {
-    let source = lane.sources[0];
-    let spec = &config.sources()[source as usize];
+) -> anyhow::Result<Tail> {
+    let spec = |id: SourceId| {
+        let s = &config.sources[id as usize];
+        SourceSpec {
+            id,
+            name: s.name.clone(),
+            path: s.path.clone(),
+        }
+    };
+    let all = 0..config.sources.len() as SourceId;
     let settings = TailSettings {
-        path: spec.path.clone(),
+        sources: lane.sources.iter().map(|id| spec(*id)).collect(),
         read_from: config.read_from,
         rotate_wait: config.rotate_wait,
         own_files: vec![config.checkpoint.clone(), config.dead_letter.clone()],
-        source,
-        source_name: spec.name.clone(),
+        max_files: config.max_files,
+        others: all
+            .filter(|id| !lane.sources.contains(id))
+            .map(spec)
+            .collect(),
     };
-    Follower::new(
-        &settings,
+    Tail::new(
+        settings,
         resume_from,
         shared.progress.clone(),
         shared.metrics.clone(),
         shared.health.clone(),
     )
-    .with_context(|| format!("cannot follow {}", spec.path.display()))
+    .with_context(|| format!("cannot follow the sources of stream {}", lane.stream))
 }
 
 /// The start-up line: the effective configuration.
@@ -342,7 +353,7 @@ fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: us
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         sources = config
-            .sources()
+            .sources
             .iter()
             .map(|s| format!("{}: {} → {}", s.name, s.path.display(), s.stream))
             .collect::<Vec<_>>()
@@ -359,27 +370,17 @@ fn log_start(config: &Config, addr: std::net::SocketAddr, checkpointed_files: us
         max_in_flight = config.max_in_flight,
         adaptive = config.adaptive,
         call_timeout = hd(config.call_timeout),
+        add_fields = config
+            .add_fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        source_field = config.source_field.as_deref().unwrap_or(""),
+        file_field = config.file_field.as_deref().unwrap_or(""),
+        max_files = config.max_files,
         metrics_addr = %addr,
         checkpointed_files,
         "firetail started."
     );
-}
-
-/// Until the configuration lists sources: the one source of `--path` and `--stream`.
-struct SourceShim {
-    name: String,
-    path: std::path::PathBuf,
-    stream: String,
-}
-trait Sources {
-    fn sources(&self) -> Vec<SourceShim>;
-}
-impl Sources for Config {
-    fn sources(&self) -> Vec<SourceShim> {
-        vec![SourceShim {
-            name: "default".into(),
-            path: self.path.clone(),
-            stream: self.stream.clone(),
-        }]
-    }
 }

@@ -17,15 +17,16 @@
 //! the tail stops reading instead of letting the other call slots ship megabytes that a
 //! restart would ship again. So the bytes a restart can re-send are at most `window`,
 //! whatever the order acknowledgements arrive in. The file on disk is the buffer:
-//! bytes acknowledged behind a stuck batch cost no memory.
+//! bytes acknowledged behind a stuck batch cost no memory. Each file has a share of the
+//! window ([`Progress::room_for`]), so a file bursting, or stuck behind a throttled
+//! stream, leaves the others room; the shares never loosen the bound (`window`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
-use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -139,14 +140,6 @@ pub struct LineTally {
     pub pending: u64,
 }
 
-/// One file with bytes read but not acknowledged, for the drain report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Unacknowledged {
-    pub path: PathBuf,
-    pub from_offset: u64,
-    pub to_offset: u64,
-}
-
 struct FileProgress {
     chain: Chain,
     path: PathBuf,
@@ -195,7 +188,7 @@ impl FileProgress {
 
 /// What the pipeline has read, registered, acknowledged and made durable, per file.
 pub struct Progress {
-    files: Mutex<BTreeMap<FileKey, FileProgress>>,
+    files: Mutex<Files>,
     /// Woken when the checkpoint's content may have changed: the checkpoint writer
     /// sleeps on it, so an idle sidecar does not wake to find nothing changed.
     changed: Notify,
@@ -222,7 +215,7 @@ impl Default for Progress {
 impl Progress {
     pub fn new(window: u64, gauges: Gauges) -> Progress {
         Progress {
-            files: Mutex::new(BTreeMap::new()),
+            files: Mutex::new(Files::default()),
             changed: Notify::new(),
             room: Notify::new(),
             window,
@@ -234,26 +227,16 @@ impl Progress {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<FileKey, FileProgress>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Files> {
         // A panic while holding the lock aborts the process (panic = "abort"), so the
         // ledger is never seen half-updated.
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn used(files: &BTreeMap<FileKey, FileProgress>) -> u64 {
-        files
-            .values()
-            .map(|f| f.read_offset.saturating_sub(f.durable))
-            .sum()
-    }
-
-    fn update_gauges(&self, files: &BTreeMap<FileKey, FileProgress>) {
-        self.gauges.unacked.set(Self::used(files) as i64);
-        let lag: u64 = files
-            .values()
-            .map(|f| f.size.max(f.read_offset).saturating_sub(f.durable))
-            .sum();
-        self.gauges.lag.set(lag as i64);
+    fn update_gauges(&self, files: &Files) {
+        let t = files.totals();
+        self.gauges.unacked.set(t.ahead as i64);
+        self.gauges.lag.set(t.lag as i64);
     }
 
     /// A key for a file the tail is about to open; keys grow in the order files are
@@ -285,16 +268,12 @@ impl Progress {
 
     /// The file's fingerprint grew (it was shorter than the fingerprint when opened).
     pub fn set_identity(&self, key: FileKey, identity: &Identity) {
-        if let Some(f) = self.lock().get_mut(&key) {
-            f.identity = identity.clone();
-        }
+        self.lock().update(key, |f| f.identity = identity.clone());
     }
 
     /// The file was renamed: the checkpoint names it where it is now.
     pub fn set_path(&self, key: FileKey, path: &Path) {
-        if let Some(f) = self.lock().get_mut(&key) {
-            f.path = path.to_path_buf();
-        }
+        self.lock().update(key, |f| f.path = path.to_path_buf());
         self.changed.notify_one();
     }
 
@@ -302,10 +281,10 @@ impl Progress {
     /// tail last saw them (`fstat` of its handle).
     pub fn seen(&self, key: FileKey, size: u64, mtime_ns: u64) {
         let mut files = self.lock();
-        if let Some(f) = files.get_mut(&key) {
+        files.update(key, |f| {
             f.size = size;
             f.mtime_ns = Some(mtime_ns);
-        }
+        });
         self.update_gauges(&files);
     }
 
@@ -318,10 +297,10 @@ impl Progress {
     /// of the line in progress after it.
     pub fn read_to_holding(&self, key: FileKey, offset: u64, held: u64) {
         let mut files = self.lock();
-        if let Some(f) = files.get_mut(&key) {
+        files.update(key, |f| {
             f.read_offset = offset;
             f.held = held;
-        }
+        });
         self.update_gauges(&files);
     }
 
@@ -329,69 +308,16 @@ impl Progress {
     /// leaves the checkpoint.
     pub fn finish(&self, key: FileKey, end: u64) {
         let mut files = self.lock();
-        if let Some(f) = files.get_mut(&key) {
+        files.update(key, |f| {
             f.read_offset = end;
             f.held = 0;
             f.finished = true;
-        }
+        });
         self.update_gauges(&files);
+        drop(files);
         self.changed.notify_one();
-    }
-
-    /// Bytes the tail may still read before the duplicate window is full. A line in
-    /// progress counts as soon as anything else is ahead of the durable checkpoint: it
-    /// will be, whole, once it ends. When nothing else is, the whole window is room and
-    /// the tail reads the line in progress to its end and no further
-    /// ([`Progress::read_ahead`]): a line longer than the window must not stop the
-    /// reading that would end it.
-    pub fn room(&self) -> u64 {
-        let files = self.lock();
-        let ahead = Self::used(&files);
-        let held = if ahead == 0 { 0 } else { Self::held(&files) };
-        self.window.saturating_sub(ahead + held)
-    }
-
-    /// Bytes the tail may still read of this file: its share of the duplicate window.
-    pub fn room_for(&self, _key: FileKey) -> u64 {
-        self.room()
-    }
-
-    /// Waits until one of `keys` has room (returns at once when one has).
-    pub async fn wait_for_room_for(&self, keys: &[FileKey]) {
-        loop {
-            let notified = self.room.notified();
-            if keys.is_empty() || keys.iter().any(|k| self.room_for(*k) > 0) {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn held(files: &BTreeMap<FileKey, FileProgress>) -> u64 {
-        files.values().map(|f| f.held).sum()
-    }
-
-    /// Bytes of lines handed on and not covered by the durable checkpoint.
-    pub fn read_ahead(&self) -> u64 {
-        Self::used(&self.lock())
-    }
-
-    /// Waits until the window has room (returns at once when it has).
-    pub async fn wait_for_room(&self) {
-        loop {
-            let notified = self.room.notified();
-            if self.room() > 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// True when half the window is used: the checkpoint writer should write now
-    /// rather than wait for its interval, so a fast backlog is not held up by it.
-    pub fn under_pressure(&self) -> bool {
-        let files = self.lock();
-        Self::used(&files) + Self::held(&files) >= self.window / 2
+        // One file fewer shares the window: the others' shares grow.
+        self.room.notify_waiters();
     }
 
     /// Called in file order when a batch is cut, before it can be acknowledged.
@@ -400,10 +326,10 @@ impl Progress {
         let mut files = self.lock();
         for s in spans {
             self.registered_lines.fetch_add(s.lines, Ordering::Relaxed);
-            if let Some(f) = files.get_mut(&s.file) {
+            files.update(s.file, |f| {
                 f.pending.insert(s.start, (s.end, s.lines, now));
                 f.registered_end = f.registered_end.max(s.end);
-            }
+            });
         }
     }
 
@@ -415,9 +341,9 @@ impl Progress {
             // shows as more acknowledged than registered and pending together.
             self.acknowledged_lines
                 .fetch_add(s.lines, Ordering::Relaxed);
-            if let Some(f) = files.get_mut(&s.file) {
+            files.update(s.file, |f| {
                 f.pending.remove(&s.start);
-            }
+            });
         }
         self.update_gauges(&files);
         self.changed.notify_one();
@@ -447,16 +373,18 @@ impl Progress {
     }
 
     /// The checkpoint's content now. Files that are finished and fully acknowledged
-    /// are left out, oldest first and only while every older one is left out too: a
-    /// done file newer than a pending one stays, so a restart knows not to read it
-    /// again. Changes nothing.
+    /// are left out, oldest first and only while every older one of their chain is
+    /// left out too: a done file newer than a pending one of its chain stays, so a
+    /// restart knows not to read it again. Chains are independent: one source's
+    /// pending file keeps no other chain's finished files. Changes nothing.
     pub fn snapshot(&self) -> Snapshot {
         let files = self.lock();
         let mut snap = Snapshot::default();
-        let mut leading_done = true;
+        let mut leading_done: HashMap<&Chain, bool> = HashMap::new();
         for (key, f) in files.iter() {
-            leading_done &= f.done();
-            if leading_done {
+            let leading_done = leading_done.entry(&f.chain).or_insert(true);
+            *leading_done &= f.done();
+            if *leading_done {
                 snap.dropped.push(*key);
             } else {
                 snap.entries.push(f.entry());
@@ -479,26 +407,11 @@ impl Progress {
             files.remove(key);
         }
         for (key, entry) in snap.keys.iter().zip(&snap.entries) {
-            if let Some(f) = files.get_mut(key) {
-                f.durable = f.durable.max(entry.offset);
-            }
+            files.update(*key, |f| f.durable = f.durable.max(entry.offset));
         }
         self.update_gauges(&files);
         drop(files);
         self.room.notify_waiters();
-    }
-
-    /// Per file, the offset range read but not acknowledged.
-    pub fn unacknowledged(&self) -> Vec<Unacknowledged> {
-        self.lock()
-            .values()
-            .filter(|f| f.read_offset > f.committed())
-            .map(|f| Unacknowledged {
-                path: f.path.clone(),
-                from_offset: f.committed(),
-                to_offset: f.read_offset,
-            })
-            .collect()
     }
 
     /// How long the oldest registered, unacknowledged batch has waited.
@@ -524,15 +437,14 @@ impl Progress {
                 .sum(),
         }
     }
-
-    /// The committed offset of the newest file (the one at the path), for the report.
-    pub fn current_offset(&self) -> Option<u64> {
-        self.lock()
-            .values()
-            .next_back()
-            .map(FileProgress::committed)
-    }
 }
 
+mod files;
 #[cfg(test)]
 mod tests;
+mod view;
+mod window;
+
+use files::Files;
+pub use view::{SourceLedger, Unacknowledged};
+pub use window::MIN_SHARE;

@@ -1,6 +1,7 @@
 //! tail: the log file on disk → [`Line`]s, complete lines only, in file order.
 //!
-//! Input: the path of one JSON-lines file (and, on restart, the checkpoint's entries).
+//! Input: the sources of one lane — each a JSON-lines file's path or a glob — (and, on
+//! restart, the checkpoint's entries).
 //! Output: `Vec<Line>` chunks on a bounded channel to the batch stage. A slow Firehose
 //! fills that channel and stops the reader: the file on disk is the buffer. Reading
 //! never runs more than the duplicate window (`--max-unacked-bytes`) ahead of the
@@ -36,6 +37,7 @@ mod handle;
 mod identity;
 mod resume;
 mod siblings;
+mod sources;
 mod watcher;
 
 use std::sync::Arc;
@@ -47,9 +49,11 @@ use tokio::time::Instant;
 pub use crate::handover::Line;
 pub use cadence::Cadence;
 pub use discovery::raise_nofile_limit;
-pub use follower::{Follower, TailSettings, MAX_FINISHED_OPEN};
+pub use follower::{FollowSettings, Follower, MAX_FINISHED_OPEN};
 pub use framing::{Framer, KEEP_OVERSIZE_BYTES};
+pub use handle::POLL_BUDGET;
 pub use identity::FINGERPRINT_LEN;
+pub use sources::{FileCounts, SourceSpec, Tail, TailSettings, MATCH};
 use watcher::Watch;
 
 /// The slow poll behind inotify: catches what events miss (a filesystem that sends
@@ -65,13 +69,13 @@ const POLL_INTERVAL_WITH_INOTIFY: Duration = follower::SCAN_EVERY;
 /// should have scanned returned early (a full duplicate window).
 const SCAN_SLACK: Duration = Duration::from_millis(10);
 
-/// The async shell: polls the follower whenever inotify says a watched directory
+/// The async shell: polls the tail whenever inotify says a watched directory
 /// changed (at most as often as the [`Cadence`] allows), or the slow poll fires; sends lines
 /// downstream; and on drain reads to the end, waits for `quiet` without a new byte,
 /// finishes every file in bounded steps and returns — dropping the sender, which is how
 /// the batch stage learns the input ended.
 pub async fn run(
-    mut follower: Follower,
+    mut tail: Tail,
     tx: mpsc::Sender<Vec<Line>>,
     mut drain: watch::Receiver<bool>,
     quiet: Duration,
@@ -79,23 +83,25 @@ pub async fn run(
     following: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<()> {
     let mut watcher = Watch::new();
-    let metrics = follower.metrics.clone();
-    let progress = follower.progress.clone();
+    let metrics = tail.metrics.clone();
+    let progress = tail.progress.clone();
     let mut last_bytes: Option<Instant> = None;
     let mut drain_seen: Option<Instant> = None;
     loop {
-        // The duplicate window is full: wait for a durable checkpoint to free room.
-        progress.wait_for_room().await;
+        // Every file's share of the duplicate window is full: wait for a durable
+        // checkpoint to free room for one (another lane's files do not wait on these).
+        progress.wait_for_room_for(&tail.keys()).await;
         let polled = Instant::now();
-        let before = follower.bytes_read();
+        let before = tail.bytes_read();
         let mut lines = Vec::new();
-        let more = follower.poll(&mut lines)?;
+        let more = tail.poll(&mut lines)?;
         cadence.read(lines.len());
-        // Ready once the path is watched and the first look is done — the file itself
-        // may not exist yet: in a pod the app creates it only after this probe passes.
+        // Ready once the paths are watched and the first look is done — the files
+        // themselves may not exist yet: in a pod the app creates them only after this
+        // probe passes.
         following.store(true, std::sync::atomic::Ordering::Relaxed);
         // Any byte restarts the drain's quiet period, a partial line's too.
-        if follower.bytes_read() != before {
+        if tail.bytes_read() != before {
             last_bytes = Some(Instant::now());
         }
         if !send(&tx, lines, &metrics).await {
@@ -105,11 +111,23 @@ pub async fn run(
             tokio::task::yield_now().await;
             continue;
         }
-        watcher.update(&follower.watch_dirs());
-        let poll_every = if !watcher.active() || follower.has_rotated() {
+        watcher.update(&tail.watch_dirs());
+        if !watcher.active() || watcher.take_created() {
+            tail.discover_soon();
+        }
+        let poll_every = if !watcher.active() || tail.has_rotated() {
             POLL_INTERVAL
         } else {
             POLL_INTERVAL_WITH_INOTIFY
+        };
+        // Files whose share was full when read: room for one is a reason to read again.
+        let blocked = tail.blocked();
+        let room = async {
+            if blocked.is_empty() {
+                std::future::pending().await
+            } else {
+                progress.wait_for_room_for(&blocked).await
+            }
         };
         if *drain.borrow() {
             // The quiet period starts at the drain signal or at the last byte read,
@@ -118,19 +136,24 @@ pub async fn run(
             let seen = *drain_seen.get_or_insert_with(Instant::now);
             let quiet_until = last_bytes.map_or(seen, |t| t.max(seen)) + quiet;
             if Instant::now() >= quiet_until {
-                return finish(follower, &tx, &metrics).await;
+                return finish(tail, &tx, &metrics).await;
             }
             tokio::select! {
                 _ = watcher.changed() => {}
+                _ = room => {}
                 _ = tokio::time::sleep_until(quiet_until.min(Instant::now() + poll_every)) => {}
             }
         } else {
             let not_before = polled + cadence.wait(polled);
             tokio::select! {
                 _ = next_change(&mut watcher, &cadence, not_before) => {}
-                _ = tokio::time::sleep(poll_every.min(follower.scan_due_in()).max(SCAN_SLACK)) => {}
+                _ = room => {}
+                _ = tokio::time::sleep(poll_every.min(tail.scan_due_in()).max(SCAN_SLACK)) => {}
                 _ = drain.changed() => {}
             }
+        }
+        if watcher.take_created() {
+            tail.discover_soon();
         }
     }
 }
@@ -164,23 +187,32 @@ async fn send(
     tx.send(lines).await.is_ok()
 }
 
-/// The drain's end: every file read to its end in bounded steps, each sent like a
-/// poll's (and each waiting for room in the duplicate window), then the partial lines.
+/// The drain's end: every file of every source read to its end in bounded steps, each
+/// sent like a poll's (and waiting for room in the duplicate window when every file
+/// left to read has none), then the partial lines.
 async fn finish(
-    mut follower: Follower,
+    mut tail: Tail,
     tx: &mpsc::Sender<Vec<Line>>,
     metrics: &crate::metrics::Metrics,
 ) -> std::io::Result<()> {
-    let progress = follower.progress.clone();
+    let progress = tail.progress.clone();
+    let mut progressed = true;
     loop {
-        progress.wait_for_room().await;
+        if !progressed {
+            progress.wait_for_room_for(&tail.blocked()).await;
+        }
+        let before = tail.bytes_read();
         let mut lines = Vec::new();
-        let more = follower.finish(&mut lines)?;
+        let more = tail.finish(&mut lines)?;
+        progressed = !lines.is_empty() || tail.bytes_read() != before;
         if !send(tx, lines, metrics).await || !more {
             break;
         }
         tokio::task::yield_now().await;
     }
-    tracing::info!("Drain: the file was quiet for the quiet period; reading stopped.");
+    tracing::info!(
+        files = tail.files_finished(),
+        "Drain: the files were quiet for the quiet period; every file was read to its end and reading stopped."
+    );
     Ok(())
 }

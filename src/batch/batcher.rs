@@ -89,6 +89,9 @@ impl Batcher {
         match self.open.as_mut() {
             Some((buf, meta))
                 if batch_ok
+                    // One source per record: its lines are counted, and get their
+                    // fields, as that source's.
+                    && meta.source == line.source
                     && buf.len() + len <= MAX_RECORD_BYTES
                     && meta.lines < self.max_lines =>
             {
@@ -177,6 +180,23 @@ mod tests {
             .add(&line(0, BATCH_BYTES as u64, 0), record(), now)
             .unwrap();
         assert_eq!((cut.records.len(), cut.bytes), (4, BATCH_BYTES));
+    }
+
+    /// Lines of two sources that share a stream never share a record: each record's
+    /// lines are counted, and get their fields, as one source's.
+    #[test]
+    fn an_aggregate_record_holds_one_source() {
+        let mut b = Batcher::new(true, 500);
+        let now = Instant::now();
+        let sources = [0, 0, 1, 1, 0];
+        for (i, source) in sources.into_iter().enumerate() {
+            let mut l = line(source as FileKey, i as u64 * 11, 10);
+            l.source = source;
+            assert!(b.add(&l, record(), now).is_none());
+        }
+        let batch = b.take().unwrap();
+        let per_record: Vec<(u16, u32)> = batch.meta.iter().map(|m| (m.source, m.lines)).collect();
+        assert_eq!(per_record, [(0, 2), (1, 2), (0, 1)]);
     }
 
     /// The open aggregate record counts too: closing it must not make a 501st record.

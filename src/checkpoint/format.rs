@@ -2,9 +2,12 @@
 //! ledger's view ([`FileEntry`]) can change without touching the file.
 //!
 //! Version 2 added each file's `mtime_ns`: when the checkpointed file is gone at
-//! restart, the siblings newer than it are the ones to ship. Version 1 — what firetail
-//! wrote before — is migrated on read; a version this firetail does not know is treated
-//! as corrupt (moved aside), so a downgrade never resumes from offsets it misunderstands
+//! restart, the siblings newer than it are the ones to ship. Version 3 added each
+//! file's `source` and `followed` path (its chain, docs/design.md#sources): one
+//! checkpoint holds the files of every source. Versions 1 and 2 are read with an empty
+//! `source` (unknown) and their own path as `followed`; `super::migrate` places them
+//! in a configured source. A version this firetail does not know is treated as corrupt
+//! (moved aside), so a downgrade never resumes from offsets it misunderstands
 //! (docs/design.md#checkpoint).
 
 use std::path::PathBuf;
@@ -14,12 +17,12 @@ use serde::{Deserialize, Serialize};
 use crate::progress::{FileEntry, Identity};
 
 /// The version this firetail writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 #[derive(Serialize)]
 struct Current {
     version: u32,
-    files: Vec<V2Entry>,
+    files: Vec<V3Entry>,
 }
 
 #[derive(Deserialize)]
@@ -28,13 +31,35 @@ struct Versioned {
 }
 
 #[derive(Deserialize)]
+struct V3 {
+    files: Vec<V3Entry>,
+}
+
+/// A file as version 3 stores it. Field order is the file's: it is pretty-printed for
+/// an operator to read.
+#[derive(Serialize, Deserialize)]
+struct V3Entry {
+    source: String,
+    followed: PathBuf,
+    path: PathBuf,
+    dev: u64,
+    inode: u64,
+    /// Bytes covered by `fingerprint`.
+    fingerprint_len: u64,
+    /// FNV-1a of the first `fingerprint_len` bytes, 16 hex digits.
+    fingerprint: String,
+    offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtime_ns: Option<u64>,
+}
+
+#[derive(Deserialize)]
 struct V2 {
     files: Vec<V2Entry>,
 }
 
-/// A file as version 2 stores it. Field order is the file's: it is pretty-printed for
-/// an operator to read.
-#[derive(Serialize, Deserialize)]
+/// A file as version 2 stored it: one source, so no source nor chain.
+#[derive(Deserialize)]
 struct V2Entry {
     path: PathBuf,
     dev: u64,
@@ -64,9 +89,11 @@ struct V1Entry {
     offset: u64,
 }
 
-impl From<&FileEntry> for V2Entry {
-    fn from(e: &FileEntry) -> V2Entry {
-        V2Entry {
+impl From<&FileEntry> for V3Entry {
+    fn from(e: &FileEntry) -> V3Entry {
+        V3Entry {
+            source: e.source.clone(),
+            followed: e.followed.clone(),
             path: e.path.clone(),
             dev: e.identity.dev,
             inode: e.identity.ino,
@@ -75,6 +102,24 @@ impl From<&FileEntry> for V2Entry {
             offset: e.offset,
             mtime_ns: e.mtime_ns,
         }
+    }
+}
+
+impl V3Entry {
+    fn into_entry(self) -> Result<FileEntry, String> {
+        Ok(FileEntry {
+            identity: identity(
+                self.dev,
+                self.inode,
+                self.fingerprint_len,
+                &self.fingerprint,
+            )?,
+            source: self.source,
+            followed: self.followed,
+            path: self.path,
+            offset: self.offset,
+            mtime_ns: self.mtime_ns,
+        })
     }
 }
 
@@ -131,7 +176,7 @@ fn identity(dev: u64, ino: u64, fp_len: u64, fingerprint: &str) -> Result<Identi
 pub fn encode(files: &[FileEntry]) -> Vec<u8> {
     let current = Current {
         version: VERSION,
-        files: files.iter().map(V2Entry::from).collect(),
+        files: files.iter().map(V3Entry::from).collect(),
     };
     let mut bytes = serde_json::to_vec_pretty(&current).expect("plain data serialises");
     bytes.push(b'\n');
@@ -147,113 +192,19 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<FileEntry>, String> {
             let v1: V1 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
             v1.files.into_iter().map(V1Entry::into_entry).collect()
         }
-        VERSION => {
+        2 => {
             let v2: V2 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
             v2.files.into_iter().map(V2Entry::into_entry).collect()
         }
+        VERSION => {
+            let v3: V3 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            v3.files.into_iter().map(V3Entry::into_entry).collect()
+        }
         other => Err(format!(
-            "version {other} is not one this firetail reads (1 or {VERSION})"
+            "version {other} is not one this firetail reads (1 to {VERSION})"
         )),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(mtime_ns: Option<u64>) -> FileEntry {
-        FileEntry {
-            source: String::new(),
-            followed: PathBuf::from("/var/log/app/access.log"),
-            path: PathBuf::from("/var/log/app/access.log"),
-            identity: Identity {
-                dev: 66,
-                ino: 1234,
-                fp_len: 256,
-                fp_hash: 0xdeadbeef,
-            },
-            offset: 4096,
-            mtime_ns,
-        }
-    }
-
-    #[test]
-    fn version_2_round_trips_with_the_modification_time() {
-        let files = vec![entry(Some(1_764_000_000_123_456_789)), entry(None)];
-        let bytes = encode(&files);
-        let text = std::str::from_utf8(&bytes).unwrap();
-        assert!(text.contains("\"version\": 2"), "{text}");
-        assert_eq!(decode(&bytes).unwrap(), files);
-    }
-
-    /// Byte for byte what firetail wrote before version 2.
-    #[test]
-    fn version_1_is_migrated_on_read() {
-        let v1 = br#"{
-  "version": 1,
-  "files": [
-    {
-      "path": "/var/log/app/access.log",
-      "dev": 66,
-      "inode": 1234,
-      "fingerprint_len": 256,
-      "fingerprint": "00000000deadbeef",
-      "offset": 4096
-    }
-  ]
-}
-"#;
-        assert_eq!(decode(v1).unwrap(), vec![entry(None)]);
-    }
-
-    /// Byte for byte what firetail writes now: decoded and encoded again, the same
-    /// bytes (a restart rewrites nothing it did not change).
-    #[test]
-    fn version_2_round_trips_byte_for_byte() {
-        let v2 = br#"{
-  "version": 2,
-  "files": [
-    {
-      "path": "/var/log/app/access.log.1",
-      "dev": 66,
-      "inode": 1233,
-      "fingerprint_len": 256,
-      "fingerprint": "0123456789abcdef",
-      "offset": 1048576,
-      "mtime_ns": 1764000000123456789
-    },
-    {
-      "path": "/var/log/app/access.log",
-      "dev": 66,
-      "inode": 1234,
-      "fingerprint_len": 17,
-      "fingerprint": "00000000deadbeef",
-      "offset": 0
-    }
-  ]
-}
-"#;
-        let entries = decode(v2).unwrap();
-        assert_eq!(entries[0].identity.fp_hash, 0x0123_4567_89ab_cdef);
-        assert_eq!(entries[1].mtime_ns, None);
-        assert_eq!(encode(&entries), v2.to_vec());
-    }
-
-    #[test]
-    fn a_fingerprint_that_is_not_hexadecimal_is_corrupt() {
-        let bad = br#"{"version": 2, "files": [{"path": "/x", "dev": 1, "inode": 2,
-            "fingerprint_len": 3, "fingerprint": "xyz", "offset": 0}]}"#;
-        assert!(decode(bad)
-            .unwrap_err()
-            .contains("\"xyz\" is not hexadecimal"));
-    }
-
-    #[test]
-    fn unknown_versions_and_garbage_are_corrupt() {
-        let v3 = br#"{"version": 3, "files": []}"#;
-        assert!(decode(v3).unwrap_err().contains("version 3"));
-        assert!(decode(b"{\"version\": 2, \"fil").is_err());
-        assert!(decode(br#"{"files": []}"#).is_err(), "no version");
-        assert!(decode(br#"{"version": 1, "files": [{"path": "/x"}]}"#).is_err());
-    }
-}
+mod tests;

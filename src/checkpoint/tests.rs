@@ -266,3 +266,97 @@ async fn the_checkpoint_catches_up_after_the_disk_heals_without_new_acknowledgem
     stop_tx.send(true).unwrap();
     writer.await.unwrap();
 }
+
+/// A version 2 checkpoint read by a firetail with several sources: each file goes to
+/// the source that follows it, the one no source follows is dropped, and the next
+/// write is version 3 with what was kept.
+#[test]
+fn a_version_2_checkpoint_is_placed_in_the_configured_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp.json");
+    std::fs::write(
+        &path,
+        br#"{"version": 2, "files": [
+        {"path": "/log/web.log.1", "dev": 1, "inode": 2, "fingerprint_len": 3,
+         "fingerprint": "0000000000000abc", "offset": 10, "mtime_ns": 5},
+        {"path": "/log/api-1.log", "dev": 1, "inode": 3, "fingerprint_len": 3,
+         "fingerprint": "0000000000000abc", "offset": 20},
+        {"path": "/elsewhere/gone.log", "dev": 1, "inode": 4, "fingerprint_len": 3,
+         "fingerprint": "0000000000000abc", "offset": 30}]}"#,
+    )
+    .unwrap();
+    let sources = [
+        ("web", PathBuf::from("/log/web.log")),
+        ("api", PathBuf::from("/log/api-*.log")),
+    ];
+    let metrics = Arc::new(Metrics::new());
+    let mut cp = Checkpointer::new(&path, metrics.clone()).with_sources(&sources);
+    let entries = cp.try_load().unwrap();
+    let got: Vec<_> = entries
+        .iter()
+        .map(|e| (e.source.as_str(), e.followed.to_str().unwrap(), e.offset))
+        .collect();
+    assert_eq!(
+        got,
+        [("web", "/log/web.log", 10), ("api", "/log/api-1.log", 20)]
+    );
+    assert!(
+        aside_files(dir.path()).is_empty(),
+        "version 2 is not corrupt"
+    );
+    // The tail resumes them in their chains; the next checkpoint is version 3.
+    let p = Progress::default();
+    for (key, e) in entries.iter().enumerate() {
+        let chain = Chain::new(&e.source, &e.followed);
+        p.open(key as u32, &chain, &e.identity, &e.path, e.offset);
+    }
+    cp.write(&p).unwrap();
+    let again = Checkpointer::new(&path, metrics).try_load().unwrap();
+    assert_eq!(
+        again,
+        entries
+            .iter()
+            .map(|e| FileEntry {
+                mtime_ns: None,
+                ..e.clone()
+            })
+            .collect::<Vec<_>>()
+    );
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("\"version\": 3"));
+}
+
+/// A version 3 checkpoint after a source was removed: its files are dropped, the
+/// others' kept as written.
+#[test]
+fn a_removed_source_loses_its_entries_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp.json");
+    let metrics = Arc::new(Metrics::new());
+    let p = Progress::default();
+    p.open(
+        0,
+        &Chain::new("web", Path::new("/log/web.log")),
+        &id(),
+        Path::new("/log/web.log"),
+        5,
+    );
+    p.open(
+        1,
+        &Chain::new("api", Path::new("/log/api.log")),
+        &id(),
+        Path::new("/log/api.log"),
+        6,
+    );
+    Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
+    let all = Checkpointer::new(&path, metrics.clone())
+        .try_load()
+        .unwrap();
+    assert_eq!(all.len(), 2, "without sources, as written");
+    let entries = Checkpointer::new(&path, metrics)
+        .with_sources(&[("web", "/log/web.log")])
+        .try_load()
+        .unwrap();
+    assert_eq!(entries, all[..1]);
+}

@@ -40,13 +40,38 @@ Exit codes:
 #[derive(Parser, Debug, Clone)]
 #[command(name = "firetail", version = VERSION, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Args {
-    /// The JSON-lines file to follow (waited for if it does not exist yet). Required.
+    /// The JSON-lines file to follow (waited for if it does not exist yet), or a pattern such as /var/log/app/worker-*.log (wildcards in the file name only). Required unless --source is given.
     #[arg(long, env = "FIRETAIL_PATH", value_name = "FILE")]
     path: Option<PathBuf>,
 
-    /// The Firehose delivery stream to ship to. Required.
+    /// The Firehose delivery stream to ship to. Required unless --source is given.
     #[arg(long, env = "FIRETAIL_STREAM", value_name = "NAME")]
     stream: Option<String>,
+
+    /// One source of several, instead of --path and --stream; repeat it for each: name=web,path=/var/log/app/access.log,stream=web-logs. The name is [a-z0-9][a-z0-9_-]{0,31} and unique; the path is absolute, a file or a pattern (wildcards in the file name only); no file may be followed by two sources. The variable takes one spec a line.
+    #[arg(long, env = "FIRETAIL_SOURCES", value_name = "SPEC")]
+    source: Vec<String>,
+
+    /// Add "KEY":"VALUE" to every JSON object line shipped (repeatable; the variable is comma-separated). A key the line already has keeps the line's value.
+    #[arg(long, env = "FIRETAIL_ADD_FIELDS", value_name = "KEY=VALUE")]
+    add_field: Vec<String>,
+
+    /// Add "KEY":"<source name>" to every JSON object line shipped.
+    #[arg(long, env = "FIRETAIL_SOURCE_FIELD", value_name = "KEY")]
+    source_field: Option<String>,
+
+    /// Add "KEY":"<path of the file>" to every JSON object line shipped.
+    #[arg(long, env = "FIRETAIL_FILE_FIELD", value_name = "KEY")]
+    file_field: Option<String>,
+
+    /// The most files followed at once over all sources, each an open descriptor (1–65536).
+    #[arg(
+        long,
+        env = "FIRETAIL_MAX_FILES",
+        default_value = "1024",
+        value_name = "N"
+    )]
+    max_files: String,
 
     /// The longest a read line waits before its batch is sent (10ms–10m).
     #[arg(
@@ -57,11 +82,11 @@ pub struct Args {
     )]
     flush_interval: String,
 
-    /// Checkpoint file [default: .firetail-<file name>.json beside the file].
+    /// Checkpoint file [default: .firetail-<file name>.json beside the (first source's) file; .firetail-<source name>.json for a pattern].
     #[arg(long, env = "FIRETAIL_CHECKPOINT", value_name = "FILE")]
     checkpoint: Option<PathBuf>,
 
-    /// Dead-letter file for lines Firehose can never take [default: .firetail-<file name>.dead.jsonl beside the file].
+    /// Dead-letter file for lines Firehose can never take [default: .firetail-<file name>.dead.jsonl beside the (first source's) file; .firetail-<source name>.dead.jsonl for a pattern].
     #[arg(long, env = "FIRETAIL_DEAD_LETTER", value_name = "FILE")]
     dead_letter: Option<PathBuf>,
 

@@ -3,32 +3,44 @@
 
 use std::path::{Path, PathBuf};
 
-use super::values::Origin;
-use super::ConfigError;
+use super::values::{Given, Origin};
+use super::{ConfigError, SourceConfig};
 
 /// The file itself may not exist yet (it is waited for), but its directory must, and
 /// what is there must be a regular file. The type comes from `metadata` only: opening
 /// a FIFO would block until a writer appears, and reading a device never ends.
 pub(super) fn check_log_path(path: &Path, origin: &Origin) -> Result<PathBuf, ConfigError> {
+    log_path_problem(path).map_err(|p| origin.bad(p))?;
+    Ok(path.to_path_buf())
+}
+
+/// [`check_log_path`]'s rules, as the sentence saying which one `path` breaks.
+pub(super) fn log_path_problem(path: &Path) -> Result<(), String> {
     if path.as_os_str().is_empty() {
-        return Err(origin.bad("must not be empty"));
+        return Err("must not be empty".into());
     }
     if path.file_name().is_none() {
-        return Err(origin.bad(format!("{} does not name a file", path.display())));
+        return Err(format!("{} does not name a file", path.display()));
     }
     if let Ok(meta) = std::fs::metadata(path) {
         if let Some(kind) = not_a_regular_file(&meta.file_type()) {
-            return Err(origin.bad(format!(
+            return Err(format!(
                 "{} is {kind}, not a regular file; give the log file itself",
                 path.display()
-            )));
+            ));
         }
     }
-    let dir = parent_dir(path);
-    if !dir.is_dir() {
-        return Err(origin.bad(format!("the directory {} does not exist", dir.display())));
+    dir_problem(parent_dir(path))
+}
+
+/// The directory a log file (or every file a pattern matches) lives in must exist now:
+/// it is what inotify watches.
+pub(super) fn dir_problem(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!("the directory {} does not exist", dir.display()))
     }
-    Ok(path.to_path_buf())
 }
 
 /// What a path is when it is not a regular file, in words for an error message.
@@ -46,6 +58,56 @@ pub fn not_a_regular_file(t: &std::fs::FileType) -> Option<&'static str> {
         Some("a device")
     } else {
         Some("not a regular file")
+    }
+}
+
+/// The checkpoint and dead-letter paths, each proven writable, and none of them a file
+/// a source follows. The defaults sit in the first source's directory: named after its
+/// file (`.firetail-access.log.json`, as with one source), or after the source when
+/// that is a pattern, whose text would put a `*` in a file name.
+pub(super) fn side_files(
+    given: &Given,
+    sources: &[SourceConfig],
+) -> Result<(PathBuf, PathBuf), ConfigError> {
+    let pick = |id: &str, flag: &str, suffix: &str| match given.path(id) {
+        Some(p) => p,
+        None => (
+            own_file(&sources[0], suffix),
+            Origin::Flag(flag.to_string()),
+        ),
+    };
+    let (checkpoint, cp_origin) = pick("checkpoint", "--checkpoint", ".json");
+    check_writable_location(&cp_origin, &checkpoint)?;
+    let (dead_letter, dl_origin) = pick("dead_letter", "--dead-letter", ".dead.jsonl");
+    check_writable_location(&dl_origin, &dead_letter)?;
+    let followed = |f: &Path| sources.iter().any(|s| s.path == f);
+    let apart =
+        "the log file, the checkpoint and the dead-letter file must be three different files";
+    if checkpoint == dead_letter || followed(&checkpoint) {
+        return Err(cp_origin.bad(apart));
+    }
+    if followed(&dead_letter) {
+        return Err(dl_origin.bad(apart));
+    }
+    for (file, origin) in [(&checkpoint, &cp_origin), (&dead_letter, &dl_origin)] {
+        if let Some(s) = sources.iter().find(|s| s.is_glob() && s.matches(file)) {
+            return Err(origin.bad(format!(
+                "{} matches the pattern {} of source {:?}; firetail's own files must not be followed",
+                file.display(),
+                s.path.display(),
+                s.name
+            )));
+        }
+    }
+    Ok((checkpoint, dead_letter))
+}
+
+fn own_file(first: &SourceConfig, suffix: &str) -> PathBuf {
+    if first.is_glob() {
+        let name = format!(".firetail-{}{suffix}", first.name);
+        parent_dir(&first.path).join(name)
+    } else {
+        beside(&first.path, ".firetail-", suffix)
     }
 }
 

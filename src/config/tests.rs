@@ -51,6 +51,9 @@ fn defaults_follow_design() {
     assert_eq!(c.rotate_wait, Duration::from_secs(30));
     assert_eq!(c.max_unacked_bytes, 16 << 20);
     assert_eq!(c.dead_letter_max_bytes, 64 << 20);
+    assert_eq!(c.max_files, 1024);
+    assert!(c.add_fields.is_empty());
+    assert_eq!((c.source_field, c.file_field), (None, None));
 }
 
 #[test]
@@ -106,6 +109,11 @@ const BAD: &[(&str, &str)] = &[
     ("--invalid-json", "drop"),
     ("--log-format", "xml"),
     ("--metrics-addr", "nowhere"),
+    ("--max-files", "0"),
+    ("--max-files", "65537"),
+    ("--max-files", "many"),
+    ("--source-field", "1source"),
+    ("--file-field", "has space"),
     ("--stream", "has space"),
 ];
 
@@ -163,8 +171,12 @@ fn variables_fill_what_flags_leave_out() {
     .map(|(k, v)| (k.to_string(), v.to_os_string()))
     .collect();
     let c = parse_from(["firetail"], &|k| env.get(k).cloned()).unwrap();
-    assert_eq!(c.path, log);
-    assert_eq!(c.stream, "orders");
+    let only = SourceConfig {
+        name: DEFAULT_SOURCE.into(),
+        path: log,
+        stream: "orders".into(),
+    };
+    assert_eq!(c.sources, [only]);
     assert_eq!(c.read_from, ReadFrom::End);
     assert_eq!(c.max_in_flight, 8);
 }
@@ -263,6 +275,9 @@ fn help_lists_exit_codes_and_variables() {
         "FIRETAIL_AGGREGATE",
         "SIGHUP",
         "4MiB–1GiB",
+        "FIRETAIL_SOURCES",
+        "FIRETAIL_ADD_FIELDS",
+        "FIRETAIL_MAX_FILES",
     ] {
         assert!(help.contains(want), "{want} missing from:\n{help}");
     }
@@ -270,9 +285,113 @@ fn help_lists_exit_codes_and_variables() {
 
 #[test]
 fn stream_name_is_checked() {
-    let o = Origin::Flag("--stream".into());
-    assert!(check_stream_name("orders-access_log.v2", &o).is_ok());
-    assert_eq!(check_stream_name("", &o).unwrap_err().name, "--stream");
-    assert!(check_stream_name("has space", &o).is_err());
-    assert!(check_stream_name(&"x".repeat(65), &o).is_err());
+    assert!(stream_problem("orders-access_log.v2").is_ok());
+    assert_eq!(stream_problem("").unwrap_err(), "must not be empty");
+    assert_eq!(
+        stream_problem("has space").unwrap_err(),
+        r#""has space" contains ' '; a stream name has only letters, digits, '_', '.' and '-'"#
+    );
+    assert_eq!(
+        stream_problem(&"x".repeat(65)).unwrap_err(),
+        "is longer than 64 characters"
+    );
+}
+
+#[test]
+fn max_files_takes_its_whole_range() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        parse(dir.path(), &["--max-files", "1"]).unwrap().max_files,
+        1
+    );
+    let env = [("FIRETAIL_MAX_FILES", "65536")];
+    assert_eq!(parse_env(dir.path(), &[], &env).unwrap().max_files, 65536);
+    assert_eq!(
+        parse(dir.path(), &["--max-files", "65537"]).unwrap_err(),
+        "invalid value for --max-files: 65537 is outside the allowed range 1–65536"
+    );
+}
+
+#[test]
+fn added_fields_keep_their_order_and_their_values_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--add-field=env=prod",
+        "--add-field=team=a=b",
+        "--add-field=empty=",
+        "--add-field=note=héllo, \"world\"",
+        "--source-field=src",
+        "--file-field=log.file",
+    ];
+    let c = parse(dir.path(), &flags).unwrap();
+    let want = [
+        ("env", "prod"),
+        ("team", "a=b"),
+        ("empty", ""),
+        ("note", "héllo, \"world\""),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    assert_eq!(c.add_fields, want);
+    assert_eq!(c.source_field.as_deref(), Some("src"));
+    assert_eq!(c.file_field.as_deref(), Some("log.file"));
+}
+
+#[test]
+fn the_added_fields_variable_is_comma_separated_and_a_flag_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("FIRETAIL_ADD_FIELDS", "env=prod, team=web,,"),
+        ("FIRETAIL_SOURCE_FIELD", "source"),
+    ];
+    let c = parse_env(dir.path(), &[], &env).unwrap();
+    let want = [("env", "prod"), ("team", "web")].map(|(k, v)| (k.to_string(), v.to_string()));
+    assert_eq!(c.add_fields, want);
+    assert_eq!(c.source_field.as_deref(), Some("source"));
+    let c = parse_env(dir.path(), &["--add-field", "zone=a"], &env).unwrap();
+    assert_eq!(c.add_fields, [("zone".to_string(), "a".to_string())]);
+}
+
+#[test]
+fn added_keys_are_valid_and_distinct() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = "[A-Za-z_][A-Za-z0-9_.-]{0,63}: a letter or '_', then letters, digits, '_', '.' and '-', at most 64";
+    let long = format!("k{}", "x".repeat(64));
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["--add-field=novalue".into()],
+            r#"--add-field: "novalue" is not KEY=VALUE (e.g. env=prod)"#.into(),
+        ),
+        (
+            vec!["--add-field=1x=a".into()],
+            format!(r#"--add-field: key "1x" is not a field key ({rule})"#),
+        ),
+        (
+            vec![format!("--add-field={long}=a")],
+            format!(r#"--add-field: key "{long}" is not a field key ({rule})"#),
+        ),
+        (
+            vec!["--add-field=env=a".into(), "--add-field=env=b".into()],
+            r#"--add-field: key "env" is given twice"#.into(),
+        ),
+        (
+            vec!["--add-field=env=a".into(), "--source-field=env".into()],
+            r#"--source-field: key "env" is already added by --add-field; every added key must be distinct"#.into(),
+        ),
+        (
+            vec!["--source-field=src".into(), "--file-field=src".into()],
+            r#"--file-field: key "src" is already added by --source-field; every added key must be distinct"#.into(),
+        ),
+    ];
+    for (flags, want) in cases {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let err = parse(dir.path(), &flags).unwrap_err();
+        assert_eq!(err, format!("invalid value for {want}"), "{flags:?}");
+    }
+    let longest = format!("_{}", "x".repeat(63));
+    assert!(parse(dir.path(), &["--source-field", &longest]).is_ok());
+    let env = [("FIRETAIL_ADD_FIELDS", "a=1,b=2,a=3")];
+    assert_eq!(
+        parse_env(dir.path(), &[], &env).unwrap_err(),
+        r#"invalid value for FIRETAIL_ADD_FIELDS: key "a" is given twice"#
+    );
 }

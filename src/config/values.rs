@@ -37,6 +37,9 @@ impl Origin {
     }
 }
 
+/// One value of a repeatable option: its position (from 1) and its text.
+pub type Item = (usize, String);
+
 /// The parsed command line plus the environment it runs in. clap's own environment
 /// reading is switched off (see `super::parse_from`), so that values from the
 /// environment come from a lookup function tests can hand in as a map.
@@ -137,6 +140,37 @@ impl<'a> Given<'a> {
                 parse_bool(s).map_err(|e| origin.bad(e))
             }
         }
+    }
+
+    /// A repeatable option: every value of the flag, else the variable's items split
+    /// at `sep` (blank items skipped, the others trimmed); each with its position
+    /// counted from 1 (the flag's occurrence, or the item's place in the variable,
+    /// blank ones counted, so a line number in a ConfigMap). None when neither is set.
+    pub fn list(&self, id: &str, sep: char) -> Result<Option<(Vec<Item>, Origin)>, ConfigError> {
+        let (flag, var) = self.names(id);
+        if self.matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            let origin = Origin::Flag(flag.to_string());
+            let mut values = Vec::new();
+            for (i, v) in self.matches.get_raw(id).into_iter().flatten().enumerate() {
+                let v = v.to_str().ok_or_else(|| origin.bad("is not valid UTF-8"))?;
+                values.push((i + 1, v.to_string()));
+            }
+            return Ok(Some((values, origin)));
+        }
+        let Some((var, v)) = var.and_then(|var| Some((var, (self.env)(var)?))) else {
+            return Ok(None);
+        };
+        let origin = Origin::Env(var.to_string());
+        let v = v
+            .into_string()
+            .map_err(|_| origin.bad("is not valid UTF-8"))?;
+        let items: Vec<Item> = v
+            .split(sep)
+            .enumerate()
+            .filter(|(_, item)| !item.trim().is_empty())
+            .map(|(i, item)| (i + 1, item.trim().to_string()))
+            .collect();
+        Ok((!items.is_empty()).then_some((items, origin)))
     }
 
     /// A path, or None; non-UTF-8 paths are fine.

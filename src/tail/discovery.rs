@@ -159,7 +159,9 @@ impl Scope {
         Ok(out)
     }
 
-    fn is_own(&self, real_dir: &Path, name: &str) -> bool {
+    /// True for firetail's own files, and names made of them plus a suffix, in
+    /// `real_dir` (a resolved directory).
+    pub fn is_own(&self, real_dir: &Path, name: &str) -> bool {
         self.own.iter().any(|own| {
             own.parent() == Some(real_dir)
                 && own.file_name().is_some_and(|o| {
@@ -181,13 +183,55 @@ fn resolved(path: &Path) -> PathBuf {
     std::fs::canonicalize(&dir).unwrap_or(dir).join(name)
 }
 
-/// `access.log.1`, `access.log-20261126`, not `access.log.2.gz`.
-fn is_sibling_name(file_name: &str, base: &str) -> bool {
-    let rest = match file_name.strip_prefix(base) {
-        Some(r) => r,
-        None => return false,
+/// Any name the follower of `base` looks at as a possible rotation of it:
+/// `access.log.1`, `access.log-20261126`, anything else after a `.` or `-`, and the
+/// forms of [`is_rotation_of`]; never a compressed one.
+pub fn is_sibling_name(file_name: &str, base: &str) -> bool {
+    if is_compressed(file_name) {
+        return false;
+    }
+    match file_name.strip_prefix(base) {
+        Some(rest) => rest.starts_with('.') || rest.starts_with('-'),
+        None => is_rotation_of(file_name, base),
+    }
+}
+
+/// Exactly the names logrotate gives a rotation of `base`, for a glob that matches
+/// both: `access.log.1`, `access.log-20261126`, and with `extension .log`
+/// `app.1.log` and (`dateext`) `app-20261126.log` of `app.log`. A date is digits,
+/// `-` and `_`; `app-worker.log` is another app's log, not a rotation of `app.log`.
+pub fn is_rotation_of(file_name: &str, base: &str) -> bool {
+    if is_compressed(file_name) {
+        return false;
+    }
+    if let Some(rest) = file_name.strip_prefix(base) {
+        return suffix_is(rest, '.', is_number) || suffix_is(rest, '-', is_date);
+    }
+    let Some(dot) = base.rfind('.').filter(|&i| i > 0) else {
+        return false;
     };
-    (rest.starts_with('.') || rest.starts_with('-')) && !is_compressed(file_name)
+    let (stem, ext) = base.split_at(dot);
+    let Some(middle) = file_name
+        .strip_prefix(stem)
+        .and_then(|r| r.strip_suffix(ext))
+    else {
+        return false;
+    };
+    suffix_is(middle, '.', is_number) || suffix_is(middle, '-', is_date)
+}
+
+fn suffix_is(rest: &str, sep: char, what: fn(&str) -> bool) -> bool {
+    rest.strip_prefix(sep).is_some_and(what)
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_date(s: &str) -> bool {
+    s.bytes().any(|b| b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 pub fn is_compressed(name: &str) -> bool {
@@ -257,6 +301,46 @@ mod tests {
         assert!(!is_sibling_name("access.log.2.gz", "access.log"));
         assert!(!is_sibling_name("access.log", "access.log"));
         assert!(!is_sibling_name("access.logger", "access.log"));
+    }
+
+    #[test]
+    fn dateext_with_the_extension_is_a_sibling_and_another_apps_log_is_not() {
+        assert!(is_sibling_name("app-20261207.log", "app.log"));
+        assert!(is_sibling_name("app-2026-12-07_13.log", "app.log"));
+        assert!(!is_sibling_name("app-worker.log", "app.log"));
+        assert!(!is_sibling_name("app-.log", "app.log"));
+        assert!(!is_sibling_name("app-20261207.txt", "app.log"));
+        assert!(!is_sibling_name("app-20261207.log.gz", "app.log"));
+        assert!(!is_sibling_name("xapp-20261207.log", "app.log"));
+        assert!(is_sibling_name("app.1.log", "app.log"));
+    }
+
+    #[test]
+    fn a_rotation_is_only_what_logrotate_names_one() {
+        for name in [
+            "app.log.1",
+            "app.log-20261207",
+            "app-20261207.log",
+            "app.2.log",
+            "app-20261207",
+        ] {
+            let base = if name.contains(".log") {
+                "app.log"
+            } else {
+                "app"
+            };
+            assert!(is_rotation_of(name, base), "{name} of {base}");
+        }
+        for (name, base) in [
+            ("app-worker.log", "app.log"),
+            ("app-worker", "app"),
+            ("app.log.old", "app.log"),
+            ("app.log.1.gz", "app.log"),
+            ("app.log", "app.log"),
+            ("app.logx.1", "app.log"),
+        ] {
+            assert!(!is_rotation_of(name, base), "{name} of {base}");
+        }
     }
 
     #[test]

@@ -21,15 +21,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::discovery::{AtPath, Scope};
-use super::handle::{Handle, Phase, Read};
+use super::discovery::Scope;
+use super::handle::{Handle, Read};
 use crate::config::ReadFrom;
 use crate::handover::Line;
 use crate::handover::SourceId;
@@ -46,9 +45,9 @@ pub const MAX_FINISHED_OPEN: usize = 64;
 /// handle, but nobody can open it again.
 const DELETED_GRACE: Duration = Duration::from_secs(1);
 
-/// What the follower needs to know besides the ledger.
+/// What the follower of one path needs to know besides the ledger.
 #[derive(Debug, Clone)]
-pub struct TailSettings {
+pub struct FollowSettings {
     pub path: PathBuf,
     pub read_from: ReadFrom,
     pub rotate_wait: Duration,
@@ -69,7 +68,7 @@ pub enum StartAt {
 }
 
 /// The file at the path.
-// One per follower: boxing the handle would save nothing worth an indirection.
+// One per follower, replaced only when a file comes or goes: a box would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Current {
@@ -112,6 +111,22 @@ pub struct Follower {
     pub(super) last_scan: Instant,
     /// The drain's last scan is done.
     drain_scanned: bool,
+    /// Nothing was at the path at the last look.
+    pub(super) path_missing: bool,
+    /// The files the last poll or drain step could not read for want of room in their
+    /// share of the duplicate window.
+    blocked: Vec<FileKey>,
+}
+
+/// What one read of a follower's files came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// It read, or met a truncation: call again.
+    More,
+    /// Every file is at its end.
+    End,
+    /// The file to read next has no room in its share of the window (see `blocked`).
+    Blocked,
 }
 
 /// Siblings are also scanned this often without a rotation to prompt it: a copy made of
@@ -123,7 +138,7 @@ impl Follower {
     /// Starts following: from the checkpoint's entries when there are any; else the
     /// file at the path now per `read_from`, and every sibling present now is old.
     pub fn new(
-        settings: &TailSettings,
+        settings: &FollowSettings,
         checkpoint: &[FileEntry],
         progress: Arc<Progress>,
         metrics: Arc<Metrics>,
@@ -144,6 +159,8 @@ impl Follower {
             rescan: false,
             last_scan: Instant::now(),
             drain_scanned: false,
+            path_missing: false,
+            blocked: Vec::new(),
         };
         if checkpoint.is_empty() {
             for c in f.scope.scan()? {
@@ -211,37 +228,96 @@ impl Follower {
     }
 
     /// Reads what is available, up to a budget. True when there may be more at once
-    /// (call again); false when every file is at its end.
+    /// (call again); false when every file is at its end, or the file to read next
+    /// has no room in its share of the duplicate window ([`Follower::blocked`]).
     pub fn poll(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
-        // No room in the duplicate window: nothing is read, so no read below can be
+        self.blocked.clear();
+        // No room for any open file: nothing is read, so no read below can be
         // mistaken for the end of a file.
-        if self.progress.room() == 0 {
-            return Ok(true);
+        if self.all_full() {
+            return Ok(false);
         }
         self.look_at_path()?;
         if self.rescan || self.last_scan.elapsed() >= SCAN_EVERY {
             self.adopt_unknown_siblings()?;
         }
-        if self.read_once(out, true)? {
-            return Ok(true);
+        match self.read_once(out, true)? {
+            Step::More => return Ok(true),
+            Step::Blocked => return Ok(false),
+            Step::End => {}
         }
         self.retire_done(out, false);
         Ok(false)
     }
 
-    /// One read of the first file (oldest first) with bytes. True when it read, hit a
-    /// full window or a truncation (call again). With `settle`, a read of the current
+    /// True when files are open and none has room in its share of the window; then
+    /// they are all [`Follower::blocked`].
+    fn all_full(&mut self) -> bool {
+        let keys = self.keys();
+        if keys.is_empty() || keys.iter().any(|k| self.progress.room_for(*k) > 0) {
+            return false;
+        }
+        self.blocked = keys;
+        true
+    }
+
+    /// The files the last poll or drain step could not read for want of room in their
+    /// share of the duplicate window: waiting for room for one of them
+    /// ([`Progress::wait_for_room_for`]) is waiting for this follower to read again.
+    pub fn blocked(&self) -> &[FileKey] {
+        &self.blocked
+    }
+
+    /// The keys of the files open now, oldest first.
+    pub fn keys(&self) -> Vec<FileKey> {
+        let cur = match &self.current {
+            Current::Open(h) => Some(h.key),
+            Current::Waiting(_) => None,
+        };
+        self.rotated.iter().map(|h| h.key).chain(cur).collect()
+    }
+
+    /// Files open now (descriptors held), rotated ones included.
+    pub fn open_files(&self) -> usize {
+        self.rotated.len() + usize::from(matches!(self.current, Current::Open(_)))
+    }
+
+    /// True when the follower has nothing left to do until a file comes to the path:
+    /// nothing there at the last look, and every file it read is read and let go.
+    pub fn is_done(&self) -> bool {
+        self.path_missing && self.rotated.is_empty() && matches!(self.current, Current::Waiting(_))
+    }
+
+    /// One read of a rotated file (`Some(index)`) or the current one, on the file's
+    /// share of the window.
+    fn read_file(&mut self, i: Option<usize>, out: &mut Vec<Line>) -> io::Result<Read> {
+        let h = match i {
+            Some(i) => &mut self.rotated[i],
+            None => match &mut self.current {
+                Current::Open(h) => h,
+                Current::Waiting(_) => return Ok(Read::AtEnd),
+            },
+        };
+        let budget = self.progress.room_for(h.key);
+        let read = h.read(&self.progress, budget, out)?;
+        if read == Read::WindowFull {
+            self.blocked.push(h.key);
+        }
+        Ok(read)
+    }
+
+    /// One read of the first file (oldest first) with bytes: More when it read or met
+    /// a truncation (call again). With `settle`, a read of the current
     /// file that took every byte it held counts as its end: the next wake-up reads on,
     /// rather than a second round of checks now (half the system calls of a wake-up
     /// at a steady rate). Rotated files are always read until a read finds their end,
     /// which is what starts their `--rotate-wait`.
-    fn read_once(&mut self, out: &mut Vec<Line>, settle: bool) -> io::Result<bool> {
+    fn read_once(&mut self, out: &mut Vec<Line>, settle: bool) -> io::Result<Step> {
         for i in 0..self.rotated.len() {
-            let budget = self.progress.room();
-            match self.rotated[i].read(&self.progress, budget, out)? {
+            match self.read_file(Some(i), out)? {
                 Read::AtEnd => continue,
                 Read::Data(n) | Read::ToEnd(n) => self.bytes_read += n as u64,
-                Read::WindowFull => {}
+                Read::WindowFull => return Ok(Step::Blocked),
                 Read::Truncated => {
                     let old = self.rotated.remove(i).expect("index in range");
                     match self.truncated(old)? {
@@ -253,24 +329,21 @@ impl Follower {
                         }
                         Err(old) => {
                             self.rotated.insert(i, old);
-                            return Ok(false);
+                            return Ok(Step::End);
                         }
                     }
                 }
             }
-            return Ok(true);
+            return Ok(Step::More);
         }
-        let Current::Open(cur) = &mut self.current else {
-            return Ok(false);
-        };
-        match cur.read(&self.progress, self.progress.room(), out)? {
-            Read::AtEnd => return Ok(false),
+        match self.read_file(None, out)? {
+            Read::AtEnd => return Ok(Step::End),
             Read::Data(n) => self.bytes_read += n as u64,
             Read::ToEnd(n) => {
                 self.bytes_read += n as u64;
-                return Ok(!settle);
+                return Ok(if settle { Step::End } else { Step::More });
             }
-            Read::WindowFull => {}
+            Read::WindowFull => return Ok(Step::Blocked),
             Read::Truncated => {
                 let Current::Open(old) =
                     std::mem::replace(&mut self.current, Current::Waiting(StartAt::Beginning))
@@ -284,24 +357,26 @@ impl Follower {
                     }
                     Err(old) => {
                         self.current = Current::Open(old);
-                        return Ok(false);
+                        return Ok(Step::End);
                     }
                 }
             }
         }
-        Ok(true)
+        Ok(Step::More)
     }
 
     /// Drain end, one bounded step at a time (like [`Follower::poll`]): every open file
     /// is read to its end first; then partial last lines are handed on (with `\n`) and
     /// rotated files retired. True while there is more to do.
     pub fn finish(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        self.blocked.clear();
         if !self.drain_scanned {
             self.drain_scanned = true;
             self.look_at_path()?;
             self.adopt_unknown_siblings()?;
         }
-        if self.progress.room() == 0 || self.read_once(out, false)? {
+        // A full share is not the end: the caller waits for room ([`Follower::blocked`]).
+        if self.all_full() || self.read_once(out, false)? != Step::End {
             return Ok(true);
         }
         self.retire_done(out, true);
@@ -313,183 +388,9 @@ impl Follower {
         }
         Ok(false)
     }
-
-    /// Retires rotated files that are done (all of them, in a drain, once each is read
-    /// to its end), then the oldest finished ones beyond [`MAX_FINISHED_OPEN`].
-    fn retire_done(&mut self, out: &mut Vec<Line>, draining: bool) {
-        let deleted_wait = self.rotate_wait.min(DELETED_GRACE);
-        let mut i = 0;
-        while i < self.rotated.len() {
-            let h = &self.rotated[i];
-            let done = h.at_end()
-                && (draining
-                    || h.quiet_for(self.rotate_wait)
-                    || (h.deleted && h.quiet_for(deleted_wait)));
-            if done {
-                let h = self.rotated.remove(i).expect("index in range");
-                self.retire(h, out, "Finished reading rotated file.");
-            } else {
-                i += 1;
-            }
-        }
-        self.evict_beyond_cap(out);
-    }
-
-    /// More than [`MAX_FINISHED_OPEN`] finished files open: the oldest finished ones are
-    /// let go early (one WARN per round, with the count, and a metric). Bytes a late
-    /// writer adds to them later are found by the next sibling scan, not at once.
-    fn evict_beyond_cap(&mut self, out: &mut Vec<Line>) {
-        let finished = self.rotated.iter().filter(|h| h.at_end()).count();
-        if finished <= MAX_FINISHED_OPEN {
-            return;
-        }
-        let mut ends: Vec<(Instant, FileKey)> = self
-            .rotated
-            .iter()
-            .filter_map(|h| match h.phase {
-                Phase::AtEnd { since, .. } => Some((since, h.key)),
-                Phase::Reading => None,
-            })
-            .collect();
-        ends.sort();
-        let evict: Vec<FileKey> = ends[..finished - MAX_FINISHED_OPEN]
-            .iter()
-            .map(|e| e.1)
-            .collect();
-        let oldest = self
-            .rotated
-            .iter()
-            .find(|h| h.key == evict[0])
-            .map(|h| h.path.clone());
-        tracing::warn!(oldest = ?oldest, closed = evict.len(), open_finished = finished, limit = MAX_FINISHED_OPEN, "Too many finished rotated files open; closing the oldest finished ones before --rotate-wait.");
-        for key in evict {
-            let i = self
-                .rotated
-                .iter()
-                .position(|h| h.key == key)
-                .expect("listed above");
-            let h = self.rotated.remove(i).expect("index in range");
-            self.metrics.rotated_files_evicted.inc();
-            self.retire(h, out, "Closed rotated file early.");
-        }
-    }
-
-    fn retire(&mut self, mut h: Handle, out: &mut Vec<Line>, msg: &'static str) {
-        h.finish(&self.progress, out);
-        if !h.deleted {
-            if let Ok(meta) = h.file.metadata() {
-                self.remember_read(&meta, Some((h.identity.clone(), h.framer.read_offset())));
-            }
-        }
-        tracing::info!(file = %h.path.display(), inode = h.identity.ino, end_offset = h.framer.read_offset(), deleted = h.deleted, "{msg}");
-    }
-
-    /// Looks at the path: a new inode is a rotation, a missing path a rename or a
-    /// deletion, something not a regular file an ERROR (and not ready) until a regular
-    /// file is back. Opens the file at the path when there is a new one.
-    fn look_at_path(&mut self) -> io::Result<()> {
-        let at_path = match self.scope.look() {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(file = %self.path().display(), error = %e, "Cannot stat the log path; retrying.");
-                return Ok(());
-            }
-        };
-        match at_path {
-            AtPath::Missing => {
-                self.set_path_error(None);
-                // While nothing is at the path, files may come and be renamed away
-                // between two looks: every look scans the siblings.
-                self.leave_path("File moved or deleted; finishing it and waiting for a new one.");
-                self.adopt_unknown_siblings()?;
-            }
-            AtPath::NotRegular(kind) => {
-                self.set_path_error(Some(kind));
-                self.leave_path(
-                    "The path is no longer a regular file; finishing the file that was there.",
-                );
-            }
-            AtPath::Regular(meta) => {
-                self.set_path_error(None);
-                match &self.current {
-                    Current::Open(h) if h.identity.same_inode(&meta) => {}
-                    Current::Open(_) => {
-                        self.metrics.rotations.inc();
-                        self.leave_path("Rotation followed; finishing the old file, then reading the new one from offset 0.");
-                        self.adopt_unknown_siblings()?;
-                        self.open_current();
-                    }
-                    Current::Waiting(_) => {
-                        self.adopt_unknown_siblings()?;
-                        self.open_current();
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The current file left the path: finish it as a rotated file. True if one did.
-    fn leave_path(&mut self, msg: &'static str) -> bool {
-        match std::mem::replace(&mut self.current, Current::Waiting(StartAt::Beginning)) {
-            Current::Open(h) => {
-                tracing::info!(file = %h.path.display(), inode = h.identity.ino, read_offset = h.framer.read_offset(), "{msg}");
-                self.rotated.push_back(h);
-                true
-            }
-            // Nothing was open: whatever comes to the path next is new, read from 0
-            // (also under --read-from end, which is for the file present at start).
-            Current::Waiting(_) => false,
-        }
-    }
-
-    pub(super) fn set_path_error(&self, kind: Option<&'static str>) {
-        let was =
-            self.health
-                .set_problem(&self.chain.source, self.path(), kind.map(str::to_string));
-        match kind {
-            Some(kind) if !was => {
-                tracing::error!(file = %self.path().display(), kind, "The log path is not a regular file; not reading it, and not ready, until a regular file is back.")
-            }
-            None if was => {
-                tracing::info!(file = %self.path().display(), "The log path is a regular file again.")
-            }
-            _ => {}
-        }
-    }
-
-    /// Opens the file at the path as the current one (a file already followed, a
-    /// re-pointed symlink pointing back, keeps its place and offset).
-    fn open_current(&mut self) {
-        let path = self.path().to_path_buf();
-        let Some((file, meta)) = self.open_logged(&path) else {
-            return;
-        };
-        if let Some(i) = self
-            .rotated
-            .iter()
-            .position(|h| h.identity.same_inode(&meta))
-        {
-            let h = self.rotated.remove(i).expect("index in range");
-            self.current = Current::Open(h);
-            return;
-        }
-        let Current::Waiting(start) = self.current else {
-            return;
-        };
-        let offset = match start {
-            StartAt::Beginning => 0,
-            StartAt::End => meta.len(),
-        };
-        match self.track(file, &meta, &path, offset) {
-            Ok(h) => {
-                tracing::info!(file = %path.display(), inode = meta.ino(), offset, "Following file.");
-                self.current = Current::Open(h);
-            }
-            Err(e) => self.open_failed(&path, &e),
-        }
-    }
 }
 
+mod at_path;
+mod retire;
 #[cfg(test)]
 mod tests;

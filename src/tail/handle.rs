@@ -74,6 +74,9 @@ impl Handle {
     /// Takes the file's identity (once) and starts reading it at `offset`; the ledger
     /// learns of it (with `--read-from end` this is what gets the first checkpoint
     /// written before anything is acknowledged).
+    // Each is a different thing the handle and the ledger need at once; a struct of
+    // them would exist only for this call.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         (key, source): (FileKey, SourceId),
         chain: &Chain,

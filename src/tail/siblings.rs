@@ -14,7 +14,12 @@ use tokio::time::Instant;
 use super::discovery::{self, mtime_ns, Candidate};
 use super::follower::{Current, Follower, Known};
 use super::handle::Handle;
+use crate::log_throttle::LogThrottle;
 use crate::progress::{FileKey, Identity};
+
+/// The WARN for opens that find no descriptor free, process-wide.
+static FD_EXHAUSTED: std::sync::LazyLock<LogThrottle> =
+    std::sync::LazyLock::new(|| LogThrottle::new(std::time::Duration::from_secs(5)));
 
 impl Follower {
     pub(super) fn remember(&mut self, meta: &Metadata) {
@@ -71,7 +76,10 @@ impl Follower {
         }
         self.metrics.file_open_failures.inc();
         if discovery::is_fd_exhaustion(e) {
-            tracing::warn!(file = %path.display(), error = %e, "No file descriptor free to open a log file; retrying.");
+            // Every follower of every glob meets it at once: one line a few seconds.
+            if let Some(times) = FD_EXHAUSTED.note(1) {
+                tracing::warn!(file = %path.display(), error = %e, failures_since_last = times, "No file descriptor free to open a log file; retrying.");
+            }
         } else {
             tracing::warn!(file = %path.display(), error = %e, "Cannot open a log file; retrying.");
         }
@@ -88,6 +96,18 @@ impl Follower {
             .find(|h| (h.identity.dev, h.identity.ino) == inode)
     }
 
+    /// The (device, inode) of every file open now.
+    pub(super) fn open_inodes(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let cur = match &self.current {
+            Current::Open(h) => Some(h),
+            Current::Waiting(_) => None,
+        };
+        self.rotated
+            .iter()
+            .chain(cur)
+            .map(|h| (h.identity.dev, h.identity.ino))
+    }
+
     /// Siblings nobody told us about are files rotated while we were behind: they are
     /// read from 0, oldest first, after the files already open. A sibling that is a copy
     /// of an open file (copytruncate in progress) is left for the truncation to find.
@@ -97,7 +117,11 @@ impl Follower {
         let mut candidates = match self.scope.scan() {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(file = %self.path().display(), error = %e, "Cannot list the log directory; retrying.");
+                if !discovery::is_fd_exhaustion(&e) {
+                    tracing::warn!(file = %self.path().display(), error = %e, "Cannot list the log directory; retrying.");
+                } else if let Some(times) = FD_EXHAUSTED.note(1) {
+                    tracing::warn!(file = %self.path().display(), error = %e, failures_since_last = times, "No file descriptor free to list the log directory; retrying.");
+                }
                 self.rescan = true;
                 return Ok(());
             }

@@ -42,6 +42,11 @@ pub(super) struct Watch {
     /// The file names whose events matter (the path's, the symlink target's); rotated
     /// siblings start with them.
     names: Vec<String>,
+    /// A glob source's file-name patterns: events about names they match matter too.
+    patterns: Vec<glob::Pattern>,
+    /// A file was created or moved in under a name that matters, or events were lost,
+    /// since [`Watch::take_created`]: a glob may match a new file.
+    created: bool,
     failed: bool,
     buf: Vec<u8>,
 }
@@ -53,6 +58,8 @@ impl Watch {
             dirs: Vec::new(),
             watches: Vec::new(),
             names: Vec::new(),
+            patterns: Vec::new(),
+            created: false,
             failed: false,
             buf: vec![0; 4096],
         }
@@ -67,7 +74,15 @@ impl Watch {
         if self.dirs == dirs {
             return;
         }
-        self.names = dirs.iter().map(|(_, n)| n.clone()).collect();
+        // A name with a wildcard is a glob source's pattern (the configuration allows
+        // wildcards in the last component only, so a file name never holds one).
+        let (patterns, names): (Vec<&String>, Vec<&String>) =
+            dirs.iter().map(|(_, n)| n).partition(|n| is_pattern(n));
+        self.names = names.into_iter().cloned().collect();
+        self.patterns = patterns
+            .into_iter()
+            .filter_map(|p| glob::Pattern::new(p).ok())
+            .collect();
         self.dirs = dirs.to_vec();
         if self.inotify.is_none() {
             match Inotify::init() {
@@ -148,13 +163,31 @@ impl Watch {
                 Err(e) => return Err(e),
             };
             for event in events {
-                ours |= event.mask.contains(EventMask::Q_OVERFLOW)
+                let overflow = event.mask.contains(EventMask::Q_OVERFLOW);
+                let matters = overflow
                     || event.name.is_none_or(|f| {
+                        let matched = f.to_str().is_some_and(|f| {
+                            self.patterns
+                                .iter()
+                                .any(|p| p.matches_with(f, super::sources::MATCH))
+                        });
                         let f = f.as_encoded_bytes();
-                        self.names.iter().any(|n| f.starts_with(n.as_bytes()))
+                        matched || self.names.iter().any(|n| f.starts_with(n.as_bytes()))
                     });
+                ours |= matters;
+                self.created |= overflow
+                    || (matters
+                        && event
+                            .mask
+                            .intersects(EventMask::CREATE | EventMask::MOVED_TO));
             }
         }
+    }
+
+    /// True once after a file was created or moved in under a name that matters (or
+    /// events were lost): a glob source may have a new file to follow.
+    pub(super) fn take_created(&mut self) -> bool {
+        std::mem::take(&mut self.created)
     }
 
     /// Reading inotify failed: the slow poll, every second, takes over.
@@ -165,4 +198,8 @@ impl Watch {
         self.watches.clear();
         std::future::pending().await
     }
+}
+
+fn is_pattern(name: &str) -> bool {
+    name.bytes().any(|b| matches!(b, b'*' | b'?' | b'['))
 }

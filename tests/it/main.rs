@@ -27,4 +27,5 @@ mod restarts;
 mod rotation;
 mod sources;
 mod store;
+mod tail_sources;
 mod window;

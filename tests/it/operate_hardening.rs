@@ -143,6 +143,9 @@ const BAD_VALUES: &[(&str, &[&str])] = &[
     ("--log-format", &["xml"]),
     ("--metrics-addr", &["nowhere", "127.0.0.1"]),
     ("--stream", &["", "has space", "a/b"]),
+    ("--max-files", &["0", "65537", "many"]),
+    ("--source-field", &["1src", "a b"]),
+    ("--file-field", &["file/path"]),
 ];
 
 /// The variable that goes with `--flag`.
@@ -298,6 +301,48 @@ fn a_path_that_is_not_a_regular_file_is_exit_2() {
             "{kind}: {stderr}"
         );
     }
+}
+
+/// Several sources are said one way only: `--source` beside `--path` is exit 2 naming
+/// both, and a bad spec in FIRETAIL_SOURCES is exit 2 naming the source and the key —
+/// before anything starts (no call, no file written).
+#[test]
+fn a_source_beside_path_or_a_bad_source_spec_is_exit_2() {
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, &access_lines("sources", 0..10));
+    let spec = format!(
+        "name=web,path={},stream={}",
+        log.display(),
+        fake.stream_name()
+    );
+    let mut args = base_args(&log, &fake.stream_name());
+    args.retain(|a| !a.starts_with("--stream="));
+    args.push(format!("--source={spec}"));
+    let (code, stderr) = run_to_exit(&args, &[], &fake.endpoint());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value for --source: cannot be combined with --path"),
+        "{stderr}"
+    );
+
+    let mut args = base_args(&log, &fake.stream_name());
+    args.retain(|a| !a.starts_with("--path=") && !a.starts_with("--stream="));
+    let env = [("FIRETAIL_SOURCES".to_string(), format!("\n{spec},steam=x"))];
+    let (code, stderr) = run_to_exit(&args, &env, &fake.endpoint());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(r#"invalid value for FIRETAIL_SOURCES "web": unknown key "steam""#),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("firetail started."), "{stderr}");
+    assert_eq!(fake.counters().calls, 0);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["access.log"]);
 }
 
 // ===== a flooded metrics port =======================================================

@@ -3,7 +3,7 @@ use crate::progress::Gauges;
 use std::io::Write;
 
 fn follower(path: &Path, progress: Arc<Progress>) -> Follower {
-    let settings = TailSettings {
+    let settings = FollowSettings {
         path: path.to_path_buf(),
         read_from: ReadFrom::Beginning,
         rotate_wait: Duration::from_secs(30),
@@ -99,7 +99,7 @@ fn at_most_64_finished_rotated_files_stay_open_oldest_let_go_first() {
     let path = dir.path().join("access.log");
     let progress = Arc::new(Progress::default());
     let metrics = Arc::new(Metrics::new());
-    let settings = TailSettings {
+    let settings = FollowSettings {
         path: path.clone(),
         read_from: ReadFrom::Beginning,
         rotate_wait: Duration::from_secs(3600),

@@ -16,7 +16,7 @@ use firetail::config::ReadFrom;
 use firetail::health::Health;
 use firetail::metrics::Metrics;
 use firetail::progress::{FileEntry, Progress, Span};
-use firetail::tail::{Follower, Line, TailSettings as Settings};
+use firetail::tail::{FollowSettings as Settings, Follower, Line};
 
 /// Which bytes of a written line a content holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -141,7 +141,11 @@ impl Pod {
         let bytes = std::fs::read(self.checkpoint()).expect("the checkpoint file exists");
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).expect("the checkpoint file is valid JSON");
-        assert_eq!(value["version"], 2, "checkpoint: {value}");
+        assert_eq!(
+            value["version"],
+            firetail::checkpoint::VERSION,
+            "checkpoint: {value}"
+        );
         value["files"].as_array().expect("checkpoint files").clone()
     }
 

@@ -22,7 +22,7 @@ use firetail::config::ReadFrom;
 use firetail::health::Health;
 use firetail::metrics::Metrics;
 use firetail::progress::{FileEntry, Gauges, Progress, Span};
-use firetail::tail::{Follower, Line, TailSettings as Settings};
+use firetail::tail::{FollowSettings as Settings, Follower, Line};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]

@@ -1,0 +1,431 @@
+//! sources: the tail of one lane — every file of the sources that ship to one stream,
+//! each followed by its own [`Follower`] (docs/design.md#sources).
+//!
+//! A literal path is one follower, for as long as firetail runs. A glob (wildcards in
+//! the last component) is one follower per path it matches, made when the path is first
+//! seen (`discover`): at start, when inotify reports a file created or moved into the
+//! directory, and on the periodic scan. One that has nothing left to do — nothing at its
+//! path, every file it read read and let go — is dropped, so thousands of files coming
+//! and going cost no memory; a file that comes to that path again is new.
+//!
+//! Fairness: a poll reads the followers round-robin, one budget each at most, and stops
+//! once it has read about one budget in all ([`POLL_BUDGET`]), going on from the next
+//! follower at the next poll. So a burst in one file delays another's lines by one poll
+//! at most, and a poll's chunk stays about a budget, however many files there are.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::discovery::Scope;
+use super::follower::{FollowSettings, Follower, SCAN_EVERY};
+use super::handle::POLL_BUDGET;
+use crate::config::ReadFrom;
+use crate::handover::{Line, SourceId};
+use crate::health::Health;
+use crate::log_throttle::LogThrottle;
+use crate::metrics::Metrics;
+use crate::progress::{FileEntry, FileKey, Progress};
+
+mod discover;
+mod let_go;
+
+use discover::{glob_of, unnamed_of};
+use let_go::LetGo;
+
+/// How a glob matches a file name: as a shell does, so `*` skips hidden files
+/// (firetail's own `.firetail-*` files among them). The configuration checks overlaps
+/// with the same options.
+pub const MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
+
+/// The WARN about files over `--max-files` repeats at most this often.
+const OVER_CAP_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// One source of the lane.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub id: SourceId,
+    pub name: String,
+    /// A literal path, or a glob in its last component.
+    pub path: PathBuf,
+}
+
+/// What the tail of one lane needs to know besides the ledger.
+#[derive(Debug, Clone)]
+pub struct TailSettings {
+    pub sources: Vec<SourceSpec>,
+    pub read_from: ReadFrom,
+    pub rotate_wait: Duration,
+    /// firetail's own files (checkpoint, dead-letter): never shipped, whatever their
+    /// names.
+    pub own_files: Vec<PathBuf>,
+    /// `--max-files`: files open at once over the whole tail.
+    pub max_files: usize,
+    /// The sources of the other lanes: a file that a glob of this tail and an earlier
+    /// source (lower id) of another lane both match is that source's.
+    pub others: Vec<SourceSpec>,
+}
+
+/// Per source of this tail, files followed (open) and matched but not followed (over
+/// `--max-files`): the values of `firetail_files_followed` and
+/// `firetail_files_not_followed`, for the metrics to read.
+#[derive(Debug, Default)]
+pub struct FileCounts {
+    pub sources: Vec<SourceId>,
+    pub followed: Vec<AtomicU64>,
+    pub not_followed: Vec<AtomicU64>,
+}
+
+impl FileCounts {
+    fn new(sources: &[SourceSpec]) -> FileCounts {
+        FileCounts {
+            sources: sources.iter().map(|s| s.id).collect(),
+            followed: sources.iter().map(|_| AtomicU64::new(0)).collect(),
+            not_followed: sources.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// (followed, not followed) for `source`, if it is one of this tail's.
+    pub fn get(&self, source: SourceId) -> Option<(u64, u64)> {
+        let i = self.sources.iter().position(|s| *s == source)?;
+        Some((
+            self.followed[i].load(Ordering::Relaxed),
+            self.not_followed[i].load(Ordering::Relaxed),
+        ))
+    }
+}
+
+/// A source as the tail follows it.
+struct Source {
+    spec: SourceSpec,
+    /// The directory and pattern of a glob source.
+    glob: Option<Glob>,
+}
+
+struct Glob {
+    dir: PathBuf,
+    pattern: glob::Pattern,
+    /// For firetail's own files in the directory.
+    scope: Scope,
+}
+
+/// A glob of any source of the process: of two that match a new file, the first in
+/// the configuration's order (the lower id) follows it.
+struct Claim {
+    id: SourceId,
+    name: String,
+    dir: PathBuf,
+    pattern: glob::Pattern,
+}
+
+/// A follower and the source it belongs to (an index into `Tail::sources`).
+struct Followed {
+    source: usize,
+    follower: Follower,
+    /// The drain read it to its end.
+    finished: bool,
+}
+
+/// Every file of one lane's sources.
+pub struct Tail {
+    sources: Vec<Source>,
+    followers: Vec<Followed>,
+    /// The follower the next poll starts with.
+    next: usize,
+    read_from: ReadFrom,
+    rotate_wait: Duration,
+    own_files: Vec<PathBuf>,
+    max_files: usize,
+    /// Chains of the checkpoint not followed yet (over `--max-files`), by followed path.
+    to_resume: BTreeMap<PathBuf, (usize, Vec<FileEntry>)>,
+    /// Paths a glob matches that are not followed for `--max-files`, with their source.
+    not_followed: BTreeMap<PathBuf, usize>,
+    /// Files dropped followers read and let go, by (device, inode).
+    let_go: HashMap<(u64, u64), LetGo>,
+    /// A glob's directory is to be listed at the next poll.
+    discover: bool,
+    last_discovery: Instant,
+    over_cap_log: LogThrottle,
+    /// Every glob source of the process, this tail's and the other lanes'.
+    claims: Vec<Claim>,
+    /// Files two globs match, already reported (an ERROR once per file).
+    overlaps: HashSet<PathBuf>,
+    /// WARNs of chains that cannot be resumed, or directories listed, for want of
+    /// descriptors: at most one per interval.
+    resume_failed_log: LogThrottle,
+    counts: Arc<FileCounts>,
+    /// Bytes read by dropped followers: `bytes_read` never goes back.
+    bytes_dropped: u64,
+    drain_discovered: bool,
+    pub(super) progress: Arc<Progress>,
+    pub(super) metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl Tail {
+    /// Starts following every source in `settings`, each from its entries in
+    /// `checkpoint` (the entries of every lane: those of other sources are left alone).
+    /// A checkpoint with entries means firetail ran before: a file a glob matches with
+    /// no entry was created while it was down and is read from 0; on a first start,
+    /// every file is read per `--read-from`.
+    pub fn new(
+        settings: TailSettings,
+        checkpoint: &[FileEntry],
+        progress: Arc<Progress>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> io::Result<Tail> {
+        let resumed = !checkpoint.is_empty();
+        let mut tail = Tail {
+            counts: Arc::new(FileCounts::new(&settings.sources)),
+            sources: Vec::new(),
+            followers: Vec::new(),
+            next: 0,
+            read_from: settings.read_from,
+            rotate_wait: settings.rotate_wait,
+            own_files: settings.own_files,
+            max_files: settings.max_files.max(1),
+            to_resume: BTreeMap::new(),
+            not_followed: BTreeMap::new(),
+            let_go: HashMap::new(),
+            discover: true,
+            last_discovery: Instant::now(),
+            over_cap_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
+            claims: settings
+                .sources
+                .iter()
+                .chain(&settings.others)
+                .filter_map(|s| {
+                    let g = glob_of(&s.path, &[])?;
+                    Some(Claim {
+                        id: s.id,
+                        name: s.name.clone(),
+                        dir: g.dir,
+                        pattern: g.pattern,
+                    })
+                })
+                .collect(),
+            overlaps: HashSet::new(),
+            resume_failed_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
+            bytes_dropped: 0,
+            drain_discovered: false,
+            progress,
+            metrics,
+            health,
+        };
+        for spec in settings.sources {
+            let i = tail.sources.len();
+            let glob = glob_of(&spec.path, &tail.own_files);
+            let literal = glob.is_none();
+            let mine: Vec<FileEntry> = checkpoint
+                .iter()
+                .filter(|e| e.source == spec.name || literal && unnamed_of(e, &spec.path))
+                .cloned()
+                .collect();
+            let path = spec.path.clone();
+            tail.sources.push(Source { spec, glob });
+            if literal {
+                // A literal path is followed whatever --max-files says: it was named.
+                let f = tail.new_follower(i, &path, &mine, tail.read_from)?;
+                tail.push(i, f);
+                continue;
+            }
+            for e in mine {
+                let chain = tail
+                    .to_resume
+                    .entry(e.followed.clone())
+                    .or_insert_with(|| (i, Vec::new()));
+                chain.1.push(e);
+            }
+        }
+        let start_from = if resumed {
+            ReadFrom::Beginning
+        } else {
+            tail.read_from
+        };
+        tail.discover_all(start_from);
+        tail.update_counts();
+        Ok(tail)
+    }
+
+    /// The counts of files followed and not followed, per source, kept current.
+    pub fn counts(&self) -> Arc<FileCounts> {
+        self.counts.clone()
+    }
+
+    /// Makes the next poll list the globs' directories (inotify saw a file created).
+    pub fn discover_soon(&mut self) {
+        self.discover = true;
+    }
+
+    /// Reads what is available: every follower once at most, round-robin, until about
+    /// one budget is read. True when there may be more at once (call again).
+    pub fn poll(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        if self.discover
+            || self.last_discovery.elapsed() >= SCAN_EVERY
+            || (!self.not_followed.is_empty() || !self.to_resume.is_empty())
+                && self.open_files() < self.max_files
+        {
+            self.discover_all(ReadFrom::Beginning);
+        }
+        let more = self.round(out, |f, out| f.poll(out))?;
+        self.drop_done();
+        self.update_counts();
+        Ok(more)
+    }
+
+    /// Drain end, one bounded step at a time: every file of every source read to its
+    /// end, then partial last lines handed on. True while there is more to do.
+    pub fn finish(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        if !self.drain_discovered {
+            self.drain_discovered = true;
+            self.discover_all(ReadFrom::Beginning);
+        }
+        self.round(out, |f, out| f.finish(out))
+    }
+
+    /// One round-robin pass from `next`, skipping followers the drain finished.
+    fn round(
+        &mut self,
+        out: &mut Vec<Line>,
+        mut step: impl FnMut(&mut Follower, &mut Vec<Line>) -> io::Result<bool>,
+    ) -> io::Result<bool> {
+        let n = self.followers.len();
+        let mut more = false;
+        let mut read = 0;
+        for visited in 0..n {
+            let i = (self.next + visited) % n;
+            if read >= POLL_BUDGET as u64 {
+                self.next = i;
+                return Ok(true);
+            }
+            let f = &mut self.followers[i];
+            if f.finished {
+                continue;
+            }
+            let before = f.follower.bytes_read();
+            let again = step(&mut f.follower, out)?;
+            read += f.follower.bytes_read() - before;
+            more |= again;
+            if self.drain_discovered && !again {
+                f.finished = true;
+            }
+        }
+        if n > 0 {
+            self.next = (self.next + 1) % n;
+        }
+        Ok(more)
+    }
+
+    /// How many files the drain finished (every follower's, read to its end).
+    pub fn files_finished(&self) -> usize {
+        self.followers.iter().filter(|f| f.finished).count()
+    }
+
+    /// The files the last poll could not read for want of room in their share of the
+    /// duplicate window.
+    pub fn blocked(&self) -> Vec<FileKey> {
+        self.followers
+            .iter()
+            .flat_map(|f| f.follower.blocked().iter().copied())
+            .collect()
+    }
+
+    /// The keys of every file open now.
+    pub fn keys(&self) -> Vec<FileKey> {
+        self.followers
+            .iter()
+            .flat_map(|f| f.follower.keys())
+            .collect()
+    }
+
+    /// Paths followed now (a follower each) over every source.
+    pub fn followers(&self) -> usize {
+        self.followers.len()
+    }
+
+    /// Files open now over every source.
+    pub fn open_files(&self) -> usize {
+        self.followers.iter().map(|f| f.follower.open_files()).sum()
+    }
+
+    /// The directories to watch, with the names (or a glob's pattern) that matter.
+    pub fn watch_dirs(&self) -> Vec<(PathBuf, String)> {
+        let mut dirs: Vec<(PathBuf, String)> = Vec::new();
+        let globs = self.sources.iter().filter_map(|s| {
+            let g = s.glob.as_ref()?;
+            Some((g.dir.clone(), g.pattern.as_str().to_string()))
+        });
+        for d in globs.chain(self.followers.iter().flat_map(|f| f.follower.watch_dirs())) {
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+        dirs
+    }
+
+    /// True while rotated files are open (their `--rotate-wait` needs a timer).
+    pub fn has_rotated(&self) -> bool {
+        self.followers.iter().any(|f| f.follower.has_rotated())
+    }
+
+    /// How long until a periodic scan (siblings, or a glob's directory) is due.
+    pub fn scan_due_in(&self) -> Duration {
+        let globs = SCAN_EVERY.saturating_sub(self.last_discovery.elapsed());
+        self.followers
+            .iter()
+            .map(|f| f.follower.scan_due_in())
+            .fold(globs, Duration::min)
+    }
+
+    /// Bytes read so far, partial lines included.
+    pub fn bytes_read(&self) -> u64 {
+        self.followers
+            .iter()
+            .map(|f| f.follower.bytes_read())
+            .sum::<u64>()
+            + self.bytes_dropped
+    }
+
+    fn push(&mut self, source: usize, follower: Follower) {
+        self.followers.push(Followed {
+            source,
+            follower,
+            finished: false,
+        });
+    }
+
+    fn new_follower(
+        &self,
+        source: usize,
+        path: &Path,
+        entries: &[FileEntry],
+        read_from: ReadFrom,
+    ) -> io::Result<Follower> {
+        let spec = &self.sources[source].spec;
+        let settings = FollowSettings {
+            path: path.to_path_buf(),
+            read_from,
+            rotate_wait: self.rotate_wait,
+            own_files: self.own_files.clone(),
+            source: spec.id,
+            source_name: spec.name.clone(),
+        };
+        Follower::new(
+            &settings,
+            entries,
+            self.progress.clone(),
+            self.metrics.clone(),
+            self.health.clone(),
+        )
+    }
+}
