@@ -22,10 +22,10 @@ fn logger_and_copytruncate_sources_behind_at_every_rotation_lose_nothing() {
     if !tools_present(&["ruby", "logrotate"]) {
         return;
     }
-    // One call at a time per stream, 1 s each, a fifth of the records "Slow down.":
-    // each stream ships at most ~400 lines/s while its writers write more.
+    // One call at a time per stream, 500 ms each, a fifth of the records "Slow down.":
+    // each stream ships at most ~800 lines/s while its writers write more.
     let fake = family_fake(Faults {
-        latency: Duration::from_secs(1),
+        latency: Duration::from_millis(500),
         record_slow_down_rate: 0.2,
         ..Faults::default()
     });
@@ -44,6 +44,7 @@ fn logger_and_copytruncate_sources_behind_at_every_rotation_lose_nothing() {
     let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
     ft.wait_message("firetail started.", LONG);
 
+    let started = std::time::Instant::now();
     let mut rubies: Vec<_> = (0..2)
         .map(|p| {
             ruby_logger(
@@ -59,7 +60,7 @@ fn logger_and_copytruncate_sources_behind_at_every_rotation_lose_nothing() {
     let mut writer = Writer::start(App::open(&web, "web", false));
     let mut web_behind = Vec::new();
     for _ in 0..3 {
-        writer.write_more(2500);
+        writer.write_more(2000);
         writer.paused(|app| {
             let shipped = fake.accepted_lines_of(&web_stream).len();
             web_behind.push(app.written.len().saturating_sub(shipped));
@@ -96,6 +97,7 @@ fn logger_and_copytruncate_sources_behind_at_every_rotation_lose_nothing() {
         "firetail kept up with Logger ({jobs_behind} lines behind at its end)"
     );
 
+    let writing = started.elapsed();
     fake.set_faults(Faults::default());
     let total = jobs_written.len() + web_written.len();
     assert!(
@@ -103,6 +105,10 @@ fn logger_and_copytruncate_sources_behind_at_every_rotation_lose_nothing() {
         "{} of {total} lines arrived\n{}",
         distinct(&fake),
         ft.dump()
+    );
+    println!(
+        "sources two_rotations: writing took {writing:?}, catching up {:?}",
+        started.elapsed() - writing
     );
     ft.term();
     assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
