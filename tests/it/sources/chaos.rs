@@ -11,7 +11,7 @@ use super::{family_fake, source_args, stream, Source, LONG};
 use crate::support::fake_firehose::{CallError, FakeFirehose, Fault, Faults, RecordError};
 use crate::support::firetail::{aws_env, Firetail};
 use crate::support::pod::{
-    tally, term_and_wait, wait_ready, App, AppConfig, Container, Pod, Tally,
+    file_lines, tally, term_and_wait, wait_ready, App, AppConfig, Container, Pod, Tally,
 };
 
 const SERVING: Duration = Duration::from_millis(1500);
@@ -251,7 +251,10 @@ fn chaos_two_containers_firehose_faults_during_the_drain() {
 }
 
 /// `kill -9` at random moments under load, three times, each followed by a restart on
-/// the same emptyDir; then the native-sidecar order. Nothing lost in either stream.
+/// the same emptyDir; then the native-sidecar order. Nothing lost in either stream;
+/// each file's checkpoint entry is under its own source; nothing before a restart's
+/// checkpoint offset of a file is sent again, so the duplicates of each source are
+/// bounded by what was shipped past its file's checkpoint at the kills.
 #[test]
 fn chaos_two_containers_kill9_at_random_moments_lose_nothing_per_source() {
     const SEED: u64 = 0x2c_0417_0009;
@@ -265,10 +268,14 @@ fn chaos_two_containers_kill9_at_random_moments_lose_nothing_per_source() {
         tail: Duration::from_millis(500),
         ..AppConfig::default()
     });
+    let mut kills = Vec::new();
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(rng.u64(200..1500)));
         ft.kill9();
+        // The restart delay; the dead process's last call has been answered by now.
         std::thread::sleep(Duration::from_millis(rng.u64(100..500)));
+        let offsets = [&p.web, &p.worker].map(|c| resume_offset(&p.pod, c));
+        kills.push((p.fake.accepted_lines_by_stream().len(), offsets));
         ft = Firetail::start(&args, &env);
     }
     wait_ready(&ft);
@@ -280,4 +287,69 @@ fn chaos_two_containers_kill9_at_random_moments_lose_nothing_per_source() {
     assert_eq!(code, 0, "{}", ft.dump());
     p.assert_delivered("two_containers_kill9_x3", Some(drain), &ft);
     assert_eq!(ft.report()["undelivered"], 0, "{}", ft.report());
+    let accepted = p.fake.accepted_lines_by_stream();
+    for (i, (c, s)) in [&p.web, &p.worker].into_iter().zip(p.streams()).enumerate() {
+        let offset_of = uuid_offsets(c);
+        let offset = |l: &crate::support::fake_firehose::StreamLine| {
+            let v: serde_json::Value = serde_json::from_str(&l.line).unwrap();
+            offset_of[v["uuid"].as_str().unwrap()]
+        };
+        let mut bound = 0;
+        for (k, (n, checkpoints)) in kills.iter().enumerate() {
+            let checkpoint = checkpoints[i];
+            let ours = |l: &&crate::support::fake_firehose::StreamLine| *l.stream == *s;
+            if let Some(early) = accepted[*n..]
+                .iter()
+                .filter(ours)
+                .find(|l| offset(l) < checkpoint)
+            {
+                panic!(
+                    "after kill {k} a line of {} at offset {} (before its checkpoint, {checkpoint}) was sent again: {}",
+                    c.tag,
+                    offset(early),
+                    early.line
+                );
+            }
+            bound += accepted[..*n]
+                .iter()
+                .filter(ours)
+                .filter(|l| offset(l) >= checkpoint)
+                .count();
+        }
+        let duplicated = tally(&c.written(), &p.fake.accepted_lines_of(&s)).duplicated;
+        eprintln!(
+            "chaos two_containers_kill9_x3_{}: duplicated={duplicated} bound={bound}",
+            c.tag
+        );
+        assert!(
+            duplicated <= bound,
+            "{}: {duplicated} duplicates, bound {bound}",
+            c.tag
+        );
+    }
+}
+
+/// The checkpoint offset a restart resumes `c`'s log from (0 before its first entry),
+/// after checking the entry is under the container's own source.
+fn resume_offset(pod: &Pod, c: &Container) -> u64 {
+    if !pod.checkpoint().exists() {
+        return 0;
+    }
+    let entries = pod.checkpoint_entries();
+    let Some(entry) = entries
+        .iter()
+        .find(|e| e["path"].as_str() == c.log.to_str())
+    else {
+        return 0;
+    };
+    assert_eq!(entry["source"], c.tag.as_str(), "{entry}");
+    entry["offset"].as_u64().expect("offset")
+}
+
+/// Each uuid in `c`'s log with the offset of its line.
+fn uuid_offsets(c: &Container) -> std::collections::HashMap<String, u64> {
+    file_lines(&c.log)
+        .into_iter()
+        .filter_map(|l| Some((l.uuid?, l.offset)))
+        .collect()
 }
