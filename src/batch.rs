@@ -132,6 +132,7 @@ async fn sort_out(
     metrics: &Metrics,
     dead_letter: &DeadLetter,
 ) {
+    let metrics = metrics.source(line.source);
     match d {
         Disposition::Record { json: false } => {
             metrics.invalid_json.inc();
@@ -199,7 +200,7 @@ mod tests {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let dead_letter = Arc::new(DeadLetter::new(
             &dir.path().join("dead.jsonl"),
             1 << 20,

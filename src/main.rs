@@ -87,7 +87,7 @@ async fn run() -> u8 {
         }
     };
     // The probes answer from now on: /healthz 200, /readyz 503 until the path is watched.
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::for_config(&config));
     let health = Arc::new(Health::default());
     let addr = listener.local_addr().unwrap_or(config.metrics_addr);
     tokio::spawn(firetail::metrics::serve(

@@ -6,8 +6,12 @@
 //! (the process is alive) and `/readyz` (following the file, not draining, no
 //! configuration error blocking delivery: [`crate::health::Health`]) on
 //! `--metrics-addr` (docs/design.md#observability). The label values come from
-//! [`crate::outcome`].
+//! [`crate::outcome`], and from the configuration: what happens to lines is counted
+//! per source ([`Metrics::source`]), what the adaptive control does per stream
+//! ([`Metrics::stream`]); the rest is the pod's. A file path is never a label: a glob
+//! matches any number of files over a pod's life.
 
+mod labelled;
 mod server;
 
 use std::time::Duration;
@@ -19,40 +23,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::outcome::{CallOutcome, DeadLetterReason, SkipReason};
+use crate::handover::SourceId;
+use crate::outcome::{DeadLetterReason, SkipReason};
+use labelled::{SourceFamilies, StreamFamilies};
+pub use labelled::{SourceMetrics, StreamMetrics};
 pub use server::{bind, serve, serve_with, Limits};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Outcome {
-    pub outcome: &'static str,
-}
-
-impl Outcome {
-    fn of(outcome: CallOutcome) -> Outcome {
-        Outcome {
-            outcome: outcome.as_str(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Reason {
-    pub reason: &'static str,
-}
-
-impl Reason {
-    fn dead_letter(reason: DeadLetterReason) -> Reason {
-        Reason {
-            reason: reason.as_str(),
-        }
-    }
-
-    fn skip(reason: SkipReason) -> Reason {
-        Reason {
-            reason: reason.as_str(),
-        }
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildInfo {
@@ -67,29 +42,18 @@ type AgeSource = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
 /// counters get `_total` from the encoder.
 pub struct Metrics {
     registry: Registry,
-    pub lines_read: Counter,
-    pub lines_shipped: Counter,
+    /// Indexed by `SourceId`.
+    sources: Vec<SourceMetrics>,
+    /// Indexed by lane (one per distinct stream).
+    streams: Vec<StreamMetrics>,
     pub records_shipped: Counter,
     pub bytes_shipped: Counter,
     pub billable_bytes: Counter,
-    pub calls: Family<Outcome, Counter>,
-    pub records_retried: Counter,
-    pub throttled: Counter,
     pub duplicates_possible: Counter,
-    pub dead_lettered: Family<Reason, Counter>,
-    pub skipped: Family<Reason, Counter>,
-    pub invalid_json: Counter,
-    pub in_flight: Gauge,
-    pub in_flight_limit: Gauge,
-    pub flush_interval_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    pub send_rate_limit: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub lag_bytes: Gauge,
     pub checkpoint_writes: Counter,
     pub checkpoint_corrupt: Counter,
     pub checkpointed_files_missing: Counter,
-    pub files_opened: Counter,
-    pub rotations: Counter,
-    pub truncations: Counter,
     pub call_seconds: Histogram,
     pub drain_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub undelivered_lines: Gauge,
@@ -98,8 +62,6 @@ pub struct Metrics {
     pub oldest_unacked_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Where `oldest_unacked_age` is read at each scrape (see [`Metrics::sample_age`]).
     age_source: std::sync::OnceLock<AgeSource>,
-    pub throttled_records: Counter,
-    pub throttled_calls: Counter,
     pub checkpoint_write_failures: Counter,
     pub dead_letter_entries_dropped: Counter,
     pub rotated_files_evicted: Counter,
@@ -108,39 +70,34 @@ pub struct Metrics {
     pub build_info: Family<BuildInfo, Gauge>,
 }
 
+/// One source and one stream, both named `default`: what tests and the one-path form use.
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        let default = ["default".to_string()];
+        Self::new(&default, &default)
     }
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The series of `sources` (in `SourceId` order) and `streams` (in lane order),
+    /// every labelled one created at 0.
+    pub fn new(sources: &[String], streams: &[String]) -> Metrics {
         let mut registry = Registry::with_prefix("firetail");
+        let source_families = SourceFamilies::default();
+        let stream_families = StreamFamilies::default();
+        source_families.register(&mut registry);
+        stream_families.register(&mut registry);
         let m = Metrics {
-            lines_read: Counter::default(),
-            lines_shipped: Counter::default(),
+            sources: sources.iter().map(|n| source_families.source(n)).collect(),
+            streams: streams.iter().map(|n| stream_families.stream(n)).collect(),
             records_shipped: Counter::default(),
             bytes_shipped: Counter::default(),
             billable_bytes: Counter::default(),
-            calls: Family::default(),
-            records_retried: Counter::default(),
-            throttled: Counter::default(),
             duplicates_possible: Counter::default(),
-            dead_lettered: Family::default(),
-            skipped: Family::default(),
-            invalid_json: Counter::default(),
-            in_flight: Gauge::default(),
-            in_flight_limit: Gauge::default(),
-            flush_interval_seconds: Gauge::default(),
-            send_rate_limit: Gauge::default(),
             lag_bytes: Gauge::default(),
             checkpoint_writes: Counter::default(),
             checkpoint_corrupt: Counter::default(),
             checkpointed_files_missing: Counter::default(),
-            files_opened: Counter::default(),
-            rotations: Counter::default(),
-            truncations: Counter::default(),
             // 5 ms … ~40 s: a healthy call is tens of milliseconds, a hung one hits the
             // call timeout.
             call_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
@@ -150,8 +107,6 @@ impl Metrics {
             unacked_bytes: Gauge::default(),
             oldest_unacked_age: Gauge::default(),
             age_source: std::sync::OnceLock::new(),
-            throttled_records: Counter::default(),
-            throttled_calls: Counter::default(),
             checkpoint_write_failures: Counter::default(),
             dead_letter_entries_dropped: Counter::default(),
             rotated_files_evicted: Counter::default(),
@@ -161,16 +116,6 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register(
-            "lines_read",
-            "Lines read from the log files (complete lines, including skipped ones)",
-            m.lines_read.clone(),
-        );
-        r.register(
-            "lines_shipped",
-            "Lines accepted by Firehose",
-            m.lines_shipped.clone(),
-        );
         r.register(
             "records_shipped",
             "Firehose records accepted (a record holds one line, or several with --aggregate)",
@@ -182,49 +127,7 @@ impl Metrics {
             m.bytes_shipped.clone(),
         );
         r.register("billable_bytes", "Bytes Firehose bills for ingestion: every accepted record rounded up to 5 KB (5,120 bytes)", m.billable_bytes.clone());
-        r.register(
-            "put_record_batch_calls",
-            "PutRecordBatch calls by outcome",
-            m.calls.clone(),
-        );
-        r.register(
-            "records_retried",
-            "Records sent again after a failure (per-record or whole-call)",
-            m.records_retried.clone(),
-        );
-        r.register("throttled", "Throttled answers: whole calls (ThrottlingException, LimitExceededException) plus records answered \"Slow down.\"", m.throttled.clone());
         r.register("duplicates_possible", "Records sent again after an answer that never came (timeout, reset): Firehose may hold them twice", m.duplicates_possible.clone());
-        r.register(
-            "dead_lettered",
-            "Lines written to the dead-letter file, by reason",
-            m.dead_lettered.clone(),
-        );
-        r.register(
-            "lines_skipped",
-            "Lines not shipped by design, by reason (Logger header, empty)",
-            m.skipped.clone(),
-        );
-        r.register("invalid_json_lines", "Lines that are not valid JSON (shipped as they are, or dead-lettered with --invalid-json dead-letter)", m.invalid_json.clone());
-        r.register(
-            "in_flight_calls",
-            "PutRecordBatch calls under way",
-            m.in_flight.clone(),
-        );
-        r.register(
-            "in_flight_limit",
-            "PutRecordBatch calls that may be under way now: --max-in-flight, or less while --adaptive backs off",
-            m.in_flight_limit.clone(),
-        );
-        r.register(
-            "flush_interval_seconds",
-            "The flush interval in effect: --flush-interval, stretched up to 4x while --adaptive meets sustained throttling",
-            m.flush_interval_seconds.clone(),
-        );
-        r.register(
-            "send_rate_limit_records",
-            "Records per second this pod may send while --adaptive meets throttling; 0 while unlimited",
-            m.send_rate_limit.clone(),
-        );
         r.register(
             "lag_bytes",
             "Bytes of the followed files not yet covered by the checkpoint: file ends minus checkpointed offsets",
@@ -239,16 +142,6 @@ impl Metrics {
             "oldest_unacked_age_seconds",
             "Age of the oldest batch cut but not yet acknowledged (0 when none waits)",
             m.oldest_unacked_age.clone(),
-        );
-        r.register(
-            "throttled_records",
-            "Records answered \"Slow down.\" (ServiceUnavailableException) inside a 200",
-            m.throttled_records.clone(),
-        );
-        r.register(
-            "throttled_calls",
-            "Whole calls answered with a throttling error (ThrottlingException, LimitExceededException, ServiceUnavailableException: over the stream's request quota, HTTP 429)",
-            m.throttled_calls.clone(),
         );
         r.register(
             "checkpoint_write_failures",
@@ -290,17 +183,6 @@ impl Metrics {
             "Checkpointed files not found at restart (their unshipped lines, if any, are lost)",
             m.checkpointed_files_missing.clone(),
         );
-        r.register("files_opened", "Log files opened", m.files_opened.clone());
-        r.register(
-            "rotations",
-            "Rename rotations followed",
-            m.rotations.clone(),
-        );
-        r.register(
-            "truncations",
-            "Truncations (copytruncate) detected",
-            m.truncations.clone(),
-        );
         r.register(
             "put_record_batch_duration_seconds",
             "Latency of one PutRecordBatch attempt",
@@ -322,19 +204,22 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Creates every labelled series at 0 and sets the build info.
+    /// The series of `config`'s sources, and of each stream they name once, in the
+    /// order they first name it (the pipeline's lanes find theirs by name).
+    pub fn for_config(config: &crate::config::Config) -> Metrics {
+        let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+        let mut streams: Vec<String> = Vec::new();
+        for s in &config.sources {
+            if !streams.contains(&s.stream) {
+                streams.push(s.stream.clone());
+            }
+        }
+        Metrics::new(&sources, &streams)
+    }
+
+    /// Sets the build info (the labelled series were created with their source or
+    /// stream).
     fn start_at_zero(&self) {
-        for outcome in CallOutcome::ALL {
-            let _ = self.calls.get_or_create(&Outcome::of(outcome));
-        }
-        for reason in DeadLetterReason::ALL {
-            let _ = self
-                .dead_lettered
-                .get_or_create(&Reason::dead_letter(reason));
-        }
-        for reason in SkipReason::ALL {
-            let _ = self.skipped.get_or_create(&Reason::skip(reason));
-        }
         let build = BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
             commit: env!("FIRETAIL_COMMIT"),
@@ -342,31 +227,76 @@ impl Metrics {
         self.build_info.get_or_create(&build).set(1);
     }
 
-    pub fn call(&self, outcome: CallOutcome) {
-        self.calls.get_or_create(&Outcome::of(outcome)).inc();
+    /// The series of source `id`: its index in the configured sources.
+    pub fn source(&self, id: SourceId) -> &SourceMetrics {
+        &self.sources[usize::from(id)]
     }
 
-    /// Counts `lines` lines written to the dead-letter file for `reason`.
-    pub fn dead_letter(&self, reason: DeadLetterReason, lines: u64) {
-        self.dead_lettered
-            .get_or_create(&Reason::dead_letter(reason))
-            .inc_by(lines);
+    /// Every source's series, in `SourceId` order.
+    pub fn sources(&self) -> &[SourceMetrics] {
+        &self.sources
     }
 
-    /// Lines dead-lettered for `reason` so far.
+    /// The series of lane `i`'s stream.
+    pub fn stream(&self, i: usize) -> &StreamMetrics {
+        &self.streams[i]
+    }
+
+    /// Every stream's series, in lane order.
+    pub fn streams(&self) -> &[StreamMetrics] {
+        &self.streams
+    }
+
+    fn sum(&self, count: impl Fn(&SourceMetrics) -> u64) -> u64 {
+        self.sources.iter().map(count).sum()
+    }
+
+    /// Lines read from every source.
+    pub fn total_lines_read(&self) -> u64 {
+        self.sum(|s| s.lines_read.get())
+    }
+
+    /// Lines shipped from every source.
+    pub fn total_lines_shipped(&self) -> u64 {
+        self.sum(|s| s.lines_shipped.get())
+    }
+
+    /// Invalid JSON lines from every source.
+    pub fn total_invalid_json(&self) -> u64 {
+        self.sum(|s| s.invalid_json.get())
+    }
+
+    /// Lines dead-lettered for `reason`, over every source.
     pub fn dead_lettered(&self, reason: DeadLetterReason) -> u64 {
-        self.dead_lettered
-            .get_or_create(&Reason::dead_letter(reason))
-            .get()
+        self.sum(|s| s.dead_lettered(reason))
     }
 
-    pub fn skip(&self, reason: SkipReason) {
-        self.skipped.get_or_create(&Reason::skip(reason)).inc();
-    }
-
-    /// Lines skipped for `reason` so far.
+    /// Lines skipped for `reason`, over every source.
     pub fn skipped(&self, reason: SkipReason) -> u64 {
-        self.skipped.get_or_create(&Reason::skip(reason)).get()
+        self.sum(|s| s.skipped(reason))
+    }
+
+    /// Counts `lines` (each line's source, one at a time) in the counter `pick` chooses,
+    /// one add per run of lines of one source.
+    pub fn count_by_source(
+        &self,
+        lines: impl IntoIterator<Item = (SourceId, u64)>,
+        pick: impl Fn(&SourceMetrics) -> &Counter,
+    ) {
+        let mut run: Option<(SourceId, u64)> = None;
+        for (source, n) in lines {
+            match &mut run {
+                Some((s, total)) if *s == source => *total += n,
+                _ => {
+                    if let Some((s, total)) = run.replace((source, n)) {
+                        pick(self.source(s)).inc_by(total);
+                    }
+                }
+            }
+        }
+        if let Some((s, total)) = run {
+            pick(self.source(s)).inc_by(total);
+        }
     }
 
     /// Reads `firetail_oldest_unacked_age_seconds` from `source` at each scrape. The

@@ -196,7 +196,9 @@ impl Pipeline {
             config.dead_letter_max_bytes,
             metrics.clone(),
         ));
-        let mut checkpointer = Checkpointer::new(&config.checkpoint, metrics.clone());
+        let sources: Vec<_> = config.sources.iter().map(|s| (&s.name, &s.path)).collect();
+        let mut checkpointer =
+            Checkpointer::new(&config.checkpoint, metrics.clone()).with_sources(&sources);
         let resume_from = checkpointer.load_retrying(&health).await;
         tail::raise_nofile_limit();
         log_start(config, addr, resume_from.len());
@@ -285,9 +287,15 @@ fn start_lane(
         batch::run(line_rx, batch_tx, settings, progress, metrics, dead_letter).await;
         Ok(())
     });
+    let index = shared
+        .metrics
+        .streams()
+        .iter()
+        .position(|s| s.name == lane.stream)
+        .with_context(|| format!("no metrics for stream {}", lane.stream))?;
     let shipper = Shipper::new(
         shared.client.clone(),
-        lane.stream.clone(),
+        index,
         config.adaptive,
         shared.progress.clone(),
         shared.metrics.clone(),

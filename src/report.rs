@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceMetrics};
 use crate::outcome::{DeadLetterReason, DrainEnd, SkipReason};
 use crate::progress::{LineTally, Progress, Unacknowledged};
 
@@ -26,6 +26,8 @@ pub struct Report {
     /// dead-lettered or skipped.
     pub undelivered: u64,
     pub duplicates_possible: u64,
+    /// The same figures per source, from each source's counters.
+    pub sources: Vec<SourceReport>,
     pub checkpoint_offset: Option<u64>,
     pub drain_seconds: f64,
     /// How the drain ended: `drained`, `deadline`, `second_signal`, `error`.
@@ -45,6 +47,51 @@ pub struct Report {
     pub ledger: LineTally,
     #[serde(skip)]
     pub unacknowledged: Vec<Unacknowledged>,
+}
+
+/// What happened to the lines of one source.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct SourceReport {
+    pub source: String,
+    pub lines_read: u64,
+    pub lines_shipped: u64,
+    pub dead_lettered: u64,
+    pub skipped: u64,
+    /// Read − shipped − dead-lettered − skipped, from this source's counters (the
+    /// ledger does not keep its books per source; the total's `undelivered` is its).
+    pub undelivered: u64,
+}
+
+impl SourceReport {
+    fn of(s: &SourceMetrics) -> SourceReport {
+        let lines_read = s.lines_read.get();
+        let (lines_shipped, dead_lettered, skipped) = (
+            s.lines_shipped.get(),
+            s.dead_lettered_all(),
+            s.skipped_all(),
+        );
+        SourceReport {
+            source: s.name.clone(),
+            lines_read,
+            lines_shipped,
+            dead_lettered,
+            skipped,
+            undelivered: lines_read.saturating_sub(lines_shipped + dead_lettered + skipped),
+        }
+    }
+
+    /// One short line for a person: `source web: 10 read, 9 shipped, …`.
+    fn line(&self) -> String {
+        format!(
+            "source {}: {} read, {} shipped, {} dead-lettered, {} skipped, {} undelivered\n",
+            self.source,
+            self.lines_read,
+            self.lines_shipped,
+            self.dead_lettered,
+            self.skipped,
+            self.undelivered
+        )
+    }
 }
 
 impl Report {
@@ -106,7 +153,7 @@ impl Report {
 
 /// Lines that reached their end: shipped, dead-lettered or skipped.
 pub fn settled(m: &Metrics) -> u64 {
-    m.lines_shipped.get()
+    m.total_lines_shipped()
         + DeadLetterReason::ALL
             .iter()
             .map(|r| m.dead_lettered(*r))
@@ -117,10 +164,10 @@ pub fn settled(m: &Metrics) -> u64 {
 /// The report as the counters and the ledger stand now.
 pub fn report(m: &Metrics, progress: &Progress, drain: Duration, drain_end: DrainEnd) -> Report {
     let ledger = progress.line_tally();
-    let lines_read = m.lines_read.get();
+    let lines_read = m.total_lines_read();
     let mut report = Report {
         lines_read,
-        lines_shipped: m.lines_shipped.get(),
+        lines_shipped: m.total_lines_shipped(),
         records_shipped: m.records_shipped.get(),
         dead_lettered_oversize: m.dead_lettered(DeadLetterReason::Oversize),
         dead_lettered_invalid_json: m.dead_lettered(DeadLetterReason::InvalidJson),
@@ -131,6 +178,7 @@ pub fn report(m: &Metrics, progress: &Progress, drain: Duration, drain_end: Drai
         skipped_empty: m.skipped(SkipReason::Empty),
         undelivered: lines_read.saturating_sub(ledger.settled),
         duplicates_possible: m.duplicates_possible.get(),
+        sources: m.sources().iter().map(SourceReport::of).collect(),
         checkpoint_offset: progress.current_offset(),
         drain_seconds: drain.as_secs_f64(),
         drain_end,
@@ -168,6 +216,7 @@ pub fn log_report(metrics: &Metrics, report: &Report) {
         tracing::error!(
             undelivered = report.undelivered,
             unacknowledged = %serde_json::to_string(&report.unacknowledged).unwrap_or_default(),
+            sources_undelivered = %report.sources.iter().filter(|s| s.undelivered > 0).map(|s| format!("{}={}", s.source, s.undelivered)).collect::<Vec<_>>().join(","),
             drain_end = report.drain_end.as_str(),
             failed_task = report.failed_task.as_deref(),
             "Lines left undelivered; they stay unacknowledged in the checkpoint and a restart on it ships them."
@@ -185,6 +234,7 @@ pub fn log_report(metrics: &Metrics, report: &Report) {
         skipped_empty = report.skipped_empty,
         undelivered = report.undelivered,
         duplicates_possible = report.duplicates_possible,
+        sources = %serde_json::to_string(&report.sources).unwrap_or_default(),
         checkpoint_offset = report.checkpoint_offset,
         drain_seconds = report.drain_seconds,
         drain_end = report.drain_end.as_str(),
@@ -198,10 +248,15 @@ pub fn log_report(metrics: &Metrics, report: &Report) {
 /// The kubelet keeps at most this much of a termination message.
 const TERMINATION_MESSAGE_MAX: usize = 4096;
 
-/// The termination message: one line a person reads in `kubectl describe pod`, then
-/// the drain report as JSON. A gauge set just before exit is almost never scraped, so
-/// this (and the container's exit code, which kube-state-metrics exports) is how an
-/// alert learns that a drain left lines undelivered.
+/// Room for the per-source lines of the termination message; the rest is for the
+/// first line and the totals as JSON.
+const SOURCE_LINES_MAX: usize = 2048;
+
+/// The termination message: one line a person reads in `kubectl describe pod`, a short
+/// line per source (as many as fit, then "… and N more sources"), then the drain
+/// report's totals as JSON on the last line. A gauge set just before exit is almost
+/// never scraped, so this (and the container's exit code, which kube-state-metrics
+/// exports) is how an alert learns that a drain left lines undelivered.
 pub fn termination_message(report: &Report, exit_code: u8) -> String {
     let head = format!(
         "firetail exit {exit_code}: drain {}, {} lines read, {} shipped, {} undelivered{}{}\n",
@@ -220,7 +275,12 @@ pub fn termination_message(report: &Report, exit_code: u8) -> String {
             ""
         }
     );
-    let mut text = head + &serde_json::to_string(report).unwrap_or_default();
+    let mut json = serde_json::to_value(report).unwrap_or_default();
+    if let Some(totals) = json.as_object_mut() {
+        // Listed line by line above, within the size limit.
+        totals.remove("sources");
+    }
+    let mut text = head + &source_lines(&report.sources) + &json.to_string();
     if text.len() > TERMINATION_MESSAGE_MAX {
         let mut cut = TERMINATION_MESSAGE_MAX;
         while !text.is_char_boundary(cut) {
@@ -229,6 +289,27 @@ pub fn termination_message(report: &Report, exit_code: u8) -> String {
         text.truncate(cut);
     }
     text
+}
+
+/// A line per source while they fit in [`SOURCE_LINES_MAX`], then how many more.
+fn source_lines(sources: &[SourceReport]) -> String {
+    let mut out = String::new();
+    for (i, source) in sources.iter().enumerate() {
+        let line = source.line();
+        let left = sources.len() - i;
+        let more = format!(
+            "… and {left} more {}\n",
+            if left == 1 { "source" } else { "sources" }
+        );
+        // Room is kept for the "more" line while another source follows.
+        let reserve = if left == 1 { 0 } else { more.len() };
+        if out.len() + line.len() + reserve > SOURCE_LINES_MAX {
+            out.push_str(&more);
+            break;
+        }
+        out.push_str(&line);
+    }
+    out
 }
 
 /// Writes `message` to the termination-message file, if there is one. A failure is a

@@ -183,7 +183,8 @@ async fn send(
     if lines.is_empty() {
         return true;
     }
-    metrics.lines_read.inc_by(lines.len() as u64);
+    // A chunk can hold lines of several sources: each counts for its own.
+    metrics.count_by_source(lines.iter().map(|l| (l.source, 1)), |s| &s.lines_read);
     tx.send(lines).await.is_ok()
 }
 

@@ -56,3 +56,28 @@ FROM access_logs.shop_access_log
 WHERE datepath >= date_format(current_date - interval '7' day, '%Y/%m/%d')
 GROUP BY datepath
 ORDER BY datepath;
+
+-- name: one-pod-over-a-time-range
+-- Every line one pod wrote, as it shipped them: firetail adds the pod's name,
+-- namespace and node (from the Downward API) to each record, so a pod that
+-- misbehaved, or is gone, can be read back on its own.
+SELECT from_iso8601_timestamp("time") AS at, method, path, status, duration_ms, request_id, node
+FROM access_logs.shop_access_log
+WHERE datepath BETWEEN '2026/11/25' AND '2026/11/27'
+  AND from_iso8601_timestamp("time") >= from_iso8601_timestamp('2026-11-26T17:00:00Z')
+  AND from_iso8601_timestamp("time") < from_iso8601_timestamp('2026-11-26T18:00:00Z')
+  AND namespace = 'shop'
+  AND pod = 'shop-web-7d4b9c-x2x8q'
+ORDER BY at;
+
+-- name: errors-per-node-and-pod
+-- Server errors per node and pod over the last day: one bad node (or one bad
+-- pod among its replicas) stands out.
+SELECT node, pod, count(*) AS errors, count(DISTINCT path) AS paths
+FROM access_logs.shop_access_log
+WHERE datepath >= date_format(current_date - interval '1' day, '%Y/%m/%d')
+  AND namespace = 'shop'
+  AND status >= 500
+GROUP BY node, pod
+ORDER BY errors DESC
+LIMIT 50;

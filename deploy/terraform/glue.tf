@@ -11,6 +11,8 @@
 # line becomes NULL; a value of the wrong type (say "status": "ok") makes the
 # whole line fail conversion and land under errors/format-conversion-failed/
 # (with --aggregate: the whole packed record; docs/troubleshooting.md).
+#
+# After the app's keys come the ones firetail adds (added_columns below).
 
 locals {
   # name => [Hive type, comment]. Order is the table's column order.
@@ -30,6 +32,20 @@ locals {
     { name = "bytes", type = "bigint", comment = "Response size in bytes" },
     { name = "level", type = "string", comment = "Log level" },
   ]
+
+  # Keys firetail adds to every line (--add-field, --source-field,
+  # --file-field; docs/deploying.md, "The pod's identity on every record"),
+  # not the app: the pod's identity from the Downward API, and optionally the
+  # source's name and the file's path. A name set to "" drops the column.
+  added_columns = [
+    { name = var.pod_column, type = "string", comment = "Pod that wrote the line (Downward API metadata.name)" },
+    { name = var.namespace_column, type = "string", comment = "Namespace of that pod (Downward API metadata.namespace)" },
+    { name = var.node_column, type = "string", comment = "Node the pod ran on (Downward API spec.nodeName)" },
+    { name = var.source_column, type = "string", comment = "firetail source the line came from (--source-field)" },
+    { name = var.file_column, type = "string", comment = "Path of the file the line was read from (--file-field)" },
+  ]
+
+  table_columns = concat(local.access_log_columns, [for c in local.added_columns : c if c.name != ""])
 }
 
 resource "aws_glue_catalog_database" "logs" {
@@ -64,6 +80,13 @@ resource "aws_glue_catalog_table" "access_log" {
     "storage.location.template"         = "s3://${aws_s3_bucket.logs.id}/${local.data_prefix}$${datepath}"
   }
 
+  lifecycle {
+    precondition {
+      condition     = length(distinct([for c in local.table_columns : c.name])) == length(local.table_columns)
+      error_message = "pod_column, namespace_column, node_column, source_column and file_column must differ from each other and from the access log's own columns."
+    }
+  }
+
   partition_keys {
     name    = "datepath"
     type    = "string"
@@ -85,7 +108,7 @@ resource "aws_glue_catalog_table" "access_log" {
     }
 
     dynamic "columns" {
-      for_each = local.access_log_columns
+      for_each = local.table_columns
 
       content {
         name    = columns.value.name

@@ -1,5 +1,5 @@
 # The role firetail runs as. Its one permission is the one call firetail makes:
-# firehose:PutRecordBatch, on this stream only. (firetail never calls
+# firehose:PutRecordBatch, on this stream and the extra_stream_names only. (firetail never calls
 # PutRecord, DescribeDeliveryStream or anything else; deploy/tests checks both
 # this policy and that the source calls no other Firehose operation.)
 #
@@ -83,7 +83,7 @@ data "aws_iam_policy_document" "pod_trust" {
 
 resource "aws_iam_role" "pod" {
   name                 = var.pod_role_name
-  description          = "firetail in ${var.k8s_namespace}/${var.k8s_service_account}: PutRecordBatch on ${var.stream_name} only."
+  description          = "firetail in ${var.k8s_namespace}/${var.k8s_service_account}: PutRecordBatch on ${join(", ", concat([var.stream_name], var.extra_stream_names))} only."
   assume_role_policy   = data.aws_iam_policy_document.pod_trust.json
   max_session_duration = 3600
 
@@ -102,10 +102,14 @@ resource "aws_iam_role" "pod" {
 
 data "aws_iam_policy_document" "pod_put_record_batch" {
   statement {
-    sid       = "PutRecordBatchOnThisStreamOnly"
-    effect    = "Allow"
-    actions   = ["firehose:PutRecordBatch"]
-    resources = [aws_kinesis_firehose_delivery_stream.access_log.arn]
+    sid     = "PutRecordBatchOnItsStreamsOnly"
+    effect  = "Allow"
+    actions = ["firehose:PutRecordBatch"]
+    # The stream made here, and the other streams the pod's sources name.
+    resources = concat(
+      [aws_kinesis_firehose_delivery_stream.access_log.arn],
+      [for s in var.extra_stream_names : "arn:${local.partition}:firehose:${var.region}:${local.account_id}:deliverystream/${s}"],
+    )
   }
 }
 

@@ -10,6 +10,72 @@ variable "stream_name" {
   default     = "shop-access-log"
 }
 
+variable "extra_stream_names" {
+  description = "Other Firehose streams, in this account and region, that the pod's sources ship to besides stream_name (firetail's --source ...,stream=NAME): the pod role may PutRecordBatch on each. This configuration does not create them."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for s in var.extra_stream_names : can(regex("^[a-zA-Z0-9_.-]{1,64}$", s))])
+    error_message = "Each of extra_stream_names must be a Firehose stream name: 1-64 letters, digits, _ . -."
+  }
+}
+
+variable "pod_column" {
+  description = "Column of the pod's name, which firetail adds to every line (--add-field KEY=$(POD_NAME), KEY from the ConfigMap's pod-key). Empty for no column."
+  type        = string
+  default     = "pod"
+
+  validation {
+    condition     = can(regex("^([a-z_][a-z0-9_]{0,127})?$", var.pod_column))
+    error_message = "pod_column must be empty or a column name: lowercase letters, digits and _, not starting with a digit."
+  }
+}
+
+variable "namespace_column" {
+  description = "Column of the pod's namespace (--add-field, the ConfigMap's namespace-key). Empty for no column."
+  type        = string
+  default     = "namespace"
+
+  validation {
+    condition     = can(regex("^([a-z_][a-z0-9_]{0,127})?$", var.namespace_column))
+    error_message = "namespace_column must be empty or a column name: lowercase letters, digits and _, not starting with a digit."
+  }
+}
+
+variable "node_column" {
+  description = "Column of the node's name (--add-field, the ConfigMap's node-key). Empty for no column."
+  type        = string
+  default     = "node"
+
+  validation {
+    condition     = can(regex("^([a-z_][a-z0-9_]{0,127})?$", var.node_column))
+    error_message = "node_column must be empty or a column name: lowercase letters, digits and _, not starting with a digit."
+  }
+}
+
+variable "source_column" {
+  description = "Column of the source's name, when firetail runs with --source-field of this name. Empty (the default) for no column."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([a-z_][a-z0-9_]{0,127})?$", var.source_column))
+    error_message = "source_column must be empty or a column name: lowercase letters, digits and _, not starting with a digit."
+  }
+}
+
+variable "file_column" {
+  description = "Column of the file's path, when firetail runs with --file-field of this name. Empty (the default) for no column."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([a-z_][a-z0-9_]{0,127})?$", var.file_column))
+    error_message = "file_column must be empty or a column name: lowercase letters, digits and _, not starting with a digit."
+  }
+}
+
 variable "bucket_name" {
   description = "Name of the S3 bucket for the Parquet files, the error output and Athena's results (globally unique)."
   type        = string

@@ -78,8 +78,10 @@ def kustomize_patch_paths() -> set[Path]:
         for doc in load_yaml_documents(path):
             if is_kustomize_file(doc):
                 for patch in doc.get("patches", []) + doc.get("patchesStrategicMerge", []):
-                    rel = patch["path"] if isinstance(patch, dict) else patch
-                    patches.add((path.parent / rel).resolve())
+                    # An inline patch (`patch: |-`) names no file.
+                    rel = patch.get("path") if isinstance(patch, dict) else patch
+                    if rel:
+                        patches.add((path.parent / rel).resolve())
     return patches
 
 

@@ -46,9 +46,10 @@ PROMQL_KEYWORDS = {
     "and", "or", "unless", "offset", "bool", "inf", "nan",
 }
 
-REGISTER = re.compile(r'\.register\(\s*"(\w+)"\s*,\s*"(?:[^"\\]|\\.)*"\s*,\s*m\.(\w+)\.clone\(\)', re.S)
-FIELD = re.compile(r"^\s*pub\s+(\w+)\s*:\s*(.+?),\s*$", re.M)
-
+REGISTER = re.compile(r'\.register\(\s*"(\w+)"\s*,\s*"(?:[^"\\]|\\.)*"\s*,\s*(?:m|self)\.(\w+)\.clone\(\)', re.S)
+FIELD = re.compile(r"^\s*(?:pub(?:\([\w:]+\))?\s+)?(\w+)\s*:\s*(.+?),\s*$", re.M)
+# The labelled series (per source, per stream) are registered from here.
+LABELLED_RS = METRICS_RS.parent / "metrics" / "labelled.rs"
 
 def promtool() -> str:
     path = shutil.which("promtool")
@@ -74,18 +75,20 @@ def _series_of(name: str, rust_type: str) -> set[str]:
 
 
 def registered_series() -> set[str]:
-    """Every series name src/metrics.rs registers."""
-    text = METRICS_RS.read_text()
-    struct = text[text.index("pub struct Metrics") :]
-    struct = struct[: struct.index("\n}")]
-    types = dict(FIELD.findall(struct))
+    """Every series name src/metrics.rs (and src/metrics/labelled.rs) registers."""
+    types: dict[str, str] = {}
     found: set[str] = set()
-    for name, field in REGISTER.findall(text):
-        assert field in types, f"src/metrics.rs registers m.{field}, which is not a field of Metrics"
+    registrations = []
+    for path in (METRICS_RS, LABELLED_RS):
+        text = path.read_text()
+        for struct in re.finditer(r"\bstruct \w+ \{(.*?)\n\}", text, re.S):
+            types.update(FIELD.findall(struct.group(1)))
+        registrations += REGISTER.findall(text)
+    for name, field in registrations:
+        assert field in types, f"src/metrics registers {field}, which is not a field of its structs"
         found |= _series_of(name, types[field])
-    assert len(found) > 20, f"parsed only {sorted(found)} from src/metrics.rs: has its layout changed?"
+    assert len(found) > 20, f"parsed only {sorted(found)} from src/metrics: has its layout changed?"
     return found
-
 
 def allowed_series() -> set[str]:
     return registered_series() | PENDING_FIRETAIL_SERIES | CADVISOR_SERIES | KUBE_STATE_METRICS_SERIES

@@ -76,7 +76,16 @@ def table_columns() -> set[str]:
 
 def test_there_are_queries_for_the_searches_operators_run():
     names = set(queries())
-    assert {"by-request-id", "by-status-and-path-over-a-time-range"} <= names, names
+    assert {"by-request-id", "by-status-and-path-over-a-time-range", "one-pod-over-a-time-range"} <= names, names
+
+
+def test_a_query_selects_one_pod_by_the_identity_columns():
+    # The columns firetail adds (Terraform's defaults), in WHERE: what a
+    # reader of docs/query.md copies to read one pod's lines back.
+    where = re.split(r"\bwhere\b", strip_literals(queries()["one-pod-over-a-time-range"]), flags=re.I)[1]
+    defaults = tf_variable_defaults(load_terraform())
+    for variable in ("pod_column", "namespace_column"):
+        assert re.search(rf"\b{defaults[variable]}\s*=", where), f"no {defaults[variable]} = ... in WHERE"
 
 
 @pytest.mark.parametrize("name", sorted(queries()))

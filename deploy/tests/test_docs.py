@@ -12,7 +12,9 @@ import re
 import tomllib
 from pathlib import Path
 
-from deploycheck import DOCS, README, REPO, TROUBLESHOOTING_GUIDE
+import yaml
+
+from deploycheck import DOCS, KUBERNETES, README, REPO, TROUBLESHOOTING_GUIDE, load_yaml_documents
 from promql import page_anchors
 
 TWO_COMMANDS = """```sh
@@ -183,3 +185,24 @@ def test_nothing_outside_src_cites_a_planning_document_or_an_issue_number():
             if OUTSIDE_CITATION.search(line):
                 found.append(f"{rel}:{n}: {line.strip()}")
     assert not found, "cite docs/design.md#<anchor> or say the reason in place:\n" + "\n".join(found)
+
+
+def test_readme_shows_the_two_source_pod_as_the_overlay_has_it():
+    """The README's excerpt is the overlay's: the same sources, the same
+    Downward API fields, the component's --add-field arguments, and a query by pod."""
+    text = section("Two logs, one sidecar")
+    (kustomization,) = load_yaml_documents(KUBERNETES / "two-sources" / "kustomization.yaml")
+    ops = [op for p in kustomization["patches"] if "patch" in p for op in yaml.safe_load(p["patch"])]
+    (sources,) = [op["value"] for op in ops if op.get("path") == "/data/sources"]
+    for line in sources.strip().splitlines():
+        assert f"\n{line}\n" in text, f"the README lacks the overlay's source {line!r}"
+    (patch,) = load_yaml_documents(KUBERNETES / "sidecar" / "firetail-sidecar.yaml")
+    (sidecar,) = patch["spec"]["template"]["spec"]["initContainers"]
+    for arg in (a for a in sidecar["args"] if a.startswith("--add-field=")):
+        assert f'"{arg}"' in text, f"the README lacks the component's {arg}"
+    for env in sidecar["env"]:
+        field = env.get("valueFrom", {}).get("fieldRef")
+        if field:
+            assert f"{{name: {env['name']}, valueFrom: {{fieldRef: {{fieldPath: {field['fieldPath']}}}}}}}" in text
+    assert re.search(r"WHERE datepath = '[\d/]+' AND namespace = '\w+' AND pod = '[\w-]+'", text)
+    assert "--pod " in text and "(docs/deploying.md#several-log-files-in-one-pod)" in text

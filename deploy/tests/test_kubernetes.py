@@ -137,7 +137,7 @@ def test_the_component_applied_to_a_deployment_validates(version):
 def test_kustomize_files_list_files_that_exist():
     for path in KUBERNETES.rglob("kustomization.yaml"):
         (doc,) = load_yaml_documents(path)
-        listed = doc.get("resources", []) + [p["path"] for p in doc.get("patches", [])]
+        listed = doc.get("resources", []) + doc.get("components", []) + [p["path"] for p in doc.get("patches", []) if "path" in p]
         for rel in listed:
             assert (path.parent / rel).exists(), f"{path}: {rel} does not exist"
 
@@ -200,9 +200,13 @@ patches:
 
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
 def test_kustomize_renders_valid_objects(tmp_path, version):
-    # The example as `kubectl apply -k` would send it, and the component
-    # applied to Deployments of another app.
-    rendered = kustomize(KUBERNETES / "example") + kustomize(user_kustomization(tmp_path))
+    # The example as `kubectl apply -k` would send it, the component applied
+    # to Deployments of another app, and the two-source overlay.
+    rendered = (
+        kustomize(KUBERNETES / "example")
+        + kustomize(user_kustomization(tmp_path))
+        + kustomize(KUBERNETES / "two-sources")
+    )
     for obj in rendered:
         kubernetes_validate.validate(obj, version, strict=True)
 
@@ -307,8 +311,8 @@ def test_startup_probe_gives_firetail_time_to_start():
 
 def test_firetail_follows_the_file_the_app_writes():
     for path, spec, sidecar in sidecars():
-        log_path = flag_value(sidecar["args"], "--path")
-        assert log_path, f"{path}: firetail has no --path"
+        log_path = flag_value(sidecar["args"], "--path") or env_value(sidecar, "FIRETAIL_PATH", {})
+        assert log_path, f"{path}: firetail has no --path (nor FIRETAIL_PATH)"
         log_dir = str(Path(log_path).parent)
         mounts = {m["mountPath"]: m["name"] for m in sidecar.get("volumeMounts", [])}
         assert log_dir in mounts, f"{path}: {log_dir} is not mounted in firetail"
@@ -318,7 +322,7 @@ def test_firetail_follows_the_file_the_app_writes():
         )
         # The checkpoint (default: beside the file) must be on the same volume,
         # so that a restarted firetail finds it.
-        checkpoint = flag_value(sidecar["args"], "--checkpoint")
+        checkpoint = flag_value(sidecar["args"], "--checkpoint") or env_value(sidecar, "FIRETAIL_CHECKPOINT", {})
         if checkpoint:
             assert str(Path(checkpoint).parent) == log_dir
         for app in spec.get("containers", []):

@@ -2,7 +2,8 @@
 with terraform.tfvars.example completed with the values the README names is
 initialised, validated, planned and applied by the real Terraform against
 moto's server on loopback (IAM, STS, S3, Glue, Firehose, Athena, CloudWatch
-Logs), and the outputs the next steps read are there.
+Logs), and the outputs the next steps read are there; so are the settings of
+a pod with several sources (more streams, renamed identity columns).
 
 Nothing here reaches AWS or a registry: the test writes its own Terraform CLI
 configuration that installs the AWS provider from the filesystem mirror
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from deploycheck import README, REPO, TERRAFORM, skip_or_fail
+from deploycheck import ACCESS_LOG_COLUMNS, README, REPO, TERRAFORM, skip_or_fail
 
 PLUGINS = Path(os.environ.get("FIRETAIL_TF_PLUGINS", "/opt/tf-plugins"))
 AWS_MIRROR = PLUGINS / "registry.terraform.io" / "hashicorp" / "aws"
@@ -129,6 +130,12 @@ def workdir(tmp: Path, endpoint: str, provider_version: str) -> tuple[Path, dict
     return work, env
 
 
+def fresh(endpoint: str) -> None:
+    """Forget what an earlier test created: each apply starts from an empty account."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener.open(urllib.request.Request(endpoint + "/moto-api/reset", method="POST"), timeout=30).read()
+
+
 def terraform(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     out = subprocess.run(["terraform", *args, "-no-color"], cwd=work, env=env,
                          capture_output=True, text=True, timeout=600)
@@ -151,6 +158,7 @@ def test_the_quick_start_applies_as_written(tmp_path, moto_endpoint):
     if version is None:
         missing(f"no hashicorp/aws provider in the filesystem mirror {PLUGINS}")
     work, env = workdir(tmp_path, moto_endpoint, version)
+    fresh(moto_endpoint)
 
     terraform(work, env, "init", "-input=false")
     terraform(work, env, "validate")
@@ -163,7 +171,89 @@ def test_the_quick_start_applies_as_written(tmp_path, moto_endpoint):
     assert re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", outputs["pod_role_arn"]), outputs
     assert outputs["athena_table"] == "access_logs.shop_access_log", outputs
     assert outputs.get("query_role_arn") is None, "nobody may assume the query role, yet it was created"
+
+    # The table Firehose converts with has the app's columns, then the pod's
+    # identity firetail adds; the pod may put to its one stream only.
+    state = applied(work, env)
+    assert table_columns(state) == [c for c, _ in ACCESS_LOG_COLUMNS] + ["pod", "namespace", "node"]
+    assert put_record_batch_resources(state) == [stream_arn(state, "shop-access-log")]
     print(f"quick start applied against moto with hashicorp/aws {version}")
+
+
+def applied(work: Path, env: dict) -> list[dict]:
+    """Every resource and data source in the state, as `terraform show -json` gives them."""
+    state = json.loads(terraform(work, env, "show", "-json").stdout)
+    return state["values"]["root_module"]["resources"]
+
+
+def table_columns(state: list[dict]) -> list[str]:
+    (table,) = [r for r in state if r["type"] == "aws_glue_catalog_table"]
+    (storage,) = table["values"]["storage_descriptor"]
+    return [c["name"] for c in storage["columns"]]
+
+
+def put_record_batch_resources(state: list[dict]) -> list[str]:
+    (policy,) = [r for r in state if r["type"] == "aws_iam_role_policy" and r["name"] == "pod_put_record_batch"]
+    statements = json.loads(policy["values"]["policy"])["Statement"]
+    assert [s["Action"] for s in statements] == ["firehose:PutRecordBatch"], statements
+    resources = statements[0]["Resource"]
+    return [resources] if isinstance(resources, str) else resources
+
+
+def stream_arn(state: list[dict], name: str) -> str:
+    (stream,) = [r for r in state if r["type"] == "aws_kinesis_firehose_delivery_stream"]
+    assert stream["values"]["name"] == name
+    return stream["values"]["arn"]
+
+
+def test_several_streams_and_renamed_identity_columns_apply(tmp_path, moto_endpoint):
+    """The two-source pod (deploy/kubernetes/two-sources): the pod role may put
+    to every stream its sources name, and the identity columns take the names
+    the variables give (or none)."""
+    if shutil.which("terraform") is None:
+        missing("terraform not installed")
+    version = mirrored_aws_version()
+    if version is None:
+        missing(f"no hashicorp/aws provider in the filesystem mirror {PLUGINS}")
+    work, env = workdir(tmp_path, moto_endpoint, version)
+    tfvars = work / "terraform.tfvars"
+    tfvars.write_text(re.sub(r'^stream_name\s*=.*\n', "", tfvars.read_text(), flags=re.M))
+    with tfvars.open("a") as f:
+        f.write(
+            'stream_name        = "rails-access"\n'
+            'extra_stream_names = ["sidekiq-jobs", "audit.v2"]\n'
+            'pod_column         = "k8s_pod"\n'
+            'node_column        = ""\n'
+            'source_column      = "source"\n'
+            'file_column        = "file"\n'
+        )
+
+    fresh(moto_endpoint)
+    terraform(work, env, "init", "-input=false")
+    terraform(work, env, "apply", "-input=false", "-auto-approve")
+
+    state = applied(work, env)
+    assert table_columns(state) == [c for c, _ in ACCESS_LOG_COLUMNS] + ["k8s_pod", "namespace", "source", "file"]
+    rails = stream_arn(state, "rails-access")
+    prefix = rails.removesuffix("rails-access")
+    assert prefix.endswith(":deliverystream/"), rails
+    # IAM keeps a policy's resources as a set.
+    assert sorted(put_record_batch_resources(state)) == sorted([rails, prefix + "sidekiq-jobs", prefix + "audit.v2"])
+
+
+def test_a_column_name_twice_is_refused(tmp_path, moto_endpoint):
+    if shutil.which("terraform") is None:
+        missing("terraform not installed")
+    version = mirrored_aws_version()
+    if version is None:
+        missing(f"no hashicorp/aws provider in the filesystem mirror {PLUGINS}")
+    work, env = workdir(tmp_path, moto_endpoint, version)
+    with (work / "terraform.tfvars").open("a") as f:
+        f.write('node_column = "path"\n')
+    terraform(work, env, "init", "-input=false")
+    out = subprocess.run(["terraform", "plan", "-input=false", "-no-color"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0 and "must differ from each other" in " ".join(out.stderr.split()), out.stderr[-2000:]
 
 
 def test_naming_who_may_query_adds_the_query_role(tmp_path, moto_endpoint):

@@ -1,5 +1,5 @@
 """Checks of deploy/terraform, without Terraform or AWS: the files parse, the
-pod role can do nothing but PutRecordBatch on this stream (and firetail's source
+pod role can do nothing but PutRecordBatch on its streams (and firetail's source
 calls nothing else), IRSA trusts exactly the service account the manifests use,
 and the Firehose prefix, the Glue columns and Athena's projection agree with
 each other and with the access log."""
@@ -121,9 +121,17 @@ def test_pod_role_may_only_put_record_batch_on_this_stream(tf):
         assert "not_actions" not in statement and "not_resources" not in statement
         assert "condition" not in statement or statement["condition"], statement
         allowed_actions |= set(statement["actions"])
-        allowed_resources |= set(statement["resources"])
+        resources = statement["resources"]
+        allowed_resources |= {resources} if isinstance(resources, str) else set(resources)
     assert allowed_actions == {"firehose:PutRecordBatch"}, allowed_actions
-    assert allowed_resources == {f"${{aws_kinesis_firehose_delivery_stream.{stream_name}.arn}}"}, allowed_resources
+    # This stream, and the ones extra_stream_names lists, as delivery-stream
+    # ARNs in this account and region (the applied policy: test_quick_start.py).
+    this_stream = f"aws_kinesis_firehose_delivery_stream.{stream_name}.arn"
+    extra = (
+        '[for s in var.extra_stream_names : '
+        '"arn:${local.partition}:firehose:${var.region}:${local.account_id}:deliverystream/${s}"]'
+    )
+    assert allowed_resources == {f"${{concat([{this_stream}], {extra})}}"}, allowed_resources
 
 
 def firehose_operations_called_in_src() -> set[str]:
@@ -318,19 +326,46 @@ def test_athena_named_query_restricts_datepath(tf):
         assert re.search(r"\bdatepath\s*(=|>=|<=|>|<|between|in)", query["query"], re.I), f"{name} scans every day"
 
 
+# The columns firetail adds (--add-field from the Downward API), with the
+# Terraform variables' defaults; source_column and file_column default to none.
+ADDED_COLUMNS = [("pod", "string"), ("namespace", "string"), ("node", "string")]
+
+
+def added_columns(tf, values: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """local.added_columns with each `${var.X}` name resolved from `values`,
+    else the variable's default; a name that is "" is no column."""
+    resolved = {**tf_variable_defaults(tf), **(values or {})}
+    columns = []
+    for c in tf_locals(tf)["added_columns"]:
+        m = re.fullmatch(r"\$\{var\.(\w+)\}", c["name"])
+        assert m, f"an added column's name should be a variable: {c['name']}"
+        if resolved[m.group(1)]:
+            columns.append((resolved[m.group(1)], c["type"]))
+    return columns
+
+
 def glue_columns(tf) -> list[tuple[str, str]]:
+    """The Glue table's columns with the variables' defaults: the app's, then firetail's."""
     table = next(iter(tf_blocks(tf, "resource", "aws_glue_catalog_table").values()))
     storage = one(table["storage_descriptor"])
-    static = [(c["name"], c["type"]) for c in storage.get("columns", [])]
-    dynamic = [d["columns"] for d in storage.get("dynamic", []) if "columns" in d]
-    if dynamic:
-        assert one(dynamic)["for_each"] == "${local.access_log_columns}"
-        static += [(c["name"], c["type"]) for c in tf_locals(tf)["access_log_columns"]]
-    return static
+    assert not storage.get("columns"), "the columns come from local.table_columns only"
+    (dynamic,) = [d["columns"] for d in storage.get("dynamic", []) if "columns" in d]
+    assert dynamic["for_each"] == "${local.table_columns}"
+    assert tf_locals(tf)["table_columns"] == (
+        '${concat(local.access_log_columns, [for c in local.added_columns : c if c.name != ""])}'
+    )
+    app = [(c["name"], c["type"]) for c in tf_locals(tf)["access_log_columns"]]
+    return app + added_columns(tf)
+
+
+def app_columns(tf) -> list[tuple[str, str]]:
+    return [(c["name"], c["type"]) for c in tf_locals(tf)["access_log_columns"]]
 
 
 def test_glue_columns_match_the_access_log(tf):
-    assert glue_columns(tf) == ACCESS_LOG_COLUMNS
+    assert app_columns(tf) == ACCESS_LOG_COLUMNS
+    assert glue_columns(tf) == ACCESS_LOG_COLUMNS + ADDED_COLUMNS
+
 
 
 def demo_writer_keys() -> set[str] | None:
@@ -355,7 +390,7 @@ def demo_writer_keys() -> set[str] | None:
 def test_demo_writer_writes_the_columns_of_the_table(tf):
     keys = demo_writer_keys()
     assert keys is not None, "scripts/demo_helper.py writes no access-log line the test can read"
-    columns = {name for name, _ in glue_columns(tf)}
+    columns = {name for name, _ in app_columns(tf)}
     # A column the log never has is always NULL; a key the table lacks is
     # dropped silently by Firehose's conversion.
     assert keys == columns, (

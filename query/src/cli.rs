@@ -95,6 +95,43 @@ pub struct FilterArgs {
     /// COLUMN=TEXT: the column contains TEXT.
     #[arg(long = "contains", value_name = "COLUMN=TEXT")]
     pub contains: Vec<String>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+/// The pod's identity firetail adds to every line, and the source it came from: each
+/// given value is an equality on its column, whose name the table decides (Terraform's
+/// pod_column, namespace_column, node_column, source_column).
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// Only the lines of this pod (its name, e.g. shop-web-7d4b9c-x2x8q).
+    #[arg(long, value_name = "NAME")]
+    pub pod: Option<String>,
+    /// Only the lines of pods in this namespace.
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// Only the lines of pods on this node.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Only the lines of this firetail source (needs a source column: --source-field).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// The column holding the pod's name.
+    #[arg(long, env = "FIRETAIL_QUERY_POD_COLUMN", default_value = "pod")]
+    pub pod_column: String,
+    /// The column holding the pod's namespace.
+    #[arg(
+        long,
+        env = "FIRETAIL_QUERY_NAMESPACE_COLUMN",
+        default_value = "namespace"
+    )]
+    pub namespace_column: String,
+    /// The column holding the node's name.
+    #[arg(long, env = "FIRETAIL_QUERY_NODE_COLUMN", default_value = "node")]
+    pub node_column: String,
+    /// The column holding the source's name.
+    #[arg(long, env = "FIRETAIL_QUERY_SOURCE_COLUMN", default_value = "source")]
+    pub source_column: String,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +226,38 @@ impl FilterArgs {
                 filters.push(Filter::like(col, kind, text).map_err(flag(name))?);
             }
         }
+        filters.extend(self.identity.filters()?);
+        Ok(filters)
+    }
+}
+
+impl IdentityArgs {
+    /// One equality per value given, on its column; a column name is checked only when
+    /// its value is given, so a bad default never stops a query that does not use it.
+    pub fn filters(&self) -> Result<Vec<Filter>, String> {
+        let given = [
+            ("--pod", &self.pod, "--pod-column", &self.pod_column),
+            (
+                "--namespace",
+                &self.namespace,
+                "--namespace-column",
+                &self.namespace_column,
+            ),
+            ("--node", &self.node, "--node-column", &self.node_column),
+            (
+                "--source",
+                &self.source,
+                "--source-column",
+                &self.source_column,
+            ),
+        ];
+        let mut filters = Vec::new();
+        for (name, value, column_flag, column) in given {
+            let Some(value) = value else { continue };
+            let col = Ident::new("column", column).map_err(flag(column_flag))?;
+            let value = Value::for_column(&col, value).map_err(flag(name))?;
+            filters.push(Filter::Eq(col, value));
+        }
         Ok(filters)
     }
 }
@@ -241,3 +310,7 @@ impl SearchArgs {
         Ok((Ident::new("column", col).map_err(flag("--order"))?, dir))
     }
 }
+
+#[cfg(test)]
+#[path = "cli_tests.rs"]
+mod tests;

@@ -48,6 +48,15 @@ pub const ACCESS_LOG_COLUMNS: &[(&str, ColumnType)] = &[
     ("level", ColumnType::String),
 ];
 
+/// The columns firetail adds to every line (deploy/terraform/glue.tf, `added_columns`,
+/// with the Terraform variables' defaults): the pod's name, namespace and node, from the
+/// Downward API. Strings, after the access log's own columns.
+pub const IDENTITY_COLUMNS: &[&str] = &["pod", "namespace", "node"];
+
+/// The column of the source's name when the table has one (Terraform `source_column`,
+/// firetail's `--source-field`); not in the table by default.
+pub const SOURCE_COLUMN: &str = "source";
+
 /// Why a query could not be built: always the user's input, so always exit 2.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SqlError {

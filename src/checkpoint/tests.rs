@@ -41,7 +41,7 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 fn write_is_atomic_and_skips_unchanged_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let p = Progress::default();
     p.open(0, &Chain::default(), &id(), Path::new("/x"), 5);
     p.seen(0, 5, 1_700_000_000_000_000_001);
@@ -65,7 +65,7 @@ fn a_version_1_checkpoint_resumes_where_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
     std::fs::write(&path, br#"{"version":1,"files":[{"path":"/x","dev":1,"inode":2,"fingerprint_len":3,"fingerprint":"0000000000000abc","offset":77}]}"#).unwrap();
-    let entries = Checkpointer::new(&path, Arc::new(Metrics::new()))
+    let entries = Checkpointer::new(&path, Arc::new(Metrics::default()))
         .try_load()
         .unwrap();
     assert_eq!(entries[0].offset, 77);
@@ -85,7 +85,7 @@ fn corrupt_checkpoints_are_moved_aside_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");
         std::fs::write(&path, bad).unwrap();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let mut cp = Checkpointer::new(&path, metrics.clone());
         assert!(cp.try_load().unwrap().is_empty());
         assert!(!path.exists());
@@ -103,7 +103,7 @@ fn an_unreadable_checkpoint_is_left_in_place_and_not_resumed_from_scratch() {
     for fault in [Fault::Denied, Fault::Eio] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let p = Progress::default();
         p.open(0, &Chain::default(), &id(), Path::new("/x"), 42);
         Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
@@ -135,7 +135,7 @@ fn an_unreadable_checkpoint_is_left_in_place_and_not_resumed_from_scratch() {
 async fn loading_waits_for_an_unreadable_checkpoint_and_is_not_ready_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let p = Progress::default();
     p.open(0, &Chain::default(), &id(), Path::new("/x"), 42);
     Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
@@ -165,7 +165,7 @@ async fn loading_waits_for_an_unreadable_checkpoint_and_is_not_ready_meanwhile()
 fn a_complete_leftover_temp_file_wins_over_an_older_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let p = Progress::default();
     p.open(0, &Chain::default(), &id(), Path::new("/x"), 5);
     Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
@@ -183,7 +183,7 @@ fn a_complete_leftover_temp_file_wins_over_an_older_checkpoint() {
 fn an_incomplete_leftover_temp_file_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let p = Progress::default();
     p.open(0, &Chain::default(), &id(), Path::new("/x"), 5);
     Checkpointer::new(&path, metrics.clone()).write(&p).unwrap();
@@ -200,7 +200,7 @@ fn an_incomplete_leftover_temp_file_is_ignored() {
 async fn the_checkpoint_catches_up_after_the_disk_heals_without_new_acknowledgements() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let progress = Arc::new(Progress::new(1000, Default::default()));
     progress.open(0, &Chain::default(), &id(), Path::new("/x"), 0);
     let disk = Faulty::default();
@@ -289,7 +289,7 @@ fn a_version_2_checkpoint_is_placed_in_the_configured_sources() {
         ("web", PathBuf::from("/log/web.log")),
         ("api", PathBuf::from("/log/api-*.log")),
     ];
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let mut cp = Checkpointer::new(&path, metrics.clone()).with_sources(&sources);
     let entries = cp.try_load().unwrap();
     let got: Vec<_> = entries
@@ -333,7 +333,7 @@ fn a_version_2_checkpoint_is_placed_in_the_configured_sources() {
 fn a_removed_source_loses_its_entries_on_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp.json");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let p = Progress::default();
     p.open(
         0,

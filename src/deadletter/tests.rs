@@ -53,7 +53,7 @@ fn rotated(path: &Path) -> PathBuf {
 async fn entries_are_synced_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dead.jsonl");
-    let dl = DeadLetter::new(&path, 1 << 20, Arc::new(Metrics::new()));
+    let dl = DeadLetter::new(&path, 1 << 20, Arc::new(Metrics::default()));
     let data = Bytes::from_static(b"{\"x\":1}\n");
     dl.write_retrying(Path::new("/a.log"), 7, DeadLetterReason::Oversize, &data, 8)
         .await;
@@ -79,7 +79,7 @@ async fn a_full_disk_holds_the_line_and_tears_nothing() {
     let dl = Arc::new(DeadLetter::with_store(
         &path,
         1 << 20,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         disk.shared(),
     ));
     let line = Bytes::from(vec![b'x'; 200_000]);
@@ -122,7 +122,7 @@ fn a_failed_fsync_writes_the_unsynced_entries_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dead.jsonl");
     let disk = Faulty::default();
-    let mut w = Writer::new(&path, 1 << 20, disk.shared(), Arc::new(Metrics::new()));
+    let mut w = Writer::new(&path, 1 << 20, disk.shared(), Arc::new(Metrics::default()));
     w.write(pending(1, b"a\n")).unwrap();
     w.sync().unwrap();
     w.write(pending(2, b"b\n")).unwrap();
@@ -138,7 +138,7 @@ fn a_failed_fsync_writes_the_unsynced_entries_again() {
 fn a_torn_entry_left_by_a_crash_is_cut_before_appending() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dead.jsonl");
-    let mut w = Writer::new(&path, 1 << 20, Disk::shared(), Arc::new(Metrics::new()));
+    let mut w = Writer::new(&path, 1 << 20, Disk::shared(), Arc::new(Metrics::default()));
     w.write(pending(1, b"a\n")).unwrap();
     w.sync().unwrap();
     drop(w);
@@ -147,7 +147,7 @@ fn a_torn_entry_left_by_a_crash_is_cut_before_appending() {
         .open(&path)
         .unwrap();
     std::io::Write::write_all(&mut f, b"{\"time\":\"2026-").unwrap();
-    let mut w = Writer::new(&path, 1 << 20, Disk::shared(), Arc::new(Metrics::new()));
+    let mut w = Writer::new(&path, 1 << 20, Disk::shared(), Arc::new(Metrics::default()));
     w.write(pending(2, b"b\n")).unwrap();
     w.sync().unwrap();
     assert_eq!(offsets(&path), vec![1, 2]);
@@ -157,7 +157,7 @@ fn a_torn_entry_left_by_a_crash_is_cut_before_appending() {
 fn rotation_keeps_one_older_file_and_counts_what_it_drops() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dead.jsonl");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let one = pending(0, &[b'x'; 300]).encoded_len();
     // Three entries fit; the fourth rotates.
     let mut w = Writer::new(&path, one * 3 + 10, Disk::shared(), metrics.clone());
@@ -217,7 +217,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dead.jsonl");
         let disk = Faulty::default();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let mut w = Writer::new(&path, max_bytes, disk.shared(), metrics.clone());
         let mut written = Vec::new();
         for (i, op) in ops.iter().enumerate() {

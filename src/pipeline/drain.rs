@@ -143,7 +143,7 @@ impl Pipeline {
                     break DrainEnd::SecondSignal;
                 }
                 _ = tick.tick() => tracing::info!(
-                    lines_left = self.metrics.lines_read.get().saturating_sub(settled(&self.metrics)),
+                    lines_left = self.metrics.total_lines_read().saturating_sub(settled(&self.metrics)),
                     seconds_left = deadline.saturating_duration_since(Instant::now()).as_secs_f64(),
                     "Drain in progress."
                 ),

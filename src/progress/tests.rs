@@ -24,7 +24,7 @@ fn span(start: u64, end: u64) -> Span {
 fn the_oldest_unacked_age_is_read_at_each_scrape() {
     let p = std::sync::Arc::new(Progress::default());
     p.open(0, &Chain::default(), &id(), Path::new("/log"), 0);
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = crate::metrics::Metrics::default();
     metrics.sample_age({
         let p = p.clone();
         move || p.oldest_unacked_age()

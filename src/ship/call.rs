@@ -17,7 +17,7 @@ use crate::deadletter::DeadLetter;
 use crate::firehose::billable;
 use crate::health::Health;
 use crate::log_throttle::LogThrottle;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StreamMetrics};
 use crate::outcome::{CallOutcome, DeadLetterReason};
 use crate::progress::Progress;
 use crate::wait::Backoff;
@@ -46,6 +46,8 @@ macro_rules! log_answer {
 pub struct Shipper {
     client: Client,
     stream: String,
+    /// The lane's index: which stream's series the calls count in.
+    lane: usize,
     adaptive: bool,
     pub(super) progress: Arc<Progress>,
     pub(super) metrics: Arc<Metrics>,
@@ -59,9 +61,16 @@ pub struct Shipper {
 }
 
 impl Shipper {
+    /// The series of this lane's stream.
+    pub(super) fn lane_metrics(&self) -> &StreamMetrics {
+        self.metrics.stream(self.lane)
+    }
+
+    /// The shipper of lane `lane`: it sends to the stream `metrics.stream(lane)` is
+    /// named for, and counts its calls there.
     pub fn new(
         client: Client,
-        stream: String,
+        lane: usize,
         adaptive: bool,
         progress: Arc<Progress>,
         metrics: Arc<Metrics>,
@@ -70,7 +79,8 @@ impl Shipper {
     ) -> Shipper {
         Shipper {
             client,
-            stream,
+            stream: metrics.stream(lane).name.clone(),
+            lane,
             adaptive,
             progress,
             metrics,
@@ -149,7 +159,7 @@ impl Shipper {
                 None
             }
             Answer::Config { what, detail } => {
-                self.metrics.call(CallOutcome::ConfigError);
+                self.lane_metrics().call(CallOutcome::ConfigError);
                 self.health.config_error.store(true, Ordering::Relaxed);
                 if let Some(n) = self.config_log.note(recs.len() as u64) {
                     log_answer!(error, detail, stream = %self.stream, records_waiting = n, "Firehose refuses delivery: {what}. Lines are kept and retried until it is fixed.");
@@ -179,11 +189,11 @@ impl Shipper {
         detail: &Detail,
         records: usize,
     ) {
-        self.metrics.call(outcome);
-        self.metrics.records_retried.inc_by(records as u64);
+        self.lane_metrics().call(outcome);
+        self.lane_metrics().records_retried.inc_by(records as u64);
         if throttled {
-            self.metrics.throttled.inc();
-            self.metrics.throttled_calls.inc();
+            self.lane_metrics().throttled.inc();
+            self.lane_metrics().throttled_calls.inc();
         }
         if maybe_delivered {
             self.metrics.duplicates_possible.inc_by(records as u64);
@@ -209,7 +219,7 @@ impl Shipper {
         detail: &Detail,
         ended: &mut Ended,
     ) {
-        self.metrics.call(outcome);
+        self.lane_metrics().call(outcome);
         if recs.len() > 1 {
             let bytes: usize = recs.iter().map(|r| r.data.len()).sum();
             log_answer!(
@@ -249,7 +259,7 @@ impl Shipper {
                     .expect("data is set")
             })
             .collect();
-        self.metrics.in_flight.inc();
+        self.lane_metrics().in_flight.inc();
         let started = Instant::now();
         let result = self
             .client
@@ -261,7 +271,7 @@ impl Shipper {
         self.metrics
             .call_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.in_flight.dec();
+        self.lane_metrics().in_flight.dec();
         classify(result)
     }
 
@@ -278,11 +288,13 @@ impl Shipper {
             if let Some(n) = self.retry_log.note(recs.len() as u64) {
                 tracing::warn!(records = n, sent = recs.len(), answered = codes.len(), "PutRecordBatch answer does not line up with the request; resending the whole call (duplicates possible).");
             }
-            self.metrics.call(CallOutcome::BadResponse);
+            self.lane_metrics().call(CallOutcome::BadResponse);
             self.metrics.duplicates_possible.inc_by(recs.len() as u64);
             return (recs, 0);
         }
         let mut failed = Vec::new();
+        // The accepted records' sources and lines, counted per source once the loop ends.
+        let mut accepted = Vec::with_capacity(recs.len());
         let mut throttled = 0usize;
         // Summed here and added once per call: four atomic adds per record add up.
         let (mut records, mut lines, mut bytes, mut billed) = (0u64, 0u64, 0u64, 0u64);
@@ -292,6 +304,7 @@ impl Shipper {
                     let len = r.data.len() as u64;
                     records += 1;
                     lines += u64::from(r.meta.lines);
+                    accepted.push((r.meta.source, r.meta.lines));
                     bytes += len;
                     billed += billable(len);
                     settled.push(r.batch);
@@ -305,22 +318,29 @@ impl Shipper {
             }
         }
         self.metrics.records_shipped.inc_by(records);
-        self.metrics.lines_shipped.inc_by(lines);
+        self.metrics.count_by_source(
+            accepted.iter().map(|&(source, n)| (source, u64::from(n))),
+            |s| &s.lines_shipped,
+        );
         // The ledger's own count, for the drain report to check the counters against;
         // here rather than when the queue learns of the call, so that a call cut by the
         // deadline in its backoff has counted its accepted lines in both or neither.
         self.progress.settled(lines);
         self.metrics.bytes_shipped.inc_by(bytes);
         self.metrics.billable_bytes.inc_by(billed);
-        self.metrics.call(if failed.is_empty() {
+        self.lane_metrics().call(if failed.is_empty() {
             CallOutcome::Ok
         } else {
             CallOutcome::Partial
         });
         if !failed.is_empty() {
-            self.metrics.records_retried.inc_by(failed.len() as u64);
-            self.metrics.throttled.inc_by(throttled as u64);
-            self.metrics.throttled_records.inc_by(throttled as u64);
+            self.lane_metrics()
+                .records_retried
+                .inc_by(failed.len() as u64);
+            self.lane_metrics().throttled.inc_by(throttled as u64);
+            self.lane_metrics()
+                .throttled_records
+                .inc_by(throttled as u64);
             if let Some(n) = self.retry_log.note(failed.len() as u64) {
                 tracing::warn!(
                     records = n,
@@ -351,6 +371,8 @@ impl Shipper {
             .write_retrying(&file, meta.offset, reason, data, data.len() as u64)
             .await;
         self.dead_letter.sync().await;
-        self.metrics.dead_letter(reason, u64::from(meta.lines));
+        self.metrics
+            .source(meta.source)
+            .dead_letter(reason, u64::from(meta.lines));
     }
 }

@@ -26,7 +26,7 @@ use super::{Ended, Rec, Shipper};
 use crate::firehose::{BATCH_BYTES, MAX_BATCH_RECORDS};
 use crate::flush_clock::Pace;
 use crate::handover::Batch;
-use crate::metrics::Metrics;
+use crate::metrics::StreamMetrics;
 use crate::progress::{Progress, Span};
 use crate::wait::sleep_until_opt;
 
@@ -162,7 +162,6 @@ pub async fn run(
     settings: ShipSettings,
 ) -> anyhow::Result<()> {
     let progress = shipper.progress.clone();
-    let metrics = shipper.metrics.clone();
     let mut control = Control::new(
         settings.adaptive,
         settings.max_in_flight,
@@ -174,7 +173,7 @@ pub async fn run(
     let mut open = true;
     loop {
         let wake = start_calls(&mut queue, &mut control, &mut calls, &shipper);
-        publish(&control, &settings.pace, &metrics);
+        publish(&control, &settings.pace, shipper.lane_metrics());
         if !queue.has_room() {
             control.backed_up(Instant::now());
         }
@@ -226,7 +225,7 @@ fn start_calls(
 }
 
 /// The adaptive values, as gauges and for the batch stage.
-fn publish(control: &Control, pace: &Pace, metrics: &Metrics) {
+fn publish(control: &Control, pace: &Pace, metrics: &StreamMetrics) {
     let flush = control.flush_interval();
     pace.set(flush);
     metrics.flush_interval_seconds.set(flush.as_secs_f64());

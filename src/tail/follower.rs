@@ -97,7 +97,7 @@ pub struct Follower {
     health: Arc<Health>,
     /// The source and the path this follower follows, stamped on every file it opens.
     chain: Chain,
-    source: SourceId,
+    pub(super) source: SourceId,
     pub(super) current: Current,
     /// Files rotated away, oldest first.
     pub(super) rotated: VecDeque<Handle>,
@@ -223,7 +223,7 @@ impl Follower {
             offset,
             &self.progress,
         )?;
-        self.metrics.files_opened.inc();
+        self.metrics.source(self.source).files_opened.inc();
         Ok(h)
     }
 

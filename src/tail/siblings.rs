@@ -253,7 +253,7 @@ impl Follower {
                 return Ok(Err(old));
             }
         };
-        self.metrics.truncations.inc();
+        self.metrics.source(self.source).truncations.inc();
         let truncated_path = old.path.clone();
         let (copy, truncated_file) = match found {
             Some((file, meta, path)) => {

@@ -59,10 +59,7 @@ fn readyz(addr: &str) -> u16 {
 
 /// The value of one sample in the Prometheus text, 0 when absent.
 fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse::<f64>().expect("a number") as u64)
-        .unwrap_or(0)
+    crate::support::firetail::sample(text, series).map_or(0, |v| v as u64)
 }
 
 fn message(v: &serde_json::Value) -> &str {

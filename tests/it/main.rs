@@ -20,6 +20,7 @@ mod follower_model;
 mod memory;
 mod operate;
 mod operate_hardening;
+mod operate_sources;
 mod pressure;
 mod promises;
 mod promises_files;

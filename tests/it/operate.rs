@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::eventually;
 use crate::support::fake_firehose::{CallError, FakeConfig, FakeFirehose, Faults};
-use crate::support::firetail::{access_lines, append, aws_env, base_args, http_get, Firetail};
+use crate::support::firetail::{
+    access_lines, append, aws_env, base_args, http_get, name_and_labels, Firetail,
+};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -95,9 +97,24 @@ fn scrape(ft: &Firetail) -> HashMap<String, f64> {
     parse_metrics(&body)
 }
 
-fn value(m: &HashMap<String, f64>, name: &str) -> f64 {
-    *m.get(name)
-        .unwrap_or_else(|| panic!("no sample {name}; have {:?}", m.keys()))
+/// The sum of the samples of `series` (a name and some of its labels) over the labels
+/// it does not give (`source`, `stream`); panics when none matches.
+fn value(m: &HashMap<String, f64>, series: &str) -> f64 {
+    let (name, want) = name_and_labels(series);
+    let matching: Vec<f64> = m
+        .iter()
+        .filter(|(key, _)| {
+            let (n, labels) = name_and_labels(key);
+            n == name && want.iter().all(|w| labels.contains(w))
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    assert!(
+        !matching.is_empty(),
+        "no sample {series}; have {:?}",
+        m.keys()
+    );
+    matching.iter().sum()
 }
 
 fn billable(len: usize) -> u64 {
@@ -459,8 +476,9 @@ fn text_logs_are_plain_text() {
 }
 
 /// The termination message (Kubernetes' `terminationMessagePath`, shown by `kubectl
-/// describe pod`) carries the drain's outcome: a clean drain says exit 0, and a drain
-/// that ran out of time says exit 1 with the undelivered count, matching the exit code.
+/// describe pod`) carries the drain's outcome, in all and per source: a clean drain
+/// says exit 0, and a drain that ran out of time says exit 1 with the undelivered
+/// count, matching the exit code.
 #[test]
 fn the_termination_message_tells_the_drain_outcome() {
     let fake = FakeFirehose::start(FakeConfig::default());
@@ -475,12 +493,15 @@ fn the_termination_message_tells_the_drain_outcome() {
     ft.term();
     assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
     let text = std::fs::read_to_string(&message).unwrap();
-    let (head, json) = text.split_once('\n').unwrap();
+    let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
-        head,
-        "firetail exit 0: drain drained, 200 lines read, 200 shipped, 0 undelivered"
+        lines[..2],
+        [
+            "firetail exit 0: drain drained, 200 lines read, 200 shipped, 0 undelivered",
+            "source default: 200 read, 200 shipped, 0 dead-lettered, 0 skipped, 0 undelivered"
+        ]
     );
-    let report: serde_json::Value = serde_json::from_str(json).unwrap();
+    let report: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
     assert_eq!(report["lines_shipped"], 200);
 
     // Firehose down for good: the drain deadline passes with every line undelivered.

@@ -129,9 +129,7 @@ fn checkpoint_offset(path: &Path) -> Option<u64> {
 /// One sample of the Prometheus text, 0 when absent.
 fn metric(addr: &str, series: &str) -> u64 {
     let (_, text) = http_get(addr, "/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0, |v| v.trim().parse::<f64>().expect("a number") as u64)
+    crate::support::firetail::sample(&text, series).map_or(0, |v| v as u64)
 }
 
 /// Every entry of a dead-letter file, parsed one line at a time (a torn or glued entry

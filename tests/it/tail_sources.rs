@@ -36,7 +36,17 @@ fn settings(sources: &[&Path], max_files: usize, read_from: ReadFrom) -> TailSet
 
 fn start(s: TailSettings, entries: &[FileEntry]) -> (Tail, Arc<Progress>) {
     let progress = Arc::new(Progress::default());
-    let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+    // Series for every source id this tail may stamp (a lane's ids need not start at 0).
+    let ids = s
+        .sources
+        .iter()
+        .chain(&s.others)
+        .map(|s| s.id)
+        .max()
+        .unwrap_or(0);
+    let names: Vec<String> = (0..=ids).map(|i| format!("s{i}")).collect();
+    let m = Arc::new(Metrics::new(&names, &["stream".to_string()]));
+    let h = Arc::new(Health::default());
     (
         Tail::new(s, entries, progress.clone(), m, h).unwrap(),
         progress,
@@ -406,7 +416,7 @@ fn a_full_share_of_the_window_blocks_the_file_and_room_resumes_it() {
     let line = format!("{}\n", "x".repeat(99));
     append(&log, &line.repeat(10_000));
     let progress = Arc::new(Progress::new(64 * 1024, Default::default()));
-    let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+    let (m, h) = (Arc::new(Metrics::default()), Arc::new(Health::default()));
     let s = settings(&[&log], 100, ReadFrom::Beginning);
     let mut t = Tail::new(s, &[], progress.clone(), m, h).unwrap();
     let mut out = Vec::new();

@@ -160,9 +160,7 @@ const WINDOW: u64 = 4 * 1024 * 1024;
 
 fn gauge(addr: &str, series: &str) -> u64 {
     let text = http_get(addr, "/metrics").1;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0, |v| v.trim().parse::<f64>().unwrap_or(0.0) as u64)
+    crate::support::firetail::sample(&text, series).map_or(0, |v| v as u64)
 }
 
 /// One record fails "Slow down." call after call while every other call succeeds:

@@ -14,11 +14,11 @@ use serde_json::Value as Json;
 
 use firetail_query::sql::{
     self, Direction, Filter, Ident, Query, SearchSpec, TableRef, Value, VerifySpec,
-    ACCESS_LOG_COLUMNS,
+    ACCESS_LOG_COLUMNS, IDENTITY_COLUMNS,
 };
 use firetail_query::timerange::SEARCH_LATE;
 
-use crate::engine_world::{column, in_days, in_time, matches, world, Row, World};
+use crate::engine_world::{column, in_days, in_time, matches, world, FilterSpec, Row, World};
 use crate::support::engine::{table_columns, Answer, Engine};
 
 const DATABASE: &str = "access_logs";
@@ -181,6 +181,8 @@ struct Coverage {
     rows_returned: usize,
     searches_with_rows: u32,
     rows_only_out_of_days: usize,
+    /// Searches with a --pod/--namespace/--node/--source filter that returned rows.
+    identity_searches_with_rows: u32,
 }
 
 #[test]
@@ -220,6 +222,11 @@ fn queries_return_exactly_the_rows_a_reference_filter_selects_and_no_other_day()
             let n = search_answer.as_ref().map_or(0, Vec::len);
             c.rows_returned += n;
             c.searches_with_rows += u32::from(n > 0);
+            let identity = w
+                .filters
+                .iter()
+                .any(|f| matches!(f, FilterSpec::Identity(..)));
+            c.identity_searches_with_rows += u32::from(n > 0 && identity);
             let (days, bounds) = (w.range.search_days(), w.range.bounds());
             c.rows_only_out_of_days += w
                 .rows
@@ -237,7 +244,9 @@ fn queries_return_exactly_the_rows_a_reference_filter_selects_and_no_other_day()
         panic!("{e}");
     }
     assert!(
-        c.searches_with_rows > 0 && c.rows_only_out_of_days > 0,
+        c.searches_with_rows > 0
+            && c.rows_only_out_of_days > 0
+            && c.identity_searches_with_rows > 0,
         "{c:?}"
     );
 }
@@ -300,14 +309,40 @@ fn the_engine_substitutes_parameters_as_text_as_athena_does() {
     );
 }
 
-/// The engine's table is the Glue table: the query builder's column list, which the
-/// engine's table is made from, has the columns and types of deploy/terraform/glue.tf.
+/// The default of Terraform variable `name` in deploy/terraform/variables.tf.
+fn variable_default(variables: &str, name: &str) -> String {
+    let block = &variables[variables
+        .find(&format!("variable \"{name}\" {{"))
+        .unwrap_or_else(|| panic!("no variable {name}"))..];
+    let line = block
+        .lines()
+        .find(|l| l.trim_start().starts_with("default"))
+        .unwrap_or_else(|| panic!("variable {name} has no default"));
+    line.split('"').nth(1).unwrap_or_default().to_string()
+}
+
+/// The engine's table is the Glue table: the query builder's column lists, which the
+/// engine's table is made from, have the columns and types of deploy/terraform/glue.tf
+/// (with the variables' defaults for the columns firetail adds: the pod's identity; the
+/// source and file columns are off unless named).
 #[test]
 fn the_engine_table_has_the_glue_tables_columns() {
-    let glue = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/terraform/glue.tf"),
-    )
-    .unwrap();
+    let terraform = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/terraform");
+    let glue = std::fs::read_to_string(terraform.join("glue.tf")).unwrap();
+    let variables = std::fs::read_to_string(terraform.join("variables.tf")).unwrap();
+    let added: Vec<String> = glue
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("{ name = var."))
+        .map(|rest| variable_default(&variables, &rest[..rest.find(',').unwrap()]))
+        .collect();
+    let identity: Vec<String> = IDENTITY_COLUMNS.iter().map(|c| c.to_string()).collect();
+    assert_eq!(added, [&identity[..], &["".into(), "".into()]].concat());
+    let source = glue
+        .lines()
+        .find(|l| l.contains("{ name = var.") && l.contains("--source-field"))
+        .expect("the source column");
+    assert!(source.contains("name = var.source_column"), "{source}");
+
     let field = |line: &str, name: &str| -> Option<String> {
         let rest = &line[line.find(&format!("{name} = \""))? + name.len() + 4..];
         Some(rest[..rest.find('"')?].to_string())

@@ -8,6 +8,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::Value as Json;
 
+use clap::Parser as _;
+use firetail_query::cli::{Cli, Command};
 use firetail_query::sql::{DayRange, Filter, Ident, LikeMatch, TimeBounds, Value};
 use firetail_query::timerange::{parse_time, utc_day, TimeRange};
 
@@ -62,7 +64,17 @@ pub enum FilterSpec {
     Eq(&'static str, Text),
     Like(&'static str, LikeMatch, Text),
     Number(&'static str, Text),
+    /// `--pod`, `--namespace`, `--node` or `--source` and its value, through the CLI.
+    Identity(&'static str, Text),
 }
+
+/// firetail-query's identity flags and the column each one filters by default.
+const IDENTITY_FLAGS: &[(&str, &str)] = &[
+    ("--pod", "pod"),
+    ("--namespace", "namespace"),
+    ("--node", "node"),
+    ("--source", "source"),
+];
 
 #[derive(Clone, Debug)]
 pub struct World {
@@ -182,8 +194,29 @@ fn row(range: TimeRange) -> impl Strategy<Value = Row> {
         prop::option::weighted(0.9, duration),
     );
     let delay = 0..(2 * DAY + DAY / 2 + DAY / 4);
-    (written, time_text, delay, strings, numbers).prop_map(
-        move |(written, time_text, delay, s, (status, bytes, duration))| {
+    // Pods of two Deployments on two nodes, two sources; sometimes made to break
+    // quoting, sometimes missing (a line shipped before the fields were added).
+    let named = |names: Vec<&'static str>| {
+        prop::option::weighted(
+            0.9,
+            prop_oneof![
+                3 => prop::sample::select(names).prop_map(String::from),
+                1 => nasty(),
+            ],
+        )
+    };
+    let identity = (
+        named(vec![
+            "shop-web-7d4b9c-x2x8q",
+            "shop-web-7d4b9c-k9p2z",
+            "shop-worker-5f6-abcde",
+        ]),
+        named(vec!["shop", "shop-staging"]),
+        named(vec!["ip-10-0-1-7.ec2.internal", "ip-10-0-2-9.ec2.internal"]),
+        named(vec!["rails", "sidekiq"]),
+    );
+    (written, time_text, delay, strings, numbers, identity).prop_map(
+        move |(written, time_text, delay, s, (status, bytes, duration), who)| {
             let received = written + Duration::from_secs(delay) - Duration::from_secs(DAY / 4);
             let time = time_text.format(written);
             let cells = vec![
@@ -197,6 +230,10 @@ fn row(range: TimeRange) -> impl Strategy<Value = Row> {
                 s.4.into(),
                 bytes.into(),
                 s.5.into(),
+                who.0.into(),
+                who.1.into(),
+                who.2.into(),
+                who.3.into(),
                 utc_day(received).into(),
             ];
             Row {
@@ -227,10 +264,12 @@ fn filter() -> impl Strategy<Value = FilterSpec> {
         LikeMatch::Contains,
     ]);
     let numbers = prop::sample::select(vec!["status", "bytes", "duration_ms"]);
+    let identity = prop::sample::select(IDENTITY_FLAGS);
     prop_oneof![
         1 => (strings(), text()).prop_map(|(c, t)| FilterSpec::Eq(c, t)),
         2 => (strings(), kinds, text()).prop_map(|(c, k, t)| FilterSpec::Like(c, k, t)),
         1 => (numbers, text()).prop_map(|(c, t)| FilterSpec::Number(c, t)),
+        2 => (identity, text()).prop_map(|((flag, _), t)| FilterSpec::Identity(flag, t)),
     ]
 }
 
@@ -289,6 +328,15 @@ impl World {
                     .unwrap();
                 Filter::Eq(ident(c), value)
             }
+            FilterSpec::Identity(flag, t) => {
+                let (_, c) = IDENTITY_FLAGS.iter().find(|(f, _)| f == flag).unwrap();
+                let value = self.text(c, t, None);
+                let filter = identity_filter(flag, &value);
+                // The reference filter reads the column from the filter: check here
+                // that it is the flag's own.
+                assert_eq!(filter, Filter::Eq(ident(c), Value::Str(value)), "{flag}");
+                filter
+            }
         }
     }
 
@@ -316,6 +364,24 @@ impl World {
         };
         chars[from..to].iter().collect()
     }
+}
+
+/// What firetail-query makes of `FLAG=VALUE` on its command line: one filter.
+fn identity_filter(flag: &str, value: &str) -> Filter {
+    let args = [
+        "firetail-query",
+        "search",
+        "--last",
+        "1h",
+        &format!("{flag}={value}"),
+    ];
+    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let Command::Search(search) = cli.command else {
+        unreachable!("a search")
+    };
+    let mut filters = search.filters.filters().expect("a valid identity filter");
+    assert_eq!(filters.len(), 1, "{args:?}");
+    filters.pop().unwrap()
 }
 
 fn ident(c: &str) -> Ident {

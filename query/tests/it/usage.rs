@@ -38,6 +38,14 @@ fn bad_flags_exit_2_and_start_no_query() {
     );
     refused(&with_range(&["--columns", "path,\"x\""]), "--columns");
     refused(&with_range(&["--table", "Logs"]), "--table");
+    refused(
+        &with_range(&["--pod", "web-1", "--pod-column", "pod\"; --"]),
+        "--pod-column",
+    );
+    refused(
+        &with_range(&["--node", "n1", "--node-column", "Node"]),
+        "--node-column",
+    );
     refused(&with_range(&["--order", "time:sideways"]), "--order");
     refused(
         &with_range(&["--output-location", "/tmp/x"]),

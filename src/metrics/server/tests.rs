@@ -2,10 +2,13 @@ use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start(limits: Limits) -> (SocketAddr, Arc<Metrics>) {
+    start_with(limits, Arc::new(Health::default())).await
+}
+
+async fn start_with(limits: Limits, health: Arc<Health>) -> (SocketAddr, Arc<Metrics>) {
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::default());
     tokio::spawn(serve_with(listener, metrics.clone(), health, limits));
     (addr, metrics)
 }
@@ -106,7 +109,7 @@ async fn the_default_address_takes_ipv4_and_ipv6() {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(serve_with(
         listener,
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         Arc::new(Health::default()),
         SMALL,
     ));
@@ -185,4 +188,55 @@ fn the_cap_is_a_small_share_of_the_descriptor_limit() {
         cap <= 64 && (cap <= limit / 16 || cap == 4),
         "{cap} of {limit}"
     );
+}
+
+/// Two sources, each with something other than a regular file at its path (a real
+/// FIFO, a real directory): `/readyz` is 503 and its body names each source, its path
+/// and what is there; once both are cleared it is 200 again.
+#[tokio::test]
+async fn readyz_names_every_source_whose_path_is_not_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("web.log");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads one NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let audit = dir.path().join("audit.log");
+    std::fs::create_dir(&audit).unwrap();
+    let kind = |p: &std::path::Path| {
+        let t = std::fs::symlink_metadata(p).unwrap().file_type();
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            "a named pipe (FIFO)"
+        } else if t.is_dir() {
+            "a directory"
+        } else {
+            "a regular file"
+        }
+    };
+    let health = Arc::new(Health::default());
+    health.lane().store(true, Ordering::Relaxed);
+    let (addr, _) = start_with(SMALL, health.clone()).await;
+    assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+    health.set_problem("web", &fifo, Some(kind(&fifo).to_string()));
+    health.set_problem("audit", &audit, Some(kind(&audit).to_string()));
+    let answer = get(addr, "/readyz").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    for want in [
+        format!(
+            "source web: {} is a named pipe (FIFO), not a regular file",
+            fifo.display()
+        ),
+        format!(
+            "source audit: {} is a directory, not a regular file",
+            audit.display()
+        ),
+    ] {
+        assert!(answer.contains(&want), "{want} missing:\n{answer}");
+    }
+    assert!(health.set_problem("web", &fifo, None));
+    let answer = get(addr, "/readyz").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(!answer.contains("source web"), "{answer}");
+    assert!(health.set_problem("audit", &audit, None));
+    assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
 }

@@ -40,7 +40,7 @@ impl Follower {
                 match &self.current {
                     Current::Open(h) if h.identity.same_inode(&meta) => {}
                     Current::Open(_) => {
-                        self.metrics.rotations.inc();
+                        self.metrics.source(self.source).rotations.inc();
                         self.leave_path("Rotation followed; finishing the old file, then reading the new one from offset 0.");
                         self.adopt_unknown_siblings()?;
                         self.open_current();

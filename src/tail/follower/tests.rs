@@ -11,7 +11,7 @@ fn follower(path: &Path, progress: Arc<Progress>) -> Follower {
         source: 0,
         source_name: "default".to_string(),
     };
-    let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+    let (m, h) = (Arc::new(Metrics::default()), Arc::new(Health::default()));
     Follower::new(&settings, &[], progress, m, h).unwrap()
 }
 
@@ -98,7 +98,7 @@ fn at_most_64_finished_rotated_files_stay_open_oldest_let_go_first() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let progress = Arc::new(Progress::default());
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let settings = FollowSettings {
         path: path.clone(),
         read_from: ReadFrom::Beginning,

@@ -28,7 +28,7 @@ struct Shipped {
 /// classification, dead-letter file and counters).
 fn through_batch_stage(w: &World, invalid_json: InvalidJson, aggregate: bool) -> Shipped {
     let dir = tempfile::tempdir_in(world::shm()).unwrap();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let dead_letter = Arc::new(DeadLetter::new(
         &dir.path().join("dead.json"),
         1 << 30,
@@ -72,7 +72,7 @@ fn through_batch_stage(w: &World, invalid_json: InvalidJson, aggregate: bool) ->
     let dead_lettered_invalid_json = metrics.dead_lettered(DeadLetterReason::InvalidJson);
     Shipped {
         records,
-        invalid_json: metrics.invalid_json.get(),
+        invalid_json: metrics.total_invalid_json(),
         dead_lettered_invalid_json,
     }
 }

@@ -95,7 +95,7 @@ fn new_follower(path: &Path, entries: &[FileEntry]) -> (Follower, Arc<Progress>)
         &settings(path),
         entries,
         progress.clone(),
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::default()),
         Arc::new(Health::default()),
     )
     .unwrap();
@@ -448,7 +448,7 @@ impl World {
             return;
         }
         let snap = self.progress.snapshot();
-        Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
+        Checkpointer::new(&self.checkpoint, Arc::new(Metrics::default()))
             .write(&self.progress)
             .unwrap();
         let offsets = snap
@@ -489,7 +489,7 @@ impl World {
         if self.follower.is_some() {
             return;
         }
-        let entries = Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
+        let entries = Checkpointer::new(&self.checkpoint, Arc::new(Metrics::default()))
             .try_load()
             .unwrap();
         let (follower, progress) = new_follower(&self.path, &entries);

@@ -271,14 +271,38 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The value of one sample (`name{labels}` exactly as exposed) in a Prometheus or
-/// OpenMetrics text; None when the series is absent, which a test of "exists at 0"
+/// The sum of the samples of `series` in a Prometheus or OpenMetrics text: `series` is
+/// a name, or a name and some of its labels (`name{reason="oversize"}`), and every
+/// sample of that name whose labels include those counts, whatever its other labels
+/// (`source`, `stream`). None when no sample matches, which a test of "exists at 0"
 /// must tell apart from 0.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
+    let (name, want) = name_and_labels(series);
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            // OpenMetrics may put a timestamp after the value; ours do not.
+            let (n, labels) = name_and_labels(key);
+            (n == name && want.iter().all(|w| labels.contains(w)))
+                .then(|| value.trim().parse::<f64>().ok())?
+        })
+        .fold(None, |sum, v| Some(sum.unwrap_or(0.0) + v))
+}
+
+/// `name{a="x",b="y"}` as `name` and `["a=\"x\"", "b=\"y\""]` (label values here
+/// hold no commas).
+pub fn name_and_labels(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((name, rest)) => (
+            name,
+            rest.trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .collect(),
+        ),
+        None => (series, Vec::new()),
+    }
 }
 
 /// One scrape of `/metrics` (text format 0.0.4); panics unless it answers 200.
@@ -297,7 +321,8 @@ pub fn set(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
     args
 }
 
-/// A labelled counter's value in a scrape; panics when the series is missing.
+/// A counter's value in a scrape, summed over the labels `series` does not name;
+/// panics when the series is missing.
 pub fn counter(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }

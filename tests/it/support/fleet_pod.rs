@@ -248,9 +248,12 @@ fn gauges(addr: &str) -> Option<(f64, f64)> {
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
+    // Each pod here ships to one stream: its series (labelled `stream`) is the one
+    // sample of that name.
     let value = |name: &str| {
         text.lines().find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
+            let (series, v) = l.rsplit_once(' ')?;
+            let n = series.split_once('{').map_or(series, |(n, _)| n);
             (n == name).then(|| v.trim().parse::<f64>().ok())?
         })
     };

@@ -447,10 +447,8 @@ pub fn wait_ready(ft: &Firetail) {
     assert!(ready, "firetail never became ready; logs:\n{}", ft.dump());
 }
 
-/// The value of an unlabelled series in Prometheus text (`name value`).
+/// The value of a series in Prometheus text, summed over the labels `name` does not
+/// give (`source`, `stream`).
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok())?
-    })
+    super::firetail::sample(text, name)
 }

@@ -94,7 +94,7 @@ fn settings(path: &Path) -> Settings {
 }
 
 fn follower(path: &Path, entries: &[FileEntry], progress: Arc<Progress>) -> Follower {
-    let (m, h) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+    let (m, h) = (Arc::new(Metrics::default()), Arc::new(Health::default()));
     Follower::new(&settings(path), entries, progress, m, h).unwrap()
 }
 
@@ -148,7 +148,7 @@ impl Model {
         let progress = Arc::new(Progress::new(window, Gauges::default()));
         let mut m = Model {
             follower: follower(&path, &[], progress.clone()),
-            checkpointer: Checkpointer::new(&checkpoint, Arc::new(Metrics::new())),
+            checkpointer: Checkpointer::new(&checkpoint, Arc::new(Metrics::default())),
             progress,
             _dir: dir,
             path,
@@ -337,7 +337,7 @@ impl Model {
     /// meanwhile): every line it reads, by seq.
     pub fn kill_and_restart(mut self) -> (Model, Vec<usize>) {
         self.write_rest();
-        let entries = Checkpointer::new(&self.checkpoint, Arc::new(Metrics::new()))
+        let entries = Checkpointer::new(&self.checkpoint, Arc::new(Metrics::default()))
             .try_load()
             .expect("the checkpoint is readable");
         let mut f = follower(&self.path, &entries, Arc::new(Progress::default()));

@@ -13,7 +13,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use serde_json::{json, Value};
 
-use firetail_query::sql::{ColumnType, Query, ACCESS_LOG_COLUMNS, PARTITION_COLUMN};
+use firetail_query::sql::{
+    ColumnType, Query, ACCESS_LOG_COLUMNS, IDENTITY_COLUMNS, PARTITION_COLUMN, SOURCE_COLUMN,
+};
 
 /// What one query gave back: its rows as JSON values, or the engine's error.
 pub type Answer = Result<Vec<Vec<Value>>, String>;
@@ -125,7 +127,8 @@ impl Drop for Engine {
     }
 }
 
-/// The Glue table's columns as DuckDB types, then the partition column (a string).
+/// The Glue table's columns as DuckDB types (the access log's, then the pod's identity
+/// firetail adds, then the optional source column), then the partition column (a string).
 pub fn table_columns() -> Vec<(&'static str, &'static str)> {
     let mut columns: Vec<(&str, &str)> = ACCESS_LOG_COLUMNS
         .iter()
@@ -139,6 +142,9 @@ pub fn table_columns() -> Vec<(&'static str, &'static str)> {
             (*name, kind)
         })
         .collect();
+    for name in IDENTITY_COLUMNS.iter().chain([&SOURCE_COLUMN]) {
+        columns.push((name, "VARCHAR"));
+    }
     columns.push((PARTITION_COLUMN, "VARCHAR"));
     columns
 }
