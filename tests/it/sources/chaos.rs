@@ -116,13 +116,29 @@ impl TwoPod {
     }
 }
 
-/// The drain report after a clean drain: every line read was shipped.
-fn assert_clean_report(ft: &Firetail, written: u64, headers: u64) {
+/// The drain report after a clean drain: every line read was shipped, in total and
+/// per source, each container's Logger headers (`headers` per source) read and
+/// skipped.
+fn assert_clean_report(ft: &Firetail, p: &TwoPod, headers: u64) {
     let report = ft.report();
     assert_eq!(report["drain_end"], "drained", "{report}");
     assert_eq!(report["undelivered"], 0, "{report}");
-    assert_eq!(report["skipped_header"], headers, "{report}");
-    assert_eq!(report["lines_shipped"], written, "{report}");
+    assert_eq!(report["skipped_header"], 2 * headers, "{report}");
+    assert_eq!(report["lines_shipped"], p.written(), "{report}");
+    let sources: Vec<serde_json::Value> = report["sources"]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_else(|| panic!("no per-source figures in the report: {report}"));
+    for c in [&p.web, &p.worker] {
+        let r = sources
+            .iter()
+            .find(|r| r["source"] == c.tag.as_str())
+            .unwrap_or_else(|| panic!("no figures for source {} in {report}", c.tag));
+        let written = c.written().len() as u64;
+        assert_eq!(r["lines_shipped"], written, "{}: {r}", c.tag);
+        assert_eq!(r["lines_read"], written + headers, "{}: {r}", c.tag);
+        assert_eq!(r["undelivered"], 0, "{}: {r}", c.tag);
+    }
 }
 
 /// Native sidecars: preStop `kill -TSTP` to both containers, SIGTERM to both, which
@@ -144,7 +160,7 @@ fn chaos_two_containers_native_sidecar_order_loses_nothing_per_source() {
     assert_eq!(code, 0, "{}", ft.dump());
     let dups = p.assert_delivered("two_containers_native_order", Some(drain), &ft);
     assert_eq!(dups, 0, "no fault, yet duplicates");
-    assert_clean_report(&ft, p.written(), 2);
+    assert_clean_report(&ft, &p, 1);
 }
 
 /// Ordinary containers: SIGTERM reaches both containers and firetail at once; the
@@ -167,7 +183,7 @@ fn chaos_two_containers_ordinary_order_drain_quiet_covers_both_tails() {
     assert_eq!(code, 0, "{}", ft.dump());
     let dups = p.assert_delivered("two_containers_ordinary_order", Some(drain), &ft);
     assert_eq!(dups, 0, "no fault, yet duplicates");
-    assert_clean_report(&ft, p.written(), 2);
+    assert_clean_report(&ft, &p, 1);
 }
 
 /// Both containers rotate their logs Logger-style twice while finishing their jobs
@@ -195,7 +211,7 @@ fn chaos_two_containers_rotating_during_the_drain_lose_nothing() {
     }
     let dups = p.assert_delivered("two_containers_rotating_in_drain", Some(drain), &ft);
     assert_eq!(dups, 0, "no fault, yet duplicates");
-    assert_clean_report(&ft, p.written(), 6);
+    assert_clean_report(&ft, &p, 3);
 }
 
 /// Throttling, whole-call errors and per-record failures on both streams from just
@@ -242,7 +258,7 @@ fn chaos_two_containers_firehose_faults_during_the_drain() {
     assert!(after.calls_error >= before.calls_error + 2, "{after:?}");
     assert_eq!(code, 0, "{}", ft.dump());
     let dups = p.assert_delivered("two_containers_faults_in_drain", Some(drain), &ft);
-    assert_clean_report(&ft, p.written(), 2);
+    assert_clean_report(&ft, &p, 1);
     let possible = ft.report()["duplicates_possible"].as_u64().unwrap();
     assert!(
         dups as u64 <= possible,
