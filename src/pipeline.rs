@@ -169,6 +169,8 @@ struct Shared {
     health: Arc<Health>,
     dead_letter: Arc<DeadLetter>,
     client: aws_sdk_firehose::Client,
+    /// Files open over every lane's tail, for `--max-files`.
+    open_files: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Pipeline {
@@ -209,6 +211,7 @@ impl Pipeline {
             health: health.clone(),
             dead_letter,
             client,
+            open_files: Arc::default(),
         };
         let (mut tails, mut batchers, mut ships) = (Stage::new(), Stage::new(), Stage::new());
         for lane in lanes(config) {
@@ -344,6 +347,7 @@ fn follow(
             .filter(|id| !lane.sources.contains(id))
             .map(spec)
             .collect(),
+        open_files: shared.open_files.clone(),
     };
     Tail::new(
         settings,

@@ -1,4 +1,4 @@
-//! tail: the log file on disk → [`Line`]s, complete lines only, in file order.
+//! tail: the log files on disk → [`Line`]s, complete lines only, in file order.
 //!
 //! Input: the sources of one lane — each a JSON-lines file's path or a glob — (and, on
 //! restart, the checkpoint's entries).
@@ -21,6 +21,9 @@
 //! - [`follower`]: the set of open files through rotations and truncations;
 //!   `siblings`, its side of discovery (adopting missed files, finding copies); and
 //!   `resume`, the restart from the checkpoint;
+//! - `sources`: every file of one lane's sources ([`Tail`]) — a follower per literal
+//!   path and per path a glob matches, made as paths appear and dropped once let go,
+//!   read round-robin, each on its share of the window, at most `--max-files` open;
 //! - `watcher`: inotify, read only when the tail is ready to read;
 //! - `cadence`: how soon the tail reads again while the app writes;
 //! - this file: [`run`], the async shell (the read cadence, the slow poll, the drain).
@@ -53,7 +56,7 @@ pub use follower::{FollowSettings, Follower, MAX_FINISHED_OPEN};
 pub use framing::{Framer, KEEP_OVERSIZE_BYTES};
 pub use handle::POLL_BUDGET;
 pub use identity::FINGERPRINT_LEN;
-pub use sources::{FileCounts, SourceSpec, Tail, TailSettings, MATCH};
+pub use sources::{FileCounts, SourceSpec, Tail, TailSettings};
 use watcher::Watch;
 
 /// The slow poll behind inotify: catches what events miss (a filesystem that sends

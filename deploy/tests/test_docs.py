@@ -3,8 +3,8 @@ declares, a changelog that tells existing users what to do, a README that is a
 front page (the two commands, the requirements, a short production quick start,
 the pipeline in one picture, and a link to every page under docs/), a
 Troubleshooting entry for every symptom the alerts point to, and links that
-lead somewhere: every relative link and every #anchor in README.md and
-docs/**/*.md resolves, by GitHub's rules for heading anchors."""
+lead somewhere: every relative link and every #anchor in README.md,
+CHANGELOG.md and docs/**/*.md resolves, by GitHub's rules for heading anchors."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def section(title: str, text: str | None = None) -> str:
 
 
 def doc_pages() -> list[Path]:
-    return [README, *sorted(DOCS.rglob("*.md"))]
+    return [README, REPO / "CHANGELOG.md", *sorted(DOCS.rglob("*.md"))]
 
 
 def test_license_is_the_apache_2_text_cargo_declares():
@@ -103,6 +103,7 @@ def test_troubleshooting_covers_each_symptom():
     for symptom in (
         "nothing-arrives-in-s3", "throttling", "dead-letters-growing",
         "pod-stuck-terminating", "readiness-failing", "ipv6-cluster",
+        "files-not-followed", "a-sources-file-is-not-a-regular-file", "two-sources-match-one-file",
     ):
         assert symptom in anchors, f"Troubleshooting has no '{symptom}' entry: {sorted(anchors)}"
 

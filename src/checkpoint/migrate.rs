@@ -157,56 +157,11 @@ fn by_path<'s, 'a>(path: &Path, sources: &'s [Source<'a>]) -> Option<(&'s Source
         .find_map(|s| s.rotated_from(path).map(|base| (s, base)))
 }
 
-/// Whether a file name matches a shell pattern: `*` any run of characters, `?` one,
-/// `[abc]`, `[a-z]`, `[!a-z]` one of (or none of) a set; neither matches a leading
-/// `.` (so `*` skips hidden files, firetail's own among them), as the configuration's
-/// matcher does.
+/// Whether a file name matches a source's pattern, as the configuration and the tail
+/// match it ([`crate::config::MATCH`]: `*` skips hidden files, firetail's own among
+/// them). A pattern the configuration would refuse matches nothing.
 fn glob(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    if n.first() == Some(&'.') && p.first() != Some(&'.') {
-        return false;
-    }
-    glob_at(&p, &n)
-}
-
-fn glob_at(p: &[char], n: &[char]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some('*') => (0..=n.len()).any(|skip| glob_at(&p[1..], &n[skip..])),
-        Some('?') => !n.is_empty() && glob_at(&p[1..], &n[1..]),
-        Some('[') => match (class(&p[1..]), n.first()) {
-            (Some((matches, len)), Some(&c)) => matches(c) && glob_at(&p[1 + len..], &n[1..]),
-            (Some(_), None) => false,
-            // No closing bracket: a literal `[`.
-            (None, _) => n.first() == Some(&'[') && glob_at(&p[1..], &n[1..]),
-        },
-        Some(&c) => n.first() == Some(&c) && glob_at(&p[1..], &n[1..]),
-    }
-}
-
-/// A bracket class after its `[`: a test for one character, and how many pattern
-/// characters it took (up to and including its `]`). A `]` first in the set is a
-/// member, as in a shell.
-fn class(p: &[char]) -> Option<(impl Fn(char) -> bool + '_, usize)> {
-    let negated = p.first() == Some(&'!');
-    let start = usize::from(negated);
-    let end = start + 1 + p.get(start + 1..)?.iter().position(|&c| c == ']')?;
-    let set = &p[start..end];
-    let test = move |c: char| {
-        let mut i = 0;
-        let mut found = false;
-        while i < set.len() {
-            if i + 2 < set.len() && set[i + 1] == '-' {
-                found |= set[i] <= c && c <= set[i + 2];
-                i += 3;
-            } else {
-                found |= set[i] == c;
-                i += 1;
-            }
-        }
-        found != negated
-    };
-    Some((test, end + 1))
+    glob::Pattern::new(pattern).is_ok_and(|p| p.matches_with(name, crate::config::MATCH))
 }
 
 #[cfg(test)]

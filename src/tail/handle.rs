@@ -158,10 +158,12 @@ impl Handle {
             return Ok(Read::Truncated);
         }
         let at = self.framer.read_offset();
-        // Only the line in progress would be ahead of the durable checkpoint: it is read
-        // to its end however long, and no further. Otherwise the ledger's room already
-        // counts it, so the window holds once it ends.
-        let one_line = at > self.framer.line_offset() && progress.read_ahead() == 0;
+        // Only this file's line in progress would be ahead of its durable checkpoint: it
+        // is read to its end however long, and no further — were it to wait until no
+        // file had anything ahead, a busy neighbour would hold it back for ever.
+        // Otherwise the ledger's room already counts it, so the window holds once it
+        // ends.
+        let one_line = at > self.framer.line_offset() && progress.read_ahead_of(self.key) == 0;
         let budget = if one_line { POLL_BUDGET as u64 } else { budget };
         let want = (meta.len() - at).min(budget).min(POLL_BUDGET as u64) as usize;
         if want == 0 {

@@ -15,15 +15,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::discovery::Scope;
-use super::follower::{FollowSettings, Follower, SCAN_EVERY};
+use super::follower::{Follower, SCAN_EVERY};
 use super::handle::POLL_BUDGET;
 use crate::config::ReadFrom;
 use crate::handover::{Line, SourceId};
@@ -32,20 +32,16 @@ use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::progress::{FileEntry, FileKey, Progress};
 
+mod counts;
 mod discover;
 mod let_go;
 
+pub use counts::FileCounts;
 use discover::{glob_of, unnamed_of};
 use let_go::LetGo;
 
-/// How a glob matches a file name: as a shell does, so `*` skips hidden files
-/// (firetail's own `.firetail-*` files among them). The configuration checks overlaps
-/// with the same options.
-pub const MATCH: glob::MatchOptions = glob::MatchOptions {
-    case_sensitive: true,
-    require_literal_separator: true,
-    require_literal_leading_dot: true,
-};
+/// While the tail reads without a pause, globs' directories are listed this often.
+const BUSY_DISCOVERY: Duration = Duration::from_secs(1);
 
 /// The WARN about files over `--max-files` repeats at most this often.
 const OVER_CAP_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -73,35 +69,9 @@ pub struct TailSettings {
     /// The sources of the other lanes: a file that a glob of this tail and an earlier
     /// source (lower id) of another lane both match is that source's.
     pub others: Vec<SourceSpec>,
-}
-
-/// Per source of this tail, files followed (open) and matched but not followed (over
-/// `--max-files`): the values of `firetail_files_followed` and
-/// `firetail_files_not_followed`, for the metrics to read.
-#[derive(Debug, Default)]
-pub struct FileCounts {
-    pub sources: Vec<SourceId>,
-    pub followed: Vec<AtomicU64>,
-    pub not_followed: Vec<AtomicU64>,
-}
-
-impl FileCounts {
-    fn new(sources: &[SourceSpec]) -> FileCounts {
-        FileCounts {
-            sources: sources.iter().map(|s| s.id).collect(),
-            followed: sources.iter().map(|_| AtomicU64::new(0)).collect(),
-            not_followed: sources.iter().map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    /// (followed, not followed) for `source`, if it is one of this tail's.
-    pub fn get(&self, source: SourceId) -> Option<(u64, u64)> {
-        let i = self.sources.iter().position(|s| *s == source)?;
-        Some((
-            self.followed[i].load(Ordering::Relaxed),
-            self.not_followed[i].load(Ordering::Relaxed),
-        ))
-    }
+    /// Files open over every lane's tail (one counter shared by them all), which
+    /// `max_files` bounds.
+    pub open_files: Arc<AtomicUsize>,
 }
 
 /// A source as the tail follows it.
@@ -145,8 +115,6 @@ pub struct Tail {
     rotate_wait: Duration,
     own_files: Vec<PathBuf>,
     max_files: usize,
-    /// Chains of the checkpoint not followed yet (over `--max-files`), by followed path.
-    to_resume: BTreeMap<PathBuf, (usize, Vec<FileEntry>)>,
     /// Paths a glob matches that are not followed for `--max-files`, with their source.
     not_followed: BTreeMap<PathBuf, usize>,
     /// Files dropped followers read and let go, by (device, inode).
@@ -155,17 +123,22 @@ pub struct Tail {
     discover: bool,
     last_discovery: Instant,
     over_cap_log: LogThrottle,
+    /// Files open over every lane's tail, and this tail's part of it.
+    open_total: Arc<AtomicUsize>,
+    published: usize,
     /// Every glob source of the process, this tail's and the other lanes'.
     claims: Vec<Claim>,
     /// Files two globs match, already reported (an ERROR once per file).
     overlaps: HashSet<PathBuf>,
-    /// WARNs of chains that cannot be resumed, or directories listed, for want of
-    /// descriptors: at most one per interval.
-    resume_failed_log: LogThrottle,
+    /// WARNs of directories that cannot be listed for want of descriptors: at most one
+    /// per interval.
+    fd_log: LogThrottle,
     counts: Arc<FileCounts>,
     /// Bytes read by dropped followers: `bytes_read` never goes back.
     bytes_dropped: u64,
     drain_discovered: bool,
+    /// The last poll had more to read at once.
+    busy: bool,
     pub(super) progress: Arc<Progress>,
     pub(super) metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -194,12 +167,13 @@ impl Tail {
             rotate_wait: settings.rotate_wait,
             own_files: settings.own_files,
             max_files: settings.max_files.max(1),
-            to_resume: BTreeMap::new(),
             not_followed: BTreeMap::new(),
             let_go: HashMap::new(),
             discover: true,
             last_discovery: Instant::now(),
             over_cap_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
+            open_total: settings.open_files.clone(),
+            published: 0,
             claims: settings
                 .sources
                 .iter()
@@ -215,9 +189,10 @@ impl Tail {
                 })
                 .collect(),
             overlaps: HashSet::new(),
-            resume_failed_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
+            fd_log: LogThrottle::new(OVER_CAP_LOG_EVERY),
             bytes_dropped: 0,
             drain_discovered: false,
+            busy: false,
             progress,
             metrics,
             health,
@@ -239,12 +214,16 @@ impl Tail {
                 tail.push(i, f);
                 continue;
             }
+            // Every chain of the checkpoint is resumed, whatever --max-files says: one
+            // left out would leave the checkpoint at its next write, and be read again
+            // from 0 after a restart. New paths wait while they exceed the limit.
+            let mut chains: BTreeMap<PathBuf, Vec<FileEntry>> = BTreeMap::new();
             for e in mine {
-                let chain = tail
-                    .to_resume
-                    .entry(e.followed.clone())
-                    .or_insert_with(|| (i, Vec::new()));
-                chain.1.push(e);
+                chains.entry(e.followed.clone()).or_default().push(e);
+            }
+            for (followed, entries) in chains {
+                let f = tail.new_follower(i, &followed, &entries, ReadFrom::Beginning)?;
+                tail.push(i, f);
             }
         }
         let start_from = if resumed {
@@ -270,14 +249,18 @@ impl Tail {
     /// Reads what is available: every follower once at most, round-robin, until about
     /// one budget is read. True when there may be more at once (call again).
     pub fn poll(&mut self, out: &mut Vec<Line>) -> io::Result<bool> {
+        let since = self.last_discovery.elapsed();
+        // While the tail reads without a pause, the shell looks at no inotify event: a
+        // new file is then found by listing at most every second.
         if self.discover
-            || self.last_discovery.elapsed() >= SCAN_EVERY
-            || (!self.not_followed.is_empty() || !self.to_resume.is_empty())
-                && self.open_files() < self.max_files
+            || since >= SCAN_EVERY
+            || (self.busy && since >= BUSY_DISCOVERY)
+            || (!self.not_followed.is_empty() && !self.at_cap())
         {
             self.discover_all(ReadFrom::Beginning);
         }
         let more = self.round(out, |f, out| f.poll(out))?;
+        self.busy = more;
         self.drop_done();
         self.update_counts();
         Ok(more)
@@ -394,38 +377,5 @@ impl Tail {
             .map(|f| f.follower.bytes_read())
             .sum::<u64>()
             + self.bytes_dropped
-    }
-
-    fn push(&mut self, source: usize, follower: Follower) {
-        self.followers.push(Followed {
-            source,
-            follower,
-            finished: false,
-        });
-    }
-
-    fn new_follower(
-        &self,
-        source: usize,
-        path: &Path,
-        entries: &[FileEntry],
-        read_from: ReadFrom,
-    ) -> io::Result<Follower> {
-        let spec = &self.sources[source].spec;
-        let settings = FollowSettings {
-            path: path.to_path_buf(),
-            read_from,
-            rotate_wait: self.rotate_wait,
-            own_files: self.own_files.clone(),
-            source: spec.id,
-            source_name: spec.name.clone(),
-        };
-        Follower::new(
-            &settings,
-            entries,
-            self.progress.clone(),
-            self.metrics.clone(),
-            self.health.clone(),
-        )
     }
 }

@@ -169,7 +169,7 @@ impl Watch {
                         let matched = f.to_str().is_some_and(|f| {
                             self.patterns
                                 .iter()
-                                .any(|p| p.matches_with(f, super::sources::MATCH))
+                                .any(|p| p.matches_with(f, crate::config::MATCH))
                         });
                         let f = f.as_encoded_bytes();
                         matched || self.names.iter().any(|n| f.starts_with(n.as_bytes()))

@@ -31,6 +31,7 @@ fn settings(sources: &[&Path], max_files: usize, read_from: ReadFrom) -> TailSet
         own_files: Vec::new(),
         max_files,
         others: Vec::new(),
+        open_files: Arc::default(),
     }
 }
 
@@ -153,6 +154,38 @@ async fn a_new_file_is_picked_up_on_inotify_before_the_periodic_scan() {
     run.abort();
 }
 
+/// While one file keeps the tail reading without a pause (the shell looks at no
+/// inotify event then), a new file is still found by listing, every second — well
+/// before the periodic scan (5 s).
+#[test]
+fn a_new_file_is_found_while_another_keeps_the_tail_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    // A sparse GiB: far more than a second of reading, and no disk.
+    let busy = std::fs::File::create(dir.path().join("busy.log")).unwrap();
+    busy.set_len(1 << 30).unwrap();
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let started = std::time::Instant::now();
+    append(&dir.path().join("new.log"), "new\n");
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the new file was not found while the tail was busy"
+        );
+        out.clear();
+        assert!(
+            t.poll(&mut out).unwrap(),
+            "the busy file keeps the tail reading"
+        );
+        if out.iter().any(|l| l.data.as_ref() == b"new\n") {
+            break;
+        }
+    }
+}
+
 /// logrotate with `dateext`, `extension .log` and `copytruncate` makes
 /// `app-20261207.log` of `app.log`: the glob matches both, yet every line leaves once —
 /// the copy is `app.log`'s, where its unread lines are finished from.
@@ -183,6 +216,54 @@ fn a_dateext_copy_the_glob_matches_is_read_once_and_finishes_the_truncated_file(
     let mut sorted = lines.clone();
     sorted.sort();
     assert_eq!(sorted, ["1\n", "2\n", "3\n", "4\n", "5\n"], "got {lines:?}");
+}
+
+/// The same with the real logrotate: `dateext`, `extension .log`, `copytruncate`.
+#[test]
+fn real_logrotate_dateext_copytruncate_under_a_glob_ships_every_line_once() {
+    real_logrotate_dateext_copytruncate("*.log");
+}
+
+/// And for a literal path: the copy is found among its siblings by that name too.
+#[test]
+fn real_logrotate_dateext_copytruncate_of_a_literal_path_ships_every_line_once() {
+    real_logrotate_dateext_copytruncate("app.log");
+}
+
+fn real_logrotate_dateext_copytruncate(source: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.log");
+    append(&app, "1\n2\n");
+    let (mut t, _) = start(
+        settings(&[&dir.path().join(source)], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let mut lines = poll_all(&mut t);
+    append(&app, "3\n4\n");
+    crate::rotation::logrotate(
+        dir.path(),
+        &app,
+        "copytruncate\ndateext\ndateformat -%Y%m%d\nextension .log\nrotate 5",
+    );
+    let rotated: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("app-") && n.ends_with(".log"))
+        .collect();
+    assert_eq!(
+        rotated.len(),
+        1,
+        "logrotate made one dateext copy: {rotated:?}"
+    );
+    append(&app, "5\n");
+    for _ in 0..3 {
+        t.discover_soon();
+        lines.extend(poll_all(&mut t));
+    }
+    assert_eq!(
+        counted(&lines),
+        counted(&["1\n", "2\n", "3\n", "4\n", "5\n"].map(String::from))
+    );
 }
 
 #[test]
@@ -221,6 +302,22 @@ fn another_apps_log_named_like_a_dateext_rotation_is_followed_too() {
     let mut lines = poll_all(&mut t);
     lines.sort();
     assert_eq!(lines, ["app\n", "worker\n"]);
+}
+
+/// Two names of one file (a hard link), both matched: the file is followed once.
+#[test]
+fn two_names_of_one_file_are_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("a.log"), "once\n");
+    std::fs::hard_link(dir.path().join("a.log"), dir.path().join("b.log")).unwrap();
+    let (mut t, _) = start(
+        settings(&[&dir.path().join("*.log")], 100, ReadFrom::Beginning),
+        &[],
+    );
+    let mut lines = poll_all(&mut t);
+    t.discover_soon();
+    lines.extend(poll_all(&mut t));
+    assert_eq!(lines, ["once\n"]);
 }
 
 /// A burst in one file delays another file's lines by one poll at most, and a poll
@@ -286,13 +383,18 @@ fn max_files_caps_open_files_and_follows_the_rest_once_files_go() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let (mut t, _) = start(
-        settings(&[&dir.path().join("*.log")], 150, ReadFrom::Beginning),
-        &[],
-    );
+    let metrics = Arc::new(Metrics::new(&["s0".to_string()], &["stream".to_string()]));
+    let s = settings(&[&dir.path().join("*.log")], 150, ReadFrom::Beginning);
+    let (p, h) = (Arc::new(Progress::default()), Arc::new(Health::default()));
+    let mut t = Tail::new(s, &[], p, metrics.clone(), h).unwrap();
     let mut lines = poll_all(&mut t);
     assert_eq!(t.open_files(), 150);
     assert_eq!(t.counts().get(0), Some((150, 50)));
+    let gauges = |m: &Metrics| {
+        let s = m.source(0);
+        (s.files_followed.get(), s.files_not_followed.get())
+    };
+    assert_eq!(gauges(&metrics), (150, 50));
     let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
     let warn = logged
         .lines()
@@ -310,6 +412,7 @@ fn max_files_caps_open_files_and_follows_the_rest_once_files_go() {
     }
     assert_eq!(t.open_files(), 140);
     assert_eq!(t.counts().get(0), Some((140, 0)));
+    assert_eq!(gauges(&metrics), (140, 0));
     let expected: Vec<String> = (0..200).map(|i| format!("line of {i}\n")).collect();
     assert_eq!(counted(&lines), counted(&expected));
 }
@@ -362,6 +465,34 @@ fn a_restart_resumes_each_file_of_a_glob_at_its_offset() {
     let mut lines = poll_all(&mut t);
     lines.sort();
     assert_eq!(lines, ["a2\n", "b2\n", "c1\n"]);
+}
+
+/// A restart resumes every checkpointed file, even beyond `--max-files` (one left out
+/// would leave the checkpoint, and be read again from 0 after the next restart); a new
+/// file waits while the limit is exceeded.
+#[test]
+fn a_restart_resumes_every_checkpointed_file_beyond_max_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let glob: PathBuf = dir.path().join("*.log");
+    let path = |n: &str| dir.path().join(format!("{n}.log"));
+    for n in ["a", "b", "c"] {
+        append(&path(n), &format!("{n}1\n"));
+    }
+    let (mut t, progress) = start(settings(&[&glob], 100, ReadFrom::Beginning), &[]);
+    let mut out = Vec::new();
+    while t.poll(&mut out).unwrap() {}
+    ack(&progress, &out);
+    let entries = progress.entries();
+    drop(t);
+    for n in ["a", "b", "c"] {
+        append(&path(n), &format!("{n}2\n"));
+    }
+    append(&path("d"), "d1\n");
+    let (mut t, _) = start(settings(&[&glob], 2, ReadFrom::Beginning), &entries);
+    let mut lines = poll_all(&mut t);
+    lines.sort();
+    assert_eq!(lines, ["a2\n", "b2\n", "c2\n"]);
+    assert_eq!(t.counts().get(0), Some((3, 1)));
 }
 
 /// On a first start, `--read-from end` skips what every matched file holds.
@@ -436,6 +567,110 @@ fn a_full_share_of_the_window_blocks_the_file_and_room_resumes_it() {
         "room from the checkpoint lets the file be read on"
     );
     assert_eq!(more[0].start, out.last().unwrap().end);
+}
+
+/// Two lanes share one window: a file of one lane that fills its share waits, and a
+/// file of the other lane is read meanwhile, to its end.
+#[test]
+fn a_file_that_fills_its_share_does_not_stop_another_lanes_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (busy, quiet) = (dir.path().join("busy.log"), dir.path().join("quiet.log"));
+    let line = format!("{}\n", "x".repeat(99));
+    append(&busy, &line.repeat(20_000));
+    append(&quiet, &line.repeat(500));
+    let progress = Arc::new(Progress::new(256 * 1024, Default::default()));
+    let lane = |path: &Path, id: u16| {
+        let mut s = settings(&[path], 100, ReadFrom::Beginning);
+        s.sources[0].id = id;
+        let names = ["s0".to_string(), "s1".to_string()];
+        let m = Arc::new(Metrics::new(&names, &["stream".to_string()]));
+        let h = Arc::new(Health::default());
+        Tail::new(s, &[], progress.clone(), m, h).unwrap()
+    };
+    let (mut busy_lane, mut quiet_lane) = (lane(&busy, 0), lane(&quiet, 1));
+    let mut busy_lines = Vec::new();
+    for _ in 0..100 {
+        if !busy_lane.poll(&mut busy_lines).unwrap() {
+            break;
+        }
+    }
+    assert!(
+        !busy_lane.blocked().is_empty(),
+        "the busy file filled its share"
+    );
+    let mut quiet_lines = Vec::new();
+    for _ in 0..100 {
+        if !quiet_lane.poll(&mut quiet_lines).unwrap() {
+            break;
+        }
+    }
+    assert_eq!(
+        quiet_lines.len(),
+        500,
+        "the other lane's file is read to its end"
+    );
+    assert!(quiet_lane.blocked().is_empty());
+}
+
+// ===== the built binary ==============================================================
+
+/// The built binary with one glob source: files present at start, and one created
+/// while it runs, are shipped once each; the drain reads every file to its end and
+/// says how many it finished.
+#[test]
+fn the_binary_ships_every_file_a_glob_matches_and_drains_them_all() {
+    use crate::support::fake_firehose::{FakeConfig, FakeFirehose};
+    use crate::support::firetail::{access_lines, aws_env, base_args, Firetail};
+    const LONG: Duration = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeFirehose::start(FakeConfig::default());
+    let worker = |n: usize| dir.path().join(format!("worker-{n}.log"));
+    let mut written = Vec::new();
+    for n in 1..=2 {
+        let lines = access_lines(&format!("w{n}"), 0..200);
+        crate::support::firetail::append(&worker(n), &lines);
+        written.extend(lines);
+    }
+    let mut args: Vec<String> = base_args(&worker(0), "unused")
+        .into_iter()
+        .filter(|a| !a.starts_with("--path=") && !a.starts_with("--stream="))
+        .collect();
+    args.push(format!(
+        "--source=name=workers,path={},stream={}",
+        dir.path().join("worker-*.log").display(),
+        fake.stream_name()
+    ));
+    args.push("--read-from=beginning".into());
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    assert!(
+        crate::support::eventually(LONG, || fake.lines_accepted() == 400),
+        "the files present at start; logs:\n{}",
+        ft.dump()
+    );
+    let late = access_lines("w3", 0..200);
+    crate::support::firetail::append(&worker(3), &late);
+    written.extend(late);
+    assert!(
+        crate::support::eventually(LONG, || fake.lines_accepted() == 600),
+        "the file created while running; logs:\n{}",
+        ft.dump()
+    );
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "logs:\n{}", ft.dump());
+    let mut accepted = fake.accepted_lines();
+    accepted.sort();
+    written.sort();
+    assert_eq!(accepted, written, "every line once");
+    let drained = ft
+        .logs()
+        .into_iter()
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Drain: the files were quiet"))
+        })
+        .expect("the drain's line");
+    assert_eq!(drained["files"], 3, "{drained}");
 }
 
 // ===== open-files limits, in a child process (a limit is the whole process's) =======

@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::{Glob, Tail, MATCH};
-use crate::config::{parent_dir, ReadFrom};
+use super::{Followed, Glob, Tail};
+use crate::config::{parent_dir, ReadFrom, MATCH};
 use crate::progress::FileEntry;
 use crate::tail::discovery::{
     is_compressed, is_fd_exhaustion, is_rotation_of, is_sibling_name, mtime_ns, open_regular, Scope,
 };
+use crate::tail::follower::{FollowSettings, Follower};
 
 /// What a matched file is to this tail, by identity.
 enum Seen {
@@ -33,36 +34,47 @@ enum Seen {
 }
 
 impl Tail {
-    /// Follows the chains of the checkpoint waiting for room, then every new path each
-    /// glob matches, starting files with no entry per `read_from`.
+    pub(super) fn push(&mut self, source: usize, follower: Follower) {
+        self.followers.push(Followed {
+            source,
+            follower,
+            finished: false,
+        });
+    }
+
+    pub(super) fn new_follower(
+        &self,
+        source: usize,
+        path: &Path,
+        entries: &[FileEntry],
+        read_from: ReadFrom,
+    ) -> io::Result<Follower> {
+        let spec = &self.sources[source].spec;
+        let settings = FollowSettings {
+            path: path.to_path_buf(),
+            read_from,
+            rotate_wait: self.rotate_wait,
+            own_files: self.own_files.clone(),
+            source: spec.id,
+            source_name: spec.name.clone(),
+        };
+        Follower::new(
+            &settings,
+            entries,
+            self.progress.clone(),
+            self.metrics.clone(),
+            self.health.clone(),
+        )
+    }
+
+    /// Follows every new path each glob matches, starting files with no entry per
+    /// `read_from`.
     pub(super) fn discover_all(&mut self, read_from: ReadFrom) {
         self.discover = false;
         self.last_discovery = Instant::now();
-        self.resume_waiting();
         for i in 0..self.sources.len() {
             if self.sources[i].glob.is_some() {
                 self.discover_glob(i, read_from);
-            }
-        }
-    }
-
-    /// The checkpoint's chains not followed yet, while there is room. One that cannot
-    /// be started now (its directory unreadable, no descriptor free) waits for the next
-    /// scan, keeping its entries.
-    fn resume_waiting(&mut self) {
-        while self.open_files() < self.max_files {
-            let Some((path, (source, entries))) = self.to_resume.pop_first() else {
-                break;
-            };
-            match self.new_follower(source, &path, &entries, ReadFrom::Beginning) {
-                Ok(f) => self.push(source, f),
-                Err(e) => {
-                    if let Some(times) = self.resume_failed_log.note(1) {
-                        tracing::warn!(source = %self.sources[source].spec.name, file = %path.display(), error = %e, failures_since_last = times, "Cannot resume a checkpointed file now; retrying at the next scan.");
-                    }
-                    self.to_resume.insert(path, (source, entries));
-                    break;
-                }
             }
         }
     }
@@ -90,7 +102,7 @@ impl Tail {
                 .iter()
                 .filter_map(|p| p.file_name()?.to_str().map(str::to_string)),
         );
-        let open: HashSet<(u64, u64)> = self
+        let mut open: HashSet<(u64, u64)> = self
             .followers
             .iter()
             .flat_map(|f| f.follower.open_inodes())
@@ -123,13 +135,18 @@ impl Tail {
                 Seen::ReadTo(e) => vec![e],
                 Seen::New => Vec::new(),
             };
-            if self.open_files() >= self.max_files {
+            if self.at_cap() {
                 over_cap.push(path);
                 continue;
             }
             self.let_go.remove(&(meta.dev(), meta.ino()));
             match self.new_follower(source, &path, &entries, read_from) {
-                Ok(f) => self.push(source, f),
+                Ok(f) => {
+                    // Another name of the same file (a hard link) is not a second file.
+                    open.extend(f.open_inodes());
+                    self.push(source, f);
+                    self.publish_open_files();
+                }
                 Err(e) => {
                     tracing::warn!(source = %name, file = %path.display(), error = %e, "Cannot start following a file the glob matches; retrying at the next scan.");
                 }
@@ -186,7 +203,7 @@ impl Tail {
                 // Not the directory's fault: retried at the next poll, like any open.
                 self.discover = true;
                 self.metrics.file_open_failures.inc();
-                if let Some(times) = self.resume_failed_log.note(1) {
+                if let Some(times) = self.fd_log.note(1) {
                     tracing::warn!(source = %src.spec.name, dir = %g.dir.display(), error = %e, failures_since_last = times, "No file descriptor free to list the directory of a glob source; retrying.");
                 }
                 return None;

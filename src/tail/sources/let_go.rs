@@ -3,7 +3,6 @@
 //! matching it later does not ship it again.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 use super::Tail;
 use crate::config::parent_dir;
@@ -49,22 +48,6 @@ impl Tail {
         }
         if self.next >= self.followers.len() {
             self.next = 0;
-        }
-    }
-
-    pub(super) fn update_counts(&self) {
-        for (i, source) in self.sources.iter().enumerate() {
-            let _ = source;
-            let followed: usize = self
-                .followers
-                .iter()
-                .filter(|f| f.source == i)
-                .map(|f| f.follower.open_files())
-                .sum();
-            let waiting = self.not_followed.values().filter(|s| **s == i).count()
-                + self.to_resume.values().filter(|(s, _)| *s == i).count();
-            self.counts.followed[i].store(followed as u64, Ordering::Relaxed);
-            self.counts.not_followed[i].store(waiting as u64, Ordering::Relaxed);
         }
     }
 }
