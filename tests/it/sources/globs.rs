@@ -222,6 +222,11 @@ fn two_hundred_files_matched_at_once_under_a_soft_limit_of_64_all_ship() {
         &aws_env(&fake.endpoint()),
     );
     ft.wait_message("firetail started.", LONG);
+    let limit = ft.wait_message("Open-files limit.", LONG);
+    assert_eq!(
+        limit["soft_before"], 64,
+        "not started under the low limit: {limit}"
+    );
     wait_distinct(&fake, FILES * 50, &ft);
     // Every file is still followed: lines added to each of them arrive too.
     for (path, lines) in &files {
