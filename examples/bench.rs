@@ -52,6 +52,11 @@
 //! between the bench-table markers of docs/performance.md, with the commit, the
 //! versions, the load average before and after, and the command.
 //!
+//! `--fields-cost` runs only scenario 1 without and then with three `--add-field`s;
+//! `--four-files` only scenario 2 into one file and then spread over four, each its own
+//! `--source` (`bench/sources.rs`): pairs run back to back, summed up beside the
+//! comparison and left out of it and of the targets.
+//!
 //! `--perf FILE` runs only scenario 1 over TLS with `perf record -e cpu-clock
 //! --call-graph dwarf` attached to firetail (Debian: `apt-get install linux-perf`);
 //! then e.g. `perf report -i FILE --no-children --sort sym`.
@@ -72,6 +77,8 @@ mod report;
 mod report_compare;
 #[path = "bench/scenarios.rs"]
 mod scenarios;
+#[path = "bench/sources.rs"]
+mod sources;
 #[path = "bench/steady.rs"]
 mod steady;
 use release::{firetail_binary, loadavg};
@@ -83,7 +90,7 @@ mod lines;
 #[path = "bench/tls.rs"]
 mod tls;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -162,6 +169,14 @@ struct Opts {
     /// Leave the SDK's floor out.
     #[arg(long)]
     no_floor: bool,
+    /// Only the cost of added fields: scenario 1 without, then with three
+    /// `--add-field`s (firetail only).
+    #[arg(long)]
+    fields_cost: bool,
+    /// Only one file against four: scenario 2 at --steady-rate in one file, then spread
+    /// over four files (four `--source`s to one stream), firetail only.
+    #[arg(long)]
+    four_files: bool,
 }
 
 /// The agent measured in a row.
@@ -230,6 +245,8 @@ struct Row {
     firetail_cpu_s: Option<f64>,
     exit: Option<i32>,
     notes: Vec<String>,
+    /// How the run differs from its scenario's usual one ([`Mode::variant`]).
+    variant: String,
 }
 
 impl Row {
@@ -257,6 +274,7 @@ impl Row {
             firetail_cpu_s: None,
             exit: None,
             notes: Vec::new(),
+            variant: mode.variant(),
         }
     }
 
@@ -270,9 +288,40 @@ impl Row {
 struct Mode {
     tls: bool,
     aggregate: bool,
+    /// The sources rows (`bench/sources.rs`): three `--add-field`s, and how many files
+    /// the lines are spread over (1 but there).
+    fields: bool,
+    /// The control for `fields`: the lines hold the same fields, written by the app.
+    app_fields: bool,
+    files: usize,
 }
 
 impl Mode {
+    fn new(tls: bool, aggregate: bool) -> Mode {
+        Mode {
+            tls,
+            aggregate,
+            fields: false,
+            app_fields: false,
+            files: 1,
+        }
+    }
+
+    /// How the row differs from its scenario's usual run ("" for none).
+    fn variant(self) -> String {
+        let mut v = String::new();
+        if self.fields {
+            v.push_str(", 3 added fields");
+        }
+        if self.app_fields {
+            v.push_str(", the 3 fields in the lines");
+        }
+        if self.files > 1 {
+            v.push_str(&format!(", {} files", self.files));
+        }
+        v
+    }
+
     fn transport(self) -> &'static str {
         if self.tls {
             "TLS"
@@ -354,14 +403,22 @@ impl Sink {
     }
 }
 
-fn firetail_args(log: &Path, aggregate: bool) -> Vec<String> {
-    let mut args = vec![
-        format!("--path={}", log.display()),
-        format!("--stream={DEFAULT_STREAM}"),
-        "--metrics-addr=127.0.0.1:0".to_owned(),
-    ];
-    if aggregate {
+/// firetail's flags for `logs` (one: `--path`; several: a `--source` each, all to the
+/// one stream) in `mode`.
+fn firetail_args(logs: &[PathBuf], mode: Mode) -> Vec<String> {
+    let mut args = match logs {
+        [log] => vec![
+            format!("--path={}", log.display()),
+            format!("--stream={DEFAULT_STREAM}"),
+        ],
+        _ => sources::source_args(logs),
+    };
+    args.push("--metrics-addr=127.0.0.1:0".to_owned());
+    if mode.aggregate {
         args.push("--aggregate".to_owned());
+    }
+    if mode.fields {
+        args.extend(sources::FIELDS.iter().map(|f| f.to_string()));
     }
     args
 }
@@ -417,10 +474,7 @@ fn main() {
     };
 
     if let Some(out) = ctx.opts.perf.clone() {
-        let mode = Mode {
-            tls: true,
-            aggregate: false,
-        };
+        let mode = Mode::new(true, false);
         let row = backlog(&ctx, Agent::Firetail, mode, Some(&out));
         let run = report::Run::new(&ctx, &machine, &load_before, 0.0);
         print!("{}", report::table(&[row], &run));
@@ -435,8 +489,12 @@ fn main() {
     let started = Instant::now();
     let mut rows = Vec::new();
     for &tls in &transports {
+        if ctx.opts.fields_cost || ctx.opts.four_files {
+            rows.extend(sources::rows(&ctx, tls));
+            continue;
+        }
         for &aggregate in &modes_agg {
-            rows.extend(run_mode(&ctx, Mode { tls, aggregate }, &scenarios));
+            rows.extend(run_mode(&ctx, Mode::new(tls, aggregate), &scenarios));
         }
     }
     let run = report::Run::new(&ctx, &machine, &load_before, secs(started.elapsed()));

@@ -20,11 +20,19 @@
 //! batch that is due while the ship stage has no room keeps taking lines until it is
 //! full: fuller calls under pressure.
 //!
-//! One concern per module: [`disposition`] (what becomes of a line), [`batcher`] (the
-//! pure packing, property-tested), and this file: [`run`], the async shell.
+//! With added fields (`--add-field`, `--source-field`, `--file-field`), each line that
+//! becomes a record gets them before it joins a record, so with `--aggregate` every
+//! line of a record carries them; dead letters stay as the app wrote them.
+//!
+//! One concern per module: [`disposition`] (what becomes of a line), [`fields`] (the
+//! splice, pure and property-tested), [`splicer`] (fields per file, counted),
+//! [`batcher`] (the pure packing, property-tested), and this file: [`run`], the async
+//! shell.
 
 pub mod batcher;
 pub mod disposition;
+pub mod fields;
+pub mod splicer;
 
 use std::sync::Arc;
 
@@ -34,6 +42,8 @@ use tokio::time::Instant;
 pub use crate::handover::{Batch, RecordMeta};
 pub use batcher::Batcher;
 pub use disposition::Disposition;
+pub use fields::{Fields, Splice};
+pub use splicer::{FieldCounts, FieldSettings, FieldTally};
 
 use crate::config::InvalidJson;
 use crate::deadletter::DeadLetter;
@@ -43,6 +53,7 @@ use crate::metrics::Metrics;
 use crate::outcome::DeadLetterReason;
 use crate::progress::Progress;
 use crate::wait::sleep_until_opt;
+use splicer::Splicer;
 
 /// What the batch stage is told at start.
 #[derive(Clone, Debug)]
@@ -54,6 +65,9 @@ pub struct BatchSettings {
     pub pace: Arc<Pace>,
     /// Where the tail learns when the batch its next lines would join is due.
     pub due: Arc<Due>,
+    /// The fields added to each JSON object line (`--add-field`, `--source-field`,
+    /// `--file-field`); `None` when there are none.
+    pub fields: Option<FieldSettings>,
 }
 
 /// The async shell: classifies lines, writes dead letters, cuts batches when full or
@@ -67,6 +81,7 @@ pub async fn run(
     dead_letter: Arc<DeadLetter>,
 ) {
     let mut batcher = Batcher::new(settings.aggregate, settings.aggregate_max_lines);
+    let mut splicer = settings.fields.clone().map(Splicer::new);
     // The open batch's start and its deadline; when the last batch was handed on.
     let mut deadline: Option<(Instant, Instant)> = None;
     let mut last_cut: Option<Instant> = None;
@@ -112,9 +127,15 @@ pub async fn run(
         };
         let now = Instant::now();
         for line in &lines {
-            let d = Disposition::of(line, settings.invalid_json);
+            let fields = splicer.as_ref().map(Splicer::fields);
+            let (d, shape) = Disposition::probed(line, settings.invalid_json, fields);
             sort_out(line, d, &progress, &metrics, &dead_letter).await;
-            if let Some(b) = batcher.add(line, d, now) {
+            // Fields go on shipped lines only: a dead letter is what the app wrote.
+            let spliced = match (&mut splicer, d) {
+                (Some(s), Disposition::Record { .. }) => Some(s.splice(line, &shape, &progress)),
+                _ => None,
+            };
+            if let Some(b) = batcher.add(spliced.as_ref().unwrap_or(line), d, now) {
                 last_cut = Some(now);
                 jitter = jittered(settings.pace.get());
                 send(&tx, b, &progress, &dead_letter).await;
@@ -213,6 +234,7 @@ mod tests {
             invalid_json: InvalidJson::Ship,
             pace: Arc::new(Pace::new(Duration::from_millis(200))),
             due: Arc::new(Due::new()),
+            fields: None,
         };
         let due = settings.due.clone();
         let (line_tx, line_rx) = mpsc::channel(1);
@@ -236,5 +258,87 @@ mod tests {
             batch_rx.recv().await.unwrap()
         });
         assert_eq!(first.records.len(), 2, "both reads in the due batch");
+    }
+
+    /// With fields and `--aggregate`: every JSON object line of a record gets them, a
+    /// JSON line that is no object joins the record as written, and a dead-lettered
+    /// line is written as the app wrote it.
+    #[test]
+    fn fields_go_on_every_shipped_object_line_and_never_on_dead_letters() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let dl_path = dir.path().join("dead.jsonl");
+        let dead_letter = Arc::new(DeadLetter::new(&dl_path, 1 << 20, metrics.clone()));
+        let progress = Arc::new(Progress::new(u64::MAX, Default::default()));
+        let identity = crate::progress::Identity {
+            dev: 1,
+            ino: 2,
+            fp_len: 0,
+            fp_hash: 0,
+        };
+        let chain = crate::progress::Chain::default();
+        let path = std::path::Path::new("/var/log/app.log");
+        progress.open(0, &chain, &identity, path, 0);
+        let tally = Arc::new(FieldTally::default());
+        let fields = Fields::new(
+            &[("pod".into(), "zz-pod-1".into())],
+            Some("src"),
+            Some("file"),
+        );
+        let settings = BatchSettings {
+            aggregate: true,
+            aggregate_max_lines: 500,
+            invalid_json: InvalidJson::DeadLetter,
+            pace: Arc::new(Pace::new(Duration::from_millis(200))),
+            due: Arc::new(Due::new()),
+            fields: Some(FieldSettings {
+                fields: Arc::new(fields),
+                sources: vec!["web".into()],
+                counts: tally.clone(),
+            }),
+        };
+        let mut start = 0;
+        let lines: Vec<Line> = [
+            "{\"a\":1}\n",
+            "{\"pod\":\"mine\"}\n",
+            "not json {}\n",
+            "[1]\n",
+        ]
+        .iter()
+        .map(|text| {
+            let mut l = line(0, start, 0);
+            (l.data, l.size) = (bytes::Bytes::from(*text), text.len() as u64);
+            l.end = start + l.size;
+            start = l.end;
+            l
+        })
+        .collect();
+        let (line_tx, line_rx) = mpsc::channel(1);
+        let (batch_tx, mut batch_rx) = mpsc::channel(1);
+        let batch = rt.block_on(async {
+            let stages = run(line_rx, batch_tx, settings, progress, metrics, dead_letter);
+            tokio::spawn(stages);
+            line_tx.send(lines).await.unwrap();
+            drop(line_tx);
+            batch_rx.recv().await.unwrap()
+        });
+        let ours = r#""src":"web","file":"/var/log/app.log"}"#;
+        let expected =
+            format!("{{\"a\":1,\"pod\":\"zz-pod-1\",{ours}\n{{\"pod\":\"mine\",{ours}\n[1]\n");
+        assert_eq!(batch.records, [bytes::Bytes::from(expected)]);
+        assert_eq!(batch.bytes, batch.records[0].len());
+        let dead = std::fs::read_to_string(&dl_path).unwrap();
+        assert!(dead.contains("not json {}"), "{dead}");
+        assert!(
+            !dead.contains("zz-pod-1") && !dead.contains("src"),
+            "{dead}"
+        );
+        assert_eq!(tally.get(0, Splice::Spliced), 1);
+        assert_eq!(tally.get(0, Splice::AppKept(1)), 1);
+        assert_eq!(tally.get(0, Splice::NotObject), 1);
     }
 }

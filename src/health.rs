@@ -55,7 +55,8 @@ impl Health {
         self.problems.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets (or, with `None`, clears) why `source`'s file at `path` cannot be read.
+    /// Sets (or, with `None`, clears) why `source`'s file at `path` cannot be read: a
+    /// phrase that follows the path in `/readyz` ("is a directory, not a regular file").
     /// Returns whether the path had a problem before, so the caller logs changes only.
     pub fn set_problem(&self, source: &str, path: &Path, problem: Option<String>) -> bool {
         let key = (source.to_string(), path.to_path_buf());

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::batch::{self, BatchSettings};
+use crate::batch::{self, BatchSettings, FieldSettings};
 use crate::checkpoint::{self, Checkpointer};
 use crate::config::Config;
 use crate::deadletter::DeadLetter;
@@ -280,6 +280,7 @@ fn start_lane(
         invalid_json: config.invalid_json,
         pace: pace.clone(),
         due,
+        fields: FieldSettings::from_config(config, shared.metrics.clone()),
     };
     let (progress, metrics, dead_letter) = (
         shared.progress.clone(),

@@ -28,6 +28,8 @@ pub struct Report {
     pub duplicates_possible: u64,
     /// The same figures per source, from each source's counters.
     pub sources: Vec<SourceReport>,
+    /// The acknowledged offset of the one file followed; absent with several paths.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_offset: Option<u64>,
     pub drain_seconds: f64,
     /// How the drain ended: `drained`, `deadline`, `second_signal`, `error`.

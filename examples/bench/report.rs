@@ -109,12 +109,19 @@ fn latency(r: &Row) -> String {
 
 /// The whole report: where and how, the comparison, every row, notes, targets.
 pub fn table(rows: &[Row], run: &Run) -> String {
+    // The comparison and the targets read each scenario's usual run only.
+    let usual: Vec<Row> = rows
+        .iter()
+        .filter(|r| r.variant.is_empty())
+        .cloned()
+        .collect();
     let mut t = header(rows, run);
-    t.push_str(&crate::report_compare::comparison(rows));
+    t.push_str(&crate::report_compare::comparison(&usual));
+    t.push_str(&crate::sources::summary(rows));
     t.push_str(&all_rows(rows, run));
     t.push_str(&notes(rows));
     let _ = writeln!(t);
-    t.push_str(&crate::report_compare::targets(rows));
+    t.push_str(&crate::report_compare::targets(&usual));
     t
 }
 
@@ -166,9 +173,10 @@ fn all_rows(rows: &[Row], run: &Run) -> String {
     for r in rows {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.agent.label(),
             r.scenario.label(),
+            r.variant,
             if r.tls { "TLS" } else { "HTTP" },
             if r.aggregate { "yes" } else { "no" },
             thousands(r.lines),
@@ -208,7 +216,7 @@ fn notes(rows: &[Row]) -> String {
             }
             (!n.is_empty()).then(|| {
                 format!(
-                    "- {}, {}{} {}{}: {}",
+                    "- {}, {}{} {}{}{}: {}",
                     r.agent.label(),
                     r.scenario.label(),
                     if r.offered > 0 {
@@ -218,6 +226,7 @@ fn notes(rows: &[Row]) -> String {
                     },
                     if r.tls { "TLS" } else { "HTTP" },
                     if r.aggregate { " --aggregate" } else { "" },
+                    r.variant,
                     n.join("; ")
                 )
             })

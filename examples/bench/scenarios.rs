@@ -2,7 +2,7 @@
 //! agent on its sink, stopping it, and the row's counters.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,16 @@ pub fn backlog(ctx: &Ctx, agent: Agent, mode: Mode, perf: Option<&Path>) -> Row 
     let mut row = Row::new(Scenario::Backlog, mode);
     let dir = run_dir(ctx);
     let log = dir.path().join("access.log");
-    std::fs::write(&log, ctx.lines.slice(0, n)).expect("write the backlog");
+    let backlog = ctx.lines.slice(0, n);
+    let written = if mode.app_fields {
+        crate::sources::with_fields_written(backlog)
+    } else {
+        backlog.to_vec()
+    };
+    std::fs::write(&log, written).expect("write the backlog");
     // The sink's threads are new, so their CPU so far is all this run's.
-    let (sink, mut child, ready_ms, notes) = start_agent(ctx, agent, mode, &log, &dir, false);
+    let logs = [log];
+    let (sink, mut child, ready_ms, notes) = start_agent(ctx, agent, mode, &logs, &dir, false);
     row.ready_ms = ready_ms;
     row.notes.extend(notes);
     let perf = perf.map(|out| start_perf(child.pid, out));
@@ -83,7 +90,7 @@ pub fn drain(ctx: &Ctx, mode: Mode) -> Row {
     let sink = Sink::start(ctx, mode.tls, true);
     let mut child = Child::spawn(
         &ctx.bin,
-        &firetail_args(&log, mode.aggregate),
+        &firetail_args(std::slice::from_ref(&log), mode),
         &sink.env(ctx),
     );
     row.ready_ms = child
@@ -128,14 +135,14 @@ pub fn drain(ctx: &Ctx, mode: Mode) -> Row {
     row
 }
 
-/// The sink and the agent on `log`, started: firetail until `/readyz` answers 200
+/// The sink and the agent on `logs` (Fluent Bit: one), started: firetail until `/readyz` answers 200
 /// (its ready time), Fluent Bit until its tail input has opened the DB (said in a note:
 /// it has no readiness endpoint).
 pub fn start_agent(
     ctx: &Ctx,
     agent: Agent,
     mode: Mode,
-    log: &Path,
+    logs: &[PathBuf],
     dir: &tempfile::TempDir,
     store: bool,
 ) -> (Sink, Child, Option<f64>, Vec<String>) {
@@ -143,7 +150,7 @@ pub fn start_agent(
     match (agent, ctx.fluent_bit.as_ref()) {
         (Agent::FluentBit, Some(fluent_bit)) => {
             let sink = Sink::start_for_fluent_bit(ctx, fluent_bit, store);
-            let child = fluent_bit.spawn(log, dir.path(), DEFAULT_STREAM, &ctx.certs.ca_file);
+            let child = fluent_bit.spawn(&logs[0], dir.path(), DEFAULT_STREAM, &ctx.certs.ca_file);
             let note = match fluentbit::wait_started(&child, dir.path(), Duration::from_secs(30)) {
                 Some(d) => format!("tail input open {:.0} ms after spawn", ms(d)),
                 None => "tail input not open after 30 s".to_owned(),
@@ -154,7 +161,7 @@ pub fn start_agent(
         (Agent::Floor, _) => unreachable!("the floor has a driver of its own"),
         (Agent::Firetail, _) => {
             let sink = Sink::start(ctx, mode.tls, store);
-            let args = firetail_args(log, mode.aggregate);
+            let args = firetail_args(logs, mode);
             let mut child = Child::spawn(&ctx.bin, &args, &sink.env(ctx));
             let ready = child.wait_ready(Duration::from_secs(30)).map(ms);
             (sink, child, ready, Vec::new())
@@ -162,12 +169,10 @@ pub fn start_agent(
     }
 }
 
-pub fn agg_label(mode: Mode) -> &'static str {
-    if mode.aggregate {
-        " --aggregate"
-    } else {
-        ""
-    }
+/// The mode as the progress messages name it after the transport.
+pub fn agg_label(mode: Mode) -> String {
+    let agg = if mode.aggregate { " --aggregate" } else { "" };
+    format!("{agg}{}", mode.variant())
 }
 
 pub fn run_dir(ctx: &Ctx) -> tempfile::TempDir {
@@ -182,12 +187,16 @@ pub fn billable_from_metrics(child: &Child, lines: u64) -> Option<u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = child.metrics();
-        let shipped = m
-            .get("firetail_lines_shipped_total")
-            .copied()
-            .unwrap_or(0.0);
+        // Summed over the series' labels (`source`): line series are per source.
+        let sum = |name: &str| {
+            m.iter()
+                .filter(|(k, _)| k.split('{').next() == Some(name))
+                .map(|(_, v)| *v)
+                .reduce(|a, b| a + b)
+        };
+        let shipped = sum("firetail_lines_shipped_total").unwrap_or(0.0);
         if shipped as u64 >= lines || Instant::now() >= deadline {
-            return m.get("firetail_billable_bytes_total").map(|v| *v as u64);
+            return sum("firetail_billable_bytes_total").map(|v| v as u64);
         }
         std::thread::sleep(Duration::from_millis(20));
     }

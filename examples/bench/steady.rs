@@ -2,7 +2,7 @@
 //! window), then idle after catching up.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::child::Child;
@@ -24,21 +24,28 @@ pub fn steady_idle(
     announce(ctx, agent, mode, rate, steady, idle);
     let mut rows = Vec::new();
     let dir = run_dir(ctx);
-    let log = dir.path().join("access.log");
-    std::fs::File::create(&log).expect("create the log");
+    let logs: Vec<PathBuf> = match mode.files {
+        0 | 1 => vec![dir.path().join("access.log")],
+        n => (0..n)
+            .map(|i| dir.path().join(format!("access-{i}.log")))
+            .collect(),
+    };
+    for log in &logs {
+        std::fs::File::create(log).expect("create the log");
+    }
     // The sink keeps scenario 2's records for the latency of each line.
     let (sink, mut child, ready_ms, mut agent_notes) =
-        start_agent(ctx, agent, mode, &log, &dir, steady);
+        start_agent(ctx, agent, mode, &logs, &dir, steady);
 
     let written = if steady {
-        let row = window(ctx, agent, mode, rate, &log, &sink, &child);
+        let row = window(ctx, agent, mode, rate, &logs, &sink, &child);
         let written = row.lines as usize;
         rows.push(row);
         written
     } else {
         let mut file = std::fs::OpenOptions::new()
             .append(true)
-            .open(&log)
+            .open(&logs[0])
             .expect("open the log");
         file.write_all(ctx.lines.slice(0, CATCH_UP_LINES))
             .expect("append");
@@ -104,37 +111,45 @@ struct Written {
     sink0: Duration,
 }
 
-/// `per_tick` lines every 10 ms for the warm-up and the window, from another thread;
-/// the window's CPU and RSS are read here.
+/// `per_tick` lines every 10 ms for the warm-up and the window, from another thread,
+/// spread evenly over `logs` (each tick writes a share to each file); the window's CPU
+/// and RSS are read here.
 fn write_paced(
     ctx: &Ctx,
-    log: &Path,
+    logs: &[PathBuf],
     per_tick: usize,
     warm_ticks: usize,
     ticks: usize,
     sink: &Sink,
     child: &Child,
 ) -> Written {
-    let slices: Vec<(usize, usize)> = (0..warm_ticks + ticks)
+    // Per tick, per file: the byte range of its share of the tick's lines.
+    let n = logs.len();
+    let slices: Vec<Vec<(usize, usize)>> = (0..warm_ticks + ticks)
         .map(|k| {
-            (
-                ctx.lines.start_of(k * per_tick),
-                ctx.lines.start_of((k + 1) * per_tick),
-            )
+            (0..n)
+                .map(|f| {
+                    let line = |f: usize| k * per_tick + f * per_tick / n;
+                    (ctx.lines.start_of(line(f)), ctx.lines.start_of(line(f + 1)))
+                })
+                .collect()
         })
         .collect();
     let data = &ctx.lines.data;
     let (measured_from, sent) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
         let writer = s.spawn(|| {
-            let mut file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(log)
-                .expect("open the log");
+            let open = |log| {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(log)
+                    .expect("open the log")
+            };
+            let mut files: Vec<std::fs::File> = logs.iter().map(open).collect();
             let start = Instant::now();
             let mut measured = start;
             let mut at = Vec::with_capacity(slices.len());
-            for (k, &(a, b)) in slices.iter().enumerate() {
+            for (k, shares) in slices.iter().enumerate() {
                 let due = start + Duration::from_millis(10 * k as u64);
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
@@ -143,7 +158,9 @@ fn write_paced(
                     measured = Instant::now();
                     let _ = measured_from.send(());
                 }
-                file.write_all(&data[a..b]).expect("append");
+                for (file, &(a, b)) in files.iter_mut().zip(shares) {
+                    file.write_all(&data[a..b]).expect("append");
+                }
                 at.push(Instant::now());
             }
             (measured, Instant::now(), at)
@@ -174,7 +191,7 @@ fn window(
     agent: Agent,
     mode: Mode,
     rate: usize,
-    log: &Path,
+    logs: &[PathBuf],
     sink: &Sink,
     child: &Child,
 ) -> Row {
@@ -185,7 +202,7 @@ fn window(
     let ticks = ctx.opts.steady_seconds as usize * 100;
     let (warm, total) = (per_tick * warm_ticks, per_tick * ticks);
     let cpu_spawned = child.cpu();
-    let w = write_paced(ctx, log, per_tick, warm_ticks, ticks, sink, child);
+    let w = write_paced(ctx, logs, per_tick, warm_ticks, ticks, sink, child);
     let cpu1 = child.cpu();
     let hwm = child.status_kib("VmHWM");
     let caught = sink

@@ -195,7 +195,7 @@ impl SourceFamilies {
         );
         r.register(
             "fields_not_object",
-            "Lines shipped without the added fields because they are not a JSON object",
+            "Lines shipped without the added fields: not a JSON object, or too large for a record with them",
             self.fields_not_object.clone(),
         );
     }

@@ -264,7 +264,7 @@ fn not_ready_because(health: &Health) -> String {
             .iter()
             .map(|(source, path, why)| {
                 format!(
-                    "source {source}: {} is {why}, not a regular file (see the ERROR log)\n",
+                    "source {source}: {} {why} (see the ERROR log)\n",
                     path.display()
                 )
             })
@@ -272,7 +272,7 @@ fn not_ready_because(health: &Health) -> String {
     } else if health.checkpoint_unreadable.load(Ordering::Relaxed) {
         "the checkpoint cannot be read (see the ERROR log)\n".into()
     } else {
-        "starting: not watching the file yet\n".into()
+        "starting: not watching the files yet\n".into()
     }
 }
 

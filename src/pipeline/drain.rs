@@ -114,7 +114,7 @@ impl Pipeline {
                 signal = name,
                 drain_timeout = %humantime::format_duration(config.drain_timeout),
                 drain_quiet = %humantime::format_duration(config.drain_quiet),
-                "Drain started: reading to the end of the file, then shipping the rest."
+                "Drain started: reading every file to its end, then shipping the rest."
             ),
             Stop::Failed(f) => failures.push(f),
         }

@@ -85,6 +85,11 @@ impl Progress {
         self.lock().totals().ahead
     }
 
+    /// `--max-unacked-bytes`.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
     /// Bytes of this file's lines handed on and not covered by the durable checkpoint
     /// (0 for an unknown key).
     pub fn read_ahead_of(&self, key: FileKey) -> u64 {

@@ -158,12 +158,16 @@ impl Handle {
             return Ok(Read::Truncated);
         }
         let at = self.framer.read_offset();
-        // Only this file's line in progress would be ahead of its durable checkpoint: it
-        // is read to its end however long, and no further — were it to wait until no
-        // file had anything ahead, a busy neighbour would hold it back for ever.
-        // Otherwise the ledger's room already counts it, so the window holds once it
-        // ends.
-        let one_line = at > self.framer.line_offset() && progress.read_ahead_of(self.key) == 0;
+        // Only the line in progress would be ahead of the durable checkpoint: it is read
+        // to its end however long, and no further. So is a line already longer than the
+        // whole window when it is all its own file holds ahead: it could never fit, and
+        // waiting until no file had anything ahead would wait on a busy neighbour for
+        // ever. Otherwise the ledger's room already counts it, so the window holds once
+        // it ends.
+        let in_progress = at - self.framer.line_offset();
+        let one_line = in_progress > 0
+            && (progress.read_ahead() == 0
+                || (in_progress >= progress.window() && progress.read_ahead_of(self.key) == 0));
         let budget = if one_line { POLL_BUDGET as u64 } else { budget };
         let want = (meta.len() - at).min(budget).min(POLL_BUDGET as u64) as usize;
         if want == 0 {

@@ -691,7 +691,7 @@ fn probes_and_metrics_during_a_slow_drain() {
     let sent = Instant::now();
     ft.term();
     ft.wait_message(
-        "Drain started: reading to the end of the file, then shipping the rest.",
+        "Drain started: reading every file to its end, then shipping the rest.",
         LONG,
     );
     assert_eq!(http_get(&addr, "/readyz").0, 503);

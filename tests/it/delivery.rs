@@ -297,7 +297,7 @@ fn a_tail_failure_during_the_drain_is_an_error_and_exit_1() {
     assert!(fake.wait_for_lines(500, LONG), "logs:\n{}", ft.dump());
     ft.term();
     ft.wait_message(
-        "Drain started: reading to the end of the file, then shipping the rest.",
+        "Drain started: reading every file to its end, then shipping the rest.",
         LONG,
     );
     fs.shutdown();

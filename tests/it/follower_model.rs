@@ -27,7 +27,9 @@
 //! read but not acknowledged when firetail restarted.
 
 mod fragments;
-mod world;
+mod multi;
+pub(crate) mod reader;
+pub(crate) mod world;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -151,7 +153,9 @@ fn apply(w: &mut World, op: &Op) {
 
 /// What the follower handed on against what the files held: every piece out unless
 /// the loss list (docs/how-it-works.md#what-can-be-lost-and-why) explains it, nothing out that no content held whole (a
-/// line joined from two contents, an invented one), repeats only after a restart.
+/// line joined from two contents, an invented one), repeats only after a restart;
+/// each piece under its app's source, each file key holding one app's lines, and
+/// each app's pieces in the order written within one run of firetail.
 fn check(w: &World) -> Result<(), TestCaseError> {
     let pieces = w.all_pieces();
     let by_text: HashMap<&str, Piece> = pieces.iter().map(|p| (w.piece_text(*p), *p)).collect();
@@ -179,6 +183,44 @@ fn check(w: &World) -> Result<(), TestCaseError> {
             n == 1 || w.may_duplicate.contains(line),
             "line emitted {n} times without a restart to explain it: {line:?}"
         );
+    }
+    check_sources_and_order(w, &by_text)
+}
+
+/// Each line under the source of the app that wrote it; one file key, one app; and
+/// per file and run, its pieces in the order written. (Across the files of one path
+/// the order is the rotation order the tail infers from modification times, which a
+/// coarse filesystem clock can leave tied: not asserted.)
+fn check_sources_and_order(w: &World, by_text: &HashMap<&str, Piece>) -> Result<(), TestCaseError> {
+    let rank = |p: Piece| (p.0, p.1 as u8);
+    let mut key_app: HashMap<(usize, u32), usize> = HashMap::new();
+    let mut last: HashMap<(usize, u32), Piece> = HashMap::new();
+    for ((l, e), run) in w.lines_out.iter().zip(&w.emitted).zip(&w.runs) {
+        let p = by_text[e.as_str()];
+        let app = w.written[p.0].app;
+        let source = w.apps[app].source;
+        prop_assert_eq!(
+            l.source,
+            source,
+            "{:?} of {} handed on under source {} (file key {})",
+            p,
+            w.apps[app].path.display(),
+            l.source,
+            l.file
+        );
+        // Keys are a process's own: a restart numbers files from 0 again.
+        let first = *key_app.entry((*run, l.file)).or_insert(app);
+        prop_assert_eq!(first, app, "file key {} holds lines of two apps", l.file);
+        if let Some(before) = last.insert((*run, l.file), p) {
+            prop_assert!(
+                rank(before) < rank(p),
+                "run {}: {:?} handed on after {:?} of the same app ({})",
+                run,
+                p,
+                before,
+                w.apps[app].path.display()
+            );
+        }
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ mod core;
 mod delivery;
 mod early_signal;
 mod faults;
+mod fields;
 mod files;
 mod fleet;
 mod follower_model;

@@ -352,7 +352,7 @@ fn readyz_follows_the_lifecycle() {
     assert!(fake.wait_for_lines(10, LONG));
     ft.term();
     ft.wait_message(
-        "Drain started: reading to the end of the file, then shipping the rest.",
+        "Drain started: reading every file to its end, then shipping the rest.",
         LONG,
     );
     let (status, body) = http_get(&addr, "/readyz");

@@ -258,7 +258,7 @@ fn a_second_sigterm_ends_the_drain_and_reports_the_undelivered_lines() {
     assert!(fake.wait_for_calls(2, LONG), "{}", ft.dump());
     ft.term();
     ft.wait_message(
-        "Drain started: reading to the end of the file, then shipping the rest.",
+        "Drain started: reading every file to its end, then shipping the rest.",
         LONG,
     );
     let second = Instant::now();

@@ -467,7 +467,7 @@ fn the_drain_quiet_period_restarts_on_bytes_of_a_partial_line() {
     assert!(fake.wait_for_lines(10, LONG), "{}", ft.dump());
     ft.term();
     ft.wait_message(
-        "Drain started: reading to the end of the file, then shipping the rest.",
+        "Drain started: reading every file to its end, then shipping the rest.",
         LONG,
     );
     let slow = access_lines("slow", 0..1).remove(0);

@@ -217,8 +217,16 @@ async fn readyz_names_every_source_whose_path_is_not_a_regular_file() {
     health.lane().store(true, Ordering::Relaxed);
     let (addr, _) = start_with(SMALL, health.clone()).await;
     assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
-    health.set_problem("web", &fifo, Some(kind(&fifo).to_string()));
-    health.set_problem("audit", &audit, Some(kind(&audit).to_string()));
+    health.set_problem(
+        "web",
+        &fifo,
+        Some(format!("is {}, not a regular file", kind(&fifo))),
+    );
+    health.set_problem(
+        "audit",
+        &audit,
+        Some(format!("is {}, not a regular file", kind(&audit))),
+    );
     let answer = get(addr, "/readyz").await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     for want in [

@@ -70,15 +70,17 @@ impl Follower {
     }
 
     pub(in crate::tail) fn set_path_error(&self, kind: Option<&'static str>) {
-        let was =
-            self.health
-                .set_problem(&self.chain.source, self.path(), kind.map(str::to_string));
+        let was = self.health.set_problem(
+            &self.chain.source,
+            self.path(),
+            kind.map(|k| format!("is {k}, not a regular file")),
+        );
         match kind {
             Some(kind) if !was => {
-                tracing::error!(file = %self.path().display(), kind, "The log path is not a regular file; not reading it, and not ready, until a regular file is back.")
+                tracing::error!(source = %self.chain.source, file = %self.path().display(), kind, "The log path is not a regular file; not reading it, and not ready, until a regular file is back.")
             }
             None if was => {
-                tracing::info!(file = %self.path().display(), "The log path is a regular file again.")
+                tracing::info!(source = %self.chain.source, file = %self.path().display(), "The log path is a regular file again.")
             }
             _ => {}
         }

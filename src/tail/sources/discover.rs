@@ -209,7 +209,7 @@ impl Tail {
                 return None;
             }
             Err(e) => {
-                let why = format!("cannot list the directory: {e}");
+                let why = format!("cannot be listed: {e}");
                 if !self.health.set_problem(&src.spec.name, &g.dir, Some(why)) {
                     tracing::error!(source = %src.spec.name, dir = %g.dir.display(), error = %e, "Cannot list the directory of a glob source; not ready until it can be listed.");
                 }

@@ -40,6 +40,7 @@ fn through_batch_stage(w: &World, invalid_json: InvalidJson, aggregate: bool) ->
         invalid_json,
         pace: Arc::new(Pace::new(Duration::from_millis(200))),
         due: Arc::new(Due::new()),
+        fields: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -320,6 +320,18 @@ impl Model {
         (again.iter().map(|l| l.seq).collect(), bytes)
     }
 
+    /// Per file, the bytes of the first line a restart would read again: what a file
+    /// with nothing of its own ahead may now read past the window's room (see
+    /// `BUG_A_LINE_IN_PROGRESS_PASSES_THE_WINDOW`).
+    pub fn first_lines_ahead(&self) -> u64 {
+        let mut files = HashSet::new();
+        self.handed
+            .iter()
+            .filter(|l| self.again(l) && files.insert(l.file))
+            .map(|l| l.end - l.start)
+            .sum()
+    }
+
     /// The bytes of [`Model::ahead`], looked at only from the first line not yet covered
     /// by the durable checkpoint (what is covered stays covered).
     pub fn ahead_bytes(&mut self) -> u64 {
