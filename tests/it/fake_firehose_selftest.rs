@@ -738,6 +738,55 @@ async fn fail_marker_fails_the_marked_record_in_every_call() {
     assert_eq!(fake.counters().records_accepted, 7);
 }
 
+/// Per-stream faults apply to calls to that stream only, and each accepted line is
+/// recorded with the stream its call named and when the call was read.
+#[tokio::test]
+async fn stream_faults_apply_to_their_stream_and_lines_keep_their_stream() {
+    let fake = FakeFirehose::start(FakeConfig {
+        stream_family: true,
+        ..FakeConfig::default()
+    });
+    let client = client(&fake, None);
+    let (a, b) = (format!("{DEFAULT_STREAM}-a"), format!("{DEFAULT_STREAM}-b"));
+    fake.set_stream_faults(
+        &a,
+        Some(Faults {
+            call_error_rate: 1.0,
+            call_errors: vec![CallError::Throttling],
+            ..Faults::default()
+        }),
+    );
+    let (to_a, to_b) = (lines("a", 2), lines("b", 3));
+    let before = Instant::now();
+    let (error, status) = service_error(put_to(&client, &a, &to_a).await);
+    assert_eq!((error.code(), status), (Some("ThrottlingException"), 400));
+    put_to(&client, &b, &to_b)
+        .await
+        .expect("the other stream is healthy");
+    fake.set_stream_faults(&a, None);
+    put_to(&client, &a, &to_a)
+        .await
+        .expect("the stream's faults lifted");
+    let got = fake.accepted_lines_by_stream();
+    let of = |s: &str| -> Vec<String> {
+        got.iter()
+            .filter(|l| *l.stream == *s)
+            .map(|l| l.line.clone())
+            .collect()
+    };
+    let text = |v: &[Vec<u8>]| -> Vec<String> {
+        v.iter()
+            .map(|d| String::from_utf8_lossy(d).trim_end().to_owned())
+            .collect()
+    };
+    assert_eq!(of(&b), text(&to_b));
+    assert_eq!(of(&a), text(&to_a));
+    assert_eq!(fake.accepted_lines_of(&a), text(&to_a));
+    assert!(got
+        .iter()
+        .all(|l| l.received >= before && l.received <= Instant::now()));
+}
+
 // ----- quota mode ---------------------------------------------------------------------
 
 fn quota_fake(records: u64, requests: u64, bytes: u64) -> FakeFirehose {

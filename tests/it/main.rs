@@ -27,6 +27,7 @@ mod promises;
 mod promises_files;
 mod restarts;
 mod rotation;
+mod sources;
 mod store;
 mod tail_sources;
 mod window;

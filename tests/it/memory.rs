@@ -41,7 +41,7 @@ fn vm_hwm(pid: i32) -> u64 {
 /// The release binary beside the debug one the tests are built with (same target
 /// directory, `release/` instead of `debug/`), if it exists and is newer than every
 /// source it is built from; else why not.
-fn release_binary() -> Result<PathBuf, String> {
+pub(crate) fn release_binary() -> Result<PathBuf, String> {
     let debug = binary();
     let profile_dir = debug.parent().and_then(Path::parent).expect("target dir");
     let release = profile_dir.join("release").join("firetail");

@@ -520,6 +520,15 @@ pub enum Outcome {
     Raw { status: u16, accepted: bool },
 }
 
+/// One accepted line with the stream its call named and when the fake had read that
+/// call (the moment the line reached Firehose, for latency figures).
+#[derive(Clone, Debug)]
+pub struct StreamLine {
+    pub stream: Arc<str>,
+    pub line: String,
+    pub received: Instant,
+}
+
 /// One entry of the call log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallLog {
@@ -687,6 +696,8 @@ impl FakeFirehose {
         let mut state = self.shared.lock();
         state.data = Vec::new();
         state.ends = Vec::new();
+        state.record_streams = Vec::new();
+        state.record_received = Vec::new();
         state.calls = Vec::new();
         state.counters = Counters::default();
         drop(state);
@@ -783,6 +794,52 @@ impl FakeFirehose {
         state.records().flat_map(split_lines).for_each(&mut f);
     }
 
+    // ----- several streams ----------------------------------------------------------
+
+    /// Gives calls to `stream` their own rate-based faults (replacing [`Faults`] for
+    /// them), or with `None` the common ones again; from the next call. One stream
+    /// throttled hard while another is healthy is how a test shows that a throttled
+    /// stream holds up only its own lines.
+    pub fn set_stream_faults(&self, stream: &str, faults: Option<Faults>) {
+        let mut state = self.shared.lock();
+        match faults {
+            Some(f) => {
+                state.stream_faults.insert(stream.to_owned(), Arc::new(f));
+            }
+            None => {
+                state.stream_faults.remove(stream);
+            }
+        }
+    }
+
+    /// Every accepted line (split as [`FakeFirehose::accepted_lines`] does) with the
+    /// stream its call named and when the fake had read that call, in the order
+    /// accepted. Empty with `store: false`.
+    pub fn accepted_lines_by_stream(&self) -> Vec<StreamLine> {
+        let state = self.shared.lock();
+        let mut out = Vec::with_capacity(state.ends.len());
+        for (i, record) in state.records().enumerate() {
+            let stream = &state.stream_names[state.record_streams[i] as usize];
+            for line in split_lines(record) {
+                out.push(StreamLine {
+                    stream: Arc::clone(stream),
+                    line: String::from_utf8_lossy(line).into_owned(),
+                    received: state.record_received[i],
+                });
+            }
+        }
+        out
+    }
+
+    /// Accepted lines of one stream, in the order accepted.
+    pub fn accepted_lines_of(&self, stream: &str) -> Vec<String> {
+        self.accepted_lines_by_stream()
+            .into_iter()
+            .filter(|l| *l.stream == *stream)
+            .map(|l| l.line)
+            .collect()
+    }
+
     // ----- waiting ----------------------------------------------------------------
 
     /// Blocks until at least `n` lines were accepted or `timeout` passed; true when
@@ -864,9 +921,27 @@ struct State {
     /// Window 0 of the quota starts here (the fake's start).
     epoch: Instant,
     quota_book: QuotaBook,
+    /// Faults that replace `faults` for calls to one stream (see
+    /// [`FakeFirehose::set_stream_faults`]).
+    stream_faults: HashMap<String, Arc<Faults>>,
+    /// For each stored record (lined up with `ends`): the index in `stream_names` of
+    /// the stream its call named, and when the fake had read that call.
+    record_streams: Vec<u32>,
+    record_received: Vec<Instant>,
+    stream_names: Vec<Arc<str>>,
 }
 
 impl State {
+    /// The index of `stream` in `stream_names`, added on first sight.
+    fn stream_index(&mut self, stream: &str) -> u32 {
+        let found = self.stream_names.iter().position(|s| **s == *stream);
+        let index = found.unwrap_or_else(|| {
+            self.stream_names.push(Arc::from(stream));
+            self.stream_names.len() - 1
+        });
+        u32::try_from(index).expect("fewer than 2^32 streams")
+    }
+
     fn records(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
@@ -916,6 +991,10 @@ impl Shared {
                 quota: config.quota,
                 epoch: Instant::now(),
                 quota_book: QuotaBook::default(),
+                stream_faults: HashMap::new(),
+                record_streams: Vec::new(),
+                record_received: Vec::new(),
+                stream_names: Vec::new(),
             }),
             changed: Condvar::new(),
         }
@@ -949,11 +1028,14 @@ impl Shared {
     }
 
     /// Decides a call's fate: the next scripted answer, else the rates.
-    fn plan(&self) -> Plan {
+    fn plan(&self, stream: &str) -> Plan {
         let mut state = self.lock();
         let seq = state.next_seq;
         state.next_seq += 1;
-        let faults = Arc::clone(&state.faults);
+        let faults = match state.stream_faults.get(stream) {
+            Some(faults) => Arc::clone(faults),
+            None => Arc::clone(&state.faults),
+        };
         let mut delay = faults.latency;
         if !faults.latency_jitter.is_zero() {
             delay += faults.latency_jitter.mul_f64(state.rng.f64());
@@ -1409,7 +1491,7 @@ async fn handle(
         .collect();
     entry.bytes = sizes.iter().sum();
 
-    let plan = shared.plan();
+    let plan = shared.plan(&entry.stream);
     entry.seq = plan.seq;
     let mut then = None;
     let record_faults = match plan.action {
@@ -1600,6 +1682,14 @@ fn accept(
     {
         let mut state = shared.lock();
         if state.store {
+            let stored = accepted as usize;
+            let stream = state.stream_index(&entry.stream);
+            state
+                .record_streams
+                .extend(std::iter::repeat_n(stream, stored));
+            state
+                .record_received
+                .extend(std::iter::repeat_n(entry.received, stored));
             if verdicts.is_none() {
                 let base = state.data.len();
                 state.data.extend_from_slice(&batch.data);

@@ -83,6 +83,29 @@ impl Pod {
         App::start(self, config)
     }
 
+    /// The emptyDir itself, for a pod whose containers write several logs into it.
+    pub fn empty_dir(&self) -> &Path {
+        self.empty_dir.path()
+    }
+
+    /// One more container of this pod writing `log_file` in the emptyDir, its ledger
+    /// and stderr on the pod's private disk under its `name`, its lines tagged
+    /// `"app":"<name>"` (a Sidekiq-style worker beside the web app, say).
+    pub fn container(&self, name: &str, log_file: &str) -> Container {
+        Container {
+            log: self.empty_dir.path().join(log_file),
+            ledger: self.private.path().join(format!("{name}.ledger.txt")),
+            stderr: self.private.path().join(format!("{name}.stderr")),
+            tag: name.to_owned(),
+        }
+    }
+
+    /// Starts the app program as `container` and waits until its handlers are
+    /// installed.
+    pub fn start_container(&self, container: &Container, config: &AppConfig) -> App {
+        App::spawn(container, config)
+    }
+
     /// Every uuid the app wrote, in order (its ledger).
     pub fn written(&self) -> Vec<String> {
         let text = std::fs::read_to_string(self.ledger()).unwrap_or_default();
@@ -213,17 +236,47 @@ pub struct App {
     code: Option<i32>,
 }
 
+/// Where one container of a pod writes (see [`Pod::container`]).
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub log: PathBuf,
+    pub ledger: PathBuf,
+    pub stderr: PathBuf,
+    pub tag: String,
+}
+
+impl Container {
+    /// Every uuid this container wrote, in order (its ledger).
+    pub fn written(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.ledger).unwrap_or_default();
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
 impl App {
     fn start(pod: &Pod, c: &AppConfig) -> App {
-        let stderr = pod.private.path().join("app.stderr");
+        App::spawn(
+            &Container {
+                log: pod.log(),
+                ledger: pod.ledger(),
+                stderr: pod.private.path().join("app.stderr"),
+                tag: "app".to_owned(),
+            },
+            c,
+        )
+    }
+
+    fn spawn(container: &Container, c: &AppConfig) -> App {
+        let stderr = container.stderr.clone();
         let mut cmd = Command::new("sh");
         // The entrypoint as an image should have it: `exec`, so the signals the
         // kubelet sends reach the app and not a shell that ignores them.
         cmd.arg("-c")
             .arg(r#"exec python3 "$0" "$@""#)
             .arg(APP_SCRIPT)
-            .arg(format!("--log={}", pod.log().display()))
-            .arg(format!("--ledger={}", pod.ledger().display()))
+            .arg(format!("--log={}", container.log.display()))
+            .arg(format!("--ledger={}", container.ledger.display()))
+            .arg(format!("--tag={}", container.tag))
             .arg(format!("--rate={}", c.rate))
             .arg(format!("--tail={}", c.tail.as_secs_f64()))
             .arg(format!(
@@ -243,7 +296,7 @@ impl App {
             child,
             stdout,
             stderr,
-            ledger: pod.ledger(),
+            ledger: container.ledger.clone(),
             code: None,
         };
         assert_eq!(

@@ -1,0 +1,254 @@
+//! Glob sources: files that appear while firetail runs, a dateext rotation whose
+//! rotated name the glob matches too, and 200 files matched at once under a low soft
+//! open-files limit.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::{distinct, family_fake, per_stream, source_args, stream, tools_present, Source, LONG};
+use crate::files::{App, Writer};
+use crate::rotation::logrotate;
+use crate::support::eventually;
+use crate::support::fake_firehose::{FakeFirehose, Faults};
+use crate::support::firetail::{access_lines, append, aws_env, Firetail};
+
+/// Waits until `n` distinct lines arrived, else fails with the logs.
+fn wait_distinct(fake: &FakeFirehose, n: usize, ft: &Firetail) {
+    assert!(
+        eventually(LONG, || distinct(fake) >= n),
+        "{} of {n} lines arrived\n{}",
+        distinct(fake),
+        ft.dump()
+    );
+}
+
+/// Creates `path` holding `lines`, in one write.
+fn create_with(path: &Path, lines: &[String]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(format!("{}\n", lines.join("\n")).as_bytes())
+        .unwrap();
+}
+
+fn no_duplicates(figures: &std::collections::BTreeMap<String, super::StreamFigures>) {
+    for (s, f) in figures {
+        assert_eq!(f.duplicated, 0, "{s}: lines shipped twice");
+    }
+}
+
+#[test]
+fn files_appearing_under_a_glob_are_picked_up_and_ship_their_first_line_unprompted() {
+    let fake = family_fake(Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.log");
+    let (workers_stream, web_stream) = (stream(&fake, "workers"), stream(&fake, "web"));
+    let args = source_args(
+        &[
+            Source::new("web", &web, &web_stream),
+            Source::new("workers", &dir.path().join("worker-*.log"), &workers_stream),
+        ],
+        &[],
+    );
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    ft.wait_message("firetail started.", LONG);
+    let web_lines = access_lines("web", 0..300);
+    append(&web, &web_lines[..100]);
+
+    let mut workers = Vec::new();
+    for i in 0..5 {
+        let path = dir.path().join(format!("worker-{i}.log"));
+        let lines = access_lines(&format!("worker{i}"), 0..301);
+        if i == 4 {
+            // Written under another name, then renamed into the pattern, as tools
+            // that create files atomically do.
+            let part = dir.path().join("worker-4.part");
+            create_with(&part, &lines[..1]);
+            std::fs::rename(&part, &path).unwrap();
+        } else {
+            create_with(&path, &lines[..1]);
+        }
+        // Nothing else is written until the new file's one line has arrived: it is
+        // found by its creation, not by a later write.
+        assert!(
+            eventually(LONG, || fake
+                .accepted_lines_of(&workers_stream)
+                .contains(&lines[0])),
+            "the first line of {} never shipped\n{}",
+            path.display(),
+            ft.dump()
+        );
+        workers.push((path, lines));
+    }
+    // Names the pattern does not match are never shipped.
+    append(
+        &dir.path().join("worker-9.txt"),
+        &access_lines("stray", 0..50),
+    );
+    append(
+        &dir.path().join("worker-4.part"),
+        &access_lines("part", 0..50),
+    );
+    for (path, lines) in &workers {
+        append(path, &lines[1..]);
+    }
+    append(&web, &web_lines[100..]);
+    let worker_lines: Vec<String> = workers.iter().flat_map(|(_, l)| l.clone()).collect();
+    wait_distinct(&fake, worker_lines.len() + web_lines.len(), &ft);
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    no_duplicates(&per_stream(
+        "glob_new_files",
+        &fake,
+        &[
+            (workers_stream.as_str(), &worker_lines),
+            (web_stream.as_str(), &web_lines),
+        ],
+        0,
+        &ft,
+    ));
+}
+
+/// logrotate `dateext` with `extension .log` renames `app.log` to `app-YYYYMMDD.log`:
+/// a name the glob `app*.log` matches too. It is the file already followed, moved:
+/// its lines ship once, not again as a new file's.
+#[test]
+fn a_dateext_rotation_the_glob_also_matches_ships_every_line_once() {
+    if !tools_present(&["logrotate"]) {
+        return;
+    }
+    let fake = family_fake(Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let state = tempfile::tempdir().unwrap();
+    let app_stream = stream(&fake, "app");
+    let args = source_args(
+        &[Source::new(
+            "app",
+            &dir.path().join("app*.log"),
+            &app_stream,
+        )],
+        &[],
+    );
+    let mut ft = Firetail::start(&args, &aws_env(&fake.endpoint()));
+    ft.wait_message("firetail started.", LONG);
+    let mut writer = Writer::start(App::open(&log, "dateext", false));
+    // The second rotation the same day needs a finer name: logrotate refuses to
+    // rotate onto an existing one.
+    for format in ["-%Y%m%d", "-%Y%m%d-%H%M%S"] {
+        writer.write_more(1500);
+        writer.paused(|app| {
+            logrotate(
+                state.path(),
+                &log,
+                &format!(
+                    "dateext\ndateformat {format}\nextension .log\ncreate\nrotate 10\nnocompress\nmissingok"
+                ),
+            );
+            app.reopen(false);
+        });
+    }
+    writer.write_more(1500);
+    let (written, _) = writer.stop();
+    let rotated: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("app-") && n.ends_with(".log"))
+        .collect();
+    assert_eq!(
+        rotated.len(),
+        2,
+        "logrotate made app-YYYYMMDD.log and app-YYYYMMDD-HHMMSS.log: {rotated:?}"
+    );
+    wait_distinct(&fake, written.len(), &ft);
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    no_duplicates(&per_stream(
+        "glob_dateext",
+        &fake,
+        &[(app_stream.as_str(), &written)],
+        0,
+        &ft,
+    ));
+}
+
+/// The hard open-files limit for the child: 4,096, or ours when lower (raising a hard
+/// limit needs CAP_SYS_RESOURCE).
+fn hard_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    lim.rlim_max.min(4096)
+}
+
+#[test]
+fn two_hundred_files_matched_at_once_under_a_soft_limit_of_64_all_ship() {
+    const FILES: usize = 200;
+    if !tools_present(&["prlimit"]) {
+        return;
+    }
+    let hard = hard_limit();
+    if hard < 1024 {
+        crate::support::skip::skip_or_fail(&format!(
+            "the hard open-files limit here is {hard}: no room for 200 files"
+        ));
+        return;
+    }
+    let fake = family_fake(Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    let many_stream = stream(&fake, "many");
+    let files: Vec<(std::path::PathBuf, Vec<String>)> = (0..FILES)
+        .map(|i| {
+            let path = dir.path().join(format!("f-{i:03}.log"));
+            (path, access_lines(&format!("f{i:03}"), 0..60))
+        })
+        .collect();
+    for (path, lines) in &files {
+        append(path, &lines[..50]);
+    }
+    let args = source_args(
+        &[Source::new(
+            "many",
+            &dir.path().join("f-*.log"),
+            &many_stream,
+        )],
+        &[],
+    );
+    let nofile = format!("--nofile=64:{hard}");
+    let mut ft = Firetail::start_via(
+        &["prlimit", &nofile, "--"],
+        &args,
+        &aws_env(&fake.endpoint()),
+    );
+    ft.wait_message("firetail started.", LONG);
+    let limit = ft.wait_message("Open-files limit.", LONG);
+    assert_eq!(
+        limit["soft_before"], 64,
+        "not started under the low limit: {limit}"
+    );
+    wait_distinct(&fake, FILES * 50, &ft);
+    // Every file is still followed: lines added to each of them arrive too.
+    for (path, lines) in &files {
+        append(path, &lines[50..]);
+    }
+    let all: Vec<String> = files.iter().flat_map(|(_, l)| l.clone()).collect();
+    wait_distinct(&fake, all.len(), &ft);
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    assert!(
+        ft.logs().iter().all(|v| !v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("No file descriptor free")),
+        "EMFILE\n{}",
+        ft.dump()
+    );
+    no_duplicates(&per_stream(
+        "glob_200_files_soft_limit_64",
+        &fake,
+        &[(many_stream.as_str(), &all)],
+        0,
+        &ft,
+    ));
+}
