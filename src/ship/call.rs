@@ -116,11 +116,15 @@ impl Shipper {
                 signal.accepted = (sent - failed.len()) as u32;
                 signal.throttled_records = throttled as u32;
                 signal.throttled = throttled > 0;
-                signal.failed = failed.len() > throttled;
+                // Firehose answered the call: records refused for other reasons than
+                // throttling say something about those records (they wait out their
+                // backoff), not about the stream's capacity, so the control does not cut
+                // for them; else one stuck record would serialise its whole stream.
+                let refused = failed.len() > throttled;
                 ended.again = failed;
                 if ended.again.is_empty() {
                     None
-                } else if self.adaptive && !signal.failed {
+                } else if self.adaptive && !refused {
                     // Only throttled: the send rate answers that, not a longer wait.
                     Some(Backoff::default().hold_jittered(BACKOFF_CAP))
                 } else if ended.again.len() < sent {
