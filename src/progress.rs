@@ -376,6 +376,14 @@ impl Progress {
         self.lock().get(&key).map_or(0, |f| f.size)
     }
 
+    /// True when a file with this (device, inode) is being read by some follower, of
+    /// any source: a sibling scan must leave it to that follower.
+    pub fn follows(&self, (dev, ino): (u64, u64)) -> bool {
+        self.lock()
+            .values()
+            .any(|f| !f.finished && f.identity.dev == dev && f.identity.ino == ino)
+    }
+
     pub fn path_of(&self, key: FileKey) -> PathBuf {
         self.lock()
             .get(&key)

@@ -31,10 +31,11 @@ impl Candidate {
     /// (`access.log.1` is older than `access.log.0`; `-20261125` older than `-20261126`).
     pub fn rotation_order(&self) -> (i64, i64, i64, String) {
         let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        // The rotation number: the last dot-separated part that is one, so the
+        // extension-last form (`app.1.log`) counts like `app.log.1`.
         let numeric = name
             .rsplit('.')
-            .next()
-            .and_then(|s| s.parse::<i64>().ok())
+            .find_map(|s| s.parse::<i64>().ok())
             .map_or(0, |n| -n);
         (
             self.meta.mtime(),

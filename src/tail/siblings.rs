@@ -137,6 +137,10 @@ impl Follower {
                 }
                 continue;
             }
+            // Being read by another follower (of this source's glob, or another's).
+            if self.progress.follows(c.inode()) {
+                continue;
+            }
             let known = self.known.get(&c.inode()).cloned();
             if known
                 .as_ref()

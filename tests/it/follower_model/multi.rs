@@ -12,7 +12,7 @@
 use proptest::prelude::*;
 
 use super::world::{Naming, World};
-use super::{apply, arb_op, check, Op, Rotation};
+use super::{apply, arb_op, check, Op};
 
 #[derive(Clone, Debug)]
 enum MultiOp {
@@ -39,8 +39,8 @@ fn arb_multi_op() -> impl Strategy<Value = MultiOp> {
     ]
 }
 
-/// Product bugs the property test steps around until they are fixed, each pinned by
-/// an ignored test below that fails: set to false with the fix.
+/// A product bug the property test steps around until it is fixed, pinned by an
+/// ignored test below that fails: set to false with the fix.
 ///
 /// A glob's path whose follower starts with no checkpoint entry (the path first
 /// listed at run time, or at a restart before any checkpoint held it) takes the
@@ -48,13 +48,6 @@ fn arb_multi_op() -> impl Strategy<Value = MultiOp> {
 /// (`a_glob_file_rotated_before_the_tail_saw_it_is_shipped`). Stepped around by
 /// rotating a glob's file only once a checkpoint holds it.
 const BUG_GLOB_FILE_ROTATED_BEFORE_SEEN: bool = true;
-/// A literal path's rotated file that a glob of another source matches (`dateext`
-/// with `extension .log`): shipped by the glob too, from 0, under the glob's source
-/// (`a_literal_paths_copy_a_glob_matches_is_shipped_once`,
-/// `a_literal_paths_rotated_file_a_glob_matches_is_shipped_once`). Stepped around
-/// by no copytruncate of that path, and renaming it only while firetail has its file
-/// open: then the glob's listing finds the rotated file open, and leaves it.
-const BUG_GLOB_TAKES_A_LITERAL_PATHS_ROTATION: bool = false;
 
 /// A literal path rotated with `dateext` and `extension .log`, whose rotated files
 /// the glob matches; another literal path; a glob (in the first one's lane) with one
@@ -99,23 +92,12 @@ fn rotates(op: &Op) -> bool {
     )
 }
 
-fn copies(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::CopyTruncate { .. } | Op::CutBy(Rotation::CopyTruncate { .. }, ..)
-    )
-}
-
-/// The steps around the known bugs (see their flags): true when `op` of app `a`
-/// would run into one.
+/// The step around the known bug (see its flag): true when `op` of app `a` would
+/// run into it.
 fn into_known_bug(w: &World, a: usize, op: &Op) -> bool {
     let app = &w.apps[a];
     let glob_unanchored = app.source == 2 && !app.anchored;
-    let glob_matches_rotations = app.source == 0 && app.naming == Naming::DatedExt;
-    (BUG_GLOB_FILE_ROTATED_BEFORE_SEEN && glob_unanchored && rotates(op))
-        || (BUG_GLOB_TAKES_A_LITERAL_PATHS_ROTATION
-            && glob_matches_rotations
-            && (copies(op) || (rotates(op) && !w.current_opened(a))))
+    BUG_GLOB_FILE_ROTATED_BEFORE_SEEN && glob_unanchored && rotates(op)
 }
 
 fn run(w: &mut World, ops: &[MultiOp]) {
@@ -240,16 +222,13 @@ fn a_glob_file_rotated_before_the_tail_saw_it_is_shipped() {
     check(&w).unwrap();
 }
 
-/// Product bug (`BUG_GLOB_TAKES_A_LITERAL_PATHS_ROTATION`): `app.log` (a literal
-/// source) rotated by logrotate with `dateext` and `extension .log` makes
-/// `app-20261207NNNN.log`, which the glob `app-*.log` of another source matches. When
-/// the glob's listing sees that file before the literal path's follower has it open
-/// (logrotate's copy, always: the follower opens it only once it sees the truncation;
-/// or two renames between two polls), the glob follows it as a new file from 0: its
-/// lines are shipped twice, once under the wrong source. Suspect: `discover_glob`
-/// (src/tail/sources/discover.rs) counts as bases only the paths of its own source's
-/// followers, not the literal paths of the other sources (`TailSettings.others`
-/// included).
+/// `app.log` (a literal source) rotated by logrotate with `dateext` and `extension
+/// .log` makes `app-20261207NNNN.log`, which the glob `app-*.log` of another source
+/// matches. When the glob's listing sees that file before the literal path's
+/// follower has it open (logrotate's copy, always: the follower opens it only once
+/// it sees the truncation; or two renames between two polls), it is still the
+/// literal path's: a rotation of any source's literal path is no file of a glob's,
+/// so its lines are shipped once, under their own source.
 #[test]
 fn a_literal_paths_copy_a_glob_matches_is_shipped_once() {
     let mut w = three_sources_with(Naming::DatedExt, false);
@@ -277,14 +256,11 @@ fn a_literal_paths_rotated_file_a_glob_matches_is_shipped_once() {
     check(&w).unwrap();
 }
 
-/// Product bug (minor): files rotated while firetail was behind are read oldest first
-/// by modification time, then by their rotation number — parsed only as the last
-/// `.`-separated part of the name (`app.log.1`), not as logrotate's `extension .log`
-/// puts it (`app-a.1.log`). Two such files written within one tick of a coarse
-/// filesystem clock are then read in name order, the newer `.0` first: lines out of
-/// the order written. Suspect: `Candidate::rotation_order` (src/tail/discovery.rs).
+/// Files rotated while firetail was behind are read oldest first by modification
+/// time, then by their rotation number — also where logrotate's `extension .log`
+/// puts it (`app-a.1.log`, not only `app.log.1`): two such files written within one
+/// tick of a coarse filesystem clock are read `.1` before `.0`, in the order written.
 #[test]
-#[ignore = "product bug: rotated files with the extension last, equal mtimes, read newest first"]
 fn rotated_files_with_the_extension_last_are_read_oldest_first() {
     let mut w = three_sources(false);
     w.select(2); // app-a.log, the glob's, numbered with the extension last

@@ -247,12 +247,6 @@ impl World {
         self.apps[app].ended
     }
 
-    /// True when firetail has (or had) the file at the app's path open.
-    pub fn current_opened(&self, app: usize) -> bool {
-        let path = &self.apps[app].path;
-        self.at.get(path).is_some_and(|f| self.files[*f].opened)
-    }
-
     /// Every file's modification time set to one instant, as a coarse filesystem
     /// clock leaves files written within one tick.
     pub fn same_mtimes(&self) {
