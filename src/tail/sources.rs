@@ -143,6 +143,9 @@ pub struct Tail {
     drain_discovered: bool,
     /// The last poll had more to read at once.
     busy: bool,
+    /// The first look at a first start (no checkpoint): files present are older than
+    /// firetail, and their rotated siblings too.
+    first_look: bool,
     pub(super) progress: Arc<Progress>,
     pub(super) metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -204,6 +207,7 @@ impl Tail {
             bytes_dropped: 0,
             drain_discovered: false,
             busy: false,
+            first_look: !resumed,
             progress,
             metrics,
             health,
@@ -243,6 +247,7 @@ impl Tail {
             tail.read_from
         };
         tail.discover_all(start_from);
+        tail.first_look = false;
         tail.update_counts();
         Ok(tail)
     }

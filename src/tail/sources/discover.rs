@@ -144,6 +144,9 @@ impl Tail {
             self.let_go.remove(&(meta.dev(), meta.ino()));
             match self.new_follower(source, &path, &entries, read_from) {
                 Ok(f) => {
+                    if entries.is_empty() && !self.first_look {
+                        self.warn_old_siblings(&name, &path, &f);
+                    }
                     // Another name of the same file (a hard link) is not a second file.
                     open.extend(f.open_inodes());
                     self.push(source, f);
@@ -180,6 +183,29 @@ impl Tail {
             tracing::error!(file = %path.display(), source = %first.name, also = %me.name, "A new file matches the globs of two sources; only the first in the configuration's order follows it.");
         }
         true
+    }
+
+    /// A path first seen after firetail started whose follower found rotated siblings
+    /// no follower knows: they were rotated before the glob's listing saw the path
+    /// (created and renamed between two listings), and the follower takes them for
+    /// files older than firetail. Not silent: a WARN names them.
+    fn warn_old_siblings(&self, source: &str, path: &Path, f: &Follower) {
+        let mut old: Vec<(u64, u64)> = f
+            .known
+            .keys()
+            .filter(|inode| {
+                !self.let_go.contains_key(*inode)
+                    && !self.followers.iter().any(|o| {
+                        o.follower.known.contains_key(*inode)
+                            || o.follower.open_inodes().any(|i| i == **inode)
+                    })
+            })
+            .copied()
+            .collect();
+        old.sort();
+        if !old.is_empty() {
+            tracing::warn!(source, file = %path.display(), rotated_files = old.len(), "A file the glob matches was first seen with rotated files beside it that no follower read; they are taken for files older than firetail and not shipped.");
+        }
     }
 
     /// The names in the glob's directory it matches, not firetail's own nor
