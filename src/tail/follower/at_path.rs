@@ -26,7 +26,14 @@ impl Follower {
                 self.set_path_error(None);
                 // While nothing is at the path, files may come and be renamed away
                 // between two looks: every look scans the siblings.
-                self.leave_path("File moved or deleted; finishing it and waiting for a new one.");
+                if self.leave_path("File moved or deleted; finishing it and waiting for a new one.")
+                {
+                    // Renamed, not deleted: a rotation, seen before the new file came.
+                    let moved = self.rotated.back().and_then(|h| h.file.metadata().ok());
+                    if moved.is_some_and(|m| m.nlink() > 0) {
+                        self.metrics.source(self.source).rotations.inc();
+                    }
+                }
                 self.adopt_unknown_siblings()?;
             }
             AtPath::NotRegular(kind) => {
