@@ -180,6 +180,20 @@ impl Follower {
         Ok(f)
     }
 
+    /// A follower of a path first seen while firetail runs: the siblings it took for
+    /// files older than firetail were rotated since it started, before the path was
+    /// listed, and are read from 0 at the next poll — except those open in another
+    /// follower (`open`) or read and let go (`known`, kept as they were).
+    pub(in crate::tail) fn siblings_are_new(
+        &mut self,
+        open: &std::collections::HashSet<(u64, u64)>,
+        known: Vec<((u64, u64), Known)>,
+    ) {
+        self.known.retain(|inode, _| open.contains(inode));
+        self.known.extend(known);
+        self.rescan = true;
+    }
+
     pub fn path(&self) -> &Path {
         self.scope.path()
     }

@@ -143,9 +143,13 @@ pub struct Tail {
     drain_discovered: bool,
     /// The last poll had more to read at once.
     busy: bool,
-    /// The first look at a first start (no checkpoint): files present are older than
-    /// firetail, and their rotated siblings too.
+    /// The look at start: a path's rotated siblings present then are older than this
+    /// run (a restart cannot tell those it shipped before from the others). Any path
+    /// seen later had its siblings rotated while firetail ran.
     first_look: bool,
+    /// Started from a checkpoint: rotated siblings of a path without an entry may be
+    /// files rotated while firetail was down (see `warn_old_siblings`).
+    resumed: bool,
     pub(super) progress: Arc<Progress>,
     pub(super) metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -207,7 +211,8 @@ impl Tail {
             bytes_dropped: 0,
             drain_discovered: false,
             busy: false,
-            first_look: !resumed,
+            first_look: true,
+            resumed,
             progress,
             metrics,
             health,

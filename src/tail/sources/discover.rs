@@ -143,8 +143,21 @@ impl Tail {
             }
             self.let_go.remove(&(meta.dev(), meta.ino()));
             match self.new_follower(source, &path, &entries, read_from) {
-                Ok(f) => {
+                Ok(mut f) => {
                     if entries.is_empty() && !self.first_look {
+                        // Rotated before the path was first listed: new, unless
+                        // another follower has it open or read it and let it go.
+                        let let_go = self.let_go.iter().map(|(i, l)| (*i, l.known.clone()));
+                        let read = self.followers.iter().flat_map(|o| {
+                            o.follower
+                                .known
+                                .iter()
+                                .filter(|(_, k)| k.read_to.is_some())
+                                .map(|(i, k)| (*i, k.clone()))
+                        });
+                        let known: Vec<_> = let_go.chain(read).collect();
+                        f.siblings_are_new(&open, known);
+                    } else if entries.is_empty() && self.resumed {
                         self.warn_old_siblings(&name, &path, &f);
                     }
                     // Another name of the same file (a hard link) is not a second file.
@@ -185,10 +198,11 @@ impl Tail {
         true
     }
 
-    /// A path first seen after firetail started whose follower found rotated siblings
-    /// no follower knows: they were rotated before the glob's listing saw the path
-    /// (created and renamed between two listings), and the follower takes them for
-    /// files older than firetail. Not silent: a WARN names them.
+    /// A path without a checkpoint entry at a restart whose follower found rotated
+    /// siblings no follower knows: they may have been created and rotated while
+    /// firetail was down, but a restart cannot tell them from files shipped before
+    /// and dropped from the checkpoint, so the follower takes them for older files.
+    /// Not silent: a WARN names the path and counts them.
     fn warn_old_siblings(&self, source: &str, path: &Path, f: &Follower) {
         let mut old: Vec<(u64, u64)> = f
             .known
