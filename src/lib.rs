@@ -1,6 +1,7 @@
-//! firetail follows one JSON-lines log file written by an application container, ships
-//! every line to Amazon Data Firehose with `PutRecordBatch`, and, when Kubernetes tells
-//! it to stop, ships everything still unshipped before it exits.
+//! firetail follows the JSON-lines log files an application's containers write (one
+//! path, or several sources, each a path or a glob and its stream), ships every line
+//! to Amazon Data Firehose with `PutRecordBatch`, and, when Kubernetes tells it to
+//! stop, ships everything still unshipped before it exits.
 //!
 //! # Layout
 //!
@@ -11,23 +12,29 @@
 //!  complete lines only      cut when full or due             resend failed only    which all is acked
 //! ```
 //!
+//! One such lane runs per delivery stream, for the sources that ship to it; the
+//! lanes share the ledger, the metrics, the dead-letter file and the checkpoint.
+//!
 //! Imports run downward, in the order of this map: the wiring imports the stages; a
 //! stage imports no other stage (each takes what the one before hands it, a
 //! [`handover`] type), only the dead-letter sink and the shared modules; a shared
 //! module imports only shared modules below it.
 //!
 //! The wiring:
-//! - [`pipeline`]: starts the stages, watches every task, owns the one shutdown path.
+//! - [`pipeline`]: starts each stream's lane, watches every task, owns the one
+//!   shutdown path.
 //! - [`report`](mod@report): the drain report, the exit code it implies, and the
 //!   termination message Kubernetes shows.
 //! - [`shutdown`]: the SIGTERM/SIGINT handlers.
 //!
 //! The stages, in the order lines flow:
-//! - [`tail`]: the file → lines; rotation, truncation, restart from the checkpoint.
-//! - [`batch`]: lines → batches within Firehose's limits; bad lines sorted out.
+//! - [`tail`]: the files of a lane's sources → lines; globs, rotation, truncation,
+//!   restart from the checkpoint.
+//! - [`batch`]: lines → batches within Firehose's limits; bad lines sorted out; the
+//!   pod's fields spliced into each JSON object line.
 //! - [`ship`]: batches → Firehose; classification, retries, bisection, in-flight bound.
 //! - [`checkpoint`]: acknowledgements → the checkpoint file (atomic, batched writes),
-//!   and the file's on-disk format.
+//!   and the file's on-disk format (and the migration of older versions).
 //! - [`deadletter`]: the file for lines Firehose can never take (batch and ship write
 //!   to it).
 //!
