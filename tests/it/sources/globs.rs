@@ -35,6 +35,21 @@ fn no_duplicates(figures: &std::collections::BTreeMap<String, super::StreamFigur
     }
 }
 
+/// Every line of `expected` arrives, firetail drains and exits 0 on SIGTERM, and no
+/// line of any stream arrived twice.
+fn each_line_once(
+    name: &str,
+    fake: &FakeFirehose,
+    ft: &mut Firetail,
+    expected: &[(&str, &[String])],
+) {
+    let total = expected.iter().map(|(_, l)| l.len()).sum();
+    wait_distinct(fake, total, ft);
+    ft.term();
+    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    no_duplicates(&per_stream(name, fake, expected, 0, ft));
+}
+
 #[test]
 fn files_appearing_under_a_glob_are_picked_up_and_ship_their_first_line_unprompted() {
     let fake = family_fake(Faults::default());
@@ -92,19 +107,15 @@ fn files_appearing_under_a_glob_are_picked_up_and_ship_their_first_line_unprompt
     }
     append(&web, &web_lines[100..]);
     let worker_lines: Vec<String> = workers.iter().flat_map(|(_, l)| l.clone()).collect();
-    wait_distinct(&fake, worker_lines.len() + web_lines.len(), &ft);
-    ft.term();
-    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
-    no_duplicates(&per_stream(
+    each_line_once(
         "glob_new_files",
         &fake,
+        &mut ft,
         &[
             (workers_stream.as_str(), &worker_lines),
             (web_stream.as_str(), &web_lines),
         ],
-        0,
-        &ft,
-    ));
+    );
 }
 
 /// logrotate `dateext` with `extension .log` renames `app.log` to `app-YYYYMMDD.log`:
@@ -159,16 +170,12 @@ fn a_dateext_rotation_the_glob_also_matches_ships_every_line_once() {
         2,
         "logrotate made app-YYYYMMDD.log and app-YYYYMMDD-HHMMSS.log: {rotated:?}"
     );
-    wait_distinct(&fake, written.len(), &ft);
-    ft.term();
-    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
-    no_duplicates(&per_stream(
+    each_line_once(
         "glob_dateext",
         &fake,
+        &mut ft,
         &[(app_stream.as_str(), &written)],
-        0,
-        &ft,
-    ));
+    );
 }
 
 /// The hard open-files limit for the child: 4,096, or ours when lower (raising a hard
@@ -234,9 +241,12 @@ fn two_hundred_files_matched_at_once_under_a_soft_limit_of_64_all_ship() {
         append(path, &lines[50..]);
     }
     let all: Vec<String> = files.iter().flat_map(|(_, l)| l.clone()).collect();
-    wait_distinct(&fake, all.len(), &ft);
-    ft.term();
-    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
+    each_line_once(
+        "glob_200_files_soft_limit_64",
+        &fake,
+        &mut ft,
+        &[(many_stream.as_str(), &all)],
+    );
     assert!(
         ft.logs().iter().all(|v| !v["message"]
             .as_str()
@@ -245,13 +255,6 @@ fn two_hundred_files_matched_at_once_under_a_soft_limit_of_64_all_ship() {
         "EMFILE\n{}",
         ft.dump()
     );
-    no_duplicates(&per_stream(
-        "glob_200_files_soft_limit_64",
-        &fake,
-        &[(many_stream.as_str(), &all)],
-        0,
-        &ft,
-    ));
 }
 
 /// A file the glob matches, created, written and renamed to a rotation of its own name
@@ -279,16 +282,12 @@ fn a_glob_file_rotated_before_it_was_first_listed_ships() {
     create_with(&path, &after);
     ft.signal(libc::SIGCONT);
     let all: Vec<String> = [before, after].concat();
-    wait_distinct(&fake, all.len(), &ft);
-    ft.term();
-    assert_eq!(ft.exit_code(LONG), 0, "{}", ft.dump());
-    no_duplicates(&per_stream(
+    each_line_once(
         "glob_rotated_unseen",
         &fake,
+        &mut ft,
         &[(jobs.as_str(), &all)],
-        0,
-        &ft,
-    ));
+    );
     let got = fake.accepted_lines_of(&jobs);
     let first_after = got.iter().position(|l| l.contains("after")).unwrap();
     assert!(
